@@ -1,0 +1,91 @@
+"""`corpusdb.json`: the format version, table schemas, registered models and views of a database.
+
+    python -c "import json; from corpusdb.catalog import Catalog; print(json.dumps(Catalog.new().to_dict(), indent=1))"
+
+The catalog is small and rewritten atomically as a whole. The tables themselves are the Parquet
+parts under each table's folder; the catalog never lists parts, so a job that adds parts never has
+to update it, and concurrent jobs cannot lose each other's parts.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+
+from corpusdb.errors import CatalogError, DatabaseNotFoundError
+from corpusdb.storage import Location
+
+CATALOG_FILE = "corpusdb.json"
+FORMAT_VERSION = 1
+
+# Columns every part of a table carries, with their DuckDB types. Ingestion adds meta columns to
+# documents (VARCHAR); the scores table gets its `model` column from the hive partition.
+TABLE_SCHEMAS: dict[str, dict[str, str]] = {
+    "documents": {"doc_id": "BIGINT", "source": "VARCHAR", "text": "VARCHAR", "n_bytes": "BIGINT"},
+    "scores": {"doc_id": "BIGINT", "sum_logprob": "DOUBLE", "n_tokens": "BIGINT", "n_bytes": "BIGINT", "model": "VARCHAR"},
+}
+
+
+@dataclass
+class Catalog:
+    """The parsed contents of `corpusdb.json`."""
+
+    format_version: int = FORMAT_VERSION
+    created_at: str = ""
+    tables: dict[str, dict] = field(default_factory=dict)
+    models: dict[str, dict] = field(default_factory=dict)
+    views: dict[str, dict] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls) -> Catalog:
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        tables = {name: {"columns": dict(columns)} for name, columns in TABLE_SCHEMAS.items()}
+        return cls(created_at=now, tables=tables)
+
+    def to_dict(self) -> dict:
+        return {
+            "format": "corpusdb",
+            "format_version": self.format_version,
+            "created_at": self.created_at,
+            "tables": self.tables,
+            "models": self.models,
+            "views": self.views,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict, url: str) -> Catalog:
+        if not isinstance(data, dict) or data.get("format") != "corpusdb":
+            raise CatalogError(f"{url}: {CATALOG_FILE} is not a corpusdb catalog; point at a folder made by `corpusdb init`")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CatalogError(
+                f"{url}: format version {version!r} is not {FORMAT_VERSION}; use the corpusdb release that wrote it"
+            )
+        return cls(
+            format_version=version,
+            created_at=data.get("created_at", ""),
+            tables=data.get("tables", {}),
+            models=data.get("models", {}),
+            views=data.get("views", {}),
+        )
+
+
+def load_catalog(location: Location) -> Catalog:
+    """Read the catalog of the database at `location`."""
+    if not location.exists(CATALOG_FILE):
+        raise DatabaseNotFoundError(
+            f"{location.url}: no corpusdb database here (no {CATALOG_FILE}); create one with `corpusdb init {location.url}`"
+        )
+    raw = location.read_bytes(CATALOG_FILE)
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise CatalogError(f"{location.url}/{CATALOG_FILE}: not valid JSON ({exc}); restore it from a backup") from exc
+    return Catalog.from_dict(data, location.url)
+
+
+def save_catalog(location: Location, catalog: Catalog) -> None:
+    """Write the catalog atomically."""
+    data = json.dumps(catalog.to_dict(), indent=2, sort_keys=True).encode()
+    location.write_atomic(data + b"\n", CATALOG_FILE)

@@ -1,0 +1,252 @@
+"""The `corpusdb` command line: a thin layer over the library.
+
+    corpusdb --help
+    corpusdb ingest demo/db demo/raw/bible.jsonl.gz --source bible
+    corpusdb sql demo/db "select source, count(*) from documents group by 1"
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+import corpusdb
+from corpusdb.errors import CorpusDBError
+from corpusdb.output import FORMATS, render
+from corpusdb.storage import parse_storage_options
+
+STORAGE_HELP = "fsspec storage option KEY=VALUE for the database and inputs, e.g. -o endpoint_url=http://127.0.0.1:8333 (repeatable)"
+
+
+class Group(click.Group):
+    """Turns corpusdb's errors and bad arguments into one-line `Error: ...` messages, exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (CorpusDBError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def _open(url: str, options: tuple[str, ...]) -> corpusdb.Database:
+    return corpusdb.open(url, storage_options=parse_storage_options(options))
+
+
+def storage_option(func):
+    return click.option("-o", "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE", help=STORAGE_HELP)(func)
+
+
+def format_option(func):
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="output format"
+    )(func)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(corpusdb.__version__, prog_name="corpusdb")
+def cli() -> None:
+    """corpusdb: a corpus refinement database for language-model pre-training.
+
+    A database is a folder (local path or fsspec URL: s3://, gs://, memory://) of Parquet tables
+    queried through DuckDB. Typical session:
+
+    \b
+      corpusdb ingest demo/db data/*.jsonl.gz --source web
+      corpusdb stats demo/db
+      corpusdb sql demo/db "select source, sum(n_bytes) from documents group by 1"
+    """
+
+
+@cli.command()
+@click.argument("db")
+@storage_option
+def init(db: str, storage_options: tuple[str, ...]) -> None:
+    """Create an empty database at DB (does nothing if one is there).
+
+    \b
+    Example:
+      corpusdb init s3://my-bucket/corpus -o endpoint_url=http://127.0.0.1:8333
+    """
+    database = corpusdb.init(db, storage_options=parse_storage_options(storage_options))
+    click.echo(f"database ready at {database.url}")
+
+
+@cli.command()
+@click.argument("db")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--source", "source_name", help="name for the `source` column [default: first SOURCE's file name]")
+@click.option("--text-field", default="text", show_default=True, help="JSON field (dotted path) or Parquet column of the text")
+@click.option(
+    "--meta",
+    multiple=True,
+    metavar="COLUMN=FIELD",
+    help="copy FIELD (dotted path, or @file / @line) into a meta column (repeatable)",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet", "text"]), default="auto", show_default=True,
+    help="input format; auto reads it from the extension (.jsonl/.json[.gz|.zst|...], .parquet, .txt/.md/.rst)",
+)
+@click.option(
+    "--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
+    help="stop at the first bad record, or skip bad records and count them",
+)
+@click.option("--shard", default="0/1", show_default=True, help="i/n: process every n-th input file starting at i")
+@click.option("--part-size-mb", type=float, default=128.0, show_default=True, help="text bytes per Parquet part")
+@click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
+@click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@storage_option
+def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, part_size_mb, as_json, progress, storage_options):
+    """Ingest SOURCES (files, folders, globs; any fsspec URL) into DB's documents table.
+
+    Creates DB if needed. Each document gets a doc_id (hash of its normalised text); a document
+    already in DB is not written again. Re-running a job skips finished input files and redoes a
+    crashed one, so the table ends up exactly as one clean run leaves it.
+
+    \b
+    Examples:
+      corpusdb ingest demo/db crawl/*.jsonl.zst --source web --meta url=url --on-error skip
+      corpusdb ingest s3://bkt/db s3://bkt/raw/ --source raw -o endpoint_url=http://127.0.0.1:8333
+      corpusdb ingest demo/db docs/ --format text --source docs --meta path=@file
+    """
+    options = parse_storage_options(storage_options)
+    pairs = []
+    for item in meta:
+        column, sep, field_path = item.partition("=")
+        if not sep or not column or not field_path:
+            raise ValueError(f"--meta {item!r} is not COLUMN=FIELD, e.g. --meta url=metadata.url")
+        pairs.append((column, field_path))
+    database = corpusdb.init(db, storage_options=options)
+    report = database.ingest(
+        list(sources), source=source_name, text_field=text_field, meta=tuple(pairs), format=fmt,
+        on_error=on_error, shard=shard, part_size_mb=part_size_mb, progress=progress, storage_options=options,
+    )
+    if as_json:
+        click.echo(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        click.echo(report.summary())
+        for example in report.bad_examples:
+            click.echo(f"  skipped: {example}", err=True)
+
+
+def _print_relation(relation, fmt: str) -> None:
+    if relation is None:
+        return
+    click.echo(render(relation.columns, relation.fetchall(), fmt))
+
+
+@cli.command()
+@click.argument("db")
+@click.argument("query")
+@format_option
+@storage_option
+def sql(db: str, query: str, fmt: str, storage_options: tuple[str, ...]) -> None:
+    """Run QUERY (DuckDB SQL) over DB's tables and views and print the result.
+
+    \b
+    Examples:
+      corpusdb sql demo/db "select source, count(*) as docs, sum(n_bytes) as bytes from documents group by 1"
+      corpusdb sql demo/db "select doc_id, left(text, 80) from documents using sample 5" --format json
+    """
+    with _open(db, storage_options) as database:
+        _print_relation(database.sql(query), fmt)
+
+
+@cli.command()
+@click.argument("db")
+@format_option
+@storage_option
+def stats(db: str, fmt: str, storage_options: tuple[str, ...]) -> None:
+    """Summarise DB: documents, bytes and parts, in all and per source.
+
+    \b
+    Example:
+      corpusdb stats demo/db --format json
+    """
+    with _open(db, storage_options) as database:
+        summary = database.stats()
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+        return
+    total_bytes = max(summary["n_bytes"], 1)
+    rows = [
+        (s["source"], s["n_documents"], s["n_bytes"], round(100.0 * s["n_bytes"] / total_bytes, 2))
+        for s in summary["sources"]
+    ]
+    rows.append(("(all)", summary["n_documents"], summary["n_bytes"], 100.0 if summary["n_bytes"] else 0.0))
+    if fmt == "table":
+        click.echo(f"{summary['url']}: {summary['n_documents']:,} documents, {summary['n_bytes'] / 1e6:,.1f} MB of text, {summary['n_parts']} parts")
+    click.echo(render(["source", "n_documents", "n_bytes", "pct_bytes"], rows, fmt))
+
+
+SHELL_HELP = """Enter SQL ending in ';'. Commands: .tables  .schema NAME  .format table|csv|json  .help  .quit"""
+
+
+@cli.command()
+@click.argument("db")
+@storage_option
+def shell(db: str, storage_options: tuple[str, ...]) -> None:
+    """Open an interactive SQL prompt on DB (statements end with ';').
+
+    \b
+    Example:
+      corpusdb shell demo/db
+      corpusdb> select source, count(*) from documents group by 1;
+    """
+    try:
+        import readline  # noqa: F401 - line editing and history where available
+    except ImportError:
+        pass
+    interactive = sys.stdin.isatty()
+    fmt = "table"
+    with _open(db, storage_options) as database:
+        if interactive:
+            click.echo(f"corpusdb {corpusdb.__version__} on {database.url}. {SHELL_HELP}")
+        buffer: list[str] = []
+        while True:
+            prompt = ("corpusdb> " if not buffer else "     ...> ") if interactive else ""
+            try:
+                line = input(prompt)
+            except EOFError:
+                break
+            stripped = line.strip()
+            if not buffer and stripped.startswith("."):
+                command, _, arg = stripped.partition(" ")
+                if command in (".quit", ".exit"):
+                    break
+                if command == ".help":
+                    click.echo(SHELL_HELP)
+                elif command == ".tables":
+                    click.echo("\n".join(database.relations()))
+                elif command == ".schema" and arg:
+                    statement = f"describe {arg.strip()}"
+                    _run_shell_statement(database, statement, "table")
+                elif command == ".format" and arg.strip() in FORMATS:
+                    fmt = arg.strip()
+                else:
+                    click.echo(f"Error: unknown command {stripped!r}. {SHELL_HELP}", err=True)
+                continue
+            if not stripped and not buffer:
+                continue
+            buffer.append(line)
+            if stripped.endswith(";"):
+                _run_shell_statement(database, "\n".join(buffer), fmt)
+                buffer = []
+        if buffer:
+            _run_shell_statement(database, "\n".join(buffer), fmt)
+
+
+def _run_shell_statement(database: corpusdb.Database, statement: str, fmt: str) -> None:
+    try:
+        _print_relation(database.sql(statement), fmt)
+    except CorpusDBError as exc:
+        click.echo(f"Error: {exc}", err=True)
+
+
+def main() -> None:
+    cli(prog_name="corpusdb")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,181 @@
+"""Where a database and its inputs live: fsspec URLs, atomic writes and clear storage errors.
+
+    python -c "from corpusdb.storage import Location; print(Location('memory://db').join('documents'))"
+
+Every write goes through `write_atomic`: on a local disk a temporary file renamed into place, on
+object storage a single PUT (a multipart upload is invisible until completed), so a reader never
+sees half a file and a crashed writer leaves nothing behind but, at worst, a hidden `.tmp` file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from corpusdb.errors import StorageError
+
+TMP_PREFIX = ".tmp-"
+
+
+def parse_storage_options(pairs: list[str] | tuple[str, ...]) -> dict:
+    """Turn `key=value` strings (CLI `-o`) into fsspec storage options.
+
+    `endpoint_url`, `region_name` and `verify` go to the S3 client (`client_kwargs`), as s3fs wants.
+    """
+    options: dict = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"storage option {pair!r} is not KEY=VALUE, e.g. -o endpoint_url=http://127.0.0.1:8333")
+        parsed: object = value
+        if value.lower() in ("true", "false"):
+            parsed = value.lower() == "true"
+        if key in ("endpoint_url", "region_name", "verify"):
+            options.setdefault("client_kwargs", {})[key] = parsed
+        else:
+            options[key] = parsed
+    return options
+
+
+def default_storage_options(protocol: str) -> dict:
+    """Options taken from the environment: `AWS_ENDPOINT_URL` (or `S3_ENDPOINT_URL`) for S3."""
+    if protocol in ("s3", "s3a"):
+        endpoint = os.environ.get("AWS_ENDPOINT_URL") or os.environ.get("S3_ENDPOINT_URL")
+        if endpoint:
+            return {"client_kwargs": {"endpoint_url": endpoint}}
+    return {}
+
+
+def describe_error(url: str, exc: BaseException) -> str:
+    """One line saying why `url` failed and what to do about it."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    name = type(exc).__name__
+    lowered = text.lower()
+    if isinstance(exc, FileNotFoundError) or "nosuchbucket" in lowered or "does not exist" in lowered:
+        return f"{url}: not found; check the path (and bucket name)"
+    if isinstance(exc, PermissionError) or any(
+        word in lowered for word in ("accessdenied", "access denied", "forbidden", "signature", "invalidaccesskeyid")
+    ):
+        return (
+            f"{url}: access denied ({text}); check the credentials "
+            "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or -o key=... -o secret=...)"
+        )
+    if any(word in lowered for word in ("connect", "endpoint", "timed out", "name or service", "unreachable")) or name in (
+        "EndpointConnectionError",
+        "ClientConnectorError",
+        "ConnectTimeoutError",
+    ):
+        return f"{url}: cannot reach the storage server ({text}); check the endpoint (-o endpoint_url=... or AWS_ENDPOINT_URL)"
+    return f"{url}: {name}: {text}"
+
+
+@contextlib.contextmanager
+def storage_errors(url: str) -> Iterator[None]:
+    """Turn filesystem and network exceptions raised inside into one-line `StorageError`s."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise StorageError(describe_error(url, exc)) from exc
+    except Exception as exc:  # botocore/aiohttp errors that are not OSError subclasses
+        if type(exc).__module__.split(".")[0] in ("botocore", "aiohttp", "aiobotocore", "s3fs", "gcsfs"):
+            raise StorageError(describe_error(url, exc)) from exc
+        raise
+
+
+@dataclass(frozen=True)
+class Location:
+    """A folder on any fsspec filesystem: the filesystem plus the path inside it."""
+
+    url: str
+    storage_options: dict = field(default_factory=dict, compare=False, hash=False)
+    fs: fsspec.AbstractFileSystem = field(init=False, compare=False, hash=False, repr=False)
+    path: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
+        options = {**default_storage_options(protocol), **self.storage_options}
+        with storage_errors(self.url):
+            fs, path = url_to_fs(self.url, **options)
+        object.__setattr__(self, "fs", fs)
+        object.__setattr__(self, "path", path.rstrip("/") or path)
+
+    @property
+    def protocol(self) -> str:
+        protocol = self.fs.protocol
+        return protocol[0] if isinstance(protocol, (tuple, list)) else protocol
+
+    @property
+    def is_local(self) -> bool:
+        return self.protocol in ("file", "local")
+
+    def join(self, *parts: str) -> str:
+        """Path inside the filesystem (no protocol) of a file or folder under this location."""
+        return posixpath.join(self.path, *parts)
+
+    def url_of(self, path: str) -> str:
+        """Full URL of an in-filesystem path, as DuckDB and users see it."""
+        if self.is_local:
+            return path
+        return self.fs.unstrip_protocol(path)
+
+    def exists(self, *parts: str) -> bool:
+        with storage_errors(self.url_of(self.join(*parts))):
+            return self.fs.exists(self.join(*parts))
+
+    def read_bytes(self, *parts: str) -> bytes:
+        path = self.join(*parts)
+        with storage_errors(self.url_of(path)):
+            return self.fs.cat_file(path)
+
+    def write_atomic(self, data: bytes, *parts: str) -> str:
+        """Write `data` so that readers see either nothing or the whole file; returns the path."""
+        path = self.join(*parts)
+        with storage_errors(self.url_of(path)):
+            if self.is_local:
+                folder = os.path.dirname(path)
+                os.makedirs(folder, exist_ok=True)
+                tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+                try:
+                    with open(tmp, "wb") as handle:
+                        handle.write(data)
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                    os.replace(tmp, path)
+                finally:
+                    if os.path.exists(tmp):
+                        os.remove(tmp)
+            else:
+                # One request: object stores publish an object only when the upload completes.
+                self.fs.pipe_file(path, data)
+        return path
+
+    def list_files(self, *parts: str, suffix: str = "") -> list[str]:
+        """Paths of the files under a folder (recursively), sorted, skipping temporary files."""
+        folder = self.join(*parts)
+        with storage_errors(self.url_of(folder)):
+            if not self.fs.exists(folder):
+                return []
+            found = self.fs.find(folder)
+        return sorted(
+            path
+            for path in found
+            if path.endswith(suffix) and not posixpath.basename(path).startswith((TMP_PREFIX, "."))
+        )
+
+    def remove(self, path: str) -> None:
+        with storage_errors(self.url_of(path)):
+            if self.fs.exists(path):
+                self.fs.rm_file(path)
+
+    def invalidate(self) -> None:
+        """Forget cached listings so the next listing sees other writers' files."""
+        self.fs.invalidate_cache()

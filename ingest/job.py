@@ -1,0 +1,373 @@
+"""The ingestion job: input files -> deduplicated, immutable Parquet parts of `documents`.
+
+    corpusdb ingest demo/db tests/data/corpus/*.jsonl.gz --source fixture
+
+How a job stays exact under crashes, re-runs and shards:
+- Each input file version gets a key (hash of its URL, size, ETag/mtime and the read options). Its
+  documents go to parts `documents/part-<key>-<chunk>.parquet`, each written atomically, and a
+  marker `_jobs/ingest/<key>.json` is written once all of them are. A re-run skips inputs with a
+  marker and rewrites the others from scratch (same names, same contents), deleting leftovers.
+- A document already in the database (in parts of inputs outside this job) or earlier in this
+  job's input order is not written again. Inputs are processed in sorted URL order, so the table
+  does not depend on where a crash happened.
+- `shard=(i, n)` processes every n-th input. Shards running at once cannot see each other's
+  documents, so the shard that finds every input of the job done removes cross-shard duplicates,
+  keeping each document in its first part in job order: the same table a single run writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import posixpath
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from tqdm.auto import tqdm
+
+from corpusdb.db import Database
+from corpusdb.storage import Location, storage_errors
+from corpusdb.text import doc_id, normalize
+from ingest.docids import DocIdSet, read_doc_ids
+from ingest.readers import ReadOptions, Reader
+from ingest.sources import InputFile, list_inputs
+
+MARKERS = "_jobs/ingest"
+PART_RE = re.compile(r"^part-([0-9a-f]{16})-(\d{5})\.parquet$")
+ROW_GROUP_ROWS = 8192
+FAILPOINT_ENV = "CORPUSDB_FAILPOINT"  # "ingest.after_part=N": hard-exit after the N-th part (crash tests)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest job did."""
+
+    source: str
+    n_inputs: int = 0
+    n_inputs_done_before: int = 0
+    n_inputs_processed: int = 0
+    n_unknown_skipped: int = 0
+    n_docs_read: int = 0
+    n_docs_written: int = 0
+    n_duplicates: int = 0
+    n_bytes_read: int = 0
+    n_text_bytes_written: int = 0
+    n_parts_written: int = 0
+    n_cross_shard_duplicates_removed: int = 0
+    bad_records: dict = field(default_factory=dict)
+    bad_examples: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_bad_records(self) -> int:
+        return sum(self.bad_records.values())
+
+    def to_dict(self) -> dict:
+        data = {key: value for key, value in self.__dict__.items()}
+        data["n_bad_records"] = self.n_bad_records
+        return data
+
+    def summary(self) -> str:
+        """One paragraph for people."""
+        secs = max(self.seconds, 1e-9)
+        lines = [
+            f"ingested {self.n_docs_written:,} new documents ({self.n_text_bytes_written / 1e6:,.1f} MB of text) "
+            f"from {self.n_inputs_processed} of {self.n_inputs} input files as source {self.source!r} "
+            f"in {self.seconds:.1f} s ({self.n_docs_read / secs:,.0f} docs/s, {self.n_bytes_read / 1e6 / secs:,.1f} MB/s read)",
+            f"{self.n_duplicates:,} exact duplicates not written again; "
+            f"{self.n_inputs_done_before} input files were already done",
+        ]
+        if self.n_unknown_skipped:
+            lines.append(f"{self.n_unknown_skipped} files of unknown format skipped; pass --format text to read them")
+        if self.n_bad_records:
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.bad_records.items()))
+            lines.append(f"{self.n_bad_records} bad records skipped ({reasons})")
+        if self.n_cross_shard_duplicates_removed:
+            lines.append(f"{self.n_cross_shard_duplicates_removed} cross-shard duplicates removed")
+        return "\n".join(lines)
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
+    """`"i/n"` (0-based) -> (i, n)."""
+    if shard is None:
+        return 0, 1
+    if isinstance(shard, str):
+        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
+        if not match:
+            raise ValueError(f"shard {shard!r} is not i/n, e.g. 0/4 (shards are numbered from 0)")
+        shard = int(match.group(1)), int(match.group(2))
+    index, count = shard
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {index}/{count} is out of range; use i/n with 0 <= i < n")
+    return index, count
+
+
+def default_source(url: str) -> str:
+    """Source name from an input URL: its file or folder name without extensions."""
+    name = posixpath.basename(url.rstrip("/").split("://", 1)[-1]) or "default"
+    while True:
+        stem, ext = posixpath.splitext(name)
+        if not ext or not stem:
+            return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+        name = stem
+
+
+def input_key(item: InputFile, options: ReadOptions, source: str) -> str:
+    """16 hex digits naming this version of this input read with these options."""
+    identity = [item.url, item.size, item.version, item.format, source, options.text_field, list(options.meta)]
+    return xxhash.xxh3_64_hexdigest(json.dumps(identity).encode())
+
+
+def _part_key(path: str) -> tuple[str, int] | None:
+    match = PART_RE.match(posixpath.basename(path))
+    return (match.group(1), int(match.group(2))) if match else None
+
+
+def _failpoint(parts_written: int) -> None:
+    spec = os.environ.get(FAILPOINT_ENV, "")
+    if spec.startswith("ingest.after_part=") and parts_written >= int(spec.split("=", 1)[1]):
+        os._exit(75)  # a hard crash: no cleanup, no marker
+
+
+class PartWriter:
+    """Buffers one input's documents and writes them as deduplicated parts of `documents`."""
+
+    def __init__(self, location: Location, key: str, source: str, meta_columns: list[str], seen: DocIdSet, part_bytes: int):
+        self.location = location
+        self.key = key
+        self.source = source
+        self.meta_columns = meta_columns
+        self.seen = seen
+        self.part_bytes = part_bytes
+        self.chunk = 0
+        self.written: list[str] = []
+        self.n_docs_written = 0
+        self.n_bytes_written = 0
+        self.n_duplicates = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.ids: list[int] = []
+        self.texts: list[str] = []
+        self.sizes: list[int] = []
+        self.metas: dict[str, list] = {column: [] for column in self.meta_columns}
+        self.buffered = 0
+
+    def add(self, text: str, meta: dict) -> None:
+        text = normalize(text)
+        encoded = text.encode("utf-8")
+        self.ids.append(doc_id(text))
+        self.texts.append(text)
+        self.sizes.append(len(encoded))
+        for column in self.meta_columns:
+            self.metas[column].append(meta.get(column))
+        self.buffered += len(encoded) + 64
+        if self.buffered >= self.part_bytes:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the buffered documents not seen before as the next part (none if all were seen)."""
+        if not self.ids:
+            return
+        ids = np.array(self.ids, dtype=np.int64)
+        _, first = np.unique(ids, return_index=True)
+        keep = np.zeros(len(ids), dtype=bool)
+        keep[first] = True
+        keep &= ~self.seen.contains(ids)
+        self.n_duplicates += int(len(ids) - keep.sum())
+        if keep.any():
+            index = np.flatnonzero(keep)
+            columns = {
+                "doc_id": pa.array(ids[index]),
+                "source": pa.array([self.source] * len(index), pa.string()),
+                "text": pa.array([self.texts[i] for i in index], pa.string()),
+                "n_bytes": pa.array(np.array(self.sizes, dtype=np.int64)[index]),
+            }
+            for column in self.meta_columns:
+                values = self.metas[column]
+                columns[column] = pa.array([values[i] for i in index], pa.string())
+            table = pa.table(columns)
+            sink = pa.BufferOutputStream()
+            pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            name = f"part-{self.key}-{self.chunk:05d}.parquet"
+            self.written.append(self.location.write_atomic(sink.getvalue().to_pybytes(), "documents", name))
+            self.seen.add(ids[index])
+            self.n_docs_written += len(index)
+            self.n_bytes_written += int(table.column("n_bytes").to_numpy().sum())
+        self.chunk += 1
+        self._reset()
+
+
+def _marker_keys(location: Location) -> set[str]:
+    return {posixpath.basename(path)[: -len(".json")] for path in location.list_files(MARKERS, suffix=".json")}
+
+
+def run_ingest(
+    db: Database,
+    sources: list[str],
+    *,
+    source: str | None = None,
+    text_field: str = "text",
+    meta: tuple[tuple[str, str], ...] | dict = (),
+    format: str = "auto",  # noqa: A002 - the CLI option's name
+    on_error: str = "raise",
+    shard: str | tuple[int, int] | None = None,
+    part_size_mb: float = 128.0,
+    progress: bool | None = None,
+    storage_options: dict | None = None,
+) -> IngestReport:
+    """Ingest files, folders or globs (any fsspec URL) into the `documents` table of `db`.
+
+    Args:
+        source: name stored in the `source` column; default: the first SOURCE's file name stem.
+        text_field: JSON field (dotted path) or Parquet column holding the text.
+        meta: (column, field) pairs copied into VARCHAR meta columns; field may be `@file` or `@line`.
+        format: auto (from the extension), jsonl, parquet or text (one document per file).
+        on_error: raise at the first bad record, or skip bad records and count them.
+        shard: (i, n) or "i/n": process every n-th input starting at i.
+        part_size_mb: text bytes per part before a new part starts.
+        progress: show a progress bar (default: when stderr is a terminal).
+        storage_options: fsspec options for the inputs (default: the database's).
+
+    Raises:
+        InputError: a bad record (with on_error="raise") or an input that cannot be read as asked.
+        StorageError: an input or the database cannot be reached, read or written.
+    """
+    started = time.perf_counter()
+    meta_pairs = tuple(meta.items()) if isinstance(meta, dict) else tuple(tuple(pair) for pair in meta)
+    options = ReadOptions(text_field=text_field, meta=meta_pairs, on_error=on_error)
+    shard_index, num_shards = parse_shard(shard)
+    if part_size_mb <= 0:
+        raise ValueError(f"part_size_mb {part_size_mb} must be positive")
+    location = db.location
+    input_options = location.storage_options if storage_options is None else storage_options
+    items, unknown = list_inputs(list(sources), format, input_options)
+    if not items:
+        raise ValueError(f"no input files of a known format under {', '.join(sources)}; pass --format text to read them")
+    source = source or default_source(sources[0])
+    keys = [input_key(item, options, source) for item in items]
+    listing = set(keys)
+    report = IngestReport(source=source, n_inputs=len(items), n_unknown_skipped=len(unknown))
+
+    parts_by_key: dict[str, list[str]] = {}
+    outside: list[str] = []
+    for path in db.parts("documents"):
+        parsed = _part_key(path)
+        if parsed and parsed[0] in listing:
+            parts_by_key.setdefault(parsed[0], []).append(path)
+        else:
+            outside.append(path)
+    outside_ids = read_doc_ids(location.fs, outside)
+    seen = DocIdSet(outside_ids)
+    snapshot = DocIdSet(outside_ids) if num_shards > 1 else None  # for the cross-shard pass
+    done = _marker_keys(location) & listing
+    mine = [(item, key) for position, (item, key) in enumerate(zip(items, keys)) if position % num_shards == shard_index]
+    todo_bytes = sum(item.size for item, key in mine if key not in done)
+    meta_columns = [column for column, _ in meta_pairs]
+    bad_total = Counter()
+    parts_written = 0
+
+    with tqdm(
+        total=todo_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=f"ingest {source}",
+        disable=(not progress) if progress is not None else None, dynamic_ncols=True,
+    ) as bar:
+        for item, key in mine:
+            if key in done:
+                seen.add(read_doc_ids(location.fs, parts_by_key.get(key, [])))
+                report.n_inputs_done_before += 1
+                continue
+            writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024))
+
+            def on_bytes(n: int) -> None:
+                report.n_bytes_read += n
+                bar.update(n)
+
+            reader = Reader(item, options, input_options, on_bytes)
+            for text, values in reader:
+                report.n_docs_read += 1
+                before = len(writer.written)
+                writer.add(text, values)
+                if len(writer.written) != before:
+                    parts_written += 1
+                    _failpoint(parts_written)
+                if report.n_docs_read % 2048 == 0:
+                    bar.set_postfix(docs=f"{report.n_docs_read:,}", refresh=False)
+            before = len(writer.written)
+            writer.flush()
+            if len(writer.written) != before:
+                parts_written += 1
+                _failpoint(parts_written)
+            for leftover in set(parts_by_key.get(key, [])) - set(writer.written):
+                location.remove(leftover)
+            marker = {
+                "url": item.url,
+                "source": source,
+                "n_docs_written": writer.n_docs_written,
+                "n_duplicates": writer.n_duplicates,
+                "bad_records": dict(reader.bad.counts),
+                "parts": [posixpath.basename(path) for path in writer.written],
+                "finished_at": time.time(),
+            }
+            location.write_atomic(json.dumps(marker, indent=1).encode(), MARKERS, f"{key}.json")
+            report.n_inputs_processed += 1
+            report.n_docs_written += writer.n_docs_written
+            report.n_duplicates += writer.n_duplicates
+            report.n_text_bytes_written += writer.n_bytes_written
+            report.n_parts_written += len(writer.written)
+            bad_total.update(reader.bad.counts)
+            report.bad_examples.extend(reader.bad.examples[: 5 - len(report.bad_examples)])
+        bar.set_postfix(docs=f"{report.n_docs_read:,}")
+
+    report.bad_records = dict(bad_total)
+    if num_shards > 1:
+        location.invalidate()
+        if set(keys) <= _marker_keys(location):
+            report.n_cross_shard_duplicates_removed = remove_cross_shard_duplicates(location, keys, snapshot)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot: DocIdSet) -> int:
+    """Keep each document of a sharded job only in its first part in job order; returns rows removed.
+
+    Safe to run from several shards at once: the part a document is kept in is the same for every
+    runner, and no runner ever removes it from that part.
+    """
+    order = {key: position for position, key in enumerate(keys)}
+    parts = []
+    for path in location.list_files("documents", suffix=".parquet"):
+        parsed = _part_key(path)
+        if parsed and parsed[0] in order:
+            parts.append(((order[parsed[0]], parsed[1]), path))
+    parts.sort()
+    if not parts:
+        return 0
+    arrays = [read_doc_ids(location.fs, [path]) for _, path in parts]
+    ids = np.concatenate(arrays)
+    part_index = np.concatenate([np.full(len(a), i, dtype=np.int64) for i, a in enumerate(arrays)])
+    sort = np.lexsort((part_index, ids))
+    sorted_ids = ids[sort]
+    later = np.zeros(len(ids), dtype=bool)
+    later[sort[1:]] = sorted_ids[1:] == sorted_ids[:-1]
+    remove = later | snapshot.contains(ids)
+    removed = 0
+    for i in np.unique(part_index[remove]):
+        path = parts[i][1]
+        drop = ids[(part_index == i) & remove]
+        with storage_errors(location.url_of(path)):
+            table = pq.read_table(path, filesystem=location.fs)
+        mask = ~np.isin(table.column("doc_id").to_numpy(), drop)
+        removed += int(len(mask) - mask.sum())
+        if mask.any():
+            sink = pa.BufferOutputStream()
+            pq.write_table(table.filter(pa.array(mask)), sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            location.write_atomic(sink.getvalue().to_pybytes(), "documents", posixpath.basename(path))
+        else:
+            location.remove(path)
+    return removed

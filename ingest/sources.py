@@ -1,0 +1,117 @@
+"""Turn ingest SOURCE arguments (files, folders, globs on any fsspec filesystem) into input files.
+
+    python -c "from ingest.sources import list_inputs; print(list_inputs(['tests/data'], 'auto', {}))"
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+import fsspec
+from fsspec.core import url_to_fs
+
+from corpusdb.errors import InputError
+from corpusdb.storage import default_storage_options, storage_errors
+
+FORMATS = ("auto", "jsonl", "parquet", "text")
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
+EXTENSIONS = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+    ".md": "text",
+    ".rst": "text",
+}
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One file to ingest: where it is, how to read it, and what identifies this version of it."""
+
+    url: str
+    path: str
+    format: str
+    compression: str | None
+    size: int
+    version: str  # ETag, mtime or creation time: a changed file is a new input
+
+    @property
+    def name(self) -> str:
+        return posixpath.basename(self.path)
+
+
+def detect(path: str) -> tuple[str | None, str | None]:
+    """(format, compression) from a file name; format None where the extension says nothing."""
+    name = posixpath.basename(path).lower()
+    stem, ext = posixpath.splitext(name)
+    compression = COMPRESSIONS.get(ext)
+    if compression:
+        ext = posixpath.splitext(stem)[1]
+    return EXTENSIONS.get(ext), compression
+
+
+def _version(info: dict) -> str:
+    for key in ("ETag", "etag", "md5Hash", "mtime", "LastModified", "last_modified", "created"):
+        if info.get(key) is not None:
+            return str(info[key]).strip('"')
+    return ""
+
+
+def _filesystem(url: str, storage_options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    options = {**default_storage_options(protocol), **storage_options}
+    with storage_errors(url):
+        return url_to_fs(url, **options)
+
+
+def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[list[InputFile], list[str]]:
+    """Expand SOURCE arguments into input files sorted by URL, and the URLs skipped as unknown format.
+
+    A folder is searched recursively; in `auto` format, files whose extension names no format are
+    skipped (and returned), while such a file named directly is an error.
+
+    Raises:
+        InputError: a source matches nothing, or a named file's format cannot be told.
+        StorageError: a source cannot be reached or listed.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if not sources:
+        raise InputError("no SOURCE given; name files, folders or globs to ingest")
+    found: dict[str, InputFile] = {}
+    skipped: list[str] = []
+    for source in sources:
+        fs, path = _filesystem(source, storage_options)
+        with storage_errors(source):
+            if fs.isdir(path):
+                infos = fs.find(path, detail=True)
+                explicit = False
+            elif any(ch in path for ch in "*?["):
+                infos = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}
+                explicit = False
+            else:
+                infos = {path: fs.info(path)}
+                explicit = True
+        if not infos:
+            raise InputError(f"{source}: matches no files; check the path or glob")
+        for file_path, info in infos.items():
+            if posixpath.basename(file_path).startswith("."):
+                continue
+            url = fs.unstrip_protocol(file_path) if "://" in source else file_path
+            file_format, compression = detect(file_path)
+            if fmt != "auto":
+                file_format = fmt
+            if file_format is None:
+                if explicit:
+                    raise InputError(
+                        f"{source}: cannot tell the format from the file name; pass --format jsonl|parquet|text"
+                    )
+                skipped.append(url)
+                continue
+            found[url] = InputFile(url, file_path, file_format, compression, int(info.get("size") or 0), _version(info))
+    return [found[url] for url in sorted(found)], sorted(skipped)
