@@ -82,7 +82,7 @@ class Database:
             self.con.execute(f"create or replace view {table} as {body}")
 
     def sql(self, query: str, params: Iterable | dict | None = None) -> duckdb.DuckDBPyRelation:
-        """Run SQL over the database; returns a DuckDB relation (`.pl()`, `.arrow()`, `.fetchall()`).
+        """Run SQL over the database; returns a DuckDB relation (`.pl()`, `.fetch_arrow_table()`, `.fetchall()`).
 
         Raises:
             QueryError: the statement does not parse or names an unknown table, view or column.
@@ -111,7 +111,7 @@ class Database:
 
     def stats(self) -> dict:
         """Documents and bytes in all and per source."""
-        total = self.con.execute("select count(*), coalesce(sum(n_bytes), 0) from documents").fetchone()
+        total = self.con.execute("select count(*), coalesce(sum(n_bytes), 0) from documents").fetchall()[0]
         rows = self.con.execute(
             "select source, count(*) as n_documents, sum(n_bytes) as n_bytes from documents group by source order by source"
         ).fetchall()

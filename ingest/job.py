@@ -32,6 +32,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb.db import Database
+from corpusdb.errors import StorageError
 from corpusdb.storage import Location, storage_errors
 from corpusdb.text import doc_id, normalize
 from ingest.docids import DocIdSet, read_doc_ids
@@ -289,20 +290,27 @@ def run_ingest(
                 bar.update(n)
 
             reader = Reader(item, options, input_options, on_bytes)
-            for text, values in reader:
-                report.n_docs_read += 1
+            try:
+                for text, values in reader:
+                    report.n_docs_read += 1
+                    before = len(writer.written)
+                    writer.add(text, values)
+                    if len(writer.written) != before:
+                        parts_written += 1
+                        _failpoint(parts_written)
+                    if report.n_docs_read % 2048 == 0:
+                        bar.set_postfix(docs=f"{report.n_docs_read:,}", refresh=False)
                 before = len(writer.written)
-                writer.add(text, values)
+                writer.flush()
                 if len(writer.written) != before:
                     parts_written += 1
                     _failpoint(parts_written)
-                if report.n_docs_read % 2048 == 0:
-                    bar.set_postfix(docs=f"{report.n_docs_read:,}", refresh=False)
-            before = len(writer.written)
-            writer.flush()
-            if len(writer.written) != before:
-                parts_written += 1
-                _failpoint(parts_written)
+            except BaseException:
+                # A failed input leaves none of its documents behind (a hard crash leaves whole
+                # parts, which the re-run replaces).
+                for path in writer.written:
+                    location.remove(path)
+                raise
             for leftover in set(parts_by_key.get(key, [])) - set(writer.written):
                 location.remove(leftover)
             marker = {
@@ -333,6 +341,13 @@ def run_ingest(
     return report
 
 
+def _doc_ids_if_present(location: Location, path: str) -> np.ndarray:
+    try:
+        return read_doc_ids(location.fs, [path])
+    except FileNotFoundError:  # another shard's pass emptied and removed it
+        return np.empty(0, dtype=np.int64)
+
+
 def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot: DocIdSet) -> int:
     """Keep each document of a sharded job only in its first part in job order; returns rows removed.
 
@@ -348,7 +363,7 @@ def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot:
     parts.sort()
     if not parts:
         return 0
-    arrays = [read_doc_ids(location.fs, [path]) for _, path in parts]
+    arrays = [_doc_ids_if_present(location, path) for _, path in parts]
     ids = np.concatenate(arrays)
     part_index = np.concatenate([np.full(len(a), i, dtype=np.int64) for i, a in enumerate(arrays)])
     sort = np.lexsort((part_index, ids))
@@ -360,8 +375,13 @@ def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot:
     for i in np.unique(part_index[remove]):
         path = parts[i][1]
         drop = ids[(part_index == i) & remove]
-        with storage_errors(location.url_of(path)):
-            table = pq.read_table(path, filesystem=location.fs)
+        try:
+            with storage_errors(location.url_of(path)):
+                table = pq.read_table(path, filesystem=location.fs)
+        except StorageError as exc:
+            if isinstance(exc.__cause__, FileNotFoundError):
+                continue  # another shard's pass emptied and removed it
+            raise
         mask = ~np.isin(table.column("doc_id").to_numpy(), drop)
         removed += int(len(mask) - mask.sum())
         if mask.any():

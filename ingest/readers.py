@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import fsspec
 import orjson
 import pyarrow.parquet as pq
+import zstandard
 from fsspec.core import url_to_fs
 
 from corpusdb.errors import InputError
@@ -132,6 +133,9 @@ class Reader:
         counted = io.BufferedReader(CountingReader(raw, self._on_bytes), buffer_size=1 << 20)
         if self.item.compression is None:
             return counted
+        if self.item.compression == "zstd":  # streaming: fsspec's wrapper wants a seekable file
+            stream = zstandard.ZstdDecompressor().stream_reader(counted, read_across_frames=True)
+            return io.BufferedReader(stream, buffer_size=1 << 20)
         return fsspec.compression.compr[self.item.compression](counted, mode="rb")
 
     def __iter__(self) -> Iterator[tuple[str, dict]]:

@@ -1,0 +1,132 @@
+"""Bad input gets one line naming the file, the line and the fix, and never leaves a half table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import corpusdb
+from corpusdb.cli import cli
+from tests.conftest import rows
+
+SKIP = "or pass --on-error skip to skip and count bad records"
+
+
+@pytest.fixture
+def bad_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "bad.jsonl").write_bytes(
+        b'{"text": "good one"}\n{"text": "broken\n{"body": "x", "id": 3}\n{"text": 5}\n{"text": "caf\xe9"}\n[1, 2]\n'
+    )
+    (folder / "latin1.txt").write_bytes(b"caf\xe9")
+    (folder / "notes.xyz").write_text("what format am I?")
+    pq.write_table(pa.table({"body": ["a"], "n": [1]}), folder / "nocolumn.parquet")
+    pq.write_table(pa.table({"text": ["a", None]}), folder / "nulls.parquet")
+    return folder
+
+
+def ingest(tmp_path: Path, *args: str):
+    return CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), *args, "--no-progress"])
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        (
+            "bad.jsonl",
+            "{dir}/bad.jsonl line 2: malformed JSON (unexpected control character in string: line 1 column 17 (char 16)); "
+            f"fix the line {SKIP}",
+        ),
+        ("latin1.txt", f"{{dir}}/latin1.txt: not valid UTF-8 (byte 0xe9 at offset 3); re-encode the file as UTF-8 {SKIP}"),
+        ("notes.xyz", "{dir}/notes.xyz: cannot tell the format from the file name; pass --format jsonl|parquet|text"),
+        ("nothere.jsonl", "{dir}/nothere.jsonl: not found; check the path (and bucket name)"),
+        ("nomatch*.jsonl", "{dir}/nomatch*.jsonl: matches no files; check the path or glob"),
+        (
+            "nocolumn.parquet",
+            "{dir}/nocolumn.parquet: no column 'text' (columns: body, n); name the text column with --text-field",
+        ),
+        ("nulls.parquet", f"{{dir}}/nulls.parquet row 2: column 'text' is null; clean the column {SKIP}"),
+    ],
+)
+def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path, bad_dir, name, message):
+    result = ingest(tmp_path, str(bad_dir / name))
+    assert result.exit_code == 1
+    assert result.output == f"Error: {message.format(dir=bad_dir)}\n"
+    if (tmp_path / "db" / "corpusdb.json").exists():
+        assert rows(corpusdb.open(str(tmp_path / "db"))) == []
+        assert not list((tmp_path / "db").rglob("*.parquet"))
+
+
+def test_each_kind_of_bad_record_has_its_message(tmp_path, bad_dir):
+    lines = (bad_dir / "bad.jsonl").read_bytes().splitlines(keepends=True)
+    expected = {
+        2: "malformed JSON (unexpected control character in string: line 1 column 17 (char 16)); fix the line",
+        3: "no field 'text' (fields: body, id); name the text field with --text-field",
+        4: "field 'text' is int, not a string; name a string field with --text-field",
+        5: "not valid UTF-8 (byte 0xe9 at offset 13); re-encode the file as UTF-8",
+        6: "not a JSON object; write one object per line",
+    }
+    for number, message in expected.items():
+        single = tmp_path / f"line{number}.jsonl"
+        single.write_bytes(lines[0] + lines[number - 1])
+        result = CliRunner().invoke(cli, ["ingest", str(tmp_path / f"db{number}"), str(single), "--no-progress"])
+        assert result.output == f"Error: {single} line 2: {message} {SKIP}\n"
+
+
+def test_skip_mode_counts_bad_records_and_keeps_good_ones(tmp_path, bad_dir):
+    result = ingest(tmp_path, str(bad_dir / "bad.jsonl"), str(bad_dir / "nulls.parquet"), "--on-error", "skip", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["bad_records"] == {"malformed_json": 2, "missing_field": 1, "wrong_type": 2, "not_utf8": 1}
+    assert report["n_bad_records"] == 6
+    assert report["n_docs_written"] == 2
+    assert sorted(r[2] for r in rows(corpusdb.open(str(tmp_path / "db")))) == ["a", "good one"]
+
+
+def test_a_failing_input_removes_the_parts_it_wrote(tmp_path, corpus_dir):
+    good = (corpus_dir / "fortunes.jsonl").read_text()
+    path = tmp_path / "late-error.jsonl"
+    path.write_text(good + '{"text": oops}\n')
+    result = ingest(tmp_path, str(path), "--part-size-mb", "0.005")
+    assert result.exit_code == 1
+    assert f"{path} line {good.count(chr(10)) + 1}: malformed JSON" in result.output
+    assert not list((tmp_path / "db" / "documents").glob("*.parquet"))
+    assert not list((tmp_path / "db" / "_jobs").rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--shard", "3/2"], "shard 3/2 is out of range; use i/n with 0 <= i < n"),
+        (["--shard", "half"], "shard 'half' is not i/n, e.g. 0/4 (shards are numbered from 0)"),
+        (["--meta", "x"], "--meta 'x' is not COLUMN=FIELD, e.g. --meta url=metadata.url"),
+        (["--meta", "text=body"], "meta column 'text' must be an identifier other than doc_id, n_bytes, source, text"),
+        (["-o", "novalue"], "storage option 'novalue' is not KEY=VALUE, e.g. -o endpoint_url=http://127.0.0.1:8333"),
+    ],
+)
+def test_bad_arguments_name_the_valid_choices(tmp_path, corpus_dir, args, message):
+    result = ingest(tmp_path, str(corpus_dir / "bible.jsonl"), *args)
+    assert result.exit_code == 1
+    assert result.output == f"Error: {message}\n"
+
+
+def test_not_a_database_and_bad_sql(tmp_path, fixture_db):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["sql", str(tmp_path / "nodb"), "select 1"])
+    assert result.output == (
+        f"Error: {tmp_path}/nodb: no corpusdb database here (no corpusdb.json); create one with `corpusdb init {tmp_path}/nodb`\n"
+    )
+    result = runner.invoke(cli, ["sql", fixture_db.url, "select * from nosuch"])
+    assert result.exit_code == 1
+    assert result.output == "Error: Catalog Error: Table with name nosuch does not exist!; tables and views: documents, scores\n"
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "corpusdb.json").write_text("{not json")
+    result = runner.invoke(cli, ["stats", str(tmp_path / "broken")])
+    assert result.output.startswith(f"Error: {tmp_path}/broken/corpusdb.json: not valid JSON (")
+    assert result.output.endswith("); restore it from a backup\n")

@@ -1,0 +1,103 @@
+"""The CLI: help everywhere, exact output of sql/stats/shell in every format."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+import corpusdb
+from corpusdb.cli import cli
+
+
+def commands() -> list[str]:
+    return sorted(cli.commands)
+
+
+@pytest.mark.parametrize("name", commands())
+def test_every_command_has_help_with_an_example(name):
+    result = CliRunner().invoke(cli, [name, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output
+    assert cli.commands[name].help.strip()
+
+
+def test_top_level_help_lists_commands():
+    result = CliRunner().invoke(cli, ["--help"])
+    for name in commands():
+        assert name in result.output
+
+
+@pytest.fixture
+def small_db(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text(
+        '{"text": "alpha beta", "lang": "en"}\n{"text": "gamma, \\"delta\\"", "lang": "en"}\n{"text": "épsilon"}\n'
+    )
+    result = CliRunner().invoke(
+        cli, ["ingest", str(tmp_path / "db"), str(folder / "a.jsonl"), "--source", "greek", "--meta", "lang=lang", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    return str(tmp_path / "db")
+
+
+QUERY = "select text, n_bytes, lang from documents order by text"
+
+
+def test_sql_table_csv_json(small_db):
+    runner = CliRunner()
+    table = runner.invoke(cli, ["sql", small_db, QUERY])
+    assert table.output == (
+        'text            n_bytes  lang\n'
+        '--------------  -------  ----\n'
+        'alpha beta           10  en\n'
+        'gamma, "delta"       14  en\n'
+        'épsilon               8  NULL\n'
+        '(3 rows)\n'
+    )
+    csv = runner.invoke(cli, ["sql", small_db, QUERY, "--format", "csv"])
+    assert csv.output == 'text,n_bytes,lang\nalpha beta,10,en\n"gamma, ""delta""",14,en\népsilon,8,\n'
+    out = runner.invoke(cli, ["sql", small_db, QUERY, "--format", "json"])
+    assert json.loads(out.output) == [
+        {"text": "alpha beta", "n_bytes": 10, "lang": "en"},
+        {"text": 'gamma, "delta"', "n_bytes": 14, "lang": "en"},
+        {"text": "épsilon", "n_bytes": 8, "lang": None},
+    ]
+
+
+def test_stats(small_db):
+    result = CliRunner().invoke(cli, ["stats", small_db])
+    assert result.output == (
+        f"{small_db}: 3 documents, 0.0 MB of text, 1 parts\n"
+        "source  n_documents  n_bytes  pct_bytes\n"
+        "------  -----------  -------  ---------\n"
+        "greek             3       32        100\n"
+        "(all)             3       32        100\n"
+        "(2 rows)\n"
+    )
+    data = json.loads(CliRunner().invoke(cli, ["stats", small_db, "--format", "json"]).output)
+    assert data == {
+        "url": small_db,
+        "n_documents": 3,
+        "n_bytes": 32,
+        "n_parts": 1,
+        "sources": [{"source": "greek", "n_documents": 3, "n_bytes": 32}],
+    }
+
+
+def test_shell_runs_statements_and_dot_commands(small_db):
+    script = ".tables\nselect count(*) as n\n  from documents;\n.format csv\nselect lang from documents where lang is not null limit 1;\nselect * from nope;\n.quit\n"
+    result = CliRunner().invoke(cli, ["shell", small_db], input=script)
+    assert result.exit_code == 0
+    assert result.stdout == "documents\nscores\nn\n-\n3\n(1 row)\nlang\nen\n"
+    assert "Error: Catalog Error: Table with name nope does not exist!" in result.stderr
+
+
+def test_python_api_returns_relations(small_db):
+    db = corpusdb.open(small_db)
+    relation = db.sql("select source, count(*) as n from documents group by 1")
+    assert relation.pl().to_dicts() == [{"source": "greek", "n": 3}]
+    assert relation.fetch_arrow_table().to_pylist() == [{"source": "greek", "n": 3}]
+    assert db.sql("select * from scores").fetchall() == []
