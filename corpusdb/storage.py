@@ -143,7 +143,7 @@ class Location:
             if self.is_local:
                 folder = os.path.dirname(path)
                 os.makedirs(folder, exist_ok=True)
-                tmp = os.path.join(folder, f"{TMP_PREFIX}{uuid.uuid4().hex}")
+                tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
                 try:
                     with open(tmp, "wb") as handle:
                         handle.write(data)
@@ -170,6 +170,13 @@ class Location:
             for path in found
             if path.endswith(suffix) and not posixpath.basename(path).startswith((TMP_PREFIX, "."))
         )
+
+    def remove_temporaries(self, folder: str, prefix: str) -> None:
+        """Remove temporary files a crashed writer left for files named `prefix*` in `folder`."""
+        pattern = self.join(folder, f"{TMP_PREFIX}{prefix}*")
+        with storage_errors(self.url_of(pattern)):
+            for path in self.fs.glob(pattern):
+                self.fs.rm_file(path)
 
     def remove(self, path: str) -> None:
         with storage_errors(self.url_of(path)):

@@ -23,6 +23,8 @@ import posixpath
 import re
 import time
 from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -137,20 +139,31 @@ def _failpoint(parts_written: int) -> None:
 
 
 class PartWriter:
-    """Buffers one input's documents and writes them as deduplicated parts of `documents`."""
+    """Buffers one input's documents and writes them as deduplicated parts of `documents`.
 
-    def __init__(self, location: Location, key: str, source: str, meta_columns: list[str], seen: DocIdSet, part_bytes: int):
+    Encoding and uploading a part runs in a background thread (pyarrow and the network release the
+    GIL) while the next one is parsed; at most one part is in flight. `on_part` is called, in the
+    caller's thread, once each part is in place.
+    """
+
+    def __init__(
+        self, location: Location, key: str, source: str, meta_columns: list[str], seen: DocIdSet, part_bytes: int,
+        on_part: Callable[[str], None] = lambda path: None,
+    ):
         self.location = location
         self.key = key
         self.source = source
         self.meta_columns = meta_columns
         self.seen = seen
         self.part_bytes = part_bytes
+        self.on_part = on_part
         self.chunk = 0
         self.written: list[str] = []
         self.n_docs_written = 0
         self.n_bytes_written = 0
         self.n_duplicates = 0
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
+        self._pending: Future | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -173,7 +186,7 @@ class PartWriter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the buffered documents not seen before as the next part (none if all were seen)."""
+        """Start writing the buffered documents not seen before as the next part (none if all were)."""
         if not self.ids:
             return
         ids = np.array(self.ids, dtype=np.int64)
@@ -184,25 +197,53 @@ class PartWriter:
         self.n_duplicates += int(len(ids) - keep.sum())
         if keep.any():
             index = np.flatnonzero(keep)
+            sizes = np.array(self.sizes, dtype=np.int64)[index]
             columns = {
                 "doc_id": pa.array(ids[index]),
                 "source": pa.array([self.source] * len(index), pa.string()),
                 "text": pa.array([self.texts[i] for i in index], pa.string()),
-                "n_bytes": pa.array(np.array(self.sizes, dtype=np.int64)[index]),
+                "n_bytes": pa.array(sizes),
             }
             for column in self.meta_columns:
                 values = self.metas[column]
                 columns[column] = pa.array([values[i] for i in index], pa.string())
-            table = pa.table(columns)
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             name = f"part-{self.key}-{self.chunk:05d}.parquet"
-            self.written.append(self.location.write_atomic(sink.getvalue().to_pybytes(), "documents", name))
+            self.wait()
+            self._pending = self._pool.submit(self._write, pa.table(columns), name)
             self.seen.add(ids[index])
             self.n_docs_written += len(index)
-            self.n_bytes_written += int(table.column("n_bytes").to_numpy().sum())
+            self.n_bytes_written += int(sizes.sum())
         self.chunk += 1
         self._reset()
+
+    def _write(self, table: pa.Table, name: str) -> str:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        return self.location.write_atomic(sink.getvalue().to_pybytes(), "documents", name)
+
+    def wait(self) -> None:
+        """Wait for the part in flight, if any, and report it."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            path = pending.result()
+            self.written.append(path)
+            self.on_part(path)
+
+    def close(self) -> None:
+        """Flush what is buffered and wait until every part is in place."""
+        self.flush()
+        self.wait()
+        self._pool.shutdown()
+
+    def abort(self) -> None:
+        """Remove every part this writer wrote: a failed input leaves nothing behind."""
+        try:
+            self.wait()
+        except BaseException:
+            pass
+        self._pool.shutdown()
+        for path in self.written:
+            self.location.remove(path)
 
 
 def _marker_keys(location: Location) -> set[str]:
@@ -278,38 +319,37 @@ def run_ingest(
         total=todo_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=f"ingest {source}",
         disable=(not progress) if progress is not None else None, dynamic_ncols=True,
     ) as bar:
+
+        def on_part(path: str) -> None:
+            nonlocal parts_written
+            parts_written += 1
+            _failpoint(parts_written)
+
+        def on_bytes(n: int) -> None:
+            report.n_bytes_read += n
+            bar.update(n)
+
         for item, key in mine:
             if key in done:
                 seen.add(read_doc_ids(location.fs, parts_by_key.get(key, [])))
                 report.n_inputs_done_before += 1
                 continue
-            writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024))
-
-            def on_bytes(n: int) -> None:
-                report.n_bytes_read += n
-                bar.update(n)
+            if location.is_local:
+                location.remove_temporaries("documents", f"part-{key}-")
+            writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), on_part)
 
             reader = Reader(item, options, input_options, on_bytes)
             try:
                 for text, values in reader:
                     report.n_docs_read += 1
-                    before = len(writer.written)
                     writer.add(text, values)
-                    if len(writer.written) != before:
-                        parts_written += 1
-                        _failpoint(parts_written)
                     if report.n_docs_read % 2048 == 0:
                         bar.set_postfix(docs=f"{report.n_docs_read:,}", refresh=False)
-                before = len(writer.written)
-                writer.flush()
-                if len(writer.written) != before:
-                    parts_written += 1
-                    _failpoint(parts_written)
+                writer.close()
             except BaseException:
                 # A failed input leaves none of its documents behind (a hard crash leaves whole
                 # parts, which the re-run replaces).
-                for path in writer.written:
-                    location.remove(path)
+                writer.abort()
                 raise
             for leftover in set(parts_by_key.get(key, [])) - set(writer.written):
                 location.remove(leftover)

@@ -10,6 +10,8 @@ bytes that are not UTF-8) either raises `InputError` naming the file and line an
 from __future__ import annotations
 
 import io
+import queue
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -63,25 +65,58 @@ class BadRecords:
         return sum(self.counts.values())
 
 
-class CountingReader(io.RawIOBase):
-    """A read-only wrapper that reports every chunk of raw (compressed) bytes it hands out."""
+class PrefetchReader(io.RawIOBase):
+    """Reads the raw (compressed) input ahead in a background thread and counts the bytes handed out.
 
-    def __init__(self, raw: io.IOBase, on_bytes: Callable[[int], None]):
+    Network reads release the GIL, so fetching the next chunk overlaps with parsing this one.
+    """
+
+    def __init__(self, raw: io.IOBase, on_bytes: Callable[[int], None], chunk: int = 8 << 20, depth: int = 2):
         self._raw = raw
         self._on_bytes = on_bytes
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._stop = threading.Event()
+        self._current = memoryview(b"")
+        self._done = False
+        self._thread = threading.Thread(target=self._fill, args=(chunk,), daemon=True)
+        self._thread.start()
+
+    def _fill(self, chunk: int) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._raw.read(chunk)
+                self._queue.put(data)
+                if not data:
+                    return
+        except BaseException as exc:  # handed to the reading thread
+            self._queue.put(exc)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
+        while not self._current and not self._done:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if not item:
+                self._done = True
+            self._current = memoryview(item)
+        n = min(len(buffer), len(self._current))
+        buffer[:n] = self._current[:n]
+        self._current = self._current[n:]
         self._on_bytes(n)
         return n
 
     def close(self) -> None:
-        self._raw.close()
+        if not self.closed:
+            self._stop.set()
+            while self._thread.is_alive():  # unblock a filler waiting on a full queue
+                try:
+                    self._queue.get(timeout=0.05)
+                except queue.Empty:
+                    pass
+            self._raw.close()
         super().close()
 
 
@@ -129,8 +164,8 @@ class Reader:
 
     def _open(self) -> io.BufferedIOBase:
         with storage_errors(self.item.url):
-            raw = self.fs.open(self.item.path, "rb")
-        counted = io.BufferedReader(CountingReader(raw, self._on_bytes), buffer_size=1 << 20)
+            raw = self.fs.open(self.item.path, "rb", block_size=16 << 20)
+        counted = io.BufferedReader(PrefetchReader(raw, self._on_bytes), buffer_size=1 << 20)
         if self.item.compression is None:
             return counted
         if self.item.compression == "zstd":  # streaming: fsspec's wrapper wants a seekable file
