@@ -9,14 +9,17 @@ filesystem corpusdb writes with, so credentials and endpoints are configured onc
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import duckdb
 
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, load_catalog, save_catalog
 from corpusdb.errors import QueryError
 from corpusdb.storage import Location
+
+if TYPE_CHECKING:
+    from ingest.job import IngestReport
 
 # table name -> (folder, hive-partitioned)
 TABLE_FOLDERS: dict[str, tuple[str, bool]] = {
@@ -82,7 +85,7 @@ class Database:
             self.con.execute(f"create or replace view {table} as {body}")
 
     def sql(self, query: str, params: Iterable | dict | None = None) -> duckdb.DuckDBPyRelation:
-        """Run SQL over the database; returns a DuckDB relation (`.pl()`, `.fetch_arrow_table()`, `.fetchall()`).
+        """Run SQL over the database; returns a DuckDB relation (`.pl()`, `.to_arrow_table()`, `.fetchall()`).
 
         Raises:
             QueryError: the statement does not parse or names an unknown table, view or column.
@@ -101,7 +104,7 @@ class Database:
     def save_catalog(self) -> None:
         save_catalog(self.location, self.catalog)
 
-    def ingest(self, sources: list[str], **options) -> object:
+    def ingest(self, sources: list[str], **options) -> IngestReport:
         """Ingest files, folders or globs into `documents`; see `ingest.job.run_ingest` for options."""
         from ingest.job import run_ingest
 
@@ -144,7 +147,3 @@ def open(url: str, storage_options: dict | None = None) -> Database:  # noqa: A0
     location = Location(url, storage_options or {})
     return Database(location, load_catalog(location))
 
-
-def part_name(path: str) -> str:
-    """File name of a part path."""
-    return posixpath.basename(path)

@@ -76,6 +76,17 @@ def describe_error(url: str, exc: BaseException) -> str:
     return f"{url}: {name}: {text}"
 
 
+def resolve(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and in-filesystem path of `url`, with options from the environment.
+
+    Raises:
+        StorageError: the URL's filesystem cannot be set up (unknown protocol, bad options).
+    """
+    protocol = url.split("://", 1)[0] if "://" in url else "file"
+    with storage_errors(url):
+        return url_to_fs(url, **{**default_storage_options(protocol), **(storage_options or {})})
+
+
 @contextlib.contextmanager
 def storage_errors(url: str) -> Iterator[None]:
     """Turn filesystem and network exceptions raised inside into one-line `StorageError`s."""
@@ -101,10 +112,7 @@ class Location:
     path: str = field(init=False)
 
     def __post_init__(self) -> None:
-        protocol = self.url.split("://", 1)[0] if "://" in self.url else "file"
-        options = {**default_storage_options(protocol), **self.storage_options}
-        with storage_errors(self.url):
-            fs, path = url_to_fs(self.url, **options)
+        fs, path = resolve(self.url, self.storage_options)
         object.__setattr__(self, "fs", fs)
         object.__setattr__(self, "path", path.rstrip("/") or path)
 

@@ -138,6 +138,13 @@ def _failpoint(parts_written: int) -> None:
         os._exit(75)  # a hard crash: no cleanup, no marker
 
 
+def write_part(location: Location, table: pa.Table, name: str) -> str:
+    """Write `table` as the documents part `name`, atomically; returns its path."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+    return location.write_atomic(sink.getvalue().to_pybytes(), "documents", name)
+
+
 class PartWriter:
     """Buffers one input's documents and writes them as deduplicated parts of `documents`.
 
@@ -217,9 +224,7 @@ class PartWriter:
         self._reset()
 
     def _write(self, table: pa.Table, name: str) -> str:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-        return self.location.write_atomic(sink.getvalue().to_pybytes(), "documents", name)
+        return write_part(self.location, table, name)
 
     def wait(self) -> None:
         """Wait for the part in flight, if any, and report it."""
@@ -425,9 +430,7 @@ def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot:
         mask = ~np.isin(table.column("doc_id").to_numpy(), drop)
         removed += int(len(mask) - mask.sum())
         if mask.any():
-            sink = pa.BufferOutputStream()
-            pq.write_table(table.filter(pa.array(mask)), sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-            location.write_atomic(sink.getvalue().to_pybytes(), "documents", posixpath.basename(path))
+            write_part(location, table.filter(pa.array(mask)), posixpath.basename(path))
         else:
             location.remove(path)
     return removed

@@ -20,10 +20,9 @@ import fsspec
 import orjson
 import pyarrow.parquet as pq
 import zstandard
-from fsspec.core import url_to_fs
 
 from corpusdb.errors import InputError
-from corpusdb.storage import default_storage_options, storage_errors
+from corpusdb.storage import resolve, storage_errors
 from ingest.sources import InputFile
 
 ON_ERROR = ("raise", "skip")
@@ -150,9 +149,7 @@ class Reader:
         self.item = item
         self.options = options
         self.bad = BadRecords()
-        protocol = item.url.split("://", 1)[0] if "://" in item.url else "file"
-        with storage_errors(item.url):
-            self.fs, _ = url_to_fs(item.url, **{**default_storage_options(protocol), **storage_options})
+        self.fs, _ = resolve(item.url, storage_options)
         self._on_bytes = on_bytes
 
     def _bad(self, reason: str, where: str, problem: str, fix: str) -> None:

@@ -8,11 +8,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-import fsspec
-from fsspec.core import url_to_fs
-
 from corpusdb.errors import InputError
-from corpusdb.storage import default_storage_options, storage_errors
+from corpusdb.storage import resolve, storage_errors
 
 FORMATS = ("auto", "jsonl", "parquet", "text")
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
@@ -62,13 +59,6 @@ def _version(info: dict) -> str:
     return ""
 
 
-def _filesystem(url: str, storage_options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
-    protocol = url.split("://", 1)[0] if "://" in url else "file"
-    options = {**default_storage_options(protocol), **storage_options}
-    with storage_errors(url):
-        return url_to_fs(url, **options)
-
-
 def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[list[InputFile], list[str]]:
     """Expand SOURCE arguments into input files sorted by URL, and the URLs skipped as unknown format.
 
@@ -86,7 +76,7 @@ def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[li
     found: dict[str, InputFile] = {}
     skipped: list[str] = []
     for source in sources:
-        fs, path = _filesystem(source, storage_options)
+        fs, path = resolve(source, storage_options)
         with storage_errors(source):
             if fs.isdir(path):
                 infos = fs.find(path, detail=True)

@@ -99,5 +99,5 @@ def test_python_api_returns_relations(small_db):
     db = corpusdb.open(small_db)
     relation = db.sql("select source, count(*) as n from documents group by 1")
     assert relation.pl().to_dicts() == [{"source": "greek", "n": 3}]
-    assert relation.fetch_arrow_table().to_pylist() == [{"source": "greek", "n": 3}]
+    assert relation.to_arrow_table().to_pylist() == [{"source": "greek", "n": 3}]
     assert db.sql("select * from scores").fetchall() == []
