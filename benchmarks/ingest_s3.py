@@ -5,7 +5,8 @@
 
 Prints MB/s of input bytes for: the baseline (s3fs `get` of the same objects to local disk, what an
 `aws s3 cp --recursive` does), `corpusdb ingest` as one process, and as 2 shards at once (2 cores),
-each with its ratio to the baseline. The database is written to local disk in every run.
+each with its ratio to the baseline, plus the same ingest from the local copy (no S3) to show what
+reading over HTTP costs. Every run is the CLI in a fresh process; the database is on local disk.
 """
 
 from __future__ import annotations
@@ -78,6 +79,8 @@ def main() -> None:
         results = {}
         results["s3fs copy (baseline)"] = timed(func=lambda: fs.get("bench/raw/", f"{tmp}/copy/", recursive=True))
         results["corpusdb ingest, 1 process"] = timed([*cli, f"{tmp}/db1", *common])
+        local = [f"{tmp}/copy/", "--source", "bench", "--no-progress"]
+        results["(local files, no S3) 1 process"] = timed([*cli, f"{tmp}/db3", *local])
         shards = lambda: [p.wait() for p in [  # noqa: E731
             subprocess.Popen([*cli, f"{tmp}/db2", *common, "--shard", f"{i}/2"], stdout=subprocess.DEVNULL) for i in range(2)
         ]]

@@ -349,7 +349,8 @@ def run_ingest(
                     report.n_docs_read += 1
                     writer.add(text, values)
                     if report.n_docs_read % 2048 == 0:
-                        bar.set_postfix(docs=f"{report.n_docs_read:,}", refresh=False)
+                        rate = report.n_docs_read / max(time.perf_counter() - started, 1e-9)
+                        bar.set_postfix(docs=f"{report.n_docs_read:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
                 writer.close()
             except BaseException:
                 # A failed input leaves none of its documents behind (a hard crash leaves whole
@@ -375,7 +376,6 @@ def run_ingest(
             report.n_parts_written += len(writer.written)
             bad_total.update(reader.bad.counts)
             report.bad_examples.extend(reader.bad.examples[: 5 - len(report.bad_examples)])
-        bar.set_postfix(docs=f"{report.n_docs_read:,}")
 
     report.bad_records = dict(bad_total)
     if num_shards > 1:
