@@ -180,7 +180,12 @@ class Location:
         )
 
     def remove_temporaries(self, folder: str, prefix: str) -> None:
-        """Remove temporary files a crashed writer left for files named `prefix*` in `folder`."""
+        """Remove temporary files a crashed writer left for files named `prefix*` in `folder`.
+
+        Only local writes use temporary files; object stores publish a file in one request.
+        """
+        if not self.is_local:
+            return
         pattern = self.join(folder, f"{TMP_PREFIX}{prefix}*")
         with storage_errors(self.url_of(pattern)):
             for path in self.fs.glob(pattern):

@@ -339,8 +339,7 @@ def run_ingest(
                 seen.add(read_doc_ids(location.fs, parts_by_key.get(key, [])))
                 report.n_inputs_done_before += 1
                 continue
-            if location.is_local:
-                location.remove_temporaries("documents", f"part-{key}-")
+            location.remove_temporaries("documents", f"part-{key}-")
             writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), on_part)
 
             reader = Reader(item, options, input_options, on_bytes)

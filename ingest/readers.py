@@ -175,12 +175,20 @@ class Reader:
         with storage_errors(self.item.url):
             yield from reader()
 
-    def _special(self, line: int) -> dict:
-        return {"@file": self.item.url, "@line": str(line)}
+    def _meta(self, record: dict, number: int) -> dict:
+        """Meta column values of one record (`number` is its line or row)."""
+        values = {}
+        for column, path in self.options.meta:
+            if path == "@file":
+                values[column] = self.item.url
+            elif path == "@line":
+                values[column] = str(number)
+            else:
+                values[column] = _meta_value(_lookup(record, path))
+        return values
 
     def _jsonl(self) -> Iterator[tuple[str, dict]]:
         text_field = self.options.text_field
-        meta = self.options.meta
         with self._open() as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -215,13 +223,7 @@ class Reader:
                         "name a string field with --text-field",
                     )
                     continue
-                values = {}
-                for column, path in meta:
-                    if path in SPECIAL_FIELDS:
-                        values[column] = self._special(number)[path]
-                    else:
-                        values[column] = _meta_value(_lookup(record, path))
-                yield text, values
+                yield text, self._meta(record, number)
 
     def _parquet(self) -> Iterator[tuple[str, dict]]:
         text_field = self.options.text_field
@@ -248,13 +250,7 @@ class Reader:
                         problem = "is null" if text is None else f"is {type(text).__name__}, not a string"
                         self._bad("wrong_type", f"row {row}", f"column {text_field!r} {problem}", "clean the column")
                         continue
-                    values = {}
-                    for column, path in self.options.meta:
-                        if path in SPECIAL_FIELDS:
-                            values[column] = self._special(row)[path]
-                        else:
-                            values[column] = _meta_value(_lookup(record, path))
-                    yield text, values
+                    yield text, self._meta(record, row)
         self._on_bytes(self.item.size)
 
     def _text(self) -> Iterator[tuple[str, dict]]:
@@ -265,5 +261,4 @@ class Reader:
         except UnicodeDecodeError:
             self._bad("not_utf8", "", _utf8_problem(data) or "not valid UTF-8", "re-encode the file as UTF-8")
             return
-        values = {column: self._special(1)[path] if path in SPECIAL_FIELDS else None for column, path in self.options.meta}
-        yield text, values
+        yield text, self._meta({}, 1)
