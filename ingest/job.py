@@ -34,7 +34,6 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb.db import Database
-from corpusdb.errors import StorageError
 from corpusdb.storage import Location, storage_errors
 from corpusdb.text import doc_id, normalize
 from ingest.docids import DocIdSet, read_doc_ids
@@ -216,15 +215,12 @@ class PartWriter:
                 columns[column] = pa.array([values[i] for i in index], pa.string())
             name = f"part-{self.key}-{self.chunk:05d}.parquet"
             self.wait()
-            self._pending = self._pool.submit(self._write, pa.table(columns), name)
+            self._pending = self._pool.submit(write_part, self.location, pa.table(columns), name)
             self.seen.add(ids[index])
             self.n_docs_written += len(index)
             self.n_bytes_written += int(sizes.sum())
         self.chunk += 1
         self._reset()
-
-    def _write(self, table: pa.Table, name: str) -> str:
-        return write_part(self.location, table, name)
 
     def wait(self) -> None:
         """Wait for the part in flight, if any, and report it."""
@@ -385,11 +381,13 @@ def run_ingest(
     return report
 
 
-def _doc_ids_if_present(location: Location, path: str) -> np.ndarray:
-    try:
-        return read_doc_ids(location.fs, [path])
-    except FileNotFoundError:  # another shard's pass emptied and removed it
-        return np.empty(0, dtype=np.int64)
+def _read_part_if_present(location: Location, path: str, columns: list[str] | None = None) -> pa.Table | None:
+    """A part's table, or None where another shard's pass emptied and removed it meanwhile."""
+    with storage_errors(location.url_of(path)):
+        try:
+            return pq.read_table(path, columns=columns, filesystem=location.fs)
+        except FileNotFoundError:
+            return None
 
 
 def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot: DocIdSet) -> int:
@@ -407,7 +405,8 @@ def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot:
     parts.sort()
     if not parts:
         return 0
-    arrays = [_doc_ids_if_present(location, path) for _, path in parts]
+    tables = [_read_part_if_present(location, path, ["doc_id"]) for _, path in parts]
+    arrays = [t.column("doc_id").to_numpy() if t is not None else np.empty(0, dtype=np.int64) for t in tables]
     ids = np.concatenate(arrays)
     part_index = np.concatenate([np.full(len(a), i, dtype=np.int64) for i, a in enumerate(arrays)])
     sort = np.lexsort((part_index, ids))
@@ -419,13 +418,9 @@ def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot:
     for i in np.unique(part_index[remove]):
         path = parts[i][1]
         drop = ids[(part_index == i) & remove]
-        try:
-            with storage_errors(location.url_of(path)):
-                table = pq.read_table(path, filesystem=location.fs)
-        except StorageError as exc:
-            if isinstance(exc.__cause__, FileNotFoundError):
-                continue  # another shard's pass emptied and removed it
-            raise
+        table = _read_part_if_present(location, path)
+        if table is None:
+            continue
         mask = ~np.isin(table.column("doc_id").to_numpy(), drop)
         removed += int(len(mask) - mask.sum())
         if mask.any():
