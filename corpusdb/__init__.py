@@ -11,6 +11,7 @@ from corpusdb.errors import (
     CorpusDBError,
     DatabaseNotFoundError,
     InputError,
+    ModelError,
     QueryError,
     StorageError,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "Database",
     "DatabaseNotFoundError",
     "InputError",
+    "ModelError",
     "QueryError",
     "StorageError",
     "init",

@@ -19,6 +19,7 @@ from corpusdb.errors import QueryError
 from corpusdb.storage import Location
 
 if TYPE_CHECKING:
+    from corpusdb.scoring import ScoreReport
     from ingest.job import IngestReport
 
 # table name -> (folder, hive-partitioned)
@@ -111,6 +112,12 @@ class Database:
         report = run_ingest(self, sources, **options)
         self.refresh()
         return report
+
+    def score(self, model: str, name: str, **options) -> ScoreReport:
+        """Score the documents not yet scored under `name` with a causal LM; see `corpusdb.scoring.run_score`."""
+        from corpusdb.scoring import run_score
+
+        return run_score(self, model, name, **options)
 
     def stats(self) -> dict:
         """Documents and bytes in all and per source."""

@@ -26,3 +26,7 @@ class InputError(CorpusDBError):
 
 class QueryError(CorpusDBError):
     """A SQL statement failed: unknown table, view or column, or a syntax error."""
+
+
+class ModelError(CorpusDBError):
+    """A scoring model cannot be found or loaded, is not a causal LM, or its tokenizer is unusable."""

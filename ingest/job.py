@@ -18,7 +18,6 @@ How a job stays exact under crashes, re-runs and shards:
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 import re
 import time
@@ -33,17 +32,17 @@ import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
+from corpusdb import failpoint
 from corpusdb.db import Database
 from corpusdb.storage import Location, storage_errors
 from corpusdb.text import doc_id, normalize
 from ingest.docids import DocIdSet, read_doc_ids
-from ingest.readers import ReadOptions, Reader
+from ingest.readers import Reader, ReadOptions
 from ingest.sources import InputFile, list_inputs
 
 MARKERS = "_jobs/ingest"
 PART_RE = re.compile(r"^part-([0-9a-f]{16})-(\d{5})\.parquet$")
 ROW_GROUP_ROWS = 8192
-FAILPOINT_ENV = "CORPUSDB_FAILPOINT"  # "ingest.after_part=N": hard-exit after the N-th part (crash tests)
 
 
 @dataclass
@@ -129,12 +128,6 @@ def input_key(item: InputFile, options: ReadOptions, source: str) -> str:
 def _part_key(path: str) -> tuple[str, int] | None:
     match = PART_RE.match(posixpath.basename(path))
     return (match.group(1), int(match.group(2))) if match else None
-
-
-def _failpoint(parts_written: int) -> None:
-    spec = os.environ.get(FAILPOINT_ENV, "")
-    if spec.startswith("ingest.after_part=") and parts_written >= int(spec.split("=", 1)[1]):
-        os._exit(75)  # a hard crash: no cleanup, no marker
 
 
 def write_part(location: Location, table: pa.Table, name: str) -> str:
@@ -324,7 +317,7 @@ def run_ingest(
         def on_part(path: str) -> None:
             nonlocal parts_written
             parts_written += 1
-            _failpoint(parts_written)
+            failpoint.after_part("ingest", parts_written)
 
         def on_bytes(n: int) -> None:
             report.n_bytes_read += n

@@ -63,3 +63,26 @@ def bucket(s3_options) -> str:
     name = f"t-{uuid.uuid4().hex[:12]}"
     s3fs.S3FileSystem(**s3_options, skip_instance_cache=True).mkdir(name)
     return name
+
+
+def fixture_texts(*sources: str) -> list[str]:
+    """Texts of the fixture corpus files named by source (all files if none named)."""
+    from train.models import read_texts
+
+    paths = [CORPUS / f"{s}.jsonl" for s in sources] if sources else sorted(CORPUS.glob("*.jsonl"))
+    return read_texts(paths)
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    """Two tiny random-weight causal LMs with different tokenizers, saved with save_pretrained.
+
+    gpt2: byte-level BPE of 1000 tokens, 64 positions; llama: BPE of 400 tokens trained on other
+    text, 48 positions (rotary). Both are loaded later through the real from_pretrained path.
+    """
+    from train.models import build_model, train_tokenizer
+
+    root = tmp_path_factory.mktemp("models")
+    build_model(root / "gpt2", train_tokenizer(fixture_texts(), 1000), arch="gpt2", context=64, seed=1)
+    build_model(root / "llama", train_tokenizer(fixture_texts("bible", "shakespeare"), 400), arch="llama", context=48, seed=2)
+    return {"gpt2": root / "gpt2", "llama": root / "llama"}

@@ -1,6 +1,5 @@
-"""The `corpusdb` command line: a thin layer over the library.
+"""Commands over the documents table: init, ingest, sql, stats, shell.
 
-    corpusdb --help
     corpusdb ingest demo/db demo/raw/bible.jsonl.gz --source bible
     corpusdb sql demo/db "select source, count(*) from documents group by 1"
 """
@@ -13,50 +12,10 @@ import sys
 import click
 
 import corpusdb
+from corpusdb.cli.base import cli, format_option, open_db, print_relation, storage_option
 from corpusdb.errors import CorpusDBError
 from corpusdb.output import FORMATS, render
 from corpusdb.storage import parse_storage_options
-
-STORAGE_HELP = "fsspec storage option KEY=VALUE for the database and inputs, e.g. -o endpoint_url=http://127.0.0.1:8333 (repeatable)"
-
-
-class Group(click.Group):
-    """Turns corpusdb's errors and bad arguments into one-line `Error: ...` messages, exit 1."""
-
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except (CorpusDBError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
-
-
-def _open(url: str, options: tuple[str, ...]) -> corpusdb.Database:
-    return corpusdb.open(url, storage_options=parse_storage_options(options))
-
-
-def storage_option(func):
-    return click.option("-o", "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE", help=STORAGE_HELP)(func)
-
-
-def format_option(func):
-    return click.option(
-        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="output format"
-    )(func)
-
-
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(corpusdb.__version__, prog_name="corpusdb")
-def cli() -> None:
-    """corpusdb: a corpus refinement database for language-model pre-training.
-
-    A database is a folder (local path or fsspec URL: s3://, gs://, memory://) of Parquet tables
-    queried through DuckDB. Typical session:
-
-    \b
-      corpusdb ingest demo/db data/*.jsonl.gz --source web
-      corpusdb stats demo/db
-      corpusdb sql demo/db "select source, sum(n_bytes) from documents group by 1"
-    """
 
 
 @cli.command()
@@ -130,12 +89,6 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
             click.echo(f"  skipped: {example}", err=True)
 
 
-def _print_relation(relation, fmt: str) -> None:
-    if relation is None:
-        return
-    click.echo(render(relation.columns, relation.fetchall(), fmt))
-
-
 @cli.command()
 @click.argument("db")
 @click.argument("query")
@@ -149,8 +102,8 @@ def sql(db: str, query: str, fmt: str, storage_options: tuple[str, ...]) -> None
       corpusdb sql demo/db "select source, count(*) as docs, sum(n_bytes) as bytes from documents group by 1"
       corpusdb sql demo/db "select doc_id, left(text, 80) from documents using sample 5" --format json
     """
-    with _open(db, storage_options) as database:
-        _print_relation(database.sql(query), fmt)
+    with open_db(db, storage_options) as database:
+        print_relation(database.sql(query), fmt)
 
 
 @cli.command()
@@ -164,7 +117,7 @@ def stats(db: str, fmt: str, storage_options: tuple[str, ...]) -> None:
     Example:
       corpusdb stats demo/db --format json
     """
-    with _open(db, storage_options) as database:
+    with open_db(db, storage_options) as database:
         summary = database.stats()
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
@@ -200,7 +153,7 @@ def shell(db: str, storage_options: tuple[str, ...]) -> None:
         pass
     interactive = sys.stdin.isatty()
     fmt = "table"
-    with _open(db, storage_options) as database:
+    with open_db(db, storage_options) as database:
         if interactive:
             click.echo(f"corpusdb {corpusdb.__version__} on {database.url}. {SHELL_HELP}")
         buffer: list[str] = []
@@ -239,14 +192,6 @@ def shell(db: str, storage_options: tuple[str, ...]) -> None:
 
 def _run_shell_statement(database: corpusdb.Database, statement: str, fmt: str) -> None:
     try:
-        _print_relation(database.sql(statement), fmt)
+        print_relation(database.sql(statement), fmt)
     except CorpusDBError as exc:
         click.echo(f"Error: {exc}", err=True)
-
-
-def main() -> None:
-    cli(prog_name="corpusdb")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,62 @@
+"""The `corpusdb` command group and the options its commands share.
+
+    corpusdb --help
+"""
+
+from __future__ import annotations
+
+import click
+
+import corpusdb
+from corpusdb.errors import CorpusDBError
+from corpusdb.output import FORMATS, render
+from corpusdb.storage import parse_storage_options
+
+STORAGE_HELP = "fsspec storage option KEY=VALUE for the database and inputs, e.g. -o endpoint_url=http://127.0.0.1:8333 (repeatable)"
+
+
+class Group(click.Group):
+    """Turns corpusdb's errors and bad arguments into one-line `Error: ...` messages, exit 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (CorpusDBError, ValueError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+def open_db(url: str, options: tuple[str, ...]) -> corpusdb.Database:
+    """Open DB with `-o` storage options."""
+    return corpusdb.open(url, storage_options=parse_storage_options(options))
+
+
+def storage_option(func):
+    return click.option("-o", "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE", help=STORAGE_HELP)(func)
+
+
+def format_option(func):
+    return click.option(
+        "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="output format"
+    )(func)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(corpusdb.__version__, prog_name="corpusdb")
+def cli() -> None:
+    """corpusdb: a corpus refinement database for language-model pre-training.
+
+    A database is a folder (local path or fsspec URL: s3://, gs://, memory://) of Parquet tables
+    queried through DuckDB. Typical session:
+
+    \b
+      corpusdb ingest demo/db data/*.jsonl.gz --source web
+      corpusdb stats demo/db
+      corpusdb sql demo/db "select source, sum(n_bytes) from documents group by 1"
+    """
+
+
+def print_relation(relation, fmt: str) -> None:
+    """Print a DuckDB relation (None for statements without a result) in `fmt`."""
+    if relation is None:
+        return
+    click.echo(render(relation.columns, relation.fetchall(), fmt))

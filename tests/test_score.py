@@ -1,0 +1,259 @@
+"""Scoring: sums of log-probabilities equal a plain transformers forward pass, resumes and shards are exact."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import corpusdb
+from corpusdb.scoring.windows import make_batches, pack, windows
+from tests.conftest import CORPUS
+
+CLI = [sys.executable, "-m", "corpusdb.cli"]
+
+
+def reference_logprob(model, tokenizer, text: str, context: int, stride: int) -> tuple[float | None, int]:
+    """The transformers perplexity guide's loop, one document at a time, unpacked: (sum_logprob, n_tokens)."""
+    x = torch.tensor([[tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"]]])
+    seq_len = x.size(1)
+    if seq_len < 2:
+        return None, 0
+    total, count, prev_end = 0.0, 0, 0
+    for begin in range(0, seq_len, stride):
+        end = min(begin + context, seq_len)
+        trg_len = end - prev_end
+        inputs = x[:, begin:end]
+        labels = inputs.clone()
+        labels[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = model(inputs, labels=labels).loss
+        n = int((labels[:, 1:] != -100).sum())
+        total += -loss.item() * n
+        count += n
+        prev_end = end
+        if end == seq_len:
+            break
+    return total, count
+
+
+def _scores(db: corpusdb.Database, name: str) -> list[tuple]:
+    db.refresh()
+    return db.sql(
+        "select doc_id, sum_logprob, n_tokens, n_bytes from scores where model = ? order by doc_id", params=[name]
+    ).fetchall()
+
+
+@pytest.fixture
+def small_db(tmp_path: Path) -> corpusdb.Database:
+    """Short (fortunes), medium (bible) and long (git-docs) real documents, plus an empty one."""
+    db = corpusdb.init(str(tmp_path / "db"))
+    for source in ("fortunes", "bible", "git-docs"):
+        db.ingest([str(CORPUS / f"{source}.jsonl")], source=source, progress=False)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text('{"text": ""}\n')
+    db.ingest([str(empty)], source="empty", progress=False)
+    return db
+
+
+@pytest.mark.parametrize("arch,stride,batch_tokens", [("gpt2", 32, 256), ("gpt2", 63, 4096), ("llama", 20, 512)])
+def test_sum_logprob_equals_plain_forward(small_db, tiny_models, arch, stride, batch_tokens):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    report = small_db.score(str(tiny_models[arch]), arch, stride=stride, batch_tokens=batch_tokens, chunk_docs=100, progress=False)
+    assert report.n_documents == 298 and report.n_parts_written == 3
+    model = AutoModelForCausalLM.from_pretrained(tiny_models[arch]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models[arch])
+    context = model.config.max_position_embeddings if arch == "llama" else model.config.n_positions
+    texts = dict(small_db.sql("select doc_id, text from documents").fetchall())
+    long_docs = 0
+    for doc_id, sum_logprob, n_tokens, n_bytes in _scores(small_db, arch):
+        expected, expected_tokens = reference_logprob(model, tokenizer, texts[doc_id], context, stride)
+        assert n_tokens == expected_tokens and n_bytes == len(texts[doc_id].encode())
+        if expected is None:
+            assert sum_logprob is None and texts[doc_id] == ""
+            continue
+        assert sum_logprob == pytest.approx(expected, abs=1e-4 * max(1, n_tokens) ** 0.5, rel=1e-6)
+        long_docs += n_tokens > context
+    assert long_docs >= 10  # windows were exercised
+
+
+def test_packing_puts_several_documents_in_a_row(tiny_models):
+    rows = pack([30, 10, 20, 5, 64, 33], 64)
+    assert sorted(sum(([i] for r in rows for i in r), [])) == [0, 1, 2, 3, 4, 5]
+    assert all(sum([30, 10, 20, 5, 64, 33][i] for i in r) <= 64 for r in rows) and len(rows) == 3
+    sequences = [list(range(n)) for n in (3, 70, 1, 40)]
+    import numpy as np
+
+    batches = make_batches([np.array(s) for s in sequences], context=32, stride=16, row_tokens=32, batch_tokens=64, pad_id=0)
+    scored = sum(int((b.doc_index >= 0).sum()) for b in batches)
+    assert scored == 2 + 69 + 0 + 39  # every token but the first of each sequence, once
+    for w in windows(70, 32, 16):
+        assert w.length <= 32
+
+
+def test_different_tokenizers_give_consistent_bits_per_byte(small_db, tiny_models):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for arch in ("gpt2", "llama"):
+        small_db.score(str(tiny_models[arch]), arch, progress=False)
+    per_model = small_db.sql(
+        "select model, count(*), count(sum_logprob), sum(n_tokens), sum(n_bytes), sum(sum_logprob) from scores group by 1 order by 1"
+    ).fetchall()
+    (_, docs_g, scored_g, tokens_g, bytes_g, sum_g), (_, docs_l, scored_l, tokens_l, bytes_l, sum_l) = per_model
+    assert docs_g == docs_l == 298 and scored_g == scored_l == 297 and bytes_g == bytes_l
+    assert tokens_g != tokens_l  # different tokenizers cut the same text differently
+    texts = [t for (t,) in small_db.sql("select text from documents where source = 'bible' order by doc_id").fetchall()]
+    ids = [i for (i,) in small_db.sql("select doc_id from documents where source = 'bible' order by doc_id").fetchall()]
+    for arch in ("gpt2", "llama"):
+        model = AutoModelForCausalLM.from_pretrained(tiny_models[arch]).eval()
+        tokenizer = AutoTokenizer.from_pretrained(tiny_models[arch])
+        # perplexity of the bible documents from an independent, unpacked run
+        total, count = 0.0, 0
+        context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+        for text in texts:
+            s, n = reference_logprob(model, tokenizer, text, context, context // 2)
+            total, count = total + s, count + n
+        perplexity = math.exp(-total / count)
+        n_bytes = sum(len(t.encode()) for t in texts)
+        (bpb,) = small_db.sql(
+            "select -sum(sum_logprob) / sum(n_bytes) / ln(2) from scores where model = ? and doc_id in (select unnest(?))",
+            params=[arch, ids],
+        ).fetchall()[0]
+        assert bpb == pytest.approx(math.log2(perplexity) * count / n_bytes, rel=1e-6)
+    # random weights: about log2(vocabulary) bits per token either way
+    assert -sum_g / tokens_g == pytest.approx(math.log(1000), rel=0.05)
+    assert -sum_l / tokens_l == pytest.approx(math.log(400), rel=0.05)
+
+
+def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+
+
+def test_killed_job_resumes_to_the_table_of_a_single_run(tiny_models, tmp_path):
+    model = str(tiny_models["gpt2"])
+    whole = corpusdb.init(str(tmp_path / "whole"))
+    whole.ingest([str(CORPUS / f"{s}.jsonl") for s in ("fortunes", "bible", "git-docs")], source="x", progress=False)
+    assert whole.score(model, "m", chunk_docs=40, progress=False).n_parts_written == 8
+    url = str(tmp_path / "crashed")
+    corpusdb.init(url).ingest([str(CORPUS / f"{s}.jsonl") for s in ("fortunes", "bible", "git-docs")], source="x", progress=False)
+    result = _cli("score", url, "--model", model, "--as", "m", "--part-docs", "40", "--no-progress",
+                  env={"CORPUSDB_FAILPOINT": "score.after_part=3"})
+    assert result.returncode == 75, result.stderr
+    db = corpusdb.open(url)
+    assert db.sql("select count(*) from scores").fetchall()[0][0] == 120
+    result = _cli("score", url, "--model", model, "--as", "m", "--part-docs", "40", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "scored 177 documents" in result.stdout and "120 documents were scored before" in result.stdout
+    _assert_same_scores(_scores(corpusdb.open(url), "m"), _scores(whole, "m"))
+    again = _cli("score", url, "--model", model, "--as", "m", "--no-progress")
+    assert "scored 0 documents" in again.stdout
+
+
+def _assert_same_scores(got: list[tuple], want: list[tuple]) -> None:
+    """Same documents, token and byte counts; sums equal up to float32 reduction order."""
+    assert [(d, n, b) for d, _, n, b in got] == [(d, n, b) for d, _, n, b in want]
+    for (_, a, *_), (_, b, *_) in zip(got, want, strict=True):
+        assert (a is None and b is None) or a == pytest.approx(b, rel=1e-6, abs=1e-5)
+
+
+def test_shards_together_equal_a_single_run(small_db, tiny_models, tmp_path):
+    model = str(tiny_models["llama"])
+    small_db.score(model, "single", progress=False)
+    sharded = corpusdb.open(small_db.url)
+    reports = [sharded.score(model, "sharded", shard=f"{i}/3", progress=False) for i in (2, 0, 1)]
+    assert sum(r.n_documents for r in reports) == 298 and all(r.n_documents > 50 for r in reports)
+    _assert_same_scores(_scores(sharded, "sharded"), _scores(sharded, "single"))
+
+
+def test_torchrun_ranks_split_the_documents(small_db, tiny_models, monkeypatch):
+    model = str(tiny_models["gpt2"])
+    counts = []
+    for rank in (0, 1):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        counts.append(corpusdb.open(small_db.url).score(model, "ranked", progress=False).n_documents)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    single = corpusdb.open(small_db.url)
+    single.score(model, "single", progress=False)
+    assert sum(counts) == 298 and min(counts) > 100
+    _assert_same_scores(_scores(single, "ranked"), _scores(single, "single"))
+
+
+def test_new_documents_are_scored_incrementally(small_db, tiny_models, tmp_path):
+    model = str(tiny_models["gpt2"])
+    assert small_db.score(model, "m", progress=False).n_documents == 298
+    small_db.ingest([str(CORPUS / "shakespeare.jsonl")], source="shakespeare", progress=False)
+    report = small_db.score(model, "m", progress=False)
+    assert report.n_documents == 12 and report.n_documents_before == 298
+    assert small_db.sql("select count(*) from scores").fetchall() == [(310,)]
+
+
+def _bert(path: Path) -> Path:
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(path)
+    return path
+
+
+def test_bad_models_and_settings_are_one_line_errors(small_db, tiny_models, tmp_path):
+    from corpusdb.errors import CatalogError, ModelError
+
+    gpt2 = str(tiny_models["gpt2"])
+    cases = [
+        ("/nonexistent/model", {}, ModelError, "model '/nonexistent/model' not found: no such folder or .gguf file"),
+        (str(tmp_path), {}, ModelError, "the folder has no config.json; pass a folder written by save_pretrained"),
+        (str(_bert(tmp_path / "bert")), {}, ModelError, "is a BertModel, not a causal language model"),
+        (gpt2, {"stride": 64}, ValueError, "stride 64 must be between 1 and context - 1 = 63"),
+        (gpt2, {"context": 65}, ValueError, "context 65 exceeds the model's 64 positions"),
+        (gpt2, {"precision": "fp8"}, ValueError, "precision 'fp8' is not one of auto, fp32, bf16, fp16"),
+        (gpt2, {"shard": "2/2"}, ValueError, "shard 2/2 is out of range; use i/n with 0 <= i < n"),
+    ]
+    for model, options, error, message in cases:
+        with pytest.raises(error, match=message.replace("(", r"\(").replace(")", r"\)")):
+            small_db.score(model, "m", progress=False, **options)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda:0' asked for but no CUDA GPU is visible; use --device cpu"):
+            small_db.score(gpt2, "m", device="cuda:0", progress=False)
+    with pytest.raises(ValueError, match="score name 'a/b' must be 1-64 letters"):
+        small_db.score(gpt2, "a/b", progress=False)
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (no_tokenizer / name).write_bytes((tiny_models["gpt2"] / name).read_bytes())
+    with pytest.raises(ModelError, match="its tokenizer cannot be loaded"):
+        small_db.score(str(no_tokenizer), "m", progress=False)
+    assert small_db.sql("select count(*) from scores").fetchall() == [(0,)]  # nothing written by any of these
+    assert corpusdb.open(small_db.url).catalog.models == {}
+
+    small_db.score(gpt2, "m", stride=40, progress=False)
+    with pytest.raises(CatalogError, match="scores 'm' were made with stride=40, not 32; pass the same settings, another --as name, or --replace"):
+        small_db.score(gpt2, "m", progress=False)
+    report = small_db.score(gpt2, "m", replace=True, progress=False)
+    assert report.n_documents == 298 and corpusdb.open(small_db.url).catalog.models["m"]["stride"] == 32
+
+
+def test_cli_score_errors_and_help(small_db, tiny_models, tmp_path):
+    result = _cli("score", small_db.url, "--model", str(_bert(tmp_path / "bert")), "--as", "b")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"Error: model '{tmp_path / 'bert'}' is a BertModel, not a causal language model; "
+        "score with a decoder-only LM (GPT-2, Llama, SmolLM2, ...)"
+    ]
+    result = _cli("score", small_db.url, "--model", "no-such-org/no-such-model", "--as", "x", env={"HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("Error: model 'no-such-org/no-such-model' cannot be loaded (")
+    result = _cli("score", small_db.url, "--model", str(tiny_models["llama"]), "--as", "llama", "--json", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["n_documents"] == 298 and report["precision"] == "fp32" and report["n_tokens"] > 50_000
+    catalog = corpusdb.open(small_db.url).catalog.models["llama"]
+    assert catalog["architecture"] == "LlamaForCausalLM" and catalog["context"] == 48 and catalog["stride"] == 24

@@ -1,0 +1,1 @@
+"""Training-side code: small model and tokenizer builders, the training adapter and loop."""
