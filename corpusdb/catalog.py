@@ -24,6 +24,8 @@ FORMAT_VERSION = 1
 TABLE_SCHEMAS: dict[str, dict[str, str]] = {
     "documents": {"doc_id": "BIGINT", "source": "VARCHAR", "text": "VARCHAR", "n_bytes": "BIGINT"},
     "scores": {"doc_id": "BIGINT", "sum_logprob": "DOUBLE", "n_tokens": "BIGINT", "n_bytes": "BIGINT", "model": "VARCHAR"},
+    "signatures": {"doc_id": "BIGINT", "signature": "UINTEGER[]"},
+    "minhash": {"doc_id": "BIGINT", "cluster_id": "BIGINT", "cluster_size": "BIGINT"},
 }
 
 

@@ -19,6 +19,7 @@ from corpusdb.errors import QueryError
 from corpusdb.storage import Location
 
 if TYPE_CHECKING:
+    from corpusdb.dedup import MinhashReport
     from corpusdb.scoring import ScoreReport
     from ingest.job import IngestReport
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
 TABLE_FOLDERS: dict[str, tuple[str, bool]] = {
     "documents": ("documents", False),
     "scores": ("scores", True),
+    "signatures": ("minhash/signatures", False),
+    "minhash": ("minhash/clusters", False),
 }
 
 
@@ -118,6 +121,12 @@ class Database:
         from corpusdb.scoring import run_score
 
         return run_score(self, model, name, **options)
+
+    def minhash(self, **options) -> MinhashReport:
+        """MinHash signatures of new documents, then near-duplicate clusters; see `corpusdb.dedup.run_minhash`."""
+        from corpusdb.dedup import run_minhash
+
+        return run_minhash(self, **options)
 
     def stats(self) -> dict:
         """Documents and bytes in all and per source."""

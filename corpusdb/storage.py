@@ -179,6 +179,19 @@ class Location:
             if path.endswith(suffix) and not posixpath.basename(path).startswith((TMP_PREFIX, "."))
         )
 
+    def file_sizes(self, *parts: str, suffix: str = "") -> dict[str, int]:
+        """{path: size in bytes} of the files `list_files` lists, from one listing."""
+        folder = self.join(*parts)
+        with storage_errors(self.url_of(folder)):
+            if not self.fs.exists(folder):
+                return {}
+            found = self.fs.find(folder, detail=True)
+        return {
+            path: int(info.get("size") or 0)
+            for path, info in sorted(found.items())
+            if path.endswith(suffix) and not posixpath.basename(path).startswith((TMP_PREFIX, "."))
+        }
+
     def remove_temporaries(self, folder: str, prefix: str) -> None:
         """Remove temporary files a crashed writer left for files named `prefix*` in `folder`.
 

@@ -1,0 +1,234 @@
+"""The MinHash job: signatures for every documents part, then near-duplicate clusters.
+
+    corpusdb minhash demo/db --threshold 0.8
+
+Signatures: each documents part gets one signature part `minhash/signatures/part-<key>.parquet`
+(doc_id, signature UINTEGER[num_perm]), where the key hashes the documents part's name and size
+and the signature settings. Parts are computed in worker processes and written atomically, so a
+re-run computes only what is missing (new documents, or a killed job's remainder), `--shard i/n`
+takes every n-th documents part, and parts of other settings or of parts that no longer exist
+are removed.
+
+Clusters: once every documents part has its signatures, the band join and connected components
+run in DuckDB (`corpusdb.dedup.cluster`) and `minhash/clusters/part-0.parquet` (doc_id,
+cluster_id, cluster_size) is replaced atomically. Every document with at least one word has a
+row; `cluster_id` is the smallest doc_id of its cluster (its own doc_id when it has no near
+duplicate).
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import posixpath
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+from tqdm.auto import tqdm
+
+from corpusdb import failpoint
+from corpusdb.db import Database
+from corpusdb.dedup.cluster import cluster, optimal_bands, verification_threshold
+from corpusdb.dedup.minhash import HASHES, MinHasher
+from corpusdb.storage import Location, storage_errors
+
+SIGNATURES = "minhash/signatures"
+CLUSTERS = "minhash/clusters"
+BATCH_DOCS = 2048
+
+
+@dataclass
+class MinhashReport:
+    """What a minhash job did."""
+
+    n_parts: int = 0
+    n_parts_done_before: int = 0
+    n_parts_signed: int = 0
+    n_documents_signed: int = 0
+    n_stale_parts_removed: int = 0
+    clustered: bool = False
+    n_documents: int = 0
+    n_clusters: int = 0
+    n_duplicates: int = 0  # documents that are not their cluster's representative
+    bands: int = 0
+    rows: int = 0
+    signature_seconds: float = 0.0
+    cluster_seconds: float = 0.0
+    cluster_counts: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def summary(self) -> str:
+        rate = self.n_documents_signed / max(self.signature_seconds, 1e-9)
+        lines = [
+            f"signed {self.n_documents_signed:,} documents in {self.n_parts_signed} of {self.n_parts} parts "
+            f"in {self.signature_seconds:.1f} s ({rate:,.0f} docs/s); {self.n_parts_done_before} parts were done before"
+        ]
+        if self.clustered:
+            lines.append(
+                f"clustered {self.n_documents:,} documents with {self.bands} bands x {self.rows} rows in "
+                f"{self.cluster_seconds:.1f} s: {self.n_clusters:,} clusters of near-duplicates, "
+                f"{self.n_duplicates:,} documents beyond one per cluster"
+            )
+        else:
+            lines.append("clusters not updated: other shards' signatures are still missing; they cluster when the last shard finishes")
+        return "\n".join(lines)
+
+
+def _part_key(name: str, size: int, settings: dict) -> str:
+    return xxhash.xxh3_64_hexdigest(json.dumps([name, size, settings], sort_keys=True).encode())
+
+
+def sign_part(url: str, storage_options: dict, part: str, out_name: str, settings: dict) -> int:
+    """Compute and write the signatures of one documents part (runs in a worker process)."""
+    location = Location(url, storage_options)
+    hasher = MinHasher(num_perm=settings["num_perm"], seed=settings["seed"], ngram=settings["ngram"], hash=settings["hash"])
+    with storage_errors(location.url_of(part)):
+        table = pq.read_table(part, columns=["doc_id", "text"], filesystem=location.fs)
+    ids = table.column("doc_id").to_numpy()
+    texts = table.column("text").to_pylist()
+    signatures = np.concatenate(
+        [hasher.signatures(texts[i : i + BATCH_DOCS]) for i in range(0, len(texts), BATCH_DOCS)]
+    ) if texts else np.empty((0, hasher.num_perm), dtype=np.uint32)
+    offsets = np.arange(0, (len(ids) + 1) * hasher.num_perm, hasher.num_perm, dtype=np.int32)
+    column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(signatures.ravel(), pa.uint32()))
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), sink, compression="zstd")
+    location.write_atomic(sink.getvalue().to_pybytes(), SIGNATURES, out_name)
+    return len(ids)
+
+
+def run_minhash(
+    db: Database,
+    *,
+    ngram: int = 5,
+    num_perm: int = 128,
+    seed: int = 1,
+    hash: str = "xxh3",  # noqa: A002 - the CLI option's name
+    threshold: float = 0.8,
+    bands: int | None = None,
+    rows: int | None = None,
+    verify: bool = True,
+    max_bucket: int = 256,
+    shard: str | tuple[int, int] | None = None,
+    workers: int | None = None,
+    progress: bool | None = None,
+) -> MinhashReport:
+    """Compute missing MinHash signatures, then (when all are there) near-duplicate clusters.
+
+    Args:
+        ngram: words per shingle.
+        num_perm: signature length (permutations).
+        seed: datasketch seed of the permutations.
+        hash: shingle hash, xxh3 (fast) or sha1 (datasketch's default hashfunc).
+        threshold: Jaccard similarity of near-duplicates.
+        bands, rows: LSH banding [default: datasketch's optimum for threshold, weighted to recall].
+        verify: keep only candidate pairs whose estimated Jaccard is at least the threshold less
+            two standard errors of the estimate.
+        max_bucket: larger LSH buckets link to their smallest member instead of all pairs.
+        shard: (i, n) or "i/n": sign every n-th documents part starting at i.
+        workers: processes computing signatures [default: CPU count].
+
+    Raises:
+        ValueError: bad settings (the message names the valid range).
+        StorageError: the database cannot be read or written.
+    """
+    from ingest.job import parse_shard
+
+    if hash not in HASHES:
+        raise ValueError(f"hash {hash!r} is not one of {', '.join(HASHES)}")
+    if ngram < 1 or num_perm < 2:
+        raise ValueError(f"ngram ({ngram}) must be at least 1 and num_perm ({num_perm}) at least 2")
+    if bands is None or rows is None:
+        best_bands, best_rows = optimal_bands(threshold, num_perm)
+        bands, rows = bands or best_bands, rows or best_rows
+    if bands < 1 or rows < 1 or bands * rows > num_perm:
+        raise ValueError(f"bands {bands} x rows {rows} must use at most num_perm = {num_perm} signature values")
+    shard_index, num_shards = parse_shard(shard)
+    workers = workers or multiprocessing.cpu_count()
+    settings = {"ngram": ngram, "num_perm": num_perm, "seed": seed, "hash": hash}
+    report = MinhashReport(bands=bands, rows=rows)
+    location = db.location
+    started = time.perf_counter()
+
+    doc_parts = location.file_sizes("documents", suffix=".parquet")
+    expected = {
+        f"part-{_part_key(posixpath.basename(path), size, settings)}.parquet": path for path, size in doc_parts.items()
+    }
+    existing = {posixpath.basename(p): p for p in location.list_files(SIGNATURES, suffix=".parquet")}
+    for name, path in existing.items():
+        if name not in expected:
+            location.remove(path)
+            report.n_stale_parts_removed += 1
+    names = sorted(expected, key=lambda n: expected[n])
+    mine = [name for position, name in enumerate(names) if position % num_shards == shard_index]
+    todo = [name for name in mine if name not in existing]
+    report.n_parts, report.n_parts_done_before = len(names), len(mine) - len(todo)
+
+    location.remove_temporaries(SIGNATURES, "part-")
+    jobs = [(location.url, location.storage_options, expected[name], name, settings) for name in todo]
+    with tqdm(total=len(jobs), unit="part", desc="minhash signatures",
+              disable=(not progress) if progress is not None else None, dynamic_ncols=True) as bar:
+        def done(n_docs: int) -> None:
+            report.n_parts_signed += 1
+            report.n_documents_signed += n_docs
+            rate = report.n_documents_signed / max(time.perf_counter() - started, 1e-9)
+            bar.set_postfix(docs=f"{report.n_documents_signed:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
+            bar.update(1)
+            failpoint.after_part("minhash", report.n_parts_signed)
+
+        if workers == 1 or len(jobs) <= 1:
+            for job in jobs:
+                done(sign_part(*job))
+        else:
+            # fork where there is one: workers only touch numpy, pyarrow and fsspec (all fork-safe), and
+            # unlike spawn it needs no `if __name__ == "__main__"` guard in the user's script
+            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+            context = multiprocessing.get_context(method)
+            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+                for n_docs in pool.map(sign_part, *zip(*jobs)):
+                    done(n_docs)
+    report.signature_seconds = time.perf_counter() - started
+
+    location.invalidate()
+    present = {posixpath.basename(p) for p in location.list_files(SIGNATURES, suffix=".parquet")}
+    if set(expected) <= present:
+        db.refresh()
+        started = time.perf_counter()
+        _write_clusters(db, report, num_perm, threshold, verify, max_bucket)
+        report.cluster_seconds = time.perf_counter() - started
+        report.clustered = True
+        db.catalog.tables.setdefault("minhash", {})["settings"] = {
+            **settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "max_bucket": max_bucket,
+        }
+        db.save_catalog()
+        db.refresh()
+    return report
+
+
+def _write_clusters(db: Database, report: MinhashReport, num_perm: int, threshold: float, verify: bool,
+                    max_bucket: int) -> None:
+    con = db.con
+    counts = cluster(
+        con, "signatures", bands=report.bands, rows=report.rows, num_perm=num_perm,
+        verify_threshold=verification_threshold(threshold, num_perm) if verify else None, max_bucket=max_bucket,
+    )
+    report.cluster_counts = counts
+    with tempfile.TemporaryDirectory() as tmp:
+        path = posixpath.join(tmp, "clusters.parquet")
+        con.execute(f"copy (select * from clusters order by doc_id) to '{path}' (format parquet, compression zstd)")
+        with open(path, "rb") as handle:
+            db.location.write_atomic(handle.read(), CLUSTERS, "part-0.parquet")
+    n_docs, n_clusters, n_dupes = con.execute(
+        "select count(*), count(distinct cluster_id) filter (where cluster_size > 1), "
+        "count(*) filter (where doc_id <> cluster_id) from clusters"
+    ).fetchall()[0]
+    report.n_documents, report.n_clusters, report.n_duplicates = n_docs, n_clusters, n_dupes
+    con.execute("drop table clusters")
