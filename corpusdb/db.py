@@ -19,6 +19,7 @@ from corpusdb.errors import QueryError
 from corpusdb.storage import Location
 
 if TYPE_CHECKING:
+    from corpusdb.views import View
     from corpusdb.dedup import MinhashReport
     from corpusdb.scoring import ScoreReport
     from ingest.job import IngestReport
@@ -51,6 +52,10 @@ class Database:
         if not location.is_local:
             self.con.register_filesystem(location.fs)
         self.refresh()
+        from corpusdb.views import load_builtin_views, load_user_views
+
+        load_builtin_views(self.con)
+        self.broken_views = load_user_views(self)
 
     @property
     def url(self) -> str:
@@ -127,6 +132,31 @@ class Database:
         from corpusdb.dedup import run_minhash
 
         return run_minhash(self, **options)
+
+    def create_view(self, name: str, sql: str, replace: bool = False) -> View:
+        """Validate and save a user view (`views/NAME.sql`); see `corpusdb.views.create_view`."""
+        from corpusdb.views import create_view
+
+        create_view(self, name, sql, replace=replace)
+        return self.view(name)
+
+    def drop_view(self, name: str) -> None:
+        """Remove a user view."""
+        from corpusdb.views import drop_view
+
+        drop_view(self, name)
+
+    def views(self) -> list[dict]:
+        """Built-in and user views with their descriptions."""
+        from corpusdb.views import list_views
+
+        return list_views(self)
+
+    def view(self, view: str) -> View:
+        """A view by name, a macro call (`difference('teacher', 'ref', alpha := 0.3)`) or a select."""
+        from corpusdb.views import View
+
+        return View(self, view)
 
     def stats(self) -> dict:
         """Documents and bytes in all and per source."""

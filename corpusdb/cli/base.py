@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import click
+import duckdb
 
 import corpusdb
 from corpusdb.errors import CorpusDBError
@@ -23,6 +24,8 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (CorpusDBError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
+        except duckdb.Error as exc:  # raised while a query runs, e.g. error() in a view's SQL
+            raise click.ClickException(str(exc).strip().splitlines()[0]) from exc
 
 
 def open_db(url: str, options: tuple[str, ...]) -> corpusdb.Database:

@@ -1,0 +1,205 @@
+"""Commands over selection policies: view create/list/drop/stats, compare, export, report.
+
+    corpusdb view list demo/db
+    corpusdb export demo/db dedup out/dedup --format parquet
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from corpusdb.cli.base import cli, format_option, open_db, storage_option
+from corpusdb.export import FORMATS as EXPORT_FORMATS
+from corpusdb.output import render
+from corpusdb.storage import parse_storage_options
+
+VIEW_HELP = "a view name, a macro call such as \"difference('teacher', 'ref', alpha := 0.3)\", or a select"
+
+
+@cli.group()
+def view() -> None:
+    """Create, list, drop and summarise views (selection policies).
+
+    Built-in policies live in sql/ (difference, difference_sampled, difference_by_source,
+    curriculum, dedup, quota, mixture, filter_*); user views are saved in the database as
+    views/NAME.sql and may use the built-ins and each other.
+
+    \b
+    Examples:
+      corpusdb view create demo/db refined --sql "select * from difference('teacher', 'ref', docs := 'dedup')"
+      corpusdb view stats demo/db refined
+      corpusdb sql demo/db "select * from curriculum('ref', docs := 'refined') limit 5"
+    """
+
+
+@view.command("create")
+@click.argument("db")
+@click.argument("name")
+@click.option("--sql", "sql_text", required=True, help="the view's select statement (DuckDB SQL)")
+@click.option("--replace", is_flag=True, help="overwrite a user view of that name")
+@storage_option
+def view_create(db, name, sql_text, replace, storage_options):
+    """Create user view NAME in DB from a select; it is checked first and saved as views/NAME.sql.
+
+    \b
+    Example:
+      corpusdb view create demo/db short_docs --sql "select * from documents where n_bytes < 2000"
+    """
+    with open_db(db, storage_options) as database:
+        created = database.create_view(name, sql_text, replace=replace)
+        n_rows = database.sql(f"select count(*) from ({created.sql})").fetchall()[0][0]
+    click.echo(f"view {name!r} saved ({n_rows:,} rows now)")
+
+
+@view.command("list")
+@click.argument("db")
+@format_option
+@storage_option
+def view_list(db, fmt, storage_options):
+    """List built-in and user views with what they do and their parameters.
+
+    \b
+    Example:
+      corpusdb view list demo/db --format json
+    """
+    with open_db(db, storage_options) as database:
+        rows = database.views()
+    click.echo(render(["name", "kind", "description", "params"], [tuple(r.values()) for r in rows], fmt))
+
+
+@view.command("drop")
+@click.argument("db")
+@click.argument("name")
+@storage_option
+def view_drop(db, name, storage_options):
+    """Remove user view NAME.
+
+    \b
+    Example:
+      corpusdb view drop demo/db short_docs
+    """
+    with open_db(db, storage_options) as database:
+        database.drop_view(name)
+    click.echo(f"view {name!r} dropped")
+
+
+@view.command("stats")
+@click.argument("db")
+@click.argument("name", metavar="VIEW")
+@format_option
+@storage_option
+def view_stats(db, name, fmt, storage_options):
+    """Summarise VIEW: documents, bytes, tokens per scoring model, per-source shares, score quantiles.
+
+    VIEW is """ + VIEW_HELP + """.
+
+    \b
+    Examples:
+      corpusdb view stats demo/db dedup
+      corpusdb view stats demo/db "difference('teacher', 'ref', alpha := 0.3)" --format json
+    """
+    with open_db(db, storage_options) as database:
+        stats = database.view(name).stats()
+    if fmt == "json":
+        click.echo(json.dumps(stats, indent=2))
+        return
+    if fmt == "table":
+        tokens = ", ".join(f"{m}: {t:,}" for m, t in stats["n_tokens"].items()) or "no scores"
+        click.echo(
+            f"{stats['view']}: {stats['n_documents']:,} documents ({stats['share_of_corpus_documents']:.1%} of the corpus), "
+            f"{stats['n_bytes']:,} bytes ({stats['share_of_corpus_bytes']:.1%}); tokens: {tokens}"
+        )
+    rows = [(s["source"], s["n_documents"], s["n_bytes"], round(100 * s["share_documents"], 2), round(100 * s["share_bytes"], 2))
+            for s in stats["sources"]]
+    click.echo(render(["source", "n_documents", "n_bytes", "pct_documents", "pct_bytes"], rows, fmt))
+    quantiles = stats["quantiles"]
+    if fmt == "table" and len(quantiles) > 1:
+        header = ["quantile of"] + [f"p{round(100 * q)}" for q in quantiles["at"]]
+        rows = [(name, *[round(v, 4) if v is not None else None for v in values])
+                for name, values in quantiles.items() if name != "at"]
+        click.echo(render(header, rows, fmt))
+
+
+@cli.command()
+@click.argument("db")
+@click.argument("view_a", metavar="VIEW_A")
+@click.argument("view_b", metavar="VIEW_B")
+@format_option
+@storage_option
+def compare(db, view_a, view_b, fmt, storage_options):
+    """Compare two views: documents in both and in one only, Jaccard, and per-source shares.
+
+    \b
+    Example:
+      corpusdb compare demo/db dedup "difference('teacher', 'ref')"
+    """
+    with open_db(db, storage_options) as database:
+        result = database.view(view_a).compare(view_b)
+    if fmt == "json":
+        click.echo(json.dumps(result, indent=2))
+        return
+    if fmt == "table":
+        click.echo(
+            f"A = {view_a}: {result['n_a']:,} documents; B = {view_b}: {result['n_b']:,}; in both: {result['n_both']:,}; "
+            f"only A: {result['n_only_a']:,}; only B: {result['n_only_b']:,}; Jaccard {result['jaccard']:.3f}"
+        )
+    rows = [(s["source"], s["n_a"], s["n_b"], s["n_both"], round(100 * s["share_bytes_a"], 2), round(100 * s["share_bytes_b"], 2))
+            for s in result["sources"]]
+    click.echo(render(["source", "n_a", "n_b", "n_both", "pct_bytes_a", "pct_bytes_b"], rows, fmt))
+
+
+@cli.command()
+@click.argument("db")
+@click.argument("name", metavar="VIEW")
+@click.argument("url")
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="parquet", show_default=True,
+              help="parquet or jsonl (all columns), or tokens (flat token array + index; needs --tokenizer)")
+@click.option("--tokenizer", help="for --format tokens: a folder or hub id with a tokenizer (EOS ends each document)")
+@click.option("--part-size-mb", type=float, default=256.0, show_default=True, help="text bytes per part")
+@click.option("--overwrite", is_flag=True, help="replace an export of something else at URL")
+@click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@storage_option
+def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, storage_options):
+    """Export VIEW's rows to URL (any fsspec URL) as a training subset, with a manifest written last.
+
+    VIEW is """ + VIEW_HELP + """. The manifest lists the parts with row, byte and token
+    counts, the view's SQL and a hash of the database's inputs, so the subset can be reproduced.
+    A folder without manifest.json is an unfinished export: run the command again.
+
+    \b
+    Examples:
+      corpusdb export demo/db dedup out/dedup
+      corpusdb export demo/db "difference('teacher', 'ref')" s3://bkt/refined --format tokens --tokenizer out/student
+    """
+    with open_db(db, storage_options) as database:
+        manifest = database.view(name).export(
+            url, format=fmt, tokenizer=tokenizer, part_size_mb=part_size_mb, overwrite=overwrite,
+            storage_options=parse_storage_options(storage_options), progress=progress,
+        )
+    tokens = f", {manifest['n_tokens']:,} tokens" if "n_tokens" in manifest else ""
+    click.echo(f"exported {manifest['n_rows']:,} rows ({manifest['n_bytes']:,} bytes{tokens}) in {len(manifest['parts'])} parts to {url}")
+
+
+@cli.command()
+@click.argument("db")
+@click.option("--out", default="report.html", show_default=True, help="where to write the HTML page (path or fsspec URL)")
+@click.option("--teacher", help="score name of the teacher [default: 'teacher' if scored]")
+@click.option("--reference", help="score name of the reference [default: 'reference' if scored]")
+@click.option("--alpha", type=float, default=0.5, show_default=True, help="difference sampling's keep fraction")
+@click.option("--view", "views", multiple=True, help="views to summarise (repeatable) [default: documents, dedup, user views, difference]")
+@storage_option
+def report(db, out, teacher, reference, alpha, views, storage_options):
+    """Write an HTML report: loss histograms per source, teacher vs reference with the selection
+    boundary, and per-source shares of each view.
+
+    \b
+    Example:
+      corpusdb report demo/db --teacher teacher --reference reference --out demo/report.html
+    """
+    from corpusdb.report import write_report
+
+    with open_db(db, storage_options) as database:
+        write_report(database, out, teacher=teacher, reference=reference, alpha=alpha, views=list(views) or None)
+    click.echo(f"report written to {out}")

@@ -1,0 +1,242 @@
+"""Selection policies as SQL: the built-in views and macros in `sql/`, and user views in `views/`.
+
+    corpusdb view list demo/db
+
+Built-ins are one `.sql` file per view or table macro, with a header (`-- purpose:`, `-- depends:`,
+`-- params:`), executed on every open in dependency order. User views are plain SQL `select`s
+saved as `views/NAME.sql` in the database and created after the built-ins (they may use them and
+each other). Creating a view validates it first: a missing column or relation is a one-line
+`QueryError` and nothing is saved.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from corpusdb.errors import QueryError
+
+if TYPE_CHECKING:
+    from corpusdb.db import Database
+
+NAME_RE = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+USER_VIEWS = "views"
+HEADER_KEYS = ("purpose", "depends", "params")
+
+
+def builtin_dir() -> Path:
+    """The folder of the built-in policies: `sql/` of the source tree, or where the wheel put it."""
+    for candidate in (Path(__file__).resolve().parent.parent / "sql", Path(sys.prefix) / "share" / "corpusdb" / "sql"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError("corpusdb's sql/ folder is missing; reinstall corpusdb")
+
+
+@dataclass(frozen=True)
+class ViewFile:
+    """One `.sql` file: its name, header fields and text."""
+
+    name: str
+    kind: str  # "view", "macro" or "scalar macro"
+    purpose: str
+    depends: tuple[str, ...]
+    params: str
+    text: str
+
+
+def parse(path: Path) -> ViewFile:
+    """Read a built-in `.sql` file and its header.
+
+    Raises:
+        ValueError: a header line is missing.
+    """
+    text = path.read_text(encoding="utf-8")
+    header: dict[str, str] = {}
+    for line in text.splitlines():
+        match = re.match(r"^--\s*(purpose|depends|params):\s*(.*)$", line)
+        if match:
+            header.setdefault(match.group(1), match.group(2).strip())
+    missing = [key for key in HEADER_KEYS if key not in header]
+    if missing:
+        raise ValueError(f"{path}: header line '-- {missing[0]}:' is missing")
+    if re.search(rf"create or replace view {path.stem}\b", text):
+        kind = "view"
+    elif re.search(rf"create or replace macro {path.stem}\(.*\) as table", text, re.S):
+        kind = "macro"
+    else:
+        kind = "scalar macro"
+    depends = tuple(d.strip() for d in header["depends"].split(",") if d.strip())
+    return ViewFile(path.stem, kind, header["purpose"], depends, header["params"], text)
+
+
+def builtin_views() -> list[ViewFile]:
+    """Every built-in file, in an order where each comes after what it depends on."""
+    files = {f.name: f for f in (parse(p) for p in sorted(builtin_dir().glob("*.sql")))}
+    ordered: list[ViewFile] = []
+    done: set[str] = set()
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if name in done or name not in files:
+            return
+        if name in trail:
+            raise ValueError(f"sql/{name}.sql: circular depends: {' -> '.join(trail + (name,))}")
+        for dependency in files[name].depends:
+            visit(dependency, trail + (name,))
+        done.add(name)
+        ordered.append(files[name])
+
+    for name in sorted(files):
+        visit(name, ())
+    return ordered
+
+
+def load_builtin_views(con: duckdb.DuckDBPyConnection) -> None:
+    for view in builtin_views():
+        con.execute(view.text)
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0]
+
+
+def load_user_views(db: Database) -> list[str]:
+    """Create the database's saved views (in any order they resolve); returns those that failed."""
+    pending = {}
+    for path in db.location.list_files(USER_VIEWS, suffix=".sql"):
+        name = path.rsplit("/", 1)[-1][: -len(".sql")]
+        pending[name] = db.location.fs.cat_file(path).decode("utf-8")
+    while pending:
+        progress = False
+        for name, sql in list(pending.items()):
+            try:
+                db.con.execute(f"create or replace view {name} as {sql}")
+            except duckdb.Error:
+                continue
+            del pending[name]
+            progress = True
+        if not progress:
+            break
+    return sorted(pending)
+
+
+def reserved_names(db: Database) -> set[str]:
+    from corpusdb.db import TABLE_FOLDERS
+
+    return set(TABLE_FOLDERS) | {v.name for v in builtin_views()}
+
+
+def create_view(db: Database, name: str, sql: str, replace: bool = False) -> None:
+    """Validate `sql` (a select) as view NAME, then save it as `views/NAME.sql` and in the catalog.
+
+    Raises:
+        ValueError: a bad or reserved name, or NAME exists and replace is False.
+        QueryError: the SQL does not run (the message names the missing column or relation).
+    """
+    if not NAME_RE.match(name):
+        raise ValueError(f"view name {name!r} must be lowercase letters, digits and '_', starting with a letter or '_'")
+    if name in reserved_names(db):
+        raise ValueError(f"{name!r} is a table or built-in view; choose another name")
+    if name in db.catalog.views and not replace:
+        raise ValueError(f"view {name!r} exists; pass --replace to overwrite it")
+    sql = sql.strip().rstrip(";").strip()
+    if not sql:
+        raise ValueError("the view's SQL is empty; pass a select statement")
+    previous = db.location.read_bytes(USER_VIEWS, f"{name}.sql").decode() if name in db.catalog.views else None
+    try:
+        db.con.execute(f"create or replace view {name} as {sql}")
+        db.con.execute(f"select * from {name} limit 0")
+    except duckdb.Error as exc:
+        _restore(db, name, previous)
+        raise QueryError(f"view {name!r} is not valid SQL over this database: {_first_line(exc)}") from exc
+    db.location.write_atomic((sql + "\n").encode("utf-8"), USER_VIEWS, f"{name}.sql")
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    db.catalog.views[name] = {"file": f"{USER_VIEWS}/{name}.sql", "created_at": now}
+    db.save_catalog()
+
+
+def _restore(db: Database, name: str, previous: str | None) -> None:
+    if previous is None:
+        db.con.execute(f"drop view if exists {name}")
+    else:
+        db.con.execute(f"create or replace view {name} as {previous}")
+
+
+def drop_view(db: Database, name: str) -> None:
+    """Remove a user view.
+
+    Raises:
+        ValueError: no such user view.
+    """
+    if name not in db.catalog.views:
+        raise ValueError(f"no user view {name!r}; `corpusdb view list` shows the views")
+    db.con.execute(f"drop view if exists {name}")
+    db.location.remove(db.location.join(USER_VIEWS, f"{name}.sql"))
+    del db.catalog.views[name]
+    db.save_catalog()
+
+
+def list_views(db: Database) -> list[dict]:
+    """Built-in and user views: name, kind, purpose (or SQL) and parameters."""
+    out = [
+        {"name": v.name, "kind": f"built-in {v.kind}", "description": v.purpose, "params": v.params}
+        for v in sorted(builtin_views(), key=lambda v: v.name)
+    ]
+    for name in sorted(db.catalog.views):
+        sql = db.location.read_bytes(USER_VIEWS, f"{name}.sql").decode().strip()
+        out.append({"name": name, "kind": "user view", "description": sql, "params": ""})
+    return out
+
+
+def relation_sql(db: Database, view: str) -> str:
+    """SQL that selects the rows of VIEW: a view name, a macro call such as
+    `difference('teacher', 'ref', alpha := 0.3)`, or a full `select`.
+
+    Raises:
+        QueryError: no such view (the message lists them).
+    """
+    text = view.strip().rstrip(";")
+    if re.match(r"^(select|with|from)\b", text, re.I):
+        return text
+    if NAME_RE.match(text) and text not in db.relations():
+        raise QueryError(f"no table or view named {text!r}; views: {', '.join(db.relations())}")
+    return f"select * from {text}"
+
+
+class View:
+    """A view of a database (a view name, a macro call or a select) with what users do with it."""
+
+    def __init__(self, db: Database, view: str):
+        self.db = db
+        self.name = view
+        self.sql = relation_sql(db, view)
+
+    def __repr__(self) -> str:
+        return f"<corpusdb.View {self.name!r} of {self.db.url}>"
+
+    def relation(self) -> duckdb.DuckDBPyRelation:
+        """The rows, as a DuckDB relation (`.pl()`, `.to_arrow_table()`, `.fetchall()`)."""
+        return self.db.sql(self.sql)
+
+    def stats(self) -> dict:
+        """Documents, bytes, tokens, per-source shares and score quantiles; see `corpusdb.analysis.view_stats`."""
+        from corpusdb.analysis import view_stats
+
+        return view_stats(self.db, self.name)
+
+    def compare(self, other: str | View) -> dict:
+        """Overlap with another view; see `corpusdb.analysis.compare_views`."""
+        from corpusdb.analysis import compare_views
+
+        return compare_views(self.db, self.name, other.name if isinstance(other, View) else other)
+
+    def export(self, url: str, **options) -> dict:
+        """Write the rows to URL as a training subset; see `corpusdb.export.export_view`. Returns the manifest."""
+        from corpusdb.export import export_view
+
+        return export_view(self.db, self.name, url, **options)

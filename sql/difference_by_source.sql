@@ -1,0 +1,27 @@
+-- purpose: difference sampling with a keep fraction per source (top alpha of each source by the difference score)
+-- depends: difference_scores
+-- params: teacher, reference; alphas := map {'source': alpha, ...}; alpha := 0.5 (sources not in alphas); per; docs
+create or replace macro difference_by_source(
+    teacher, reference, alphas := map {}, alpha := 0.5, per := 'byte', docs := 'documents'
+) as table
+with scored as (
+    select * from difference_scores(teacher, reference, per := per, docs := docs)
+),
+
+ranked as (
+    select
+        *,
+        coalesce(alphas[source], alpha) as source_alpha,
+        row_number() over (partition by source order by score desc, doc_id asc) as difference_rank,
+        count(*) over (partition by source) as n_scored
+    from scored
+),
+
+final as (
+    select * exclude (n_scored, source_alpha)
+    from ranked
+    where difference_rank <= ceil(source_alpha * n_scored)
+    order by source, difference_rank
+)
+
+select * from final;

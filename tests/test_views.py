@@ -1,0 +1,99 @@
+"""The policy views in sql/: exact rows on a hand-checked fixture, and their invariants (Hypothesis)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import duckdb
+import pytest
+
+import corpusdb
+from tests.views_fixture import ID, build, names
+
+
+@pytest.fixture
+def db(tmp_path) -> corpusdb.Database:
+    return build(tmp_path / "db")
+
+
+def test_difference_keeps_the_top_alpha_with_ties_broken_by_doc_id(db):
+    assert names(db, "select doc_id from difference('teacher', 'reference')") == (
+        ["A", "B", "C"] if ID["B"] < ID["C"] else ["A", "C", "B"]
+    )  # N = 5 scored (F has no reference score, G is empty): ceil(0.5 * 5) = 3
+    first_tied = "B" if ID["B"] < ID["C"] else "C"
+    assert names(db, "select doc_id from difference('teacher', 'reference', alpha := 0.4)") == ["A", first_tied]
+    assert names(db, "select doc_id from difference('teacher', 'reference', alpha := 1)")[-1] == "E"
+    assert names(db, "select doc_id from difference('teacher', 'reference', alpha := 0)") == []
+    rows = db.sql("select doc_id, score, difference_rank, source, text from difference('teacher', 'reference', alpha := 0.2)").fetchall()
+    assert rows == [(ID["A"], 2.0, 1, "web", "a" * 10)]
+    # per token: teacher/token - reference/token: A -2 - -5 = 3, B -2 - -5 = 3, C -3 - -5 = 2, D -2 - -2 = 0, E -3 - -2 = -1
+    per_token = db.sql("select doc_id, score from difference('teacher', 'reference', alpha := 1, per := 'token')").fetchall()
+    assert [(names_of(i), s) for i, s in per_token] == sorted(
+        [("A", 3.0), ("B", 3.0), ("C", 2.0), ("D", 0.0), ("E", -1.0)], key=lambda r: (-r[1], ID[r[0]])
+    )
+    with pytest.raises(duckdb.Error, match="per must be 'byte' or 'token'"):
+        db.sql("select * from difference('teacher', 'reference', per := 'word')").fetchall()
+
+
+def names_of(doc_id: int) -> str:
+    from tests.views_fixture import NAME
+
+    return NAME[doc_id]
+
+
+def test_difference_by_source_and_sampled(db):
+    assert sorted(names(db, "select doc_id from difference_by_source('teacher', 'reference', alphas := map {'web': 1.0})")) == [
+        "A", "B", "C", "D"]  # web: all 3; books: ceil(0.5 * 2) of D, E
+    # temperature -> 0 is the deterministic top alpha
+    assert names(db, "select doc_id from difference_sampled('teacher', 'reference', alpha := 0.4, temperature := 1e-6)") == \
+        names(db, "select doc_id from difference('teacher', 'reference', alpha := 0.4)")
+    # one draw (alpha 0.2 of 5) lands on each document with probability softmax(score / temperature)
+    counts = Counter()
+    for seed in range(600):
+        counts.update(names(db, f"select doc_id from difference_sampled('teacher', 'reference', alpha := 0.2, seed := {seed})"))
+    scores = {"A": 2.0, "B": 1.0, "C": 1.0, "D": 0.5, "E": -0.5}
+    total = sum(math.exp(s) for s in scores.values())
+    for name, score in scores.items():
+        p = math.exp(score) / total
+        assert abs(counts[name] / 600 - p) < 4 * math.sqrt(p * (1 - p) / 600), (name, counts)
+    same = names(db, "select doc_id from difference_sampled('teacher', 'reference', seed := 7)")
+    assert same == names(db, "select doc_id from difference_sampled('teacher', 'reference', seed := 7)")
+
+
+def test_curriculum_orders_easy_to_hard_with_unscored_last(db):
+    order = names(db, "select doc_id from curriculum('reference', stages := 2)")
+    unscored = sorted(["F", "G"], key=lambda n: ID[n])
+    assert order == ["E", "D", "B", "C", "A", *unscored]  # reference loss per byte 1.0, 1.5, 2.0, 2.5, 3.0
+    stages = db.sql("select stage, count(*) from curriculum('reference', stages := 2) group by 1 order by 1").fetchall()
+    assert stages == [(1, 4), (2, 3)]
+    assert names(db, "select doc_id from curriculum('reference', descending := true)")[:2] == ["A", "C"]
+    db.con.execute("create or replace temp view kept as select * from difference('teacher', 'reference', alpha := 1)")
+    assert names(db, "select doc_id from curriculum(null, key := 'score', docs := 'kept')")[0] == "E"  # lowest score first
+
+
+def test_dedup_quota_mixture_and_filters(db):
+    representative = min(["A", "B", "C"], key=lambda n: ID[n])
+    assert sorted(names(db, "select doc_id from dedup")) == sorted([representative, "D", "E", "F", "G"])
+    assert sorted(names(db, "select doc_id from quota(map {'web': 40})")) == ["A", "B", "C"]  # books not named: dropped
+    web_two = names(db, "select doc_id from quota(map {'web': 2, 'books': 10}, unit := 'documents')")
+    assert len([n for n in web_two if n in "ABC"]) == 2 and sorted(n for n in web_two if n in "DEFG") == ["D", "E", "F", "G"]
+    tokens = sorted(names(db, "select doc_id from quota(map {'books': 100}, unit := 'tokens', model := 'reference')"))
+    assert tokens == ["D", "E", "G"]  # F has no reference score; G has 0 tokens
+    mixed = db.sql("select source, sum(n_bytes) from mixture(map {'web': 1, 'books': 3}, 80) group by 1").fetchall()
+    assert all(b <= {"web": 20, "books": 60}[s] for s, b in mixed)
+    assert sorted(names(db, "select doc_id from filter_length(10, 20)")) == sorted(["A", "B", "C", "E", "F"])
+    assert sorted(names(db, "select doc_id from filter_loss('reference', max_loss := 2.0)")) == ["B", "D", "E"]
+    assert sorted(names(db, "select doc_id from filter_source(['books'])")) == ["D", "E", "F", "G"]
+    assert sorted(names(db, "select doc_id from losses where model = 'teacher'")) == ["A", "B", "C", "D", "E", "F"]
+
+
+def test_views_compose_as_ordinary_sql(db):
+    db.create_view("refined", "select * from difference('teacher', 'reference', alpha := 0.6, docs := 'dedup')")
+    # dedup keeps one of A, B, C; difference keeps ceil(0.6 * 3) of the 3 scored: the representative, D, then E
+    representative = min(["A", "B", "C"], key=lambda n: ID[n])
+    assert sorted(names(db, "select doc_id from refined")) == sorted([representative, "D"])
+    ordered = names(db, "select doc_id from curriculum('reference', docs := 'refined')")
+    assert ordered == ["D", representative]
+    reopened = corpusdb.open(db.url)
+    assert names(reopened, "select doc_id from curriculum('reference', docs := 'refined')") == ordered

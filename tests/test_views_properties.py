@@ -1,0 +1,107 @@
+"""Invariants of the policy views over random tables, on a real DuckDB with the real sql/ files (Hypothesis)."""
+
+from __future__ import annotations
+
+import math
+
+import duckdb
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from corpusdb.views import load_builtin_views
+
+SOURCES = ["web", "books", "code"]
+
+corpus = st.lists(
+    st.tuples(
+        st.sampled_from(SOURCES),
+        st.integers(0, 200),  # n_bytes
+        st.one_of(st.none(), st.floats(-500, 0)),  # teacher sum_logprob
+        st.one_of(st.none(), st.floats(-500, 0)),  # reference sum_logprob
+        st.integers(0, 4),  # near-duplicate group (0: none)
+    ),
+    min_size=0,
+    max_size=40,
+)
+
+
+def connect(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
+    """documents, scores and minhash tables holding `rows`, plus the built-in views and macros."""
+    ids = [i * 7919 - 100 for i in range(len(rows))]
+    con = duckdb.connect()
+    con.register("d", pa.table({
+        "doc_id": pa.array(ids, pa.int64()), "source": [r[0] for r in rows], "text": ["x" * r[1] for r in rows],
+        "n_bytes": pa.array([r[1] for r in rows], pa.int64()),
+    }))
+    con.execute("create table documents as select * from d")
+    score_rows = []
+    for doc, row in zip(ids, rows):
+        for model, value in (("teacher", row[2]), ("reference", row[3])):
+            score_rows.append((doc, value, 0 if value is None else max(row[1] // 4, 1), row[1], model))
+    con.execute("create table scores (doc_id bigint, sum_logprob double, n_tokens bigint, n_bytes bigint, model varchar)")
+    if score_rows:
+        con.executemany("insert into scores values (?, ?, ?, ?, ?)", score_rows)
+    groups: dict[int, list[int]] = {}
+    for doc, row in zip(ids, rows):
+        groups.setdefault(row[4] or -doc, []).append(doc)
+    con.execute("create table minhash (doc_id bigint, cluster_id bigint, cluster_size bigint)")
+    members = [(doc, min(g), len(g)) for g in groups.values() for doc in g]
+    if members:
+        con.executemany("insert into minhash values (?, ?, ?)", members)
+    load_builtin_views(con)
+    return con
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus, st.floats(0, 1), st.sampled_from(["byte", "token"]))
+def test_difference_keeps_at_most_ceil_alpha_n_and_never_a_worse_document(rows, alpha, per):
+    con = connect(rows)
+    scored = dict(con.execute(f"select doc_id, score from difference_scores('teacher', 'reference', per := '{per}')").fetchall())
+    kept = [d for (d,) in con.execute(f"select doc_id from difference('teacher', 'reference', alpha := {alpha}, per := '{per}')").fetchall()]
+    assert len(kept) <= math.ceil(alpha * len(scored))
+    assert len(kept) == len(set(kept)) and set(kept) <= set(scored)
+    dropped = set(scored) - set(kept)
+    assert None not in scored.values()
+    if kept and dropped:
+        assert min(scored[d] for d in kept) >= max(scored[d] for d in dropped)
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus, st.booleans(), st.integers(1, 5))
+def test_curriculum_never_decreases(rows, descending, stages):
+    con = connect(rows)
+    values = con.execute(
+        f"select loss_per_byte, stage from curriculum('reference', descending := {str(descending).lower()}, stages := {stages})"
+    ).fetchall()
+    assert len(values) == len(rows)
+    losses = [v for v, _ in values if v is not None]
+    assert losses == sorted(losses, reverse=descending)
+    assert all(v is None for v, _ in values[len(losses):])  # documents without a loss come last
+    assert [s for _, s in values] == sorted(s for _, s in values)
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus)
+def test_dedup_is_idempotent(rows):
+    con = connect(rows)
+    once = con.execute("select doc_id from dedup order by doc_id").fetchall()
+    con.execute("create table kept as select * from dedup")
+    con.execute("create or replace table documents as select * from kept")
+    twice = con.execute("select doc_id from dedup order by doc_id").fetchall()
+    assert once == twice
+    clusters = con.execute("select count(distinct cluster_id) from minhash").fetchall()[0][0]
+    assert len(once) == clusters  # one representative per cluster (every document has a minhash row here)
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus, st.dictionaries(st.sampled_from(SOURCES), st.integers(0, 600)), st.sampled_from(["bytes", "tokens", "documents"]),
+       st.integers(0, 1000))
+def test_quota_never_exceeds_a_budget(rows, budgets, unit, seed):
+    con = connect(rows)
+    literal = "map {" + ", ".join(f"'{s}': {b}" for s, b in budgets.items()) + "}" if budgets else "map {}::map(varchar, bigint)"
+    used = con.execute(
+        f"select source, sum(quota_units), count(*) from quota({literal}, unit := '{unit}', model := 'reference', seed := {seed}) group by 1"
+    ).fetchall()
+    for source, units, _ in used:
+        assert source in budgets and units <= budgets[source]
