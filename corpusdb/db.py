@@ -19,9 +19,9 @@ from corpusdb.errors import QueryError
 from corpusdb.storage import Location
 
 if TYPE_CHECKING:
-    from corpusdb.views import View
     from corpusdb.dedup import MinhashReport
     from corpusdb.scoring import ScoreReport
+    from corpusdb.views import View
     from ingest.job import IngestReport
 
 # table name -> (folder, hive-partitioned)

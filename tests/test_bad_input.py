@@ -124,7 +124,10 @@ def test_not_a_database_and_bad_sql(tmp_path, fixture_db):
     )
     result = runner.invoke(cli, ["sql", fixture_db.url, "select * from nosuch"])
     assert result.exit_code == 1
-    assert result.output == "Error: Catalog Error: Table with name nosuch does not exist!; tables and views: documents, scores\n"
+    assert result.output == (
+        "Error: Catalog Error: Table with name nosuch does not exist!; "
+        "tables and views: dedup, documents, losses, minhash, scores, signatures\n"
+    )
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "corpusdb.json").write_text("{not json")
     result = runner.invoke(cli, ["stats", str(tmp_path / "broken")])

@@ -15,12 +15,40 @@ def commands() -> list[str]:
     return sorted(cli.commands)
 
 
-@pytest.mark.parametrize("name", commands())
-def test_every_command_has_help_with_an_example(name):
-    result = CliRunner().invoke(cli, [name, "--help"])
+def command_paths() -> list[tuple[str, ...]]:
+    """Every command, with the subcommands of groups (`view create`, ...)."""
+    paths = []
+    for name, command in sorted(cli.commands.items()):
+        paths.append((name,))
+        for sub in sorted(getattr(command, "commands", {})):
+            paths.append((name, sub))
+    return paths
+
+
+@pytest.mark.parametrize("path", command_paths(), ids=" ".join)
+def test_every_command_has_help_with_an_example(path):
+    result = CliRunner().invoke(cli, [*path, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output
-    assert cli.commands[name].help.strip()
+    command = cli
+    for name in path:
+        command = command.commands[name]
+    assert command.help.strip()
+
+
+def test_every_sql_file_has_its_header_and_is_named_after_what_it_creates():
+    from corpusdb.views import builtin_dir, parse
+
+    files = sorted(builtin_dir().glob("*.sql"))
+    assert len(files) >= 12
+    for path in files:
+        view = parse(path)  # raises on a missing header line
+        assert view.purpose and view.params, path
+        text = path.read_text()
+        assert f"create or replace view {path.stem} as" in text or f"create or replace macro {path.stem}(" in text, path
+        if view.kind != "scalar macro":
+            assert "select * from final" in text, path
+        assert text == text.replace("SELECT ", "select ").replace(" FROM ", " from "), f"{path}: keywords are lowercase"
 
 
 def test_top_level_help_lists_commands():
@@ -91,7 +119,7 @@ def test_shell_runs_statements_and_dot_commands(small_db):
     script = ".tables\nselect count(*) as n\n  from documents;\n.format csv\nselect lang from documents where lang is not null limit 1;\nselect * from nope;\n.quit\n"
     result = CliRunner().invoke(cli, ["shell", small_db], input=script)
     assert result.exit_code == 0
-    assert result.stdout == "documents\nscores\nn\n-\n3\n(1 row)\nlang\nen\n"
+    assert result.stdout == "dedup\ndocuments\nlosses\nminhash\nscores\nsignatures\nn\n-\n3\n(1 row)\nlang\nen\n"
     assert "Error: Catalog Error: Table with name nope does not exist!" in result.stderr
 
 

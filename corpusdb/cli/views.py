@@ -15,8 +15,6 @@ from corpusdb.export import FORMATS as EXPORT_FORMATS
 from corpusdb.output import render
 from corpusdb.storage import parse_storage_options
 
-VIEW_HELP = "a view name, a macro call such as \"difference('teacher', 'ref', alpha := 0.3)\", or a select"
-
 
 @cli.group()
 def view() -> None:
@@ -93,7 +91,7 @@ def view_drop(db, name, storage_options):
 def view_stats(db, name, fmt, storage_options):
     """Summarise VIEW: documents, bytes, tokens per scoring model, per-source shares, score quantiles.
 
-    VIEW is """ + VIEW_HELP + """.
+    VIEW is a view name, a macro call such as "difference('teacher', 'ref', alpha := 0.3)", or a select.
 
     \b
     Examples:
@@ -164,7 +162,8 @@ def compare(db, view_a, view_b, fmt, storage_options):
 def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, storage_options):
     """Export VIEW's rows to URL (any fsspec URL) as a training subset, with a manifest written last.
 
-    VIEW is """ + VIEW_HELP + """. The manifest lists the parts with row, byte and token
+    VIEW is a view name, a macro call such as "difference('teacher', 'ref')", or a select. The
+    manifest lists the parts with row, byte and token
     counts, the view's SQL and a hash of the database's inputs, so the subset can be reproduced.
     A folder without manifest.json is an unfinished export: run the command again.
 

@@ -1,0 +1,169 @@
+"""Exporting views: lossless round trips, token arrays, crash safety, object storage, the HTML report, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import corpusdb
+from corpusdb.cli import cli
+from tests.conftest import CORPUS, ingest_per_source
+from tests.views_fixture import build
+
+VIEW = "difference('teacher', 'reference', alpha := 1)"
+
+
+@pytest.fixture
+def scored_db(tmp_path, tiny_models) -> corpusdb.Database:
+    """The fixture corpus scored by two tiny models named teacher and reference."""
+    db = corpusdb.init(str(tmp_path / "db"))
+    ingest_per_source(db, CORPUS, meta={"title": "title"})
+    db.score(str(tiny_models["gpt2"]), "teacher", progress=False)
+    db.score(str(tiny_models["llama"]), "reference", progress=False)
+    return db
+
+
+def _view_rows(db: corpusdb.Database, view: str) -> list[dict]:
+    return db.view(view).relation().to_arrow_table().to_pylist()
+
+
+def test_parquet_and_jsonl_exports_round_trip(scored_db, tmp_path):
+    rows = _view_rows(scored_db, VIEW)
+    assert len(rows) == 357
+    manifest = scored_db.view(VIEW).export(str(tmp_path / "pq"), part_size_mb=0.05)
+    assert manifest["n_rows"] == 357 and len(manifest["parts"]) >= 5
+    assert manifest["sql"] == f"select * from {VIEW}" and len(manifest["inputs_hash"]) == 16
+    back = [r for p in manifest["parts"] for r in pq.read_table(tmp_path / "pq" / p["file"]).to_pylist()]
+    assert back == rows  # every column, in view order
+    assert sum(p["bytes"] for p in manifest["parts"]) == sum(r["n_bytes"] for r in rows)
+
+    manifest = scored_db.view(VIEW).export(str(tmp_path / "jsonl"), format="jsonl", part_size_mb=0.1)
+    reimported = corpusdb.init(str(tmp_path / "again"))
+    reimported.ingest([str(tmp_path / "jsonl" / "part-*.jsonl")], source="x", meta={"orig_source": "source", "title": "title"}, progress=False)
+    assert sorted(reimported.sql("select doc_id, orig_source, text, n_bytes, title from documents").fetchall()) == sorted(
+        (r["doc_id"], r["source"], r["text"], r["n_bytes"], r["title"]) for r in rows
+    )
+
+
+def test_token_export_decodes_back_to_the_text(scored_db, tmp_path, tiny_models):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
+    manifest = scored_db.view("dedup").export(str(tmp_path / "tok"), format="tokens", tokenizer=str(tiny_models["gpt2"]),
+                                              part_size_mb=0.1)
+    assert manifest["dtype"] == "uint16" and manifest["eos_token_id"] == tokenizer.eos_token_id
+    texts = dict(scored_db.sql("select doc_id, text from dedup").fetchall())
+    total = 0
+    for part in manifest["parts"]:
+        tokens = np.fromfile(tmp_path / "tok" / part["file"], dtype="<u2")
+        index = pq.read_table(tmp_path / "tok" / part["index"]).to_pylist()
+        assert len(tokens) == part["tokens"] == sum(i["n_tokens"] for i in index)
+        for entry in index:
+            ids = tokens[entry["offset"] : entry["offset"] + entry["n_tokens"]]
+            assert ids[-1] == tokenizer.eos_token_id
+            assert tokenizer.decode(ids[:-1].tolist()) == texts[entry["doc_id"]]
+        total += len(index)
+    assert total == len(texts) == manifest["n_rows"]
+
+
+def test_a_killed_export_has_no_manifest_and_a_rerun_completes_it(tmp_path):
+    db = corpusdb.init(str(tmp_path / "db"))
+    ingest_per_source(db, CORPUS)
+    clean = db.view("documents").export(str(tmp_path / "clean"), part_size_mb=0.02)
+    out = tmp_path / "crashed"
+    script = f"import corpusdb; corpusdb.open({str(tmp_path / 'db')!r}).view('documents').export({str(out)!r}, part_size_mb=0.02)"
+    result = subprocess.run([sys.executable, "-c", script], env={**os.environ, "CORPUSDB_FAILPOINT": "export.after_part=3"},
+                            capture_output=True, text=True)
+    assert result.returncode == 75, result.stderr
+    assert not (out / "manifest.json").exists() and len(list(out.glob("part-*.parquet"))) == 3
+    (out / "part-00099.parquet").write_bytes(b"leftover of an older export")
+    again = db.view("documents").export(str(out), part_size_mb=0.02)
+    assert [p["file"] for p in again["parts"]] == [p["file"] for p in clean["parts"]]
+    for part in clean["parts"]:
+        assert (out / part["file"]).read_bytes() == (tmp_path / "clean" / part["file"]).read_bytes()
+    assert not (out / "part-00099.parquet").exists()
+    # complete and unchanged: a re-run does nothing; another view there needs overwrite
+    assert db.view("documents").export(str(out), part_size_mb=0.02)["created_at"] == again["created_at"]
+    with pytest.raises(ValueError, match="already holds an export of 'documents'; pass --overwrite"):
+        db.view("dedup").export(str(out))
+    assert db.view("dedup").export(str(out), overwrite=True)["view"] == "dedup"
+
+
+@pytest.mark.s3
+def test_export_to_s3(tmp_path, s3_options, bucket):
+    import s3fs
+
+    db = build(tmp_path / "db")
+    url = f"s3://{bucket}/exports/refined"
+    manifest = db.view("difference('teacher', 'reference')").export(url, storage_options=s3_options)
+    fs = s3fs.S3FileSystem(**s3_options, skip_instance_cache=True)
+    assert json.loads(fs.cat_file(f"{bucket}/exports/refined/manifest.json")) == manifest
+    table = pq.read_table(f"{bucket}/exports/refined/part-00000.parquet", filesystem=fs)
+    assert table.num_rows == manifest["n_rows"] == 3
+
+
+def test_report_renders_plots(scored_db, tmp_path):
+    scored_db.minhash(workers=1, progress=False)
+    scored_db.create_view("short", "select * from documents where n_bytes < 1000")
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["report", scored_db.url, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert page.count('src="data:image/png;base64,') == 3
+    for title in ("Loss per byte by source", "Teacher vs reference, with the selection boundary", "Per-source shares of each view"):
+        assert f"<h2>{title}</h2>" in page
+    assert "<td>short</td>" in page and "difference(&#x27;teacher&#x27;, &#x27;reference&#x27;, alpha := 0.5)" in page
+    browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+    if browser is None:
+        pytest.skip("no headless Chromium here (apt-get install chromium) to open the report")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}", "--window-size=1000,3000",
+                    out.as_uri()], capture_output=True, timeout=120, check=True)
+    from PIL import Image
+
+    image = Image.open(shot).convert("L")
+    assert image.size == (1000, 3000)
+    assert sum(1 for count in image.histogram() if count) > 50  # plots rendered, not a blank or error page
+
+
+def test_view_commands(tmp_path):
+    db = build(tmp_path / "db")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["view", "create", db.url, "refined", "--sql", "select * from difference('teacher', 'reference')"])
+    assert result.exit_code == 0 and result.output == "view 'refined' saved (3 rows now)\n"
+    assert (tmp_path / "db" / "views" / "refined.sql").read_text() == "select * from difference('teacher', 'reference')\n"
+    result = runner.invoke(cli, ["view", "create", db.url, "broken", "--sql", "select nope from documents"])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: view 'broken' is not valid SQL over this database: Binder Error: Referenced column \"nope\" not found")
+    result = runner.invoke(cli, ["view", "create", db.url, "broken2", "--sql", "select * from no_such_view"])
+    assert result.exit_code == 1 and "no_such_view does not exist" in result.output
+    assert not (tmp_path / "db" / "views" / "broken.sql").exists() and "broken" not in corpusdb.open(db.url).catalog.views
+    result = runner.invoke(cli, ["view", "create", db.url, "dedup", "--sql", "select 1"])
+    assert result.exit_code == 1 and "'dedup' is a table or built-in view; choose another name" in result.output
+    result = runner.invoke(cli, ["view", "list", db.url, "--format", "csv"])
+    assert "refined,user view,\"select * from difference('teacher', 'reference')\",\n" in result.output
+    assert "difference,built-in macro,MiniPLM Difference Sampling" in result.output
+    result = runner.invoke(cli, ["view", "stats", db.url, "refined", "--format", "json"])
+    stats = json.loads(result.output)
+    assert stats["n_documents"] == 3 and stats["n_bytes"] == 40 and stats["n_tokens"] == {"reference": 19, "teacher": 20}
+    assert stats["sources"] == [{"source": "web", "n_documents": 3, "n_bytes": 40, "share_documents": 1.0, "share_bytes": 1.0}]
+    assert stats["quantiles"]["score"] == [1.0, 1.0, 1.0, 1.0, 1.5, 1.8, 2.0]
+    result = runner.invoke(cli, ["compare", db.url, "refined", "filter_source(['web'])", "--format", "json"])
+    compared = json.loads(result.output)
+    assert (compared["n_a"], compared["n_b"], compared["n_both"], compared["jaccard"]) == (3, 3, 3, 1.0)
+    result = runner.invoke(cli, ["export", db.url, "refined", str(tmp_path / "out"), "--no-progress"])
+    assert result.output == f"exported 3 rows (40 bytes) in 1 parts to {tmp_path / 'out'}\n"
+    result = runner.invoke(cli, ["export", db.url, "nope", str(tmp_path / "out2")])
+    assert result.exit_code == 1 and result.output.startswith("Error: no table or view named 'nope'; views: ")
+    result = runner.invoke(cli, ["sql", db.url, "select * from difference('teacher', 'reference', per := 'word')"])
+    assert result.exit_code == 1 and result.output == "Error: Invalid Input Error: difference: per must be 'byte' or 'token', not 'word'\n"
+    assert runner.invoke(cli, ["view", "drop", db.url, "refined"]).output == "view 'refined' dropped\n"
+    assert not (tmp_path / "db" / "views" / "refined.sql").exists()
