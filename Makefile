@@ -6,7 +6,7 @@ DEMO ?= demo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TEXT_PACKAGES := linux-source-6.1 python3.11-doc perl-doc git-doc bible-kjv fortunes
 
-.PHONY: setup demo demo-text test bench clean
+.PHONY: setup demo demo-text test test-browser bench clean
 
 setup: $(VENV)/.installed
 
@@ -33,11 +33,19 @@ demo: setup demo-text
 	$(BIN)/corpusdb sql $(DEMO)/db "copy (select * from documents where source <> 'fortunes' and n_bytes between 500 and 20000) to '$(DEMO)/subset.parquet' (format parquet)"
 	$(BIN)/corpusdb sql $(DEMO)/db "select count(*) as docs, sum(n_bytes) as bytes from '$(DEMO)/subset.parquet'"
 
-test: setup
+# Headless Chromium lets the report test open the HTML page (the test skips where it cannot be had).
+test-browser:
+	-@command -v chromium >/dev/null || ($(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	  || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1) || true
+
+test: setup test-browser
 	$(BIN)/python -m pytest -q
 
 bench: setup
 	$(BIN)/python benchmarks/ingest_s3.py
+	$(BIN)/python benchmarks/score_throughput.py
+	$(BIN)/python benchmarks/minhash_throughput.py
+	$(BIN)/python benchmarks/view_speed.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis

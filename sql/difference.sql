@@ -1,28 +1,33 @@
 -- purpose: MiniPLM Difference Sampling: the top alpha fraction of documents by teacher-minus-reference log-likelihood
 -- depends: difference_scores
 -- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents'
--- Keeps ceil(alpha * N) of the N documents that have both scores, highest score first; ties are
--- broken by doc_id, so the result is deterministic. Rows come out in score order.
+-- Keeps the first ceil(alpha * N) of the N documents that have both scores in the order
+-- (score desc, doc_id asc), so ties are broken by doc_id and the result is deterministic. Rows come
+-- in no particular order (add `order by score desc, doc_id` for rank order): finding the k-th
+-- document and filtering on it is about twice as fast as ranking every document.
 create or replace macro difference(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
-with scored as (
+with scored as materialized (
     select * from difference_scores(teacher, reference, per := per, docs := docs)
 ),
 
-ranked as (
-    select
-        *,
-        row_number() over (order by score desc, doc_id asc) as difference_rank,
-        count(*) over () as n_scored
+quota as (
+    select least(ceil(greatest(alpha, 0) * count(*)), count(*))::bigint as k from scored
+),
+
+cut as (
+    -- the k-th document in selection order: everything at or before it is kept
+    select score, doc_id
     from scored
+    order by score desc, doc_id asc
+    limit 1 offset (select greatest(k - 1, 0) from quota)
 ),
 
 final as (
-    select * exclude (n_scored)
-    from ranked
+    select scored.*
+    from scored, cut, quota
     where
-        alpha between 0 and 1
-        and difference_rank <= ceil(alpha * n_scored)
-    order by difference_rank
+        quota.k > 0
+        and (scored.score > cut.score or (scored.score = cut.score and scored.doc_id <= cut.doc_id))
 )
 
 select * from final;

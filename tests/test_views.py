@@ -18,17 +18,20 @@ def db(tmp_path) -> corpusdb.Database:
 
 
 def test_difference_keeps_the_top_alpha_with_ties_broken_by_doc_id(db):
-    assert names(db, "select doc_id from difference('teacher', 'reference')") == (
-        ["A", "B", "C"] if ID["B"] < ID["C"] else ["A", "C", "B"]
-    )  # N = 5 scored (F has no reference score, G is empty): ceil(0.5 * 5) = 3
-    first_tied = "B" if ID["B"] < ID["C"] else "C"
-    assert names(db, "select doc_id from difference('teacher', 'reference', alpha := 0.4)") == ["A", first_tied]
-    assert names(db, "select doc_id from difference('teacher', 'reference', alpha := 1)")[-1] == "E"
-    assert names(db, "select doc_id from difference('teacher', 'reference', alpha := 0)") == []
-    rows = db.sql("select doc_id, score, difference_rank, source, text from difference('teacher', 'reference', alpha := 0.2)").fetchall()
-    assert rows == [(ID["A"], 2.0, 1, "web", "a" * 10)]
+    first_tied, second_tied = sorted(["B", "C"], key=lambda n: ID[n])
+    ranked = "select doc_id from difference('teacher', 'reference'{}) order by score desc, doc_id"
+    # N = 5 scored (F has no reference score, G is empty): ceil(0.5 * 5) = 3
+    assert names(db, ranked.format("")) == ["A", first_tied, second_tied]
+    assert names(db, ranked.format(", alpha := 0.4")) == ["A", first_tied]  # the tie goes to the smaller doc_id
+    assert names(db, ranked.format(", alpha := 1")) == ["A", first_tied, second_tied, "D", "E"]
+    assert names(db, ranked.format(", alpha := 1.5")) == ["A", first_tied, second_tied, "D", "E"]
+    assert names(db, ranked.format(", alpha := 0")) == []
+    rows = db.sql("select doc_id, score, source, text, teacher_logprob, reference_logprob from difference('teacher', 'reference', alpha := 0.2)").fetchall()
+    assert rows == [(ID["A"], 2.0, "web", "a" * 10, -10.0, -30.0)]
     # per token: teacher/token - reference/token: A -2 - -5 = 3, B -2 - -5 = 3, C -3 - -5 = 2, D -2 - -2 = 0, E -3 - -2 = -1
-    per_token = db.sql("select doc_id, score from difference('teacher', 'reference', alpha := 1, per := 'token')").fetchall()
+    per_token = db.sql(
+        "select doc_id, score from difference('teacher', 'reference', alpha := 1, per := 'token') order by score desc, doc_id"
+    ).fetchall()
     assert [(names_of(i), s) for i, s in per_token] == sorted(
         [("A", 3.0), ("B", 3.0), ("C", 2.0), ("D", 0.0), ("E", -1.0)], key=lambda r: (-r[1], ID[r[0]])
     )
@@ -47,7 +50,7 @@ def test_difference_by_source_and_sampled(db):
         "A", "B", "C", "D"]  # web: all 3; books: ceil(0.5 * 2) of D, E
     # temperature -> 0 is the deterministic top alpha
     assert names(db, "select doc_id from difference_sampled('teacher', 'reference', alpha := 0.4, temperature := 1e-6)") == \
-        names(db, "select doc_id from difference('teacher', 'reference', alpha := 0.4)")
+        names(db, "select doc_id from difference('teacher', 'reference', alpha := 0.4) order by score desc, doc_id")
     # one draw (alpha 0.2 of 5) lands on each document with probability softmax(score / temperature)
     counts = Counter()
     for seed in range(600):
