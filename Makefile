@@ -30,8 +30,12 @@ demo: setup demo-text
 	done
 	$(BIN)/corpusdb stats $(DEMO)/db
 	$(BIN)/corpusdb sql $(DEMO)/db "select source, count(*) as docs, round(avg(n_bytes)) as mean_bytes, max(n_bytes) as max_bytes from documents group by 1 order by 1"
-	$(BIN)/corpusdb sql $(DEMO)/db "copy (select * from documents where source <> 'fortunes' and n_bytes between 500 and 20000) to '$(DEMO)/subset.parquet' (format parquet)"
-	$(BIN)/corpusdb sql $(DEMO)/db "select count(*) as docs, sum(n_bytes) as bytes from '$(DEMO)/subset.parquet'"
+	$(BIN)/corpusdb minhash $(DEMO)/db
+	$(BIN)/corpusdb dedup-report $(DEMO)/db
+	$(BIN)/corpusdb view create $(DEMO)/db mid_length --replace \
+	  --sql "select * from filter_length(500, 20000, docs := 'dedup') where source <> 'fortunes'"
+	$(BIN)/corpusdb view stats $(DEMO)/db mid_length
+	$(BIN)/corpusdb export $(DEMO)/db mid_length $(DEMO)/export/mid_length --overwrite
 
 # Headless Chromium lets the report test open the HTML page (the test skips where it cannot be had).
 test-browser:
