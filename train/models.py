@@ -42,11 +42,8 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenize
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=SPECIAL, eos_token=SPECIAL, pad_token=SPECIAL)
 
 
-def build_model(
-    out: str | Path, tokenizer: PreTrainedTokenizerFast, *, size: str = "tiny", arch: str = "gpt2",
-    context: int = 256, seed: int = 0,
-):
-    """A randomly initialised causal LM saved with its tokenizer under `out`; returns the model.
+def make_model(tokenizer: PreTrainedTokenizerFast, *, size: str = "tiny", arch: str = "gpt2", context: int = 256, seed: int = 0):
+    """A randomly initialised causal LM for `tokenizer` (no dropout: pre-training runs see each token about once).
 
     Args:
         size: one of SIZES.
@@ -58,22 +55,30 @@ def build_model(
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; sizes are {', '.join(SIZES)}")
     layers, width, heads = SIZES[size]
-    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id, "pad_token_id": tokenizer.pad_token_id}
     torch.manual_seed(seed)
     if arch == "gpt2":
         config = GPT2Config(
-            vocab_size=len(tokenizer), n_positions=context, n_embd=width, n_layer=layers, n_head=heads, **ids,
+            vocab_size=len(tokenizer), n_positions=context, n_embd=width, n_layer=layers, n_head=heads,
+            resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **ids,
         )
-        model = GPT2LMHeadModel(config)
-    elif arch == "llama":
+        return GPT2LMHeadModel(config)
+    if arch == "llama":
         config = LlamaConfig(
             vocab_size=len(tokenizer), hidden_size=width, intermediate_size=width * 8 // 3 // 8 * 8,
             num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=heads,
             max_position_embeddings=context, tie_word_embeddings=True, **ids,
         )
-        model = LlamaForCausalLM(config)
-    else:
-        raise ValueError(f"unknown arch {arch!r}; use gpt2 or llama")
+        return LlamaForCausalLM(config)
+    raise ValueError(f"unknown arch {arch!r}; use gpt2 or llama")
+
+
+def build_model(
+    out: str | Path, tokenizer: PreTrainedTokenizerFast, *, size: str = "tiny", arch: str = "gpt2",
+    context: int = 256, seed: int = 0,
+):
+    """`make_model`, saved with its tokenizer under `out` (`save_pretrained`); returns the model."""
+    model = make_model(tokenizer, size=size, arch=arch, context=context, seed=seed)
     out = Path(out)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -1,0 +1,86 @@
+"""Student pre-training: the loss goes down on CPU, a checkpoint resumes exactly, torchrun DDP runs."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+import corpusdb
+from corpusdb.cli import cli
+from tests.conftest import CORPUS, ingest_per_source
+from train.pretrain import TrainConfig, train
+
+COMMON = dict(view="dedup", eval_view="filter_source(['bible'])", seq_len=64, batch_size=8, vocab_size=512,
+              block_mb=0.02, log_every=1, progress=False, warmup_steps=5, lr=3e-3, min_lr=3e-4)
+
+
+@pytest.fixture(scope="module")
+def train_db(tmp_path_factory) -> str:
+    db = corpusdb.init(str(tmp_path_factory.mktemp("pretrain") / "db"))
+    ingest_per_source(db, CORPUS)
+    return db.url
+
+
+def _metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_tiny_student_learns_and_is_saved_for_scoring(train_db, tmp_path):
+    out = tmp_path / "student"
+    last = train(TrainConfig(db=train_db, out=str(out), max_steps=60, eval_every=30, checkpoint_every=60, **COMMON))
+    losses = [m["loss"] for m in _metrics(out) if "loss" in m]
+    assert len(losses) == 60
+    assert sum(losses[-10:]) / 10 < sum(losses[:5]) / 5 - 0.5  # clearly below the start (about ln 512 = 6.2)
+    evals = [m for m in _metrics(out) if "eval_loss_per_token" in m]
+    assert [m["step"] for m in evals] == [30, 60] and evals[1]["eval_loss_per_token"] < math.log(512)
+    assert last["eval_bits_per_byte"] == pytest.approx(last["eval_loss_per_byte"] / math.log(2))
+    db = corpusdb.open(train_db)
+    report = db.score(str(out / "model"), "student", progress=False)
+    assert report.n_documents == 357
+
+
+def test_a_killed_run_resumes_exactly(train_db, tmp_path):
+    settings = dict(db=train_db, eval_every=1000, checkpoint_every=10, num_workers=1, max_steps=20, **COMMON)
+    whole = tmp_path / "whole"
+    train(TrainConfig(out=str(whole), **settings))
+    killed = tmp_path / "killed"
+    flags = ["--db", train_db, "--view", "dedup", "--out", str(killed), "--max-steps", "20", "--checkpoint-every", "10",
+             "--eval-every", "1000", "--num-workers", "1", "--seq-len", "64", "--batch-size", "8", "--vocab-size", "512",
+             "--block-mb", "0.02", "--log-every", "1", "--no-progress", "--warmup-steps", "5", "--lr", "3e-3",
+             "--min-lr", "3e-4", "--eval-view", "filter_source(['bible'])"]
+    result = subprocess.run([sys.executable, "-m", "train.pretrain", *flags], capture_output=True, text=True,
+                            env={**os.environ, "CORPUSDB_FAILPOINT": "train.after_part=1"})
+    assert result.returncode == 75, result.stderr[-2000:]  # died right after its checkpoint at step 10
+    train(TrainConfig(out=str(killed), **settings))
+    expected = {m["step"]: m["loss"] for m in _metrics(whole) if "loss" in m}
+    resumed = {m["step"]: m["loss"] for m in _metrics(killed) if "loss" in m}
+    assert sorted(resumed) == list(range(1, 21))
+    for step in range(1, 21):
+        assert resumed[step] == pytest.approx(expected[step], abs=1e-5), step
+    with pytest.raises(ValueError, match="was made with seq_len=64, not 32; use another --out or the same settings"):
+        train(TrainConfig(out=str(killed), **{**settings, "seq_len": 32}))
+
+
+def test_cli_and_torchrun_ddp_on_cpu(train_db, tmp_path):
+    result = CliRunner().invoke(cli, ["train", train_db, "--view", "dedup", "--out", str(tmp_path / "cli"), "--max-steps", "3",
+                                      "--seq-len", "32", "--batch-size", "4", "--vocab-size", "300", "--no-progress",
+                                      "--block-mb", "0.02"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["step"] == 3
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "train.pretrain", "--db", train_db,
+         "--view", "dedup", "--out", str(tmp_path / "ddp"), "--max-steps", "4", "--seq-len", "32", "--batch-size", "4",
+         "--vocab-size", "300", "--no-progress", "--block-mb", "0.02", "--num-workers", "0", "--log-every", "1"],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = _metrics(tmp_path / "ddp")
+    assert metrics[0]["world_size"] == 2 and metrics[0]["tokens_per_step"] == 2 * 4 * 32
+    assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
+    assert (tmp_path / "ddp" / "model" / "config.json").exists()
