@@ -86,3 +86,15 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     build_model(root / "gpt2", train_tokenizer(fixture_texts(), 1000), arch="gpt2", context=64, seed=1)
     build_model(root / "llama", train_tokenizer(fixture_texts("bible", "shakespeare"), 400), arch="llama", context=48, seed=2)
     return {"gpt2": root / "gpt2", "llama": root / "llama"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked gpu where no CUDA GPU is visible."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -186,6 +186,14 @@ def test_torchrun_with_two_ranks_equals_a_single_process(small_db, tiny_models):
     _assert_same_scores(_scores(single, "ranked"), _scores(single, "single"))
 
 
+def test_a_view_limits_what_is_scored(small_db, tiny_models):
+    model = str(tiny_models["gpt2"])
+    report = small_db.score(model, "m", view="filter_source(['bible'])", progress=False)
+    assert report.n_documents == 12
+    assert small_db.sql("select count(*) from scores s join documents d using (doc_id) where d.source = 'bible'").fetchall() == [(12,)]
+    assert small_db.score(model, "m", progress=False).n_documents == 298 - 12  # the rest, later
+
+
 def test_new_documents_are_scored_incrementally(small_db, tiny_models, tmp_path):
     model = str(tiny_models["gpt2"])
     assert small_db.score(model, "m", progress=False).n_documents == 298
@@ -257,3 +265,18 @@ def test_cli_score_errors_and_help(small_db, tiny_models, tmp_path):
     assert report["n_documents"] == 298 and report["precision"] == "fp32" and report["n_tokens"] > 50_000
     catalog = corpusdb.open(small_db.url).catalog.models["llama"]
     assert catalog["architecture"] == "LlamaForCausalLM" and catalog["context"] == 48 and catalog["stride"] == 24
+
+
+@pytest.mark.gpu
+def test_bf16_scoring_on_gpu_agrees_with_fp32_on_cpu(small_db, tiny_models):
+    model = str(tiny_models["llama"])
+    small_db.score(model, "cpu", device="cpu", progress=False)
+    report = small_db.score(model, "gpu", device="cuda", progress=False)
+    assert report.precision == "bf16" and report.device == "cuda:0"
+    rows = small_db.sql(
+        "select a.sum_logprob, b.sum_logprob, a.n_tokens from scores a join scores b using (doc_id) "
+        "where a.model = 'cpu' and b.model = 'gpu' and a.n_tokens > 0"
+    ).fetchall()
+    assert len(rows) == 297
+    for cpu, gpu, n in rows:
+        assert abs(cpu - gpu) / n < 0.05  # bf16 matmuls: per-token log-probabilities within a few hundredths

@@ -27,13 +27,14 @@ from corpusdb.scoring.job import PRECISIONS
 @click.option("--attn", "attn_implementation", default="sdpa", show_default=True,
               help="transformers attention: sdpa, eager or flash_attention_2")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: score only doc_ids equal to i modulo n")
+@click.option("--view", help="score only this view's documents (a name, macro call or select) [default: all documents]")
 @click.option("--replace", is_flag=True, help="delete NAME's scores first and rescore every document")
 @click.option("--trust-remote-code", is_flag=True, help="allow the model's own Python code (hub models that need it)")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
 @storage_option
 def score(db, model, name, context, stride, batch_tokens, part_docs, device, precision, attn_implementation, shard,
-          replace, trust_remote_code, as_json, progress, storage_options):
+          view, replace, trust_remote_code, as_json, progress, storage_options):
     """Score DB's documents with a causal LM and store their log-likelihoods as scores/model=NAME.
 
     Each document gets sum_logprob (natural log, every token predicted from its prefix, the first
@@ -55,7 +56,7 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
     with open_db(db, storage_options) as database:
         report = database.score(
             model, name, context=context, stride=stride, batch_tokens=batch_tokens, chunk_docs=part_docs,
-            device=device, precision=precision, shard=shard, replace=replace,
+            device=device, precision=precision, shard=shard, view=view, replace=replace,
             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, progress=progress,
         )
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.summary())

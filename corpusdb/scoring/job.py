@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -64,7 +64,6 @@ class ScoreReport:
     forward_seconds: float = 0.0
     device: str = ""
     precision: str = ""
-    extra: dict = field(default_factory=dict)
 
     @property
     def tokens_per_second(self) -> float:
@@ -221,6 +220,7 @@ def run_score(
     device: str = "auto",
     precision: str = "auto",
     shard: str | tuple[int, int] | None = None,
+    view: str | None = None,
     replace: bool = False,
     attn_implementation: str | None = "sdpa",
     trust_remote_code: bool = False,
@@ -239,6 +239,7 @@ def run_score(
         device: auto, cpu, cuda or cuda:N; under torchrun auto is cuda:LOCAL_RANK.
         precision: auto (bf16 autocast on a GPU that has it, else fp32), fp32, bf16 or fp16.
         shard: (i, n) or "i/n": score only documents whose doc_id is i modulo n.
+        view: score only the documents of this view (name, macro call or select) [default: all].
         replace: drop this name's existing scores first and rescore everything.
         loaded: an already loaded model (the Python API; `model` then only names it).
 
@@ -248,6 +249,7 @@ def run_score(
     """
     import transformers
 
+    from corpusdb.views import relation_sql
     from ingest.job import parse_shard
 
     started = time.perf_counter()
@@ -285,10 +287,11 @@ def run_score(
         db.catalog.models[name] = entry
         db.save_catalog()
 
+    source = "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
     shard_sql = f"((doc_id % {modulus}) + {modulus}) % {modulus} = {residue}"
-    pending_sql = f"from documents where {shard_sql} and doc_id not in (select doc_id from scores where model = ?)"
+    pending_sql = f"from {source} where {shard_sql} and doc_id not in (select doc_id from scores where model = ?)"
     n_todo, n_all = db.con.execute(
-        f"select (select count(*) {pending_sql}), (select count(*) from documents where {shard_sql})", [name]
+        f"select (select count(*) {pending_sql}), (select count(*) from {source} where {shard_sql})", [name]
     ).fetchall()[0]
     report = ScoreReport(name=name, n_documents_before=n_all - n_todo, device=device, precision=precision)
     producer = _Producer(db, f"select doc_id, text, n_bytes {pending_sql}", [name], loaded, chunk_docs, context, stride, batch_tokens)

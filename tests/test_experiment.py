@@ -1,0 +1,43 @@
+"""The MiniPLM experiment end to end on the fixture corpus (the pipeline, not the effect's sign)."""
+
+from __future__ import annotations
+
+import json
+
+import corpusdb
+from tests.conftest import CORPUS, ingest_per_source
+from train.experiment import SUBSETS, parse_args, run
+
+QUICK = ["--set", "pool_mb=0", "--set", "teacher_steps=20", "--set", "reference_steps=10", "--set", "student_steps=10",
+         "--set", "seq_len=64", "--set", "vocab_size=400", "--set", "eval_docs_per_source=5", "--set", "num_workers=0"]
+
+
+def test_cpu_preset_runs_the_whole_recipe(tmp_path):
+    db = corpusdb.init(str(tmp_path / "db"))
+    ingest_per_source(db, CORPUS)
+    out = tmp_path / "results"
+    config = parse_args(["--db", db.url, "--out", str(out), *QUICK])
+    assert config.student_steps == 10 and config.seeds == [0, 1] and config.teacher_size == "small"
+    results = run(config)
+
+    assert set(results["subsets"]) == set(SUBSETS)
+    splits = results["splits"]
+    assert splits["train"]["documents"] + splits["heldout"]["documents"] == splits["pool"]["documents"] == 357
+    assert 0 < splits["reference_slice"]["documents"] < splits["train"]["documents"] / 5
+    for name, subset in results["subsets"].items():
+        assert len(subset["runs"]) == 2 and 0 < subset["bits_per_byte_mean"] < 12, name
+        assert subset["documents"] == results["subsets"]["uniform"]["documents"] or name == "dedup_difference"
+    reopened = corpusdb.open(db.url)
+    assert reopened.sql("select count(distinct model) from scores").fetchall() == [(2,)]
+    # held-out clusters never reach training
+    leak = reopened.sql("select count(*) from exp_cpu_train t join exp_cpu_heldout h using (cluster)").fetchall()
+    assert leak == [(0,)]
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in SUBSETS) and (out / "results.png").stat().st_size > 5000
+    assert json.loads((out / "results.json").read_text())["subsets"]["difference"]["runs"] == results["subsets"]["difference"]["runs"]
+
+    logs = {p: p.read_text() for p in out.glob("**/metrics.jsonl")}
+    assert len(logs) == 2 + 2 * len(SUBSETS)  # teacher, reference, and two seeds per subset
+    again = run(config)  # every stage is done: nothing is trained or scored again
+    assert {p: p.read_text() for p in out.glob("**/metrics.jsonl")} == logs
+    assert again["subsets"]["curriculum"]["runs"] == results["subsets"]["curriculum"]["runs"]

@@ -1,0 +1,286 @@
+"""The MiniPLM recipe end to end on a corpusdb database: teacher, reference, scores, subsets, students, held-out loss.
+
+    python -m train.experiment --db demo/db --preset cpu --out results/cpu      # a few minutes on 2 cores
+    python -m train.experiment --db demo/db --preset gpu --out results/gpu      # about 20 minutes on one H100
+
+1. Split: near-duplicate clusters (`corpusdb minhash`) are split whole into train and held-out by a
+   seeded hash of cluster_id, so no held-out document has a near-copy in training.
+2. Models: a teacher trained on the whole training split (or a pretrained one, --teacher PATH),
+   and a much smaller reference trained on a small random slice of it, both with `train.pretrain`.
+3. Scores: `corpusdb score` of every training document under both.
+4. Subsets, each alpha of the training documents: uniform random; `difference`; `difference` over
+   the deduplicated split; and the difference subset as a curriculum (reference loss, easy first).
+5. Students: identical models trained on each subset for the same number of tokens, per seed.
+6. Report: held-out loss per token and per byte (all and per source), mean and spread over seeds,
+   and the compute used, as `results.md`, `results.json` and `results.png` under --out.
+
+Every stage is skipped when its output exists, so a re-run continues an interrupted experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SUBSETS = ("uniform", "difference", "dedup_difference", "curriculum")
+
+
+@dataclass
+class ExperimentConfig:
+    db: str = "demo/db"  # the database (its documents are the corpus)
+    out: str = "results/cpu"  # models, metrics and the results table
+    preset: str = "cpu"  # cpu or gpu: the sizes below
+    teacher: str | None = None  # a pretrained teacher (folder, .gguf or hub id); None: train one
+    pool_mb: float = 3.0  # corpus size used, in MB of text (0: all); a seeded random sample of clusters
+    heldout_fraction: float = 0.05  # share of near-duplicate clusters held out
+    reference_fraction: float = 0.1  # share of the training split the reference is trained on
+    alpha: float = 0.5  # kept fraction of every subset
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # student seeds
+    vocab_size: int = 2048  # the shared BPE tokenizer (trained on the training split)
+    seq_len: int = 128
+    batch_size: int = 16
+    teacher_size: str = "small"
+    teacher_steps: int = 400
+    reference_size: str = "tiny"
+    reference_steps: int = 100
+    student_size: str = "tiny"
+    student_steps: int = 200
+    lr: float = 2e-3
+    eval_docs_per_source: int = 40  # held-out documents per source in the evaluation
+    num_workers: int = 1
+    device: str = "auto"
+
+
+PRESETS: dict[str, dict] = {
+    "cpu": {},
+    "gpu": dict(pool_mb=0, vocab_size=16384, seq_len=512, batch_size=64, teacher_size="100m", teacher_steps=3000,
+                reference_size="5m", reference_steps=600, student_size="20m", student_steps=1500, lr=1e-3,
+                eval_docs_per_source=300, num_workers=4, seeds=[0, 1]),
+}
+
+
+def _prefix(config: ExperimentConfig) -> str:
+    return f"exp_{config.preset}"
+
+
+def _views(db, config: ExperimentConfig) -> None:
+    """Pool, train and held-out splits, and the reference slice, as saved views."""
+    p = _prefix(config)
+    pool = "select d.*, coalesce(m.cluster_id, d.doc_id) as cluster from documents d left join minhash m using (doc_id)"
+    if config.pool_mb:
+        budget = int(config.pool_mb * 1e6)
+        pool = (f"select * exclude (running) from (select *, sum(n_bytes) over (order by uniform(cluster, 3), doc_id) as running "
+                f"from ({pool})) where running <= {budget}")
+    db.create_view(f"{p}_pool", pool, replace=True)
+    db.create_view(f"{p}_heldout", f"select * from {p}_pool where uniform(cluster, 1) < {config.heldout_fraction}", replace=True)
+    db.create_view(f"{p}_train", f"select * from {p}_pool where uniform(cluster, 1) >= {config.heldout_fraction}", replace=True)
+    db.create_view(f"{p}_reference_slice", f"select * from {p}_train where uniform(doc_id, 2) < {config.reference_fraction}",
+                   replace=True)
+
+
+def _subsets(db, config: ExperimentConfig) -> dict[str, tuple[str, bool]]:
+    """Subset name -> (view, shuffle)."""
+    p = _prefix(config)
+    teacher, reference = f"{p}_teacher", f"{p}_reference"
+    a = config.alpha
+    db.create_view(f"{p}_uniform", f"select * from {p}_train where doc_id in (select doc_id from {p}_train "
+                                   f"order by uniform(doc_id, 5) limit (select ceil({a} * count(*)) from {p}_train))", replace=True)
+    db.create_view(f"{p}_difference", f"select * from difference('{teacher}', '{reference}', alpha := {a}, docs := '{p}_train')",
+                   replace=True)
+    db.create_view(f"{p}_train_dedup", f"select t.* from {p}_train t left join minhash m using (doc_id) "
+                                       "where m.doc_id is null or m.doc_id = m.cluster_id", replace=True)
+    db.create_view(f"{p}_dedup_difference",
+                   f"select * from difference('{teacher}', '{reference}', alpha := {a}, docs := '{p}_train_dedup')", replace=True)
+    db.create_view(f"{p}_curriculum", f"select * from curriculum('{reference}', docs := '{p}_difference')", replace=True)
+    return {
+        "uniform": (f"{p}_uniform", True),
+        "difference": (f"{p}_difference", True),
+        "dedup_difference": (f"{p}_dedup_difference", True),
+        "curriculum": (f"{p}_curriculum", False),
+    }
+
+
+def _train(db_url: str, view: str, out: Path, config: ExperimentConfig, *, size: str, steps: int, seed: int, shuffle: bool = True,
+           tokenizer: str | None = None) -> Path:
+    from train.pretrain import TrainConfig, train
+
+    if not (out / "model" / "config.json").exists():
+        train(TrainConfig(
+            db=db_url, view=view, out=str(out), tokenizer=tokenizer, vocab_size=config.vocab_size, size=size,
+            seq_len=config.seq_len, batch_size=config.batch_size, max_steps=steps, lr=config.lr, min_lr=config.lr / 10,
+            warmup_steps=max(1, steps // 20), seed=seed, shuffle=shuffle, num_workers=config.num_workers,
+            device=config.device, eval_every=10**9, checkpoint_every=max(steps // 4, 1), progress=True, block_mb=0.5,
+        ))
+    return out / "model"
+
+
+def _heldout(db, config: ExperimentConfig) -> dict[str, list[str]]:
+    rows = db.sql(
+        f"select source, text from (select source, text, row_number() over (partition by source order by doc_id) as k "
+        f"from {_prefix(config)}_heldout) where k <= {config.eval_docs_per_source} order by source"
+    ).fetchall()
+    by_source: dict[str, list[str]] = {}
+    for source, text in rows:
+        by_source.setdefault(source, []).append(text)
+    return by_source
+
+
+def _evaluate(model_dir: Path, heldout: dict[str, list[str]], config: ExperimentConfig) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from train.pretrain import evaluate
+
+    device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else None
+    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    per_source = {s: evaluate(model, tokenizer, texts, config.seq_len, device, dtype) for s, texts in heldout.items()}
+    nats = sum(r["eval_loss_per_byte"] * r["eval_bytes"] for r in per_source.values())
+    tokens = sum(r["eval_tokens"] for r in per_source.values())
+    n_bytes = sum(r["eval_bytes"] for r in per_source.values())
+    return {"loss_per_token": nats / tokens, "bits_per_byte": nats / n_bytes / math.log(2),
+            "per_source_bits_per_byte": {s: r["eval_bits_per_byte"] for s, r in per_source.items()}}
+
+
+def run(config: ExperimentConfig) -> dict:
+    """Run (or continue) the experiment; returns the results written to OUT/results.json."""
+    import corpusdb
+
+    started = time.perf_counter()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    db = corpusdb.open(config.db)
+    if not db.parts("minhash"):
+        db.minhash(progress=True)
+    _views(db, config)
+    p = _prefix(config)
+    sizes = {v: db.sql(f"select count(*), coalesce(sum(n_bytes), 0) from {p}_{v}").fetchall()[0]
+             for v in ("pool", "train", "heldout", "reference_slice")}
+
+    # the shared tokenizer and the two scoring models
+    teacher_dir = _train(db.url, f"{p}_train", out / "teacher", config, size=config.teacher_size, steps=config.teacher_steps, seed=0) \
+        if config.teacher is None else Path(config.teacher)
+    tokenizer = str(out / "teacher" / "tokenizer") if config.teacher is None else None
+    reference_dir = _train(db.url, f"{p}_reference_slice", out / "reference", config, size=config.reference_size,
+                           steps=config.reference_steps, seed=0, tokenizer=tokenizer)
+    for name, model in (("teacher", teacher_dir), ("reference", reference_dir)):
+        db.score(str(model), f"{p}_{name}", view=f"{p}_train", progress=True)  # scores only what is missing
+    subsets = _subsets(db, config)
+    subset_sizes = {name: db.sql(f"select count(*), sum(n_bytes) from {view}").fetchall()[0] for name, (view, _) in subsets.items()}
+
+    heldout = _heldout(db, config)
+    results: dict = {"config": dataclasses.asdict(config), "splits": {k: {"documents": n, "bytes": int(b)} for k, (n, b) in sizes.items()},
+                     "subsets": {}, "models": {}}
+    for name, model in (("teacher", teacher_dir), ("reference", reference_dir)):
+        results["models"][name] = _evaluate(model, heldout, config)
+    student_tokens = config.student_steps * config.batch_size * config.seq_len
+    for name, (view, shuffle) in subsets.items():
+        runs = []
+        for seed in config.seeds:
+            model = _train(db.url, view, out / "students" / f"{name}-seed{seed}", config, size=config.student_size,
+                           steps=config.student_steps, seed=seed, shuffle=shuffle, tokenizer=str(out / "reference" / "model"))
+            runs.append(_evaluate(model, heldout, config))
+        bpb = [r["bits_per_byte"] for r in runs]
+        results["subsets"][name] = {
+            "view": view, "documents": subset_sizes[name][0], "bytes": int(subset_sizes[name][1] or 0),
+            "bits_per_byte_mean": statistics.mean(bpb), "bits_per_byte_std": statistics.stdev(bpb) if len(bpb) > 1 else 0.0,
+            "loss_per_token_mean": statistics.mean(r["loss_per_token"] for r in runs), "runs": runs,
+        }
+    results["compute"] = _compute(out, config, student_tokens, results)
+    results["seconds"] = round(time.perf_counter() - started, 1)
+    _write(out, results)
+    return results
+
+
+def _compute(out: Path, config: ExperimentConfig, student_tokens: int, results: dict) -> dict:
+    """Training FLOPs (6 N D) from each run's parameter count, and the students' token budget."""
+    total = 0.0
+    for metrics in out.glob("**/metrics.jsonl"):
+        lines = [json.loads(line) for line in metrics.read_text().splitlines()]
+        start = next((m for m in lines if m.get("event") == "start"), None)
+        last = [m for m in lines if "tokens" in m]
+        if start and last:
+            total += 6 * start["n_parameters"] * last[-1]["tokens"]
+    return {"student_tokens": student_tokens, "training_flops": total}
+
+
+def _write(out: Path, results: dict) -> None:
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    uniform = results["subsets"]["uniform"]["bits_per_byte_mean"]
+    seeds = len(results["config"]["seeds"])
+    lines = [
+        f"# MiniPLM on corpusdb: preset {results['config']['preset']}",
+        "",
+        f"Held-out bits per byte of students trained on each subset for the same {results['compute']['student_tokens']:,} tokens "
+        f"(mean ± standard deviation over {seeds} seeds; lower is better).",
+        "",
+        "| subset | documents | MB | bits/byte | ± | vs uniform | loss/token |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in results["subsets"].items():
+        lines.append(f"| {name} | {s['documents']:,} | {s['bytes'] / 1e6:.2f} | {s['bits_per_byte_mean']:.4f} | "
+                     f"{s['bits_per_byte_std']:.4f} | {s['bits_per_byte_mean'] - uniform:+.4f} | {s['loss_per_token_mean']:.4f} |")
+    lines += ["", "| model | bits/byte on held-out |", "| --- | ---: |"]
+    lines += [f"| {name} | {m['bits_per_byte']:.4f} |" for name, m in results["models"].items()]
+    sources = sorted(next(iter(results["subsets"].values()))["runs"][0]["per_source_bits_per_byte"])
+    lines += ["", "Per source (bits/byte, mean over seeds):", "", "| subset | " + " | ".join(sources) + " |",
+              "| --- |" + " ---: |" * len(sources)]
+    for name, s in results["subsets"].items():
+        means = [statistics.mean(r["per_source_bits_per_byte"][src] for r in s["runs"]) for src in sources]
+        lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
+    lines += ["", f"Training compute: {results['compute']['training_flops']:.3g} FLOPs (6 N D over every model trained); "
+              f"wall clock {results['seconds']:.0f} s."]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["subsets"])
+    means = [results["subsets"][n]["bits_per_byte_mean"] for n in names]
+    stds = [results["subsets"][n]["bits_per_byte_std"] for n in names]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    axis.bar(names, means, yerr=stds, capsize=4, color=["#888888", "#d62728", "#9467bd", "#1f77b4"][: len(names)])
+    low = min(m - s for m, s in zip(means, stds))
+    high = max(m + s for m, s in zip(means, stds))
+    axis.set_ylim(low - (high - low) * 0.5 - 1e-3, high + (high - low) * 0.5 + 1e-3)
+    axis.set_ylabel("held-out bits per byte")
+    axis.set_title(f"students at equal tokens ({results['config']['preset']} preset, {len(results['config']['seeds'])} seeds)")
+    figure.tight_layout()
+    figure.savefig(out / "results.png", dpi=120)
+    plt.close(figure)
+
+
+def parse_args(argv: list[str] | None = None) -> ExperimentConfig:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", default="demo/db")
+    parser.add_argument("--out")
+    parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    parser.add_argument("--teacher", help="a pretrained teacher instead of training one")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any ExperimentConfig field, e.g. --set student_steps=50 --set seeds=0,1,2")
+    args = parser.parse_args(argv)
+    values = {**PRESETS[args.preset], "db": args.db, "preset": args.preset, "out": args.out or f"results/{args.preset}",
+              "teacher": args.teacher}
+    fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise SystemExit(f"error: --set {key}: no such setting; settings are {', '.join(fields)}")
+        default = getattr(ExperimentConfig(), key)
+        values[key] = [int(v) for v in value.split(",")] if isinstance(default, list) else type(default)(value) \
+            if default is not None else value
+    return ExperimentConfig(**values)
+
+
+if __name__ == "__main__":
+    results = run(parse_args())
+    print((Path(results["config"]["out"]) / "results.md").read_text())
