@@ -36,7 +36,7 @@ def make_database(folder: Path, n: int) -> corpusdb.Database:
     rng = np.random.default_rng(0)
     ids = rng.integers(-(2**63), 2**63 - 1, n, dtype=np.int64)
     n_bytes = rng.integers(50, 20000, n).astype(np.int64)
-    db = corpusdb.init(str(folder))
+    corpusdb.init(str(folder))
     sources = np.array(["web", "books", "code", "wiki"])[rng.integers(0, 4, n)]
     step = 2_000_000
     (folder / "documents").mkdir(exist_ok=True)
