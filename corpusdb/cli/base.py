@@ -63,3 +63,13 @@ def print_relation(relation, fmt: str) -> None:
     if relation is None:
         return
     click.echo(render(relation.columns, relation.fetchall(), fmt))
+
+
+def executor_options(func):
+    """--shards, --executor, --address, --workers for jobs that run as sharded tasks."""
+    func = click.option("--address", help="Ray cluster address for --executor ray (e.g. auto, ray://head:10001) [default: start a local Ray]")(func)
+    func = click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                        help="with --shards: run the shards as local processes or as Ray tasks")(func)
+    func = click.option("--shards", type=int, default=0,
+                        help="split the job into this many shards and run them all (see --executor); 0: one process")(func)
+    return func

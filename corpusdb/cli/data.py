@@ -12,7 +12,7 @@ import sys
 import click
 
 import corpusdb
-from corpusdb.cli.base import cli, format_option, open_db, print_relation, storage_option
+from corpusdb.cli.base import cli, executor_options, format_option, open_db, print_relation, storage_option
 from corpusdb.errors import CorpusDBError
 from corpusdb.output import FORMATS, render
 from corpusdb.storage import parse_storage_options
@@ -55,8 +55,10 @@ def init(db: str, storage_options: tuple[str, ...]) -> None:
 @click.option("--part-size-mb", type=float, default=128.0, show_default=True, help="text bytes per Parquet part")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@executor_options
 @storage_option
-def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, part_size_mb, as_json, progress, storage_options):
+def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, part_size_mb, as_json, progress, shards, executor,
+           address, storage_options):
     """Ingest SOURCES (files, folders, globs; any fsspec URL) into DB's documents table.
 
     Creates DB if needed. Each document gets a doc_id (hash of its normalised text); a document
@@ -68,6 +70,7 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
       corpusdb ingest demo/db crawl/*.jsonl.zst --source web --meta url=url --on-error skip
       corpusdb ingest s3://bkt/db s3://bkt/raw/ --source raw -o endpoint_url=http://127.0.0.1:8333
       corpusdb ingest demo/db docs/ --format text --source docs --meta path=@file
+      corpusdb ingest s3://bkt/db s3://bkt/raw/ --source raw --shards 64 --executor ray --address auto
     """
     options = parse_storage_options(storage_options)
     pairs = []
@@ -76,6 +79,19 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
         if not sep or not column or not field_path:
             raise ValueError(f"--meta {item!r} is not COLUMN=FIELD, e.g. --meta url=metadata.url")
         pairs.append((column, field_path))
+    if shards:
+        from corpusdb.execute import run_sharded
+        from ingest.job import default_source
+
+        reports = run_sharded(
+            "ingest", db, shards=shards, executor=executor, address=address, storage_options=options,
+            sources=list(sources), source=source_name or default_source(sources[0]), text_field=text_field,
+            meta=tuple(pairs), format=fmt, on_error=on_error, part_size_mb=part_size_mb,
+        )
+        written = sum(r["n_docs_written"] for r in reports) - sum(r["n_cross_shard_duplicates_removed"] for r in reports)
+        click.echo(json.dumps(reports, indent=2, default=str) if as_json else
+                   f"ingested {written:,} new documents in {shards} shards ({executor})")
+        return
     database = corpusdb.init(db, storage_options=options)
     report = database.ingest(
         list(sources), source=source_name, text_field=text_field, meta=tuple(pairs), format=fmt,

@@ -9,10 +9,11 @@ import json
 
 import click
 
-from corpusdb.cli.base import cli, format_option, open_db, storage_option
+from corpusdb.cli.base import cli, executor_options, format_option, open_db, storage_option
 from corpusdb.dedup.minhash import HASHES
 from corpusdb.dedup.report import dedup_report
 from corpusdb.output import render
+from corpusdb.storage import parse_storage_options
 
 
 @cli.command()
@@ -33,9 +34,10 @@ from corpusdb.output import render
 @click.option("--workers", type=int, help="processes computing signatures [default: CPU count]")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@executor_options
 @storage_option
 def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, max_bucket, shard, workers, as_json,
-            progress, storage_options):
+            progress, shards, executor, address, storage_options):
     """Find near-duplicate documents: MinHash signatures, LSH banding, connected components.
 
     Signatures (datasketch-compatible) are computed for documents parts that have none, in
@@ -48,8 +50,20 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
     Examples:
       corpusdb minhash demo/db
       corpusdb minhash demo/db --threshold 0.7 --num-perm 256
+      corpusdb minhash s3://bkt/db --shards 64 --executor ray --address auto   # clusters as Ray tasks too
       corpusdb sql demo/db "select cluster_size, count(*) from minhash group by 1 order by 1"
     """
+    settings = dict(ngram=ngram, num_perm=num_perm, seed=seed, hash=hash_name, threshold=threshold, bands=bands, rows=rows,
+                    verify=verify, max_bucket=max_bucket)
+    if shards:
+        from corpusdb.execute import run_sharded
+
+        reports = run_sharded("minhash", db, shards=shards, executor=executor, address=address, workers=workers,
+                              storage_options=parse_storage_options(storage_options), **settings)
+        click.echo(json.dumps(reports, indent=2, default=str) if as_json else
+                   f"signed {sum(r.get('n_documents_signed', 0) for r in reports):,} documents in {shards} shards ({executor}); "
+                   f"clusters rebuilt")
+        return
     with open_db(db, storage_options) as database:
         report = database.minhash(
             ngram=ngram, num_perm=num_perm, seed=seed, hash=hash_name, threshold=threshold, bands=bands, rows=rows,

@@ -30,11 +30,13 @@ from corpusdb.scoring.job import PRECISIONS
 @click.option("--view", help="score only this view's documents (a name, macro call or select) [default: all documents]")
 @click.option("--replace", is_flag=True, help="delete NAME's scores first and rescore every document")
 @click.option("--trust-remote-code", is_flag=True, help="allow the model's own Python code (hub models that need it)")
+@click.option("--nproc-per-node", type=int, default=0,
+              help="launch this command under torchrun with this many processes (one per GPU) and wait for it")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
 @storage_option
 def score(db, model, name, context, stride, batch_tokens, part_docs, device, precision, attn_implementation, shard,
-          view, replace, trust_remote_code, as_json, progress, storage_options):
+          view, replace, trust_remote_code, nproc_per_node, as_json, progress, storage_options):
     """Score DB's documents with a causal LM and store their log-likelihoods as scores/model=NAME.
 
     Each document gets sum_logprob (natural log, every token predicted from its prefix, the first
@@ -50,9 +52,13 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
     Examples:
       corpusdb score demo/db --model out/teacher --as teacher
       corpusdb score demo/db --model HuggingFaceTB/SmolLM2-135M --as smollm2 --context 2048
+      corpusdb score s3://bkt/db --model m --as teacher --nproc-per-node 8    # runs torchrun for you
       torchrun --nproc_per_node 8 -m corpusdb.cli score s3://bkt/db --model m --as teacher
       corpusdb sql demo/db "select model, sum(-sum_logprob)/sum(n_bytes)/ln(2) as bits_per_byte from scores group by 1"
     """
+    if nproc_per_node:
+        _launch_torchrun(nproc_per_node)
+        return
     with open_db(db, storage_options) as database:
         report = database.score(
             model, name, context=context, stride=stride, batch_tokens=batch_tokens, chunk_docs=part_docs,
@@ -60,3 +66,29 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, progress=progress,
         )
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.summary())
+
+
+def _launch_torchrun(nproc_per_node: int) -> None:
+    """Run this same command under torchrun (without --nproc-per-node), one rank per GPU."""
+    import shlex
+    import subprocess
+    import sys
+
+    from corpusdb.execute import torchrun_command
+
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg == "--nproc-per-node":
+            skip = True
+            continue
+        if arg.startswith("--nproc-per-node="):
+            continue
+        argv.append(arg)
+    command = torchrun_command(argv, nproc_per_node)
+    click.echo(f"running: {command}", err=True)
+    result = subprocess.run(shlex.split(command))
+    if result.returncode:
+        raise click.ClickException(f"torchrun exited with status {result.returncode}")

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import posixpath
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -119,6 +118,7 @@ def run_minhash(
     max_bucket: int = 256,
     shard: str | tuple[int, int] | None = None,
     workers: int | None = None,
+    cluster_when_done: bool = True,
     progress: bool | None = None,
 ) -> MinhashReport:
     """Compute missing MinHash signatures, then (when all are there) near-duplicate clusters.
@@ -135,6 +135,8 @@ def run_minhash(
         max_bucket: larger LSH buckets link to their smallest member instead of all pairs.
         shard: (i, n) or "i/n": sign every n-th documents part starting at i.
         workers: processes computing signatures [default: CPU count].
+        cluster_when_done: build the clusters in DuckDB once every part has signatures (False
+            when an executor clusters elsewhere, e.g. with Ray).
 
     Raises:
         ValueError: bad settings (the message names the valid range).
@@ -199,18 +201,28 @@ def run_minhash(
 
     location.invalidate()
     present = {posixpath.basename(p) for p in location.list_files(SIGNATURES, suffix=".parquet")}
-    if set(expected) <= present:
+    if set(expected) <= present and cluster_when_done:
         db.refresh()
         started = time.perf_counter()
         _write_clusters(db, report, num_perm, threshold, verify, max_bucket)
         report.cluster_seconds = time.perf_counter() - started
         report.clustered = True
-        db.catalog.tables.setdefault("minhash", {})["settings"] = {
-            **settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "max_bucket": max_bucket,
-        }
-        db.save_catalog()
-        db.refresh()
+        save_settings(db, {**settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify,
+                           "max_bucket": max_bucket})
     return report
+
+
+def save_settings(db: Database, settings: dict) -> None:
+    db.catalog.tables.setdefault("minhash", {})["settings"] = settings
+    db.save_catalog()
+    db.refresh()
+
+
+def write_clusters_table(db: Database, table: pa.Table) -> None:
+    """Replace the minhash table (doc_id, cluster_id, cluster_size) atomically."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.sort_by("doc_id"), sink, compression="zstd")
+    db.location.write_atomic(sink.getvalue().to_pybytes(), CLUSTERS, "part-0.parquet")
 
 
 def _write_clusters(db: Database, report: MinhashReport, num_perm: int, threshold: float, verify: bool,
@@ -221,11 +233,7 @@ def _write_clusters(db: Database, report: MinhashReport, num_perm: int, threshol
         verify_threshold=verification_threshold(threshold, num_perm) if verify else None, max_bucket=max_bucket,
     )
     report.cluster_counts = counts
-    with tempfile.TemporaryDirectory() as tmp:
-        path = posixpath.join(tmp, "clusters.parquet")
-        con.execute(f"copy (select * from clusters order by doc_id) to '{path}' (format parquet, compression zstd)")
-        with open(path, "rb") as handle:
-            db.location.write_atomic(handle.read(), CLUSTERS, "part-0.parquet")
+    write_clusters_table(db, con.sql("select * from clusters").to_arrow_table())
     n_docs, n_clusters, n_dupes = con.execute(
         "select count(*), count(distinct cluster_id) filter (where cluster_size > 1), "
         "count(*) filter (where doc_id <> cluster_id) from clusters"

@@ -1,0 +1,136 @@
+"""Running a sharded job: local processes (default), Ray tasks on a cluster, or torchrun for GPU jobs.
+
+    corpusdb ingest s3://bkt/db s3://bkt/raw/ --source raw --shards 64 --executor ray --address auto
+    corpusdb minhash s3://bkt/db --shards 64 --executor ray --address auto
+
+A job of n shards runs `ingest` or `minhash` (signatures) once per shard i/n. Each shard writes its
+own deterministic parts and markers, so a shard that fails (a lost Ray node, a killed process)
+is simply run again: by Ray (`max_retries`), or here for local processes, and a whole job can be
+re-run to resume. The shard that completes the job does the job's final pass (cross-shard
+deduplication for ingest; for minhash the clusters, in DuckDB for the local executor and as Ray
+tasks for the Ray executor). Scoring and training use torchrun instead (`torchrun_command`).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import shlex
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+EXECUTORS = ("local", "ray")
+JOBS = ("ingest", "minhash")
+
+
+def run_shard(job: str, url: str, storage_options: dict, shard: tuple[int, int], options: dict) -> dict:
+    """Run shard `shard` of `job` against the database at `url`; returns the shard's report (anywhere: a process, a Ray task)."""
+    import corpusdb
+
+    if job == "ingest":
+        db = corpusdb.init(url, storage_options=storage_options)
+        options = dict(options)
+        sources = options.pop("sources")
+        return db.ingest(sources, shard=shard, progress=False, **options).to_dict()
+    if job == "minhash":
+        db = corpusdb.open(url, storage_options=storage_options)
+        return db.minhash(shard=shard, workers=1, progress=False, **options).to_dict()
+    raise ValueError(f"unknown job {job!r}; jobs are {', '.join(JOBS)}")
+
+
+def _local(job: str, url: str, storage_options: dict, shards: int, options: dict, workers: int, retries: int) -> list[dict]:
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    reports: dict[int, dict] = {}
+    for attempt in range(retries + 1):
+        todo = [i for i in range(shards) if i not in reports]
+        if not todo:
+            break
+        try:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context(method)) as pool:
+                futures = {i: pool.submit(run_shard, job, url, storage_options, (i, shards), options) for i in todo}
+                for i, future in futures.items():
+                    reports[i] = future.result()
+        except BrokenProcessPool:
+            if attempt == retries:
+                raise RuntimeError(f"{job}: a shard's process died {retries + 1} times; see its output above") from None
+    return [reports[i] for i in range(shards)]
+
+
+def _ray(job: str, url: str, storage_options: dict, shards: int, options: dict, address: str | None, retries: int) -> list[dict]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("the Ray executor needs Ray: pip install 'corpusdb[ray]'") from exc
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    task = ray.remote(max_retries=retries, retry_exceptions=False)(run_shard)
+    return ray.get([task.remote(job, url, storage_options, (i, shards), options) for i in range(shards)])
+
+
+def run_sharded(job: str, url: str, *, shards: int, executor: str = "local", workers: int | None = None,
+                address: str | None = None, storage_options: dict | None = None, retries: int = 2,
+                cluster_with: str | None = None, **options) -> list[dict]:
+    """Run all `shards` of `job` with `executor`; returns the shard reports in shard order.
+
+    Args:
+        job: ingest (options as for `Database.ingest`, with `sources`) or minhash (as for `Database.minhash`).
+        executor: local (processes on this machine) or ray (tasks on the cluster at `address`).
+        workers: local processes at once [default: CPU count].
+        retries: times a failed shard is run again.
+        cluster_with: minhash only: "duckdb" (the default for local) or "ray" (the default for ray).
+
+    Raises:
+        ValueError: unknown job or executor, bad shard count, Ray missing.
+    """
+    if job not in JOBS:
+        raise ValueError(f"unknown job {job!r}; jobs are {', '.join(JOBS)}")
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if shards < 1:
+        raise ValueError(f"shards {shards} must be at least 1")
+    storage_options = storage_options or {}
+    cluster_with = cluster_with or ("ray" if executor == "ray" else "duckdb")
+    if job == "minhash":
+        options = {**options, "cluster_when_done": cluster_with == "duckdb"}
+    if executor == "local":
+        reports = _local(job, url, storage_options, shards, options, workers or multiprocessing.cpu_count(), retries)
+    else:
+        reports = _ray(job, url, storage_options, shards, options, address, retries)
+    if job == "minhash" and cluster_with == "ray":
+        reports.append(_cluster_on_ray(url, storage_options, options))
+    return reports
+
+
+def _cluster_on_ray(url: str, storage_options: dict, options: dict) -> dict:
+    import ray
+
+    import corpusdb
+    from corpusdb.dedup.cluster import optimal_bands, verification_threshold
+    from corpusdb.dedup.job import save_settings, write_clusters_table
+    from corpusdb.dedup.ray_cluster import cluster_with_ray
+
+    if not ray.is_initialized():
+        ray.init(include_dashboard=False, log_to_driver=False)
+    db = corpusdb.open(url, storage_options=storage_options)
+    num_perm, threshold = options.get("num_perm", 128), options.get("threshold", 0.8)
+    bands, rows = options.get("bands"), options.get("rows")
+    if bands is None or rows is None:
+        best = optimal_bands(threshold, num_perm)
+        bands, rows = bands or best[0], rows or best[1]
+    verify = options.get("verify", True)
+    max_bucket = options.get("max_bucket", 256)
+    table = cluster_with_ray(db, bands=bands, rows=rows, num_perm=num_perm, max_bucket=max_bucket,
+                             verify_threshold=verification_threshold(threshold, num_perm) if verify else None)
+    write_clusters_table(db, table)
+    settings = {k: options.get(k, d) for k, d in (("ngram", 5), ("num_perm", 128), ("seed", 1), ("hash", "xxh3"))}
+    save_settings(db, {**settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "max_bucket": max_bucket})
+    n_clusters = len({c for c, s in zip(table.column("cluster_id").to_pylist(), table.column("cluster_size").to_pylist()) if s > 1})
+    return {"clustered_on": "ray", "n_documents": table.num_rows, "n_clusters": n_clusters}
+
+
+def torchrun_command(argv: list[str], nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | None = None) -> str:
+    """The torchrun command line that runs `corpusdb <argv>` on every GPU (scoring, training)."""
+    parts = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"]
+    if nnodes > 1:
+        parts += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint or 'HEAD_NODE:29400'}"]
+    return shlex.join([*parts, "-m", "corpusdb.cli", *argv])
