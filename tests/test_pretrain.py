@@ -73,9 +73,9 @@ def test_cli_and_torchrun_ddp_on_cpu(train_db, tmp_path):
                                       "--block-mb", "0.02"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["step"] == 3
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "train.pretrain", "--db", train_db,
-         "--view", "dedup", "--out", str(tmp_path / "ddp"), "--max-steps", "4", "--seq-len", "32", "--batch-size", "4",
+    result = subprocess.run(  # corpusdb train --nproc-per-node 2 launches torchrun (gloo on CPU)
+        [sys.executable, "-m", "corpusdb.cli", "train", train_db, "--view", "dedup", "--out", str(tmp_path / "ddp"),
+         "--nproc-per-node", "2", "--max-steps", "4", "--seq-len", "32", "--batch-size", "4",
          "--vocab-size", "300", "--no-progress", "--block-mb", "0.02", "--num-workers", "0", "--log-every", "1"],
         capture_output=True, text=True,
     )

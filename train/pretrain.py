@@ -146,6 +146,10 @@ def train(config: TrainConfig) -> dict:
     from train.models import make_model
 
     rank, world_size, device = _setup_distributed(config)
+    if not config.progress:
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()  # "Writing model shards" and the like
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     dtype = {"bf16": torch.bfloat16, "fp32": None}.get(config.precision)
@@ -195,7 +199,8 @@ def train(config: TrainConfig) -> dict:
 
     def log(row: dict) -> None:
         nonlocal last
-        last = {**last, **row}
+        if "step" in row:
+            last = {**last, **row}
         if metrics_file is not None:
             metrics_file.write(json.dumps(row) + "\n")
             metrics_file.flush()

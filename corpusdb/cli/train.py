@@ -16,8 +16,9 @@ from corpusdb.cli.base import cli
 @click.argument("db")
 @click.option("--view", required=True, help="training data: a view name, macro call or select")
 @click.option("--out", required=True, help="folder for the checkpoint, metrics.jsonl and the final model/")
+@click.option("--nproc-per-node", type=int, default=0, help="run under torchrun with this many processes (one per GPU)")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
-def train(db, view, out, options):
+def train(db, view, out, nproc_per_node, options):
     """Pre-train a causal LM on VIEW of DB, from scratch, with a compact AdamW loop.
 
     OPTIONS are the flags of `python -m train.pretrain --help` (every TrainConfig setting):
@@ -29,10 +30,22 @@ def train(db, view, out, options):
     \b
     Examples:
       corpusdb train demo/db --view refined --out out/student --size small --max-steps 500 --eval-view heldout
+      corpusdb train demo/db --view refined --out out/student --size 20m --nproc-per-node 8
       corpusdb score demo/db --model out/student/model --as student
     """
     from train.pretrain import parse_args
     from train.pretrain import train as run
 
-    config = parse_args(["--db", db, "--view", view, "--out", out, *options])
+    argv = ["--db", db, "--view", view, "--out", out, *options]
+    config = parse_args(argv)  # check the flags before launching anything
+    if nproc_per_node:
+        import shlex
+        import subprocess
+        import sys
+
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}", "-m", "train.pretrain", *argv]
+        click.echo(f"running: {shlex.join(command)}", err=True)
+        if subprocess.run(command).returncode:
+            raise click.ClickException("torchrun failed; see its output above")
+        return
     click.echo(json.dumps(run(config), indent=1, default=str))
