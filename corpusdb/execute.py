@@ -97,34 +97,26 @@ def run_sharded(job: str, url: str, *, shards: int, executor: str = "local", wor
     else:
         reports = _ray(job, url, storage_options, shards, options, address, retries)
     if job == "minhash" and cluster_with == "ray":
-        reports.append(_cluster_on_ray(url, storage_options, options))
+        reports.append(_cluster_on_ray(url, storage_options, reports[0]["settings"]))
     return reports
 
 
-def _cluster_on_ray(url: str, storage_options: dict, options: dict) -> dict:
+def _cluster_on_ray(url: str, storage_options: dict, settings: dict) -> dict:
+    """Build the clusters with Ray tasks from the settings the signature shards resolved."""
     import ray
 
     import corpusdb
-    from corpusdb.dedup.cluster import optimal_bands, verification_threshold
-    from corpusdb.dedup.job import save_settings, write_clusters_table
+    from corpusdb.dedup.job import publish_clusters, verify_threshold_of
     from corpusdb.dedup.ray_cluster import cluster_with_ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
     db = corpusdb.open(url, storage_options=storage_options)
-    num_perm, threshold = options.get("num_perm", 128), options.get("threshold", 0.8)
-    bands, rows = options.get("bands"), options.get("rows")
-    if bands is None or rows is None:
-        best = optimal_bands(threshold, num_perm)
-        bands, rows = bands or best[0], rows or best[1]
-    verify = options.get("verify", True)
-    max_bucket = options.get("max_bucket", 256)
-    table = cluster_with_ray(db, bands=bands, rows=rows, num_perm=num_perm, max_bucket=max_bucket,
-                             verify_threshold=verification_threshold(threshold, num_perm) if verify else None)
-    write_clusters_table(db, table)
-    settings = {k: options.get(k, d) for k, d in (("ngram", 5), ("num_perm", 128), ("seed", 1), ("hash", "xxh3"))}
-    save_settings(db, {**settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "max_bucket": max_bucket})
-    n_clusters = len({c for c, s in zip(table.column("cluster_id").to_pylist(), table.column("cluster_size").to_pylist()) if s > 1})
+    table = cluster_with_ray(db, bands=settings["bands"], rows=settings["rows"], num_perm=settings["num_perm"],
+                             verify_threshold=verify_threshold_of(settings), max_bucket=settings["max_bucket"])
+    publish_clusters(db, table, settings)
+    sizes = table.column("cluster_size").to_numpy()
+    n_clusters = len(set(table.column("cluster_id").to_numpy()[sizes > 1].tolist()))
     return {"clustered_on": "ray", "n_documents": table.num_rows, "n_clusters": n_clusters}
 
 

@@ -27,7 +27,6 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
@@ -55,7 +54,12 @@ def inputs_hash(db: Database) -> str:
     return xxhash.xxh3_64_hexdigest(json.dumps(sorted(items)).encode())
 
 
-def _load_tokenizer(name: str):
+def load_tokenizer(name: str):
+    """A tokenizer by folder or hub id that has an EOS token (it ends every exported document).
+
+    Raises:
+        ModelError: it cannot be loaded or has no EOS token.
+    """
     from transformers import AutoTokenizer
 
     try:
@@ -81,10 +85,8 @@ class _PartSink:
         index = len(self.parts)
         entry = {"rows": table.num_rows, "bytes": int(pc.sum(table.column("n_bytes")).as_py() or 0)}
         if self.fmt == "parquet":
-            sink = pa.BufferOutputStream()
-            pq.write_table(table, sink, compression="zstd")
             entry["file"] = f"part-{index:05d}.parquet"
-            self.out.write_atomic(sink.getvalue().to_pybytes(), entry["file"])
+            self.out.write_parquet(table, entry["file"])
         elif self.fmt == "jsonl":
             lines = b"".join(orjson.dumps(row) + b"\n" for row in table.to_pylist())
             entry["file"] = f"part-{index:05d}.jsonl"
@@ -99,9 +101,8 @@ class _PartSink:
             entry["index"] = f"tokens-{index:05d}.idx.parquet"
             entry["tokens"] = int(lengths.sum())
             self.out.write_atomic(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes(), entry["file"])
-            sink = pa.BufferOutputStream()
-            pq.write_table(pa.table({"doc_id": table.column("doc_id"), "offset": offsets, "n_tokens": lengths}), sink)
-            self.out.write_atomic(sink.getvalue().to_pybytes(), entry["index"])
+            self.out.write_parquet(pa.table({"doc_id": table.column("doc_id"), "offset": offsets, "n_tokens": lengths}),
+                                   entry["index"])
         self.parts.append(entry)
         failpoint.after_part("export", len(self.parts))
 
@@ -157,7 +158,7 @@ def export_view(
         out.remove(out.join(MANIFEST))  # from here on the folder is incomplete until the new manifest
     if out.is_local:
         out.fs.makedirs(out.path, exist_ok=True)
-    sink = _PartSink(out, format, _load_tokenizer(tokenizer) if tokenizer else None)
+    sink = _PartSink(out, format, load_tokenizer(tokenizer) if tokenizer else None)
     limit = int(part_size_mb * 1024 * 1024)
     cursor = db.con.cursor()
     try:

@@ -166,6 +166,18 @@ class Location:
                 self.fs.pipe_file(path, data)
         return path
 
+    def write_parquet(self, table, *parts: str, **options) -> str:
+        """Write a pyarrow table as one Parquet file (zstd), atomically; returns the path.
+
+        `options` go to `pyarrow.parquet.write_table` (e.g. row_group_size).
+        """
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, **{"compression": "zstd", **options})
+        return self.write_atomic(sink.getvalue().to_pybytes(), *parts)
+
     def list_files(self, *parts: str, suffix: str = "") -> list[str]:
         """Paths of the files under a folder (recursively), sorted, skipping temporary files."""
         folder = self.join(*parts)

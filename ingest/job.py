@@ -132,9 +132,7 @@ def _part_key(path: str) -> tuple[str, int] | None:
 
 def write_part(location: Location, table: pa.Table, name: str) -> str:
     """Write `table` as the documents part `name`, atomically; returns its path."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    return location.write_atomic(sink.getvalue().to_pybytes(), "documents", name)
+    return location.write_parquet(table, "documents", name, row_group_size=ROW_GROUP_ROWS)
 
 
 class PartWriter:

@@ -44,9 +44,9 @@ from train.world import World
 def _load_tokenizer(tokenizer):
     if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
         return tokenizer
-    from corpusdb.export import _load_tokenizer as load
+    from corpusdb.export import load_tokenizer
 
-    return load(str(tokenizer))
+    return load_tokenizer(str(tokenizer))
 
 
 class Blocks:

@@ -57,6 +57,7 @@ class MinhashReport:
     n_duplicates: int = 0  # documents that are not their cluster's representative
     bands: int = 0
     rows: int = 0
+    settings: dict = field(default_factory=dict)  # everything the signatures and clusters depend on
     signature_seconds: float = 0.0
     cluster_seconds: float = 0.0
     cluster_counts: dict = field(default_factory=dict)
@@ -98,9 +99,7 @@ def sign_part(url: str, storage_options: dict, part: str, out_name: str, setting
     ) if texts else np.empty((0, hasher.num_perm), dtype=np.uint32)
     offsets = np.arange(0, (len(ids) + 1) * hasher.num_perm, hasher.num_perm, dtype=np.int32)
     column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(signatures.ravel(), pa.uint32()))
-    sink = pa.BufferOutputStream()
-    pq.write_table(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), sink, compression="zstd")
-    location.write_atomic(sink.getvalue().to_pybytes(), SIGNATURES, out_name)
+    location.write_parquet(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), SIGNATURES, out_name)
     return len(ids)
 
 
@@ -156,7 +155,9 @@ def run_minhash(
     shard_index, num_shards = parse_shard(shard)
     workers = workers or multiprocessing.cpu_count()
     settings = {"ngram": ngram, "num_perm": num_perm, "seed": seed, "hash": hash}
-    report = MinhashReport(bands=bands, rows=rows)
+    report = MinhashReport(bands=bands, rows=rows, settings={
+        **settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "max_bucket": max_bucket,
+    })
     location = db.location
     started = time.perf_counter()
 
@@ -204,36 +205,32 @@ def run_minhash(
     if set(expected) <= present and cluster_when_done:
         db.refresh()
         started = time.perf_counter()
-        _write_clusters(db, report, num_perm, threshold, verify, max_bucket)
+        _write_clusters(db, report)
         report.cluster_seconds = time.perf_counter() - started
         report.clustered = True
-        save_settings(db, {**settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify,
-                           "max_bucket": max_bucket})
     return report
 
 
-def save_settings(db: Database, settings: dict) -> None:
+def publish_clusters(db: Database, table: pa.Table, settings: dict) -> None:
+    """Replace the minhash table (doc_id, cluster_id, cluster_size) atomically and record its settings."""
+    db.location.write_parquet(table.sort_by("doc_id"), CLUSTERS, "part-0.parquet")
     db.catalog.tables.setdefault("minhash", {})["settings"] = settings
     db.save_catalog()
     db.refresh()
 
 
-def write_clusters_table(db: Database, table: pa.Table) -> None:
-    """Replace the minhash table (doc_id, cluster_id, cluster_size) atomically."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table.sort_by("doc_id"), sink, compression="zstd")
-    db.location.write_atomic(sink.getvalue().to_pybytes(), CLUSTERS, "part-0.parquet")
+def verify_threshold_of(settings: dict) -> float | None:
+    """The estimated-Jaccard bar candidate pairs must pass, or None when verification is off."""
+    return verification_threshold(settings["threshold"], settings["num_perm"]) if settings["verify"] else None
 
 
-def _write_clusters(db: Database, report: MinhashReport, num_perm: int, threshold: float, verify: bool,
-                    max_bucket: int) -> None:
-    con = db.con
-    counts = cluster(
-        con, "signatures", bands=report.bands, rows=report.rows, num_perm=num_perm,
-        verify_threshold=verification_threshold(threshold, num_perm) if verify else None, max_bucket=max_bucket,
+def _write_clusters(db: Database, report: MinhashReport) -> None:
+    con, settings = db.con, report.settings
+    report.cluster_counts = cluster(
+        con, "signatures", bands=settings["bands"], rows=settings["rows"], num_perm=settings["num_perm"],
+        verify_threshold=verify_threshold_of(settings), max_bucket=settings["max_bucket"],
     )
-    report.cluster_counts = counts
-    write_clusters_table(db, con.sql("select * from clusters").to_arrow_table())
+    publish_clusters(db, con.sql("select * from clusters").to_arrow_table(), settings)
     n_docs, n_clusters, n_dupes = con.execute(
         "select count(*), count(distinct cluster_id) filter (where cluster_size > 1), "
         "count(*) filter (where doc_id <> cluster_id) from clusters"

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
@@ -203,9 +202,7 @@ def forward_logprobs(model, batch: Batch, device: str, precision: str, block: in
 
 def _write_part(db: Database, name: str, table: pa.Table) -> str:
     key = xxhash.xxh3_64_hexdigest(table.column("doc_id").to_numpy().tobytes())
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return db.location.write_atomic(sink.getvalue().to_pybytes(), "scores", f"model={name}", f"part-{key}.parquet")
+    return db.location.write_parquet(table, "scores", f"model={name}", f"part-{key}.parquet")
 
 
 def run_score(
