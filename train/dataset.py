@@ -98,7 +98,8 @@ class ViewDataset(IterableDataset):
         seed: the shuffle seed; epoch e uses a permutation of (seed, e).
         epochs: None to cycle forever (training), or a number of passes.
         block_mb: text megabytes per block (the unit of shuffling and of sharding).
-        cache_dir: where the view is exported [default: the system temp folder].
+        cache_dir: where the view is exported [default: the system temp folder; for training on
+            several nodes, a folder they share].
     """
 
     def __init__(self, db, view: str, tokenizer, seq_len: int, *, batch_size: int = 1, shuffle: bool = True,
@@ -111,7 +112,17 @@ class ViewDataset(IterableDataset):
         select = f"select doc_id, source, text, n_bytes from ({sql}) {order}"
         key = hashlib.sha256(json.dumps([db.url, select, inputs_hash(db), block_mb]).encode()).hexdigest()[:16]
         cache = Path(cache_dir or Path(tempfile.gettempdir()) / "corpusdb-cache") / key
-        db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
+        # Under DDP rank 0 exports first and the others then find its finished export, so every
+        # rank streams the same blocks even where the view's row order is not deterministic.
+        import torch.distributed as dist
+
+        distributed = dist.is_available() and dist.is_initialized()
+        if not distributed or dist.get_rank() == 0:
+            db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
+        if distributed:
+            dist.barrier()
+            if dist.get_rank() != 0:
+                db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
         self._setup(Blocks(str(cache)), tokenizer, seq_len, batch_size, shuffle, seed, epochs)
         self.view = view
 
