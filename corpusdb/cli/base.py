@@ -49,12 +49,16 @@ def cli() -> None:
     """corpusdb: a corpus refinement database for language-model pre-training.
 
     A database is a folder (local path or fsspec URL: s3://, gs://, memory://) of Parquet tables
-    queried through DuckDB. Typical session:
+    queried through DuckDB; selection policies are SQL views. The MiniPLM recipe:
 
     \b
       corpusdb ingest demo/db data/*.jsonl.gz --source web
-      corpusdb stats demo/db
-      corpusdb sql demo/db "select source, sum(n_bytes) from documents group by 1"
+      corpusdb minhash demo/db
+      corpusdb score demo/db --model out/teacher --as teacher
+      corpusdb score demo/db --model out/reference --as reference
+      corpusdb view create demo/db refined --sql "select * from difference('teacher', 'reference', docs := 'dedup')"
+      corpusdb export demo/db refined out/refined --format tokens --tokenizer out/student
+      corpusdb train demo/db --view refined --out out/student
     """
 
 
