@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= demo
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+SUDO_N := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)  # never waits for a password (tests)
 TEXT_PACKAGES := linux-source-6.1 python3.11-doc perl-doc git-doc bible-kjv fortunes
 
 .PHONY: setup demo demo-text test test-browser bench clean
@@ -39,8 +40,8 @@ demo: setup demo-text
 
 # Headless Chromium lets the report test open the HTML page (the test skips where it cannot be had).
 test-browser:
-	-@command -v chromium >/dev/null || ($(SUDO) apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
-	  || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1) || true
+	-@command -v chromium >/dev/null || ($(SUDO_N) apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+	  || ($(SUDO_N) apt-get update -qq && $(SUDO_N) apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1) || true
 
 test: setup test-browser
 	$(BIN)/python -m pytest -q
