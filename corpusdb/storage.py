@@ -217,9 +217,12 @@ class Location:
                 self.fs.rm_file(path)
 
     def remove(self, path: str) -> None:
+        """Remove a file; one that is already gone (another job removed it) is fine."""
         with storage_errors(self.url_of(path)):
-            if self.fs.exists(path):
+            try:
                 self.fs.rm_file(path)
+            except FileNotFoundError:
+                pass
 
     def invalidate(self) -> None:
         """Forget cached listings so the next listing sees other writers' files."""

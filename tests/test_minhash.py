@@ -217,3 +217,17 @@ def test_dedup_report_and_errors(planted, tmp_path):
     assert planted_row["n_documents"] == 240 and 100 <= planted_row["n_duplicates"] <= 125
     assert planted_row["size_1"] + planted_row["size_2"] + planted_row["size_3_5"] + planted_row["size_6_plus"] == 240
     assert report["(all)"]["n_documents"] == 243 and report["(all)"]["n_duplicates"] == planted_row["n_duplicates"]
+
+
+def test_a_shard_leaves_other_shards_files_alone(planted, tmp_path):
+    """Shards run at once: one must not remove another's in-flight temporary file or its stale parts twice."""
+    path, _ = planted
+    db = corpusdb.init(str(tmp_path / "db"))
+    db.ingest([str(path)], source="planted", progress=False, part_size_mb=0.05)
+    folder = tmp_path / "db" / "minhash" / "signatures"
+    folder.mkdir(parents=True)
+    foreign = folder / ".tmp-part-0000000000000000.parquet-inflight"  # as another shard's write_atomic leaves it mid-write
+    foreign.write_bytes(b"being written")
+    db.minhash(shard="0/2", workers=1, progress=False)
+    assert foreign.exists()
+    db.location.remove(str(folder / "part-gone.parquet"))  # already removed by another shard: not an error

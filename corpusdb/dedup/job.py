@@ -175,7 +175,8 @@ def run_minhash(
     todo = [name for name in mine if name not in existing]
     report.n_parts, report.n_parts_done_before = len(names), len(mine) - len(todo)
 
-    location.remove_temporaries(SIGNATURES, "part-")
+    for name in todo:  # only this shard's: other shards may be writing theirs right now
+        location.remove_temporaries(SIGNATURES, name)
     jobs = [(location.url, location.storage_options, expected[name], name, settings) for name in todo]
     with tqdm(total=len(jobs), unit="part", desc="minhash signatures",
               disable=(not progress) if progress is not None else None, dynamic_ncols=True) as bar:
