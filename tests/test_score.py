@@ -243,6 +243,8 @@ def test_bad_models_and_settings_are_one_line_errors(small_db, tiny_models, tmp_
     small_db.score(gpt2, "m", stride=40, progress=False)
     with pytest.raises(CatalogError, match="scores 'm' were made with stride=40, not 32; pass the same settings, another --as name, or --replace"):
         small_db.score(gpt2, "m", progress=False)
+    with pytest.raises(ValueError, match="--replace deletes every score of NAME, so it cannot run sharded or under torchrun"):
+        small_db.score(gpt2, "m", replace=True, shard="0/2", progress=False)
     report = small_db.score(gpt2, "m", replace=True, progress=False)
     assert report.n_documents == 298 and corpusdb.open(small_db.url).catalog.models["m"]["stride"] == 32
 

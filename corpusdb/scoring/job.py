@@ -275,6 +275,10 @@ def run_score(
         **loaded.identity, "model": model, "context": context, "stride": stride, "bos_id": loaded.bos_id,
         "precision": precision, "first_token": "scored given BOS" if loaded.bos_id is not None else "not scored (no BOS/EOS token)",
     }
+    if replace and modulus > 1:
+        # other shards or ranks may already be writing new parts that a removal here would lose
+        raise ValueError("--replace deletes every score of NAME, so it cannot run sharded or under torchrun; "
+                         "run it once without --shard and torchrun, or pick another --as name")
     _check_settings(db, name, entry, replace)
     if replace:
         for path in db.location.list_files("scores", f"model={name}", suffix=".parquet"):
