@@ -120,9 +120,19 @@ def _cluster_on_ray(url: str, storage_options: dict, settings: dict) -> dict:
     return {"clustered_on": "ray", "n_documents": table.num_rows, "n_clusters": n_clusters}
 
 
-def torchrun_command(argv: list[str], nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | None = None) -> str:
-    """The torchrun command line that runs `corpusdb <argv>` on every GPU (scoring, training)."""
+def torchrun_command(argv: list[str], nproc_per_node: int, nnodes: int = 1, rdzv_endpoint: str | None = None,
+                     module: str = "corpusdb.cli") -> str:
+    """The torchrun command line that runs `python -m MODULE <argv>` on every GPU (scoring, training)."""
     parts = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"]
     if nnodes > 1:
         parts += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint or 'HEAD_NODE:29400'}"]
-    return shlex.join([*parts, "-m", "corpusdb.cli", *argv])
+    return shlex.join([*parts, "-m", module, *argv])
+
+
+def launch_torchrun(argv: list[str], nproc_per_node: int, module: str = "corpusdb.cli") -> int:
+    """Run `torchrun_command` on this node, its command echoed to stderr; returns torchrun's exit status."""
+    import subprocess
+
+    command = torchrun_command(argv, nproc_per_node, module=module)
+    print(f"running: {command}", file=sys.stderr, flush=True)
+    return subprocess.run(shlex.split(command)).returncode

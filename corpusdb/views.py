@@ -12,6 +12,7 @@ each other). Creating a view validates it first: a missing column or relation is
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -75,8 +76,9 @@ def parse(path: Path) -> ViewFile:
     return ViewFile(path.stem, kind, header["purpose"], depends, header["params"], text)
 
 
-def builtin_views() -> list[ViewFile]:
-    """Every built-in file, in an order where each comes after what it depends on."""
+@functools.cache
+def builtin_views() -> tuple[ViewFile, ...]:
+    """Every built-in file, in an order where each comes after what it depends on (read once per process)."""
     files = {f.name: f for f in (parse(p) for p in sorted(builtin_dir().glob("*.sql")))}
     ordered: list[ViewFile] = []
     done: set[str] = set()
@@ -93,7 +95,7 @@ def builtin_views() -> list[ViewFile]:
 
     for name in sorted(files):
         visit(name, ())
-    return ordered
+    return tuple(ordered)
 
 
 def load_builtin_views(con: duckdb.DuckDBPyConnection) -> None:

@@ -70,11 +70,9 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
 
 def _launch_torchrun(nproc_per_node: int) -> None:
     """Run this same command under torchrun (without --nproc-per-node), one rank per GPU."""
-    import shlex
-    import subprocess
     import sys
 
-    from corpusdb.execute import torchrun_command
+    from corpusdb.execute import launch_torchrun
 
     argv, skip = [], False
     for arg in sys.argv[1:]:
@@ -87,8 +85,6 @@ def _launch_torchrun(nproc_per_node: int) -> None:
         if arg.startswith("--nproc-per-node="):
             continue
         argv.append(arg)
-    command = torchrun_command(argv, nproc_per_node)
-    click.echo(f"running: {command}", err=True)
-    result = subprocess.run(shlex.split(command))
-    if result.returncode:
-        raise click.ClickException(f"torchrun exited with status {result.returncode}")
+    status = launch_torchrun(argv, nproc_per_node)
+    if status:
+        raise click.ClickException(f"torchrun exited with status {status}")

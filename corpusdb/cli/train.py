@@ -39,13 +39,9 @@ def train(db, view, out, nproc_per_node, options):
     argv = ["--db", db, "--view", view, "--out", out, *options]
     config = parse_args(argv)  # check the flags before launching anything
     if nproc_per_node:
-        import shlex
-        import subprocess
-        import sys
+        from corpusdb.execute import launch_torchrun
 
-        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}", "-m", "train.pretrain", *argv]
-        click.echo(f"running: {shlex.join(command)}", err=True)
-        if subprocess.run(command).returncode:
+        if launch_torchrun(argv, nproc_per_node, module="train.pretrain"):
             raise click.ClickException("torchrun failed; see its output above")
         return
     click.echo(json.dumps(run(config), indent=1, default=str))
