@@ -24,7 +24,8 @@ def normalize(text: str) -> str:
     return text.strip()
 
 
-def doc_id(normalized_text: str) -> int:
-    """Return the signed 64-bit content hash of already normalised text."""
-    value = xxhash.xxh3_64_intdigest(normalized_text.encode("utf-8"))
+def doc_id(normalized_text: str | bytes) -> int:
+    """Return the signed 64-bit content hash of already normalised text (or of its UTF-8 bytes)."""
+    data = normalized_text.encode("utf-8") if isinstance(normalized_text, str) else normalized_text
+    value = xxhash.xxh3_64_intdigest(data)
     return value - _SIGN if value >= _HALF else value

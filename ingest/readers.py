@@ -65,23 +65,26 @@ class BadRecords:
 
 
 class PrefetchReader(io.RawIOBase):
-    """Reads the raw (compressed) input ahead in a background thread and counts the bytes handed out.
+    """Opens and reads the raw (compressed) input ahead in a background thread; counts the bytes handed out.
 
-    Network reads release the GIL, so fetching the next chunk overlaps with parsing this one.
+    Network reads release the GIL, so fetching the next chunk overlaps with parsing this one, and a
+    reader made before its turn (`Reader.start`) has its first chunks ready when parsing reaches it.
+    Errors, the opening's included, are raised in the reading thread at the first read.
     """
 
-    def __init__(self, raw: io.IOBase, on_bytes: Callable[[int], None], chunk: int = 8 << 20, depth: int = 2):
-        self._raw = raw
+    def __init__(self, open_raw: Callable[[], io.IOBase], on_bytes: Callable[[int], None], chunk: int = 8 << 20, depth: int = 2):
+        self._raw: io.IOBase | None = None
         self._on_bytes = on_bytes
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
         self._current = memoryview(b"")
         self._done = False
-        self._thread = threading.Thread(target=self._fill, args=(chunk,), daemon=True)
+        self._thread = threading.Thread(target=self._fill, args=(open_raw, chunk), daemon=True)
         self._thread.start()
 
-    def _fill(self, chunk: int) -> None:
+    def _fill(self, open_raw: Callable[[], io.IOBase], chunk: int) -> None:
         try:
+            self._raw = open_raw()
             while not self._stop.is_set():
                 data = self._raw.read(chunk)
                 self._queue.put(data)
@@ -115,7 +118,8 @@ class PrefetchReader(io.RawIOBase):
                     self._queue.get(timeout=0.05)
                 except queue.Empty:
                     pass
-            self._raw.close()
+            if self._raw is not None:
+                self._raw.close()
         super().close()
 
 
@@ -151,6 +155,22 @@ class Reader:
         self.bad = BadRecords()
         self.fs, _ = resolve(item.url, storage_options)
         self._on_bytes = on_bytes
+        self._handle: io.BufferedIOBase | None = None
+        self._prefetch: PrefetchReader | None = None
+
+    def start(self) -> None:
+        """Begin fetching the input in the background now, before it is iterated (JSONL and text inputs)."""
+        if self._handle is None and self.item.format != "parquet":
+            self._handle = self._open()
+
+    def close(self) -> None:
+        """Stop a fetch begun by `start` that will not be iterated."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if self._prefetch is not None:  # a decompressor's close leaves the file it reads open
+            self._prefetch.close()
+            self._prefetch = None
 
     def _bad(self, reason: str, where: str, problem: str, fix: str) -> None:
         location = f"{self.item.url} {where}" if where else self.item.url
@@ -159,10 +179,16 @@ class Reader:
             raise InputError(f"{message} {SKIP_HINT}")
         self.bad.add(reason, message)
 
-    def _open(self) -> io.BufferedIOBase:
+    def _open_raw(self) -> io.IOBase:
         with storage_errors(self.item.url):
-            raw = self.fs.open(self.item.path, "rb", block_size=16 << 20)
-        counted = io.BufferedReader(PrefetchReader(raw, self._on_bytes), buffer_size=1 << 20)
+            return self.fs.open(self.item.path, "rb", block_size=16 << 20)
+
+    def _open(self) -> io.BufferedIOBase:
+        if self._handle is not None:  # begun by start()
+            handle, self._handle = self._handle, None
+            return handle
+        self._prefetch = PrefetchReader(self._open_raw, self._on_bytes)
+        counted = io.BufferedReader(self._prefetch, buffer_size=1 << 20)
         if self.item.compression is None:
             return counted
         if self.item.compression == "zstd":  # streaming: fsspec's wrapper wants a seekable file
@@ -172,8 +198,11 @@ class Reader:
 
     def __iter__(self) -> Iterator[tuple[str, dict]]:
         reader = {"jsonl": self._jsonl, "parquet": self._parquet, "text": self._text}[self.item.format]
-        with storage_errors(self.item.url):
-            yield from reader()
+        try:
+            with storage_errors(self.item.url):
+                yield from reader()
+        finally:
+            self.close()
 
     def _meta(self, record: dict, number: int) -> dict:
         """Meta column values of one record (`number` is its line or row)."""

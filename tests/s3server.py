@@ -68,7 +68,7 @@ def seaweedfs(data_dir: str | Path) -> Iterator[dict]:
                     if process.poll() is not None or time.time() > deadline:
                         raise RuntimeError(f"SeaweedFS did not start: {(data / 'weed.log').read_text()[-2000:]}")
                     time.sleep(0.3)
-            yield {"endpoint": endpoint, "key": KEY, "secret": SECRET}
+            yield {"endpoint": endpoint, "key": KEY, "secret": SECRET, "pid": process.pid}
         finally:
             process.terminate()
             try:

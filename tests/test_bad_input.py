@@ -100,6 +100,30 @@ def test_a_failing_input_removes_the_parts_it_wrote(tmp_path, corpus_dir):
     assert not list((tmp_path / "db" / "_jobs").rglob("*.json"))
 
 
+
+def test_inputs_before_a_failing_one_stay_done_and_the_fixed_rerun_equals_a_clean_run(tmp_path, corpus_dir):
+    # Parts and markers are written behind the parsing, across inputs: the first input's marker
+    # may still be in flight when the second fails. It must land; the second's parts must not.
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    good = (corpus_dir / "fortunes.jsonl").read_text()
+    (inputs / "a.jsonl").write_text((corpus_dir / "bible.jsonl").read_text())
+    (inputs / "b.jsonl").write_text(good + '{"text": oops}\n')
+    result = ingest(tmp_path, str(inputs), "--part-size-mb", "0.005")
+    assert result.exit_code == 1 and "b.jsonl line" in result.output
+    db = tmp_path / "db"
+    markers = list((db / "_jobs").rglob("*.json"))
+    assert [json.loads(m.read_text())["url"].endswith("a.jsonl") for m in markers] == [True]
+    kept = {p.name for p in (db / "documents").glob("*.parquet")}
+    assert kept == set(json.loads(markers[0].read_text())["parts"])
+
+    (inputs / "b.jsonl").write_text(good)
+    assert ingest(tmp_path, str(inputs), "--part-size-mb", "0.005").exit_code == 0
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    assert ingest(clean, str(inputs), "--part-size-mb", "0.005").exit_code == 0
+    assert rows(corpusdb.open(str(db)), "*") == rows(corpusdb.open(str(clean / "db")), "*")
+
 @pytest.mark.parametrize(
     "args, message",
     [
