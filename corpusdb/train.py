@@ -3,7 +3,7 @@
     from corpusdb.train import ViewDataset
 """
 
+from corpusdb.world import World
 from train.dataset import Blocks, ViewDataset
-from train.world import World
 
 __all__ = ["Blocks", "ViewDataset", "World"]

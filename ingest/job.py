@@ -36,6 +36,7 @@ from corpusdb import failpoint
 from corpusdb.db import Database
 from corpusdb.storage import Location, storage_errors
 from corpusdb.text import doc_id, normalize
+from corpusdb.world import parse_shard
 from ingest.docids import DocIdSet, read_doc_ids
 from ingest.readers import Reader, ReadOptions
 from ingest.sources import InputFile, list_inputs
@@ -92,21 +93,6 @@ class IngestReport:
         if self.n_cross_shard_duplicates_removed:
             lines.append(f"{self.n_cross_shard_duplicates_removed} cross-shard duplicates removed")
         return "\n".join(lines)
-
-
-def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int]:
-    """`"i/n"` (0-based) -> (i, n)."""
-    if shard is None:
-        return 0, 1
-    if isinstance(shard, str):
-        match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", shard)
-        if not match:
-            raise ValueError(f"shard {shard!r} is not i/n, e.g. 0/4 (shards are numbered from 0)")
-        shard = int(match.group(1)), int(match.group(2))
-    index, count = shard
-    if count < 1 or not 0 <= index < count:
-        raise ValueError(f"shard {index}/{count} is out of range; use i/n with 0 <= i < n")
-    return index, count
 
 
 def default_source(url: str) -> str:

@@ -9,7 +9,7 @@ reused while the view's SQL and the database's inputs are unchanged. A pre-token
 (`format tokens`) or any export folder can be streamed directly with `ViewDataset.from_export`.
 
 Each part is a *block*. An epoch's block order is a seeded permutation (or the view's order), and
-block b goes to stream b % num_streams of the (rank, worker) streams (`train.world.World`), so
+block b goes to stream b % num_streams of the (rank, worker) streams (`corpusdb.world.World`), so
 streams never overlap and together read every document. Within a block documents are shuffled
 with a seed of (seed, epoch, block). Each stream tokenizes its documents, appends EOS, and cuts the
 concatenation into sequences of seq_len + 1 tokens (inputs and next-token targets), carrying the
@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from corpusdb.storage import Location
-from train.world import World
+from corpusdb.world import World
 
 
 def _load_tokenizer(tokenizer):

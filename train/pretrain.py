@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from corpusdb.world import launched
+
 
 @dataclass
 class TrainConfig:
@@ -73,8 +75,7 @@ def _lr(config: TrainConfig, step: int) -> float:
 
 
 def _setup_distributed(config: TrainConfig) -> tuple[int, int, str]:
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    _, world_size, local_rank = launched()
     device = config.device
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"

@@ -36,6 +36,7 @@ from corpusdb.db import Database
 from corpusdb.dedup.cluster import cluster, optimal_bands, verification_threshold
 from corpusdb.dedup.minhash import HASHES, MinHasher
 from corpusdb.storage import Location, storage_errors
+from corpusdb.world import parse_shard
 
 SIGNATURES = "minhash/signatures"
 CLUSTERS = "minhash/clusters"
@@ -141,7 +142,6 @@ def run_minhash(
         ValueError: bad settings (the message names the valid range).
         StorageError: the database cannot be read or written.
     """
-    from ingest.job import parse_shard
 
     if hash not in HASHES:
         raise ValueError(f"hash {hash!r} is not one of {', '.join(HASHES)}")

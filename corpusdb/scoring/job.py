@@ -22,7 +22,6 @@ same name with other settings is refused.
 
 from __future__ import annotations
 
-import os
 import queue
 import re
 import threading
@@ -40,6 +39,7 @@ from corpusdb.db import Database
 from corpusdb.errors import CatalogError
 from corpusdb.scoring.model import LoadedModel, load_model
 from corpusdb.scoring.windows import Batch, make_batches
+from corpusdb.world import launched, parse_shard
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -78,11 +78,6 @@ class ScoreReport:
             f"({self.precision}) in {self.seconds:.1f} s: {self.tokens_per_second:,.0f} tokens/s, "
             f"{padding:.1%} padding; {self.n_documents_before:,} documents were scored before"
         )
-
-
-def world() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
 
 
 def _device_and_precision(device: str, precision: str, local_rank: int) -> tuple[str, str]:
@@ -247,7 +242,6 @@ def run_score(
     import transformers
 
     from corpusdb.views import relation_sql
-    from ingest.job import parse_shard
 
     started = time.perf_counter()
     if not NAME_RE.match(name):
@@ -255,7 +249,7 @@ def run_score(
     if chunk_docs < 1:
         raise ValueError(f"chunk_docs {chunk_docs} must be positive")
     shard_index, num_shards = parse_shard(shard)
-    rank, world_size, local_rank = world()
+    rank, world_size, local_rank = launched()
     residue, modulus = shard_index * world_size + rank, num_shards * world_size
     device, precision = _device_and_precision(device, precision, local_rank)
     if loaded is None:
