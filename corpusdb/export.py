@@ -118,6 +118,7 @@ def export_view(
     storage_options: dict | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    digest: str | None = None,
 ) -> dict:
     """Export the rows of VIEW (a view name, macro call or select) to URL; returns the manifest.
 
@@ -127,6 +128,7 @@ def export_view(
         tokenizer: for tokens: a folder or hub id with a tokenizer that has an EOS token.
         storage_options: fsspec options for URL (default: the database's).
         overwrite: replace an export of something else that is already at URL.
+        digest: `inputs_hash(db)` where the caller has just computed it (it lists every part).
 
     Raises:
         ValueError: bad format or size, or URL holds another export and overwrite is False.
@@ -146,7 +148,7 @@ def export_view(
         if needed not in columns:
             raise ValueError(f"{view!r} has no {needed!r} column; export needs rows of documents (doc_id, text, n_bytes)")
     out = Location(url, db.location.storage_options if storage_options is None else storage_options)
-    digest = inputs_hash(db)
+    digest = digest or inputs_hash(db)
     if out.exists(MANIFEST):
         old = json.loads(out.read_bytes(MANIFEST))
         same = old.get("sql") == sql and old.get("inputs_hash") == digest and old.get("format") == format \

@@ -66,15 +66,16 @@ def _scatter(db: Database, teacher: str, reference: str, alpha: float) -> str | 
         f"""
         with scored as (select doc_id, source, score, n_bytes, teacher_logprob, reference_logprob
                         from difference_scores('{teacher}', '{reference}')),
-             kept as (select doc_id from difference('{teacher}', '{reference}', alpha := {alpha}))
-        select -reference_logprob / n_bytes, -teacher_logprob / n_bytes, doc_id in (select doc_id from kept), score
+             kept as materialized (select doc_id, score from difference('{teacher}', '{reference}', alpha := {alpha}))
+        select -reference_logprob / n_bytes, -teacher_logprob / n_bytes, doc_id in (select doc_id from kept),
+               (select min(score) from kept)
         from scored where n_bytes > 0
         order by uniform(doc_id, 0) limit {MAX_POINTS}
         """
     ).fetchall()
     if not rows:
         return None
-    threshold = db.sql(f"select min(score) from difference('{teacher}', '{reference}', alpha := {alpha})").fetchall()[0][0]
+    threshold = rows[0][3]  # the boundary: the lowest kept score
     figure, axis = plt.subplots(figsize=(6.5, 6))
     for selected, color, label in ((False, "#bbbbbb", "dropped"), (True, "#d62728", f"kept (top {alpha:.0%})")):
         points = [(x, y) for x, y, s, _ in rows if s == selected]

@@ -110,7 +110,8 @@ class ViewDataset(IterableDataset):
         sql = relation_sql(db, view)
         order = "order by doc_id" if shuffle else ""
         select = f"select doc_id, source, text, n_bytes from ({sql}) {order}"
-        key = hashlib.sha256(json.dumps([db.url, select, inputs_hash(db), block_mb]).encode()).hexdigest()[:16]
+        digest = inputs_hash(db)
+        key = hashlib.sha256(json.dumps([db.url, select, digest, block_mb]).encode()).hexdigest()[:16]
         cache = Path(cache_dir or Path(tempfile.gettempdir()) / "corpusdb-cache") / key
         # Under DDP rank 0 exports first and the others then find its finished export, so every
         # rank streams the same blocks even where the view's row order is not deterministic.
@@ -118,11 +119,11 @@ class ViewDataset(IterableDataset):
 
         distributed = dist.is_available() and dist.is_initialized()
         if not distributed or dist.get_rank() == 0:
-            db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
+            db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={}, digest=digest)
         if distributed:
             dist.barrier()
             if dist.get_rank() != 0:
-                db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
+                db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={}, digest=digest)
         self._setup(Blocks(str(cache)), tokenizer, seq_len, batch_size, shuffle, seed, epochs)
         self.view = view
 
