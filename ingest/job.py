@@ -388,13 +388,21 @@ def run_ingest(
                 seen.add(read_doc_ids(location.fs, parts_by_key.get(key, [])))
                 report.n_inputs_done_before += 1
         todo = [(item, key) for item, key in mine if key not in done]
-        readers = [Reader(item, options, input_options, on_bytes) for item, _ in todo]
+        readers: dict[int, Reader] = {}  # this input's and the next one's
+
+        def reader_of(position: int) -> Reader:
+            if position not in readers:
+                readers[position] = Reader(todo[position][0], options, input_options, on_bytes)
+            return readers[position]
+
         uploads = Uploads()
         writers: list[PartWriter] = []
         try:
-            for position, ((item, key), reader) in enumerate(zip(todo, readers)):
-                if position + 1 < len(readers):  # the next input downloads while this one is parsed
-                    readers[position + 1].start()
+            for position, (item, key) in enumerate(todo):
+                reader = reader_of(position)
+                readers.pop(position)
+                if position + 1 < len(todo):  # the next input downloads while this one is parsed
+                    reader_of(position + 1).start()
                 location.remove_temporaries("documents", f"part-{key}-")
                 writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), uploads, on_part)
                 writers.append(writer)
@@ -417,7 +425,7 @@ def run_ingest(
             raise
         finally:
             uploads.close()
-            for reader in readers:
+            for reader in readers.values():  # begun, never read
                 reader.close()
 
     report.bad_records = dict(bad_total)

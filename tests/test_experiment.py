@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import corpusdb
 from tests.conftest import CORPUS, ingest_per_source
 from train.experiment import SUBSETS, parse_args, run
@@ -24,13 +26,16 @@ def test_cpu_preset_runs_the_whole_recipe(tmp_path):
     splits = results["splits"]
     assert splits["train"]["documents"] + splits["heldout"]["documents"] == splits["pool"]["documents"] == 357
     assert 0 < splits["reference_slice"]["documents"] < splits["train"]["documents"] / 5
+    reopened = corpusdb.open(db.url)
+    # every subset holds alpha of the training split's bytes, overshooting by less than one document
+    budget = config.alpha * splits["train"]["bytes"]
+    largest = reopened.sql("select max(n_bytes) from exp_results_train").fetchall()[0][0]
     for name, subset in results["subsets"].items():
         assert len(subset["runs"]) == 2 and 0 < subset["bits_per_byte_mean"] < 12, name
-        assert subset["documents"] == results["subsets"]["uniform"]["documents"] or name == "dedup_difference"
-    reopened = corpusdb.open(db.url)
+        assert budget <= subset["bytes"] < budget + largest, name
     assert reopened.sql("select count(distinct model) from scores").fetchall() == [(2,)]
     # held-out clusters never reach training
-    leak = reopened.sql("select count(*) from exp_cpu_train t join exp_cpu_heldout h using (cluster)").fetchall()
+    leak = reopened.sql("select count(*) from exp_results_train t join exp_results_heldout h using (cluster)").fetchall()
     assert leak == [(0,)]
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in SUBSETS) and (out / "results.png").stat().st_size > 5000
@@ -41,3 +46,7 @@ def test_cpu_preset_runs_the_whole_recipe(tmp_path):
     again = run(config)  # every stage is done: nothing is trained or scored again
     assert {p: p.read_text() for p in out.glob("**/metrics.jsonl")} == logs
     assert again["subsets"]["curriculum"]["runs"] == results["subsets"]["curriculum"]["runs"]
+
+    # the same folder with other settings would reuse students trained on other subsets: refused
+    with pytest.raises(ValueError, match="holds an experiment with other settings \\(budget: 'bytes' -> 'docs'\\)"):
+        run(parse_args(["--db", db.url, "--out", str(out), *QUICK, "--set", "budget=docs"]))

@@ -39,6 +39,21 @@ def test_difference_keeps_the_top_alpha_with_ties_broken_by_doc_id(db):
         db.sql("select * from difference('teacher', 'reference', per := 'word')").fetchall()
 
 
+def test_difference_bytes_keeps_the_top_documents_until_alpha_of_the_text(db):
+    first_tied, second_tied = sorted(["B", "C"], key=lambda n: ID[n])
+    ranked = "select doc_id from difference_bytes('teacher', 'reference'{}) order by score desc, doc_id"
+    # scored bytes: A 10, B 20, C 10, D 40, E 20 = 100; a document is kept while the bytes before it are under the budget
+    assert names(db, ranked.format("")) == ["A", first_tied, second_tied, "D"]  # D starts at 40 < 50; E at 80
+    assert names(db, ranked.format(", alpha := 0.1")) == ["A"]  # the tie starts at 10, not under 10
+    assert names(db, ranked.format(", alpha := 0.15")) == ["A", first_tied]
+    assert names(db, ranked.format(", alpha := 1")) == ["A", first_tied, second_tied, "D", "E"]
+    assert names(db, ranked.format(", alpha := 0")) == []
+    # the same order as difference, a different cut: half the documents hold 40 of the 100 bytes, this view 80
+    assert db.sql("select sum(n_bytes) from difference('teacher', 'reference')").fetchall() == [(40,)]
+    assert names(db, "select doc_id from difference_bytes('teacher', 'reference', alpha := 0.3, per := 'token') "
+                     "order by score desc, doc_id") == sorted(["A", "B"], key=lambda n: ID[n])  # per token A and B tie at 3
+
+
 def names_of(doc_id: int) -> str:
     from tests.views_fixture import NAME
 

@@ -68,6 +68,28 @@ def test_difference_keeps_at_most_ceil_alpha_n_and_never_a_worse_document(rows, 
 
 
 @settings(max_examples=60, deadline=None)
+@given(corpus, st.floats(0, 1), st.sampled_from(["byte", "token"]))
+def test_difference_bytes_holds_alpha_of_the_text_with_less_than_one_document_over(rows, alpha, per):
+    con = connect(rows)
+    scored = {d: (s, n) for d, s, n in con.execute(
+        f"select doc_id, score, n_bytes from difference_scores('teacher', 'reference', per := '{per}')").fetchall()}
+    kept = sorted(
+        (scored[d][0], d) for (d,) in con.execute(
+            f"select doc_id from difference_bytes('teacher', 'reference', alpha := {alpha}, per := '{per}')").fetchall()
+    )
+    budget = alpha * sum(n for _, n in scored.values())
+    kept_bytes = sum(scored[d][1] for _, d in kept)
+    if set(scored) - {d for _, d in kept}:  # something was left out: the kept text reached the budget
+        assert kept_bytes >= budget
+    if kept:  # and without its last document (lowest score, then largest doc_id) it would not have
+        last = min(kept, key=lambda item: (item[0], -item[1]))[1]
+        assert kept_bytes - scored[last][1] < budget
+    dropped = set(scored) - {d for _, d in kept}
+    if kept and dropped:
+        assert min(s for s, _ in kept) >= max(scored[d][0] for d in dropped)
+
+
+@settings(max_examples=60, deadline=None)
 @given(corpus, st.booleans(), st.integers(1, 5))
 def test_curriculum_never_decreases(rows, descending, stages):
     con = connect(rows)

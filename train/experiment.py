@@ -8,8 +8,10 @@
 2. Models: a teacher trained on the whole training split (or a pretrained one, --teacher PATH),
    and a much smaller reference trained on a small random slice of it, both with `train.pretrain`.
 3. Scores: `corpusdb score` of every training document under both.
-4. Subsets, each alpha of the training documents: uniform random; `difference`; `difference` over
-   the deduplicated split; and the difference subset as a curriculum (reference loss, easy first).
+4. Subsets, each alpha of the training split's text bytes (budget=bytes, `difference_bytes`: the
+   same token budget for all, as MiniPLM's equal-length instances give) or of its documents
+   (budget=docs, `difference`): uniform random; difference; difference over the deduplicated split
+   (with the same budget); and the difference subset as a curriculum (reference loss, easy first).
 5. Students: identical models trained on each subset for the same number of tokens, per seed.
 6. Report: held-out loss per token and per byte (all and per source), mean and spread over seeds,
    and the compute used, as `results.md`, `results.json` and `results.png` under --out.
@@ -23,12 +25,15 @@ import argparse
 import dataclasses
 import json
 import math
+import re
 import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SUBSETS = ("uniform", "difference", "dedup_difference", "curriculum")
+BUDGETS = ("bytes", "docs")
+UNCHECKED = ("out", "num_workers", "device")  # settings that do not change results
 
 
 @dataclass
@@ -41,6 +46,7 @@ class ExperimentConfig:
     heldout_fraction: float = 0.05  # share of near-duplicate clusters held out
     reference_fraction: float = 0.1  # share of the training split the reference is trained on
     alpha: float = 0.5  # kept fraction of every subset
+    budget: str = "bytes"  # alpha of the training split's text bytes (equal tokens, as MiniPLM's equal-length instances) or "docs"
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # student seeds
     vocab_size: int = 2048  # the shared BPE tokenizer (trained on the training split)
     seq_len: int = 128
@@ -56,6 +62,12 @@ class ExperimentConfig:
     num_workers: int = 1
     device: str = "auto"
 
+    def __post_init__(self) -> None:
+        if self.budget not in BUDGETS:
+            raise ValueError(f"budget {self.budget!r} is not one of {', '.join(BUDGETS)}")
+        if not 0 < self.alpha <= 1:
+            raise ValueError(f"alpha {self.alpha} must be in (0, 1]")
+
 
 PRESETS: dict[str, dict] = {
     "cpu": {},
@@ -66,7 +78,22 @@ PRESETS: dict[str, dict] = {
 
 
 def _prefix(config: ExperimentConfig) -> str:
-    return f"exp_{config.preset}"
+    """Views and score names of this experiment: exp_ + the name of its output folder (results/cpu: exp_cpu)."""
+    return "exp_" + re.sub(r"[^A-Za-z0-9_]", "_", Path(config.out).resolve().name)
+
+
+def _check_settings(out: Path, config: ExperimentConfig) -> None:
+    """Refuse to continue, in OUT, an experiment made with other settings: its finished stages would be reused."""
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in UNCHECKED}
+    path = out / "settings.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        if changed:
+            raise ValueError(f"{out} holds an experiment with other settings ({'; '.join(changed)}); "
+                             "pass another --out or delete that folder")
+    else:
+        path.write_text(json.dumps(settings, indent=1))
 
 
 def _views(db, config: ExperimentConfig) -> None:
@@ -85,18 +112,30 @@ def _views(db, config: ExperimentConfig) -> None:
 
 
 def _subsets(db, config: ExperimentConfig) -> dict[str, tuple[str, bool]]:
-    """Subset name -> (view, shuffle)."""
+    """Subset name -> (view, shuffle). Every subset holds the same budget: alpha of the training split's bytes or documents."""
     p = _prefix(config)
     teacher, reference = f"{p}_teacher", f"{p}_reference"
     a = config.alpha
-    db.create_view(f"{p}_uniform", f"select * from {p}_train where doc_id in (select doc_id from {p}_train "
-                                   f"order by uniform(doc_id, 5) limit (select ceil({a} * count(*)) from {p}_train))", replace=True)
-    db.create_view(f"{p}_difference", f"select * from difference('{teacher}', '{reference}', alpha := {a}, docs := '{p}_train')",
-                   replace=True)
     db.create_view(f"{p}_train_dedup", f"select t.* from {p}_train t left join minhash m using (doc_id) "
                                        "where m.doc_id is null or m.doc_id = m.cluster_id", replace=True)
+    if config.budget == "bytes":
+        # a seeded random order, cut where the bytes before a document reach alpha of the split's
+        db.create_view(f"{p}_uniform", f"select * exclude (bytes_before) from (select *, sum(n_bytes) over (order by uniform(doc_id, 5), "
+                                       f"doc_id rows between unbounded preceding and 1 preceding) as bytes_before from {p}_train) "
+                                       f"where coalesce(bytes_before, 0) < {a} * (select sum(n_bytes) from {p}_train)", replace=True)
+        policy, size = "difference_bytes", "sum(n_bytes)"
+    else:
+        db.create_view(f"{p}_uniform", f"select * from {p}_train where doc_id in (select doc_id from {p}_train "
+                                       f"order by uniform(doc_id, 5) limit (select ceil({a} * count(*)) from {p}_train))", replace=True)
+        policy, size = "difference", "count(*)"
+    db.create_view(f"{p}_difference", f"select * from {policy}('{teacher}', '{reference}', alpha := {a}, docs := '{p}_train')",
+                   replace=True)
+    # the deduplicated split is smaller: a larger share of it gives the same budget as the others
+    (train_size,), (dedup_size,) = (db.sql(f"select {size} from {p}_{name}").fetchall()[0] for name in ("train", "train_dedup"))
+    dedup_alpha = min(1.0, a * train_size / dedup_size) if dedup_size else a
     db.create_view(f"{p}_dedup_difference",
-                   f"select * from difference('{teacher}', '{reference}', alpha := {a}, docs := '{p}_train_dedup')", replace=True)
+                   f"select * from {policy}('{teacher}', '{reference}', alpha := {dedup_alpha!r}, docs := '{p}_train_dedup')",
+                   replace=True)
     db.create_view(f"{p}_curriculum", f"select * from curriculum('{reference}', docs := '{p}_difference')", replace=True)
     return {
         "uniform": (f"{p}_uniform", True),
@@ -156,6 +195,7 @@ def run(config: ExperimentConfig) -> dict:
     started = time.perf_counter()
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
+    _check_settings(out, config)
     db = corpusdb.open(config.db)
     if not db.parts("minhash"):
         db.minhash(progress=True)
@@ -219,7 +259,8 @@ def _write(out: Path, results: dict) -> None:
         f"# MiniPLM on corpusdb: preset {results['config']['preset']}",
         "",
         f"Held-out bits per byte of students trained on each subset for the same {results['compute']['student_tokens']:,} tokens "
-        f"(mean ± standard deviation over {seeds} seeds; lower is better).",
+        f"(mean ± standard deviation over {seeds} seeds; lower is better). Each subset holds alpha = {results['config']['alpha']} "
+        f"of the training split's {'text bytes' if results['config'].get('budget', 'docs') == 'bytes' else 'documents'}.",
         "",
         "| subset | documents | MB | bits/byte | ± | vs uniform | loss/token |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",

@@ -20,7 +20,7 @@ from corpusdb.storage import parse_storage_options
 def view() -> None:
     """Create, list, drop and summarise views (selection policies).
 
-    Built-in policies live in sql/ (difference, difference_sampled, difference_by_source,
+    Built-in policies live in sql/ (difference, difference_bytes, difference_sampled, difference_by_source,
     curriculum, dedup, quota, mixture, filter_*); user views are saved in the database as
     views/NAME.sql and may use the built-ins and each other.
 
