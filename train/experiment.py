@@ -46,6 +46,7 @@ class ExperimentConfig:
     heldout_fraction: float = 0.05  # share of near-duplicate clusters held out
     reference_fraction: float = 0.1  # share of the training split the reference is trained on
     alpha: float = 0.5  # kept fraction of every subset
+    per: str = "byte"  # difference normalised per byte (any two tokenizers) or per token (the teacher's and reference's own)
     budget: str = "bytes"  # alpha of the training split's text bytes (equal tokens, as MiniPLM's equal-length instances) or "docs"
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # student seeds
     vocab_size: int = 2048  # the shared BPE tokenizer (trained on the training split)
@@ -65,6 +66,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise ValueError(f"budget {self.budget!r} is not one of {', '.join(BUDGETS)}")
+        if self.per not in ("byte", "token"):
+            raise ValueError(f"per {self.per!r} is not one of byte, token")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha {self.alpha} must be in (0, 1]")
 
@@ -88,7 +91,8 @@ def _check_settings(out: Path, config: ExperimentConfig) -> None:
     path = out / "settings.json"
     if path.exists():
         old = json.loads(path.read_text())
-        changed = [f"{k}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        defaults = dataclasses.asdict(ExperimentConfig())  # a setting added since: its default then and now
+        changed = [f"{k}: {old.get(k, defaults[k])!r} -> {v!r}" for k, v in settings.items() if old.get(k, defaults[k]) != v]
         if changed:
             raise ValueError(f"{out} holds an experiment with other settings ({'; '.join(changed)}); "
                              "pass another --out or delete that folder")
@@ -128,13 +132,15 @@ def _subsets(db, config: ExperimentConfig) -> dict[str, tuple[str, bool]]:
         db.create_view(f"{p}_uniform", f"select * from {p}_train where doc_id in (select doc_id from {p}_train "
                                        f"order by uniform(doc_id, 5) limit (select ceil({a} * count(*)) from {p}_train))", replace=True)
         policy, size = "difference", "count(*)"
-    db.create_view(f"{p}_difference", f"select * from {policy}('{teacher}', '{reference}', alpha := {a}, docs := '{p}_train')",
+    db.create_view(f"{p}_difference",
+                   f"select * from {policy}('{teacher}', '{reference}', alpha := {a}, per := '{config.per}', docs := '{p}_train')",
                    replace=True)
     # the deduplicated split is smaller: a larger share of it gives the same budget as the others
     (train_size,), (dedup_size,) = (db.sql(f"select {size} from {p}_{name}").fetchall()[0] for name in ("train", "train_dedup"))
     dedup_alpha = min(1.0, a * train_size / dedup_size) if dedup_size else a
     db.create_view(f"{p}_dedup_difference",
-                   f"select * from {policy}('{teacher}', '{reference}', alpha := {dedup_alpha!r}, docs := '{p}_train_dedup')",
+                   f"select * from {policy}('{teacher}', '{reference}', alpha := {dedup_alpha!r}, per := '{config.per}', "
+                   f"docs := '{p}_train_dedup')",
                    replace=True)
     db.create_view(f"{p}_curriculum", f"select * from curriculum('{reference}', docs := '{p}_difference')", replace=True)
     return {
