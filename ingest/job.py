@@ -358,6 +358,8 @@ def run_ingest(
 
         def finished(reader: Reader, writer: PartWriter) -> Callable[[bool], None]:
             def count(marked: bool) -> None:
+                if not marked:  # a part failed; its error is raised before this runs
+                    return
                 report.n_inputs_processed += 1
                 report.n_docs_written += writer.n_docs_written
                 report.n_duplicates += writer.n_duplicates

@@ -164,7 +164,7 @@ class Reader:
             self._handle = self._open()
 
     def close(self) -> None:
-        """Stop a fetch begun by `start` that will not be iterated."""
+        """Stop the background fetch and close the input: after iterating, or where `start` began one never iterated."""
         if self._handle is not None:
             self._handle.close()
             self._handle = None
