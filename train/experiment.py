@@ -33,7 +33,7 @@ from pathlib import Path
 
 SUBSETS = ("uniform", "difference", "dedup_difference", "curriculum")
 BUDGETS = ("bytes", "docs")
-UNCHECKED = ("out", "num_workers", "device")  # settings that do not change results
+UNCHECKED = ("out", "num_workers", "device", "seeds")  # settings that do not change results (each seed has its own students)
 
 
 @dataclass
