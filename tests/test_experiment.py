@@ -37,7 +37,12 @@ def test_cpu_preset_runs_the_whole_recipe(tmp_path):
     # held-out clusters never reach training
     leak = reopened.sql("select count(*) from exp_results_train t join exp_results_heldout h using (cluster)").fetchall()
     assert leak == [(0,)]
+    uniform = [r["bits_per_byte"] for r in results["subsets"]["uniform"]["runs"]]
+    difference = results["subsets"]["difference"]
+    gaps = [r["bits_per_byte"] - u for r, u in zip(difference["runs"], uniform)]
+    assert abs(difference["paired_gap_mean"] - sum(gaps) / 2) < 1e-12 and difference["seeds_better"] == sum(g < 0 for g in gaps)
     table = (out / "results.md").read_text()
+    assert "| paired by seed | seeds better |" in table
     assert all(f"| {name} |" in table for name in SUBSETS) and (out / "results.png").stat().st_size > 5000
     assert json.loads((out / "results.json").read_text())["subsets"]["difference"]["runs"] == results["subsets"]["difference"]["runs"]
 

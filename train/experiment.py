@@ -239,10 +239,21 @@ def run(config: ExperimentConfig) -> dict:
             "bits_per_byte_mean": statistics.mean(bpb), "bits_per_byte_std": statistics.stdev(bpb) if len(bpb) > 1 else 0.0,
             "loss_per_token_mean": statistics.mean(r["loss_per_token"] for r in runs), "runs": runs,
         }
+    _paired(results)
     results["compute"] = _compute(out, config, student_tokens, results)
     results["seconds"] = round(time.perf_counter() - started, 1)
     _write(out, results)
     return results
+
+
+def _paired(results: dict) -> None:
+    """Each subset against uniform seed by seed (same initialisation and data order seed): mean and spread of the gaps."""
+    uniform = [r["bits_per_byte"] for r in results["subsets"]["uniform"]["runs"]]
+    for subset in results["subsets"].values():
+        gaps = [r["bits_per_byte"] - u for r, u in zip(subset["runs"], uniform)]
+        subset["paired_gap_mean"] = statistics.mean(gaps)
+        subset["paired_gap_std"] = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+        subset["seeds_better"] = sum(gap < 0 for gap in gaps)
 
 
 def _compute(out: Path, config: ExperimentConfig, student_tokens: int, results: dict) -> dict:
@@ -268,12 +279,15 @@ def _write(out: Path, results: dict) -> None:
         f"(mean ± standard deviation over {seeds} seeds; lower is better). Each subset holds alpha = {results['config']['alpha']} "
         f"of the training split's {'text bytes' if results['config'].get('budget', 'docs') == 'bytes' else 'documents'}.",
         "",
-        "| subset | documents | MB | bits/byte | ± | vs uniform | loss/token |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| subset | documents | MB | bits/byte | ± | vs uniform | paired by seed | seeds better | loss/token |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in results["subsets"].items():
+        paired = f"{s['paired_gap_mean']:+.4f} ± {s['paired_gap_std']:.4f}" if name != "uniform" else ""
+        better = f"{s['seeds_better']}/{len(s['runs'])}" if name != "uniform" else ""
         lines.append(f"| {name} | {s['documents']:,} | {s['bytes'] / 1e6:.2f} | {s['bits_per_byte_mean']:.4f} | "
-                     f"{s['bits_per_byte_std']:.4f} | {s['bits_per_byte_mean'] - uniform:+.4f} | {s['loss_per_token_mean']:.4f} |")
+                     f"{s['bits_per_byte_std']:.4f} | {s['bits_per_byte_mean'] - uniform:+.4f} | {paired} | {better} | "
+                     f"{s['loss_per_token_mean']:.4f} |")
     lines += ["", "| model | bits/byte on held-out |", "| --- | ---: |"]
     lines += [f"| {name} | {m['bits_per_byte']:.4f} |" for name, m in results["models"].items()]
     sources = sorted(next(iter(results["subsets"].values()))["runs"][0]["per_source_bits_per_byte"])
