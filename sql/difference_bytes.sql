@@ -5,7 +5,9 @@
 -- With whole documents of very different lengths, `difference` (alpha of the documents) can hold
 -- far less or far more text than a uniform sample of alpha of them; this view keeps documents in
 -- (score desc, doc_id asc) order while the bytes before them are under alpha of all scored bytes,
--- so it holds at least alpha of the text and overshoots by less than one document.
+-- so it holds at least alpha of the text and overshoots by less than one document. The running
+-- sum runs over (doc_id, score, n_bytes) alone and finds the last kept document; the rows are then
+-- filtered on it, as `difference` does, so no text is sorted. Rows come in no particular order.
 create or replace macro difference_bytes(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
 with scored as materialized (
     select * from difference_scores(teacher, reference, per := per, docs := docs)
@@ -17,15 +19,26 @@ budget as (
 
 ranked as (
     select
-        *,
-        sum(n_bytes) over (order by score desc, doc_id asc rows between unbounded preceding and 1 preceding) as bytes_before
+        doc_id,
+        score,
+        sum(n_bytes) over (order by score desc, doc_id asc rows between unbounded preceding and current row) - n_bytes
+            as bytes_before
     from scored
 ),
 
-final as (
-    select ranked.* exclude (bytes_before)
+cut as (
+    -- the last document, in selection order, that starts under the budget
+    select ranked.score, ranked.doc_id
     from ranked, budget
-    where coalesce(ranked.bytes_before, 0) < budget.bytes_budget
+    where ranked.bytes_before < budget.bytes_budget
+    order by ranked.score asc, ranked.doc_id desc
+    limit 1
+),
+
+final as (
+    select scored.*
+    from scored, cut
+    where scored.score > cut.score or (scored.score = cut.score and scored.doc_id <= cut.doc_id)
 )
 
 select * from final;
