@@ -13,7 +13,9 @@ import contextlib
 import os
 import posixpath
 import uuid
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import fsspec
@@ -227,3 +229,44 @@ class Location:
     def invalidate(self) -> None:
         """Forget cached listings so the next listing sees other writers' files."""
         self.fs.invalidate_cache()
+
+
+class WriteQueue:
+    """Writes (parts, markers) on one background thread, in the order they were submitted.
+
+    Encoding and uploading a part (pyarrow and the network release the GIL) run while the caller
+    computes the next one; at most `depth` writes are in flight, which bounds memory.
+    `on_done(result)` runs in the caller's thread once a write is in place, in order (the jobs
+    count parts and hit their failpoints there).
+    """
+
+    def __init__(self, depth: int = 2):
+        self.depth = depth
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
+        self._pending: deque[tuple[Future, Callable]] = deque()
+
+    def submit(self, func: Callable, *args, on_done: Callable = lambda result: None) -> None:
+        while len(self._pending) >= self.depth:
+            self._collect()
+        self._pending.append((self._pool.submit(func, *args), on_done))
+
+    def _collect(self) -> None:
+        future, on_done = self._pending.popleft()
+        on_done(future.result())
+
+    def drain(self) -> None:
+        """Wait for every write in flight, raising the first failure."""
+        while self._pending:
+            self._collect()
+
+    def abort(self) -> None:
+        """Wait for every write in flight, ignoring failures (the caller is failing already)."""
+        for future, _ in self._pending:
+            try:
+                future.result()
+            except BaseException:
+                pass
+        self._pending.clear()
+
+    def close(self) -> None:
+        self._pool.shutdown()

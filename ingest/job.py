@@ -21,9 +21,8 @@ import json
 import posixpath
 import re
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,7 +33,7 @@ from tqdm.auto import tqdm
 
 from corpusdb import failpoint
 from corpusdb.db import Database
-from corpusdb.storage import Location, storage_errors
+from corpusdb.storage import Location, WriteQueue, storage_errors
 from corpusdb.text import doc_id, normalize
 from corpusdb.world import parse_shard
 from ingest.docids import DocIdSet, read_doc_ids
@@ -128,48 +127,8 @@ def write_part(location: Location, table: pa.Table, name: str) -> str:
     )
 
 
-class Uploads:
-    """Part and marker writes on one background thread, in the order they were submitted.
-
-    Encoding and uploading a part (pyarrow and the network release the GIL) run while the caller
-    parses the next documents, across input boundaries too; at most `depth` writes are in flight,
-    which bounds memory. `on_done(result)` runs in the caller's thread once a write is in place.
-    """
-
-    def __init__(self, depth: int = 2):
-        self.depth = depth
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="part-writer")
-        self._pending: deque[tuple[Future, Callable]] = deque()
-
-    def submit(self, func: Callable, *args, on_done: Callable = lambda result: None) -> None:
-        while len(self._pending) >= self.depth:
-            self._collect()
-        self._pending.append((self._pool.submit(func, *args), on_done))
-
-    def _collect(self) -> None:
-        future, on_done = self._pending.popleft()
-        on_done(future.result())
-
-    def drain(self) -> None:
-        """Wait for every write in flight, raising the first failure."""
-        while self._pending:
-            self._collect()
-
-    def abort(self) -> None:
-        """Wait for every write in flight, ignoring failures (the caller is failing already)."""
-        for future, _ in self._pending:
-            try:
-                future.result()
-            except BaseException:
-                pass
-        self._pending.clear()
-
-    def close(self) -> None:
-        self._pool.shutdown()
-
-
 class PartWriter:
-    """Buffers one input's documents and writes them, through `uploads`, as deduplicated parts of `documents`.
+    """Buffers one input's documents and writes them, through `writes`, as deduplicated parts of `documents`.
 
     `finish(marker)` queues the input's marker behind its parts: it is written only if every part
     was. `on_part` is called, in the caller's thread, once each part is in place.
@@ -177,7 +136,7 @@ class PartWriter:
 
     def __init__(
         self, location: Location, key: str, source: str, meta_columns: list[str], seen: DocIdSet, part_bytes: int,
-        uploads: Uploads, on_part: Callable[[str], None] = lambda path: None,
+        writes: WriteQueue, on_part: Callable[[str], None] = lambda path: None,
     ):
         self.location = location
         self.key = key
@@ -185,7 +144,7 @@ class PartWriter:
         self.meta_columns = meta_columns
         self.seen = seen
         self.part_bytes = part_bytes
-        self.uploads = uploads
+        self.writes = writes
         self.on_part = on_part
         self.chunk = 0
         self.written: list[str] = []  # appended by the writer thread
@@ -238,7 +197,7 @@ class PartWriter:
                 values = self.metas[column]
                 columns[column] = pa.array([values[i] for i in index], pa.string())
             name = f"part-{self.key}-{self.chunk:05d}.parquet"
-            self.uploads.submit(self._write, pa.table(columns), name, on_done=self.on_part)
+            self.writes.submit(self._write, pa.table(columns), name, on_done=self.on_part)
             self.seen.add(ids[index])
             self.n_docs_written += len(index)
             self.n_bytes_written += int(sizes.sum())
@@ -265,7 +224,7 @@ class PartWriter:
             self.finished = True
             return True
 
-        self.uploads.submit(write_marker, on_done=on_done)
+        self.writes.submit(write_marker, on_done=on_done)
 
     def remove_parts(self) -> None:
         """Remove every part written: a failed input leaves nothing behind (call once no write is in flight)."""
@@ -397,7 +356,7 @@ def run_ingest(
                 readers[position] = Reader(todo[position][0], options, input_options, on_bytes)
             return readers[position]
 
-        uploads = Uploads()
+        writes = WriteQueue()
         writers: list[PartWriter] = []
         try:
             for position, (item, key) in enumerate(todo):
@@ -406,7 +365,7 @@ def run_ingest(
                 if position + 1 < len(todo):  # the next input downloads while this one is parsed
                     reader_of(position + 1).start()
                 location.remove_temporaries("documents", f"part-{key}-")
-                writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), uploads, on_part)
+                writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), writes, on_part)
                 writers.append(writer)
                 for text, values in reader:
                     report.n_docs_read += 1
@@ -416,17 +375,17 @@ def run_ingest(
                         bar.set_postfix(docs=f"{report.n_docs_read:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
                 # The marker follows the parts on the writer thread; the next input is read meanwhile.
                 writer.finish(marker_of(item, key, reader, writer), on_done=finished(reader, writer))
-            uploads.drain()
+            writes.drain()
         except BaseException:
             # A failed input leaves none of its documents behind; inputs whose marker is in place
             # stay done (a hard crash leaves whole parts, which the re-run replaces).
-            uploads.abort()
+            writes.abort()
             for writer in writers:
                 if not writer.finished:
                     writer.remove_parts()
             raise
         finally:
-            uploads.close()
+            writes.close()
             for reader in readers.values():  # begun, never read
                 reader.close()
 

@@ -26,7 +26,6 @@ import queue
 import re
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +38,7 @@ from corpusdb.db import Database
 from corpusdb.errors import CatalogError
 from corpusdb.scoring.model import LoadedModel, load_model
 from corpusdb.scoring.windows import Batch, make_batches
+from corpusdb.storage import WriteQueue
 from corpusdb.world import launched, parse_shard
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -290,8 +290,12 @@ def run_score(
     ).fetchall()[0]
     report = ScoreReport(name=name, n_documents_before=n_all - n_todo, device=device, precision=precision)
     producer = _Producer(db, f"select doc_id, text, n_bytes {pending_sql}", [name], loaded, chunk_docs, context, stride, batch_tokens)
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="score-writer")
-    in_flight: Future | None = None
+    writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
+
+    def written(path: str) -> None:
+        report.n_parts_written += 1
+        failpoint.after_part("score", report.n_parts_written)
+
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # e.g. "pass an attention_mask": packing needs none
     producer.start()
@@ -320,20 +324,16 @@ def run_score(
                     [pa.array(doc_ids, pa.int64()), pa.array(sums, mask=n_tokens == 0), pa.array(n_tokens), pa.array(n_bytes, pa.int64())],
                     schema=SCORES_SCHEMA,
                 )
-                if in_flight is not None:
-                    in_flight.result()
-                    report.n_parts_written += 1
-                    failpoint.after_part("score", report.n_parts_written)
-                in_flight = pool.submit(_write_part, db, name, table)
+                writes.submit(_write_part, db, name, table, on_done=written)
                 report.n_documents += len(doc_ids)
                 bar.update(len(doc_ids))
-            if in_flight is not None:
-                in_flight.result()
-                report.n_parts_written += 1
-                failpoint.after_part("score", report.n_parts_written)
+            writes.drain()
+    except BaseException:
+        writes.abort()  # parts in place stay: each is whole, and the re-run scores only what is missing
+        raise
     finally:
         producer.stop.set()
-        pool.shutdown(wait=True)
+        writes.close()
         transformers.logging.set_verbosity(verbosity)
     db.refresh()
     report.seconds = time.perf_counter() - started
