@@ -349,21 +349,15 @@ def run_ingest(
                 seen.add(read_doc_ids(location.fs, parts_by_key.get(key, [])))
                 report.n_inputs_done_before += 1
         todo = [(item, key) for item, key in mine if key not in done]
-        readers: dict[int, Reader] = {}  # this input's and the next one's
-
-        def reader_of(position: int) -> Reader:
-            if position not in readers:
-                readers[position] = Reader(todo[position][0], options, input_options, on_bytes)
-            return readers[position]
-
         writes = WriteQueue()
         writers: list[PartWriter] = []
+        ahead: Reader | None = None  # the next input, downloading while this one is parsed
         try:
             for position, (item, key) in enumerate(todo):
-                reader = reader_of(position)
-                readers.pop(position)
-                if position + 1 < len(todo):  # the next input downloads while this one is parsed
-                    reader_of(position + 1).start()
+                reader, ahead = ahead or Reader(item, options, input_options, on_bytes), None
+                if position + 1 < len(todo):
+                    ahead = Reader(todo[position + 1][0], options, input_options, on_bytes)
+                    ahead.start()
                 location.remove_temporaries("documents", f"part-{key}-")
                 writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), writes, on_part)
                 writers.append(writer)
@@ -386,8 +380,8 @@ def run_ingest(
             raise
         finally:
             writes.close()
-            for reader in readers.values():  # begun, never read
-                reader.close()
+            if ahead is not None:  # begun, never read
+                ahead.close()
 
     report.bad_records = dict(bad_total)
     if num_shards > 1:
