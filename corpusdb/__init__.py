@@ -8,25 +8,31 @@
 from corpusdb.db import Database, init, open
 from corpusdb.errors import (
     CatalogError,
+    ConflictError,
     CorpusDBError,
     DatabaseNotFoundError,
+    ExportError,
     InputError,
     ModelError,
     QueryError,
     StorageError,
+    VersionError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CatalogError",
+    "ConflictError",
     "CorpusDBError",
     "Database",
     "DatabaseNotFoundError",
+    "ExportError",
     "InputError",
     "ModelError",
     "QueryError",
     "StorageError",
+    "VersionError",
     "init",
     "open",
 ]

@@ -26,6 +26,11 @@ def view_stats(db: Database, view: str) -> dict:
     Raises:
         QueryError: VIEW is not a view, macro call or select over this database.
     """
+    with db.query_errors():
+        return _view_stats(db, view)
+
+
+def _view_stats(db: Database, view: str) -> dict:
     sql = relation_sql(db, view)
     columns = _columns(db, sql)
     if "doc_id" not in columns or "source" not in columns or "n_bytes" not in columns:
@@ -74,20 +79,8 @@ def view_stats(db: Database, view: str) -> dict:
 def compare_views(db: Database, a: str, b: str) -> dict:
     """Overlap of two views (documents in both, in one only, Jaccard) and their per-source shares."""
     sql_a, sql_b = relation_sql(db, a), relation_sql(db, b)
-    rows = db.con.execute(f"""
-        with a as (select distinct doc_id, source, n_bytes from ({sql_a})),
-             b as (select distinct doc_id, source, n_bytes from ({sql_b})),
-             joined as (
-                 select coalesce(a.source, b.source) as source,
-                        a.doc_id is not null as in_a, b.doc_id is not null as in_b,
-                        coalesce(a.n_bytes, b.n_bytes) as n_bytes
-                 from a full outer join b on a.doc_id = b.doc_id
-             )
-        select source,
-               count(*) filter (where in_a), count(*) filter (where in_b), count(*) filter (where in_a and in_b),
-               coalesce(sum(n_bytes) filter (where in_a), 0), coalesce(sum(n_bytes) filter (where in_b), 0)
-        from joined group by source order by source
-    """).fetchall()
+    with db.query_errors():
+        rows = _compare_rows(db, sql_a, sql_b)
     n_a = sum(r[1] for r in rows)
     n_b = sum(r[2] for r in rows)
     both = sum(r[3] for r in rows)
@@ -102,3 +95,21 @@ def compare_views(db: Database, a: str, b: str) -> dict:
             for s, na, nb, nboth, ba, bb in rows
         ],
     }
+
+
+def _compare_rows(db: Database, sql_a: str, sql_b: str) -> list[tuple]:
+    """(source, n_a, n_b, n_both, bytes_a, bytes_b) per source."""
+    return db.con.execute(f"""
+        with a as (select distinct doc_id, source, n_bytes from ({sql_a})),
+             b as (select distinct doc_id, source, n_bytes from ({sql_b})),
+             joined as (
+                 select coalesce(a.source, b.source) as source,
+                        a.doc_id is not null as in_a, b.doc_id is not null as in_b,
+                        coalesce(a.n_bytes, b.n_bytes) as n_bytes
+                 from a full outer join b on a.doc_id = b.doc_id
+             )
+        select source,
+               count(*) filter (where in_a), count(*) filter (where in_b), count(*) filter (where in_a and in_b),
+               coalesce(sum(n_bytes) filter (where in_a), 0), coalesce(sum(n_bytes) filter (where in_b), 0)
+        from joined group by source order by source
+    """).fetchall()

@@ -1,10 +1,10 @@
-"""`corpusdb.json`: the format version, table schemas, registered models and views of a database.
+"""`corpusdb.json`: marks a folder as a corpusdb database and holds its format version and table schemas.
 
     python -c "import json; from corpusdb.catalog import Catalog; print(json.dumps(Catalog.new().to_dict(), indent=1))"
 
-The catalog is small and rewritten atomically as a whole. The tables themselves are the Parquet
-parts under each table's folder; the catalog never lists parts, so a job that adds parts never has
-to update it, and concurrent jobs cannot lose each other's parts.
+It is written once, by `init`. Everything that changes (the live parts of each table, models,
+views) lives in the committed versions under `_versions/` (`corpusdb.versions`). Format 1
+databases, from before versions, kept models and views here; `corpusdb.legacy` upgrades them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from corpusdb.errors import CatalogError, DatabaseNotFoundError
 from corpusdb.storage import Location
 
 CATALOG_FILE = "corpusdb.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)  # 1 is upgraded in place on open
 
 # Columns every part of a table carries, with their DuckDB types. Ingestion adds meta columns to
 # documents (VARCHAR); the scores table gets its `model` column from the hive partition.
@@ -31,13 +32,12 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
 
 @dataclass
 class Catalog:
-    """The parsed contents of `corpusdb.json`."""
+    """The parsed contents of `corpusdb.json` (`legacy` holds a format-1 file's models, views and settings)."""
 
     format_version: int = FORMAT_VERSION
     created_at: str = ""
     tables: dict[str, dict] = field(default_factory=dict)
-    models: dict[str, dict] = field(default_factory=dict)
-    views: dict[str, dict] = field(default_factory=dict)
+    legacy: dict = field(default_factory=dict)
 
     @classmethod
     def new(cls) -> Catalog:
@@ -46,31 +46,22 @@ class Catalog:
         return cls(created_at=now, tables=tables)
 
     def to_dict(self) -> dict:
-        return {
-            "format": "corpusdb",
-            "format_version": self.format_version,
-            "created_at": self.created_at,
-            "tables": self.tables,
-            "models": self.models,
-            "views": self.views,
-        }
+        return {"format": "corpusdb", "format_version": self.format_version, "created_at": self.created_at, "tables": self.tables}
 
     @classmethod
     def from_dict(cls, data: dict, url: str) -> Catalog:
         if not isinstance(data, dict) or data.get("format") != "corpusdb":
             raise CatalogError(f"{url}: {CATALOG_FILE} is not a corpusdb catalog; point at a folder made by `corpusdb init`")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in READABLE_FORMATS:
             raise CatalogError(
                 f"{url}: format version {version!r} is not {FORMAT_VERSION}; use the corpusdb release that wrote it"
             )
-        return cls(
-            format_version=version,
-            created_at=data.get("created_at", ""),
-            tables=data.get("tables", {}),
-            models=data.get("models", {}),
-            views=data.get("views", {}),
-        )
+        tables = {name: {"columns": dict(columns)} for name, columns in TABLE_SCHEMAS.items()}
+        legacy = {key: data.get(key) or {} for key in ("models", "views")} if version == 1 else {}
+        if version == 1:
+            legacy["minhash"] = (data.get("tables") or {}).get("minhash", {}).get("settings")
+        return cls(format_version=version, created_at=data.get("created_at", ""), tables=tables, legacy=legacy)
 
 
 def load_catalog(location: Location) -> Catalog:

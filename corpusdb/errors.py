@@ -30,3 +30,15 @@ class QueryError(CorpusDBError):
 
 class ModelError(CorpusDBError):
     """A scoring model cannot be found or loaded, is not a causal LM, or its tokenizer is unusable."""
+
+
+class VersionError(CorpusDBError):
+    """A version does not exist, cannot be read, or a commit could not be made."""
+
+
+class ConflictError(CorpusDBError):
+    """A job running at the same time made a change this one cannot be applied on top of."""
+
+
+class ExportError(CorpusDBError):
+    """An export target holds files corpusdb did not write, or an export folder is malformed."""

@@ -3,16 +3,22 @@
     corpusdb export demo/db dedup out/dedup --format parquet
     corpusdb export demo/db "difference('teacher', 'reference')" s3://bkt/subset --format tokens --tokenizer out/student
 
-Parts are numbered in view order (`part-00000.parquet`, ...), each written atomically; the
-manifest (`manifest.json`: parts with row, byte and token counts, the view and its SQL, a hash of
-the database's inputs) is written only after every part is in place. So a folder with a manifest
-is a complete export, one without is not; re-running a killed export writes it again under the
-same names and removes leftovers. Re-running a complete one with the same SQL and inputs does
-nothing; anything else needs `overwrite`.
+Parts are numbered in row order (`part-00000-<key>.parquet`, ...), each written atomically; the
+manifest (`manifest.json`: the parts with row, byte and token counts, and the selection's
+provenance: database version, SQL with every view and policy it reads, model identities,
+`inputs_hash`) is written only after every part is in place. Rows come in the view's own order
+where it has one (curricula) and by doc_id otherwise, so an export is byte-identical run to run.
 
-`tokens` writes, per part, `tokens-NNNNN.bin` (the documents' token ids, each followed by EOS,
-little-endian uint16 when the vocabulary fits, else uint32: the layout training frameworks
-memory-map) and `tokens-NNNNN.idx.parquet` (doc_id, offset, n_tokens per document).
+An export never deletes or overwrites a file it did not write. Before its first part it records
+the files it will write in `.corpusdb-export.json` (the journal); a folder holding anything else
+is refused. So a folder with a manifest is a complete export and one with only a journal an
+unfinished one, which the same command completes. A complete export of the same key (provenance,
+format, tokenizer, part size) is left alone; another one at the URL needs `overwrite`, and is
+replaced only once the new manifest is in place: a failed export leaves the folder as it found it.
+
+`tokens` writes, per part, `tokens-NNNNN-<key>.bin` (the documents' token ids, each followed by
+EOS, little-endian uint16 when the vocabulary fits, else uint32: the layout training frameworks
+memory-map) and `tokens-NNNNN-<key>.idx.parquet` (doc_id, offset, n_tokens per document).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import posixpath
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -32,26 +39,30 @@ from tqdm.auto import tqdm
 
 import corpusdb
 from corpusdb import failpoint
-from corpusdb.errors import ModelError
-from corpusdb.storage import Location
-from corpusdb.views import USER_VIEWS, relation_sql
+from corpusdb.errors import ExportError, ModelError
+from corpusdb.provenance import is_ordered, provenance
+from corpusdb.storage import TMP_PREFIX, Location
+from corpusdb.views import relation_sql
 
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
 FORMATS = ("parquet", "jsonl", "tokens")
 MANIFEST = "manifest.json"
+JOURNAL = ".corpusdb-export.json"
+FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-def inputs_hash(db: Database) -> str:
-    """Hash of every table part (name and size) and saved view: changes whenever the data a view reads does."""
-    from corpusdb.db import TABLE_FOLDERS
+def check_file_name(url: str, name: object) -> str:
+    """`name` if it names a file inside the export folder itself (no path, no `..`).
 
-    items = []
-    for folder, _ in TABLE_FOLDERS.values():
-        items += [(posixpath.relpath(p, db.location.path), size) for p, size in db.location.file_sizes(folder).items()]
-    items += [(posixpath.relpath(p, db.location.path), size) for p, size in db.location.file_sizes(USER_VIEWS).items()]
-    return xxhash.xxh3_64_hexdigest(json.dumps(sorted(items)).encode())
+    Raises:
+        ExportError: a manifest or journal names something outside its folder.
+    """
+    if not isinstance(name, str) or not FILE_NAME.match(name) or ".." in name:
+        raise ExportError(f"{url}: the manifest names {name!r}, which is not a file of its own folder; "
+                          "a corpusdb export only names files next to its manifest (re-export it)")
+    return name
 
 
 def load_tokenizer(name: str):
@@ -72,24 +83,31 @@ def load_tokenizer(name: str):
 
 
 class _PartSink:
-    """Writes buffered record batches as numbered parts in one format."""
+    """Writes buffered record batches as numbered parts in one format, each recorded in the journal first."""
 
-    def __init__(self, out: Location, fmt: str, tokenizer=None):
-        self.out, self.fmt, self.tokenizer = out, fmt, tokenizer
+    def __init__(self, out: Location, fmt: str, key: str, journal: dict, tokenizer=None):
+        self.out, self.fmt, self.key, self.journal, self.tokenizer = out, fmt, key, journal, tokenizer
         self.parts: list[dict] = []
         if tokenizer is not None:
             self.dtype = np.uint16 if len(tokenizer) <= 65536 else np.uint32
 
+    def _claim(self, *names: str) -> None:
+        """Record names in the journal before writing them: a crash never leaves a file nobody knows is ours."""
+        self.journal["files"] = sorted(set(self.journal["files"]) | set(names))
+        self.out.write_atomic(json.dumps(self.journal).encode(), JOURNAL)
+
     def write(self, batches: list[pa.RecordBatch]) -> None:
-        table = pa.Table.from_batches(batches)
+        table = pa.Table.from_batches(batches).combine_chunks()
         index = len(self.parts)
         entry = {"rows": table.num_rows, "bytes": int(pc.sum(table.column("n_bytes")).as_py() or 0)}
         if self.fmt == "parquet":
-            entry["file"] = f"part-{index:05d}.parquet"
+            entry["file"] = f"part-{index:05d}-{self.key}.parquet"
+            self._claim(entry["file"])
             self.out.write_parquet(table, entry["file"])
         elif self.fmt == "jsonl":
             lines = b"".join(orjson.dumps(row) + b"\n" for row in table.to_pylist())
-            entry["file"] = f"part-{index:05d}.jsonl"
+            entry["file"] = f"part-{index:05d}-{self.key}.jsonl"
+            self._claim(entry["file"])
             self.out.write_atomic(lines, entry["file"])
         else:
             eos = self.tokenizer.eos_token_id
@@ -97,14 +115,29 @@ class _PartSink:
             lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
             flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(lengths.sum()))
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-            entry["file"] = f"tokens-{index:05d}.bin"
-            entry["index"] = f"tokens-{index:05d}.idx.parquet"
+            entry["file"] = f"tokens-{index:05d}-{self.key}.bin"
+            entry["index"] = f"tokens-{index:05d}-{self.key}.idx.parquet"
             entry["tokens"] = int(lengths.sum())
+            self._claim(entry["file"], entry["index"])
             self.out.write_atomic(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes(), entry["file"])
             self.out.write_parquet(pa.table({"doc_id": table.column("doc_id"), "offset": offsets, "n_tokens": lengths}),
                                    entry["index"])
         self.parts.append(entry)
         failpoint.after_part("export", len(self.parts))
+
+
+def _files_of(manifest: dict) -> set[str]:
+    return {p["file"] for p in manifest.get("parts", [])} | {p["index"] for p in manifest.get("parts", []) if "index" in p}
+
+
+def _read_json(out: Location, name: str) -> dict | None:
+    if not out.exists(name):
+        return None
+    try:
+        data = json.loads(out.read_bytes(name))
+    except ValueError as exc:
+        raise ExportError(f"{out.url}/{name} is not valid JSON ({exc}); move the folder aside and export again") from exc
+    return data if isinstance(data, dict) else None
 
 
 def export_view(
@@ -118,7 +151,6 @@ def export_view(
     storage_options: dict | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
-    digest: str | None = None,
 ) -> dict:
     """Export the rows of VIEW (a view name, macro call or select) to URL; returns the manifest.
 
@@ -127,11 +159,12 @@ def export_view(
         part_size_mb: text bytes per part.
         tokenizer: for tokens: a folder or hub id with a tokenizer that has an EOS token.
         storage_options: fsspec options for URL (default: the database's).
-        overwrite: replace an export of something else that is already at URL.
-        digest: `inputs_hash(db)` where the caller has just computed it (it lists every part).
+        overwrite: replace an export of something else that is already at URL (or write the same again).
 
     Raises:
-        ValueError: bad format or size, or URL holds another export and overwrite is False.
+        ValueError: bad format or size.
+        ExportError: URL is a file, holds files corpusdb did not write, or holds another export
+            and overwrite is False.
         QueryError: VIEW does not run.
         ModelError: the tokenizer cannot be loaded.
     """
@@ -147,24 +180,85 @@ def export_view(
     for needed in ("doc_id", "text", "n_bytes"):
         if needed not in columns:
             raise ValueError(f"{view!r} has no {needed!r} column; export needs rows of documents (doc_id, text, n_bytes)")
+    ordered = is_ordered(db, sql)
+    select = sql if ordered else f"select * from ({sql}) order by doc_id"
+    record = provenance(db, sql)
+    loaded = load_tokenizer(tokenizer) if tokenizer else None
+    from corpusdb.scoring.identity import tokenizer_hash
+
+    settings = {"format": format, "part_size_mb": part_size_mb, "order": "view" if ordered else "doc_id",
+                "tokenizer_hash": tokenizer_hash(loaded) if loaded is not None else None}
+    key = xxhash.xxh3_64_hexdigest(json.dumps([record["inputs_hash"], settings], sort_keys=True).encode())[:8]
     out = Location(url, db.location.storage_options if storage_options is None else storage_options)
-    digest = digest or inputs_hash(db)
-    if out.exists(MANIFEST):
-        old = json.loads(out.read_bytes(MANIFEST))
-        same = old.get("sql") == sql and old.get("inputs_hash") == digest and old.get("format") == format \
-            and old.get("tokenizer") == tokenizer
-        if same and not overwrite:
-            return old
-        if not overwrite:
-            raise ValueError(f"{url} already holds an export of {old.get('view')!r}; pass --overwrite to replace it")
-        out.remove(out.join(MANIFEST))  # from here on the folder is incomplete until the new manifest
+    old, journal = _check_target(out, url, key, overwrite)
+    if old is not None and old.get("key") == key and not overwrite:
+        return {**old, "reused": True}  # the same selection, made the same way
+    created = not out.exists("")
     if out.is_local:
         out.fs.makedirs(out.path, exist_ok=True)
-    sink = _PartSink(out, format, load_tokenizer(tokenizer) if tokenizer else None)
-    limit = int(part_size_mb * 1024 * 1024)
+    for name in sorted(set((journal or {}).get("files", [])) - _files_of(old or {})):
+        out.remove(out.join(name))  # an unfinished run's files, ours by the journal
+    journal = {"key": key, "files": [], "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    sink = _PartSink(out, format, key, journal, loaded)
+    try:
+        with db.query_errors():
+            _write_parts(db, select, view, sink, int(part_size_mb * 1024 * 1024), progress)
+        manifest = {
+            "format": format, "view": view, "key": key, **settings, **record, "database": db.url, "parts": sink.parts,
+            "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
+            "tokenizer": tokenizer, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "corpusdb": corpusdb.__version__, "seconds": round(time.perf_counter() - started, 3),
+        }
+        if format == "tokens":
+            manifest.update(
+                n_tokens=sum(p["tokens"] for p in sink.parts), dtype=np.dtype(sink.dtype).name,
+                eos_token_id=sink.tokenizer.eos_token_id, vocab_size=len(sink.tokenizer),
+            )
+        out.write_atomic(json.dumps(manifest, indent=1).encode(), MANIFEST)
+    except BaseException:
+        for name in journal["files"]:  # leave the folder as it was found: the old export, if any, is untouched
+            out.remove(out.join(name))
+        out.remove(out.join(JOURNAL))
+        if created and out.is_local and out.fs.exists(out.path) and not out.fs.ls(out.path):
+            out.fs.rmdir(out.path)
+        raise
+    for name in sorted(_files_of(old or {}) - _files_of(manifest)):  # the replaced export's files
+        out.remove(out.join(name))
+    out.remove(out.join(JOURNAL))
+    return manifest
+
+
+def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[dict | None, dict | None]:
+    """The export and the journal already at URL, after checking it holds nothing else.
+
+    Raises:
+        ExportError: URL is a file, holds files corpusdb did not write, or holds another export
+            and overwrite is False.
+    """
+    if out.fs.isfile(out.path):
+        raise ExportError(f"{url} is a file; export into a folder (a new or empty one)")
+    old, journal = _read_json(out, MANIFEST), _read_json(out, JOURNAL)
+    for record in (old, journal):
+        for name in (_files_of(record) if record is old else set(record.get("files", []))) if record else ():
+            check_file_name(url, name)
+    ours = _files_of(old or {}) | set((journal or {}).get("files", [])) | {MANIFEST, JOURNAL}
+    present = [posixpath.relpath(path, out.path) for path in out.fs.find(out.path)] if out.exists("") else []
+    foreign = sorted(name for name in present if name not in ours and not (
+        name.startswith(TMP_PREFIX) and any(name.startswith(f"{TMP_PREFIX}{mine}-") for mine in ours)))
+    if foreign:
+        raise ExportError(f"{url} holds {len(foreign)} file(s) corpusdb did not write (e.g. {foreign[0]!r}); "
+                          "export into a new or empty folder (nothing there was changed)")
+    if old is not None and old.get("key") != key and not overwrite:
+        raise ExportError(f"{url} already holds another export ({old.get('view')!r} at version {old.get('version')}, "
+                          f"inputs {str(old.get('inputs_hash'))[:12]}: another selection, other data or other settings); "
+                          "pass --overwrite to replace it")
+    return old, journal
+
+
+def _write_parts(db: Database, select: str, view: str, sink: _PartSink, limit: int, progress: bool | None) -> None:
     cursor = db.con.cursor()
     try:
-        reader = cursor.sql(sql).to_arrow_reader(4096)
+        reader = cursor.sql(select).to_arrow_reader(4096)
         held: list[pa.RecordBatch] = []
         held_bytes = 0
         with tqdm(unit="doc", desc=f"export {view}", disable=(not progress) if progress is not None else None,
@@ -187,30 +281,3 @@ def export_view(
                 sink.write(held or [pa.RecordBatch.from_pylist([], schema=reader.schema)])
     finally:
         cursor.close()
-    written = {p["file"] for p in sink.parts} | {p["index"] for p in sink.parts if "index" in p}
-    for path in out.list_files(""):
-        name = posixpath.relpath(path, out.path)
-        if name != MANIFEST and name not in written and (name.startswith(("part-", "tokens-"))):
-            out.remove(path)
-    manifest = {
-        "format": format,
-        "view": view,
-        "sql": sql,
-        "columns": columns,
-        "inputs_hash": digest,
-        "database": db.url,
-        "parts": sink.parts,
-        "n_rows": sum(p["rows"] for p in sink.parts),
-        "n_bytes": sum(p["bytes"] for p in sink.parts),
-        "tokenizer": tokenizer,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "corpusdb": corpusdb.__version__,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    if format == "tokens":
-        manifest.update(
-            n_tokens=sum(p["tokens"] for p in sink.parts), dtype=np.dtype(sink.dtype).name,
-            eos_token_id=sink.tokenizer.eos_token_id, vocab_size=len(sink.tokenizer),
-        )
-    out.write_atomic(json.dumps(manifest, indent=1).encode(), MANIFEST)
-    return manifest

@@ -123,14 +123,18 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
     import matplotlib
 
     matplotlib.use("Agg")
-    models = sorted(db.catalog.models) or [m for (m,) in db.sql("select distinct model from scores order by 1").fetchall()]
+    if not 0 < alpha <= 1:
+        raise ValueError(f"alpha {alpha} must be in (0, 1]: the fraction of scored documents difference sampling keeps")
+    # score names without a row (an empty view scored, a job killed before its first commit) have nothing to plot
+    models = [m for (m,) in db.sql("select distinct model from scores order by 1").fetchall()]
+    empty = sorted(set(db.snapshot.models) - set(models))
     if teacher is None and reference is None and {"teacher", "reference"} <= set(models):
         teacher, reference = "teacher", "reference"
     for name in (teacher, reference):
         if name is not None and name not in models:
             raise ValueError(f"no scores named {name!r}; scored models: {', '.join(models) or 'none'} (run corpusdb score)")
     if views is None:
-        views = ["documents", "dedup", *sorted(db.catalog.views)]
+        views = ["documents", "dedup", *sorted(db.snapshot.views)]
         if teacher and reference:
             views.append(f"difference('{teacher}', '{reference}', alpha := {alpha})")
     stats = [view_stats(db, v) for v in views]
@@ -155,7 +159,8 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
 table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
 td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head>
 <body><h1>corpusdb report</h1>
-<p>{html.escape(db.url)}, {now}. Scored models: {html.escape(', '.join(models) or 'none')}.</p>
+<p>{html.escape(db.url)} at version {db.version}, {now}. Scored models: {html.escape(', '.join(models) or 'none')}.
+{html.escape(f'Score names without scores: {", ".join(empty)}.' if empty else '')}</p>
 <h2>Views</h2><table><tr><th>view</th><th>documents</th><th>bytes</th><th>share of corpus bytes</th><th>tokens per model</th></tr>{rows}</table>
 {figures}
 </body></html>

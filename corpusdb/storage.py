@@ -19,6 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import fsspec
+import xxhash
 from fsspec.core import url_to_fs
 
 from corpusdb.errors import StorageError
@@ -104,6 +105,20 @@ def storage_errors(url: str) -> Iterator[None]:
         raise
 
 
+def content_hash(data: bytes) -> str:
+    """The content hash corpusdb records for every file it writes: xxh3-128, hex."""
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file as written: in-filesystem path, size and content hash."""
+
+    path: str
+    size: int
+    hash: str
+
+
 @dataclass(frozen=True)
 class Location:
     """A folder on any fsspec filesystem: the filesystem plus the path inside it."""
@@ -146,19 +161,17 @@ class Location:
         with storage_errors(self.url_of(path)):
             return self.fs.cat_file(path)
 
-    def write_atomic(self, data: bytes, *parts: str) -> str:
-        """Write `data` so that readers see either nothing or the whole file; returns the path."""
+    def relpath(self, path: str) -> str:
+        """An in-filesystem path relative to this location (as catalogs record it)."""
+        return posixpath.relpath(path, self.path)
+
+    def write_atomic(self, data: bytes, *parts: str) -> WrittenFile:
+        """Write `data` so that readers see either nothing or the whole file."""
         path = self.join(*parts)
         with storage_errors(self.url_of(path)):
             if self.is_local:
-                folder = os.path.dirname(path)
-                os.makedirs(folder, exist_ok=True)
-                tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
+                tmp = self._local_temporary(path, data)
                 try:
-                    with open(tmp, "wb") as handle:
-                        handle.write(data)
-                        handle.flush()
-                        os.fsync(handle.fileno())
                     os.replace(tmp, path)
                 finally:
                     if os.path.exists(tmp):
@@ -166,10 +179,50 @@ class Location:
             else:
                 # One request: object stores publish an object only when the upload completes.
                 self.fs.pipe_file(path, data)
-        return path
+        return WrittenFile(path, len(data), content_hash(data))
 
-    def write_parquet(self, table, *parts: str, **options) -> str:
-        """Write a pyarrow table as one Parquet file (zstd), atomically; returns the path.
+    def create_exclusive(self, data: bytes, *parts: str) -> bool:
+        """Write the whole file only if nothing is there yet; False if another writer was first.
+
+        Local disk: a hard link from a complete temporary file (link fails on an existing name).
+        Object storage: a conditional PUT (`If-None-Match: *`, s3fs `mode="create"`), which
+        S3 and SeaweedFS decide atomically. Other fsspec filesystems fall back to a check then a
+        write, which is not safe against a writer on another machine.
+        """
+        path = self.join(*parts)
+        with storage_errors(self.url_of(path)):
+            if self.is_local:
+                tmp = self._local_temporary(path, data)
+                try:
+                    os.link(tmp, path)
+                    return True
+                except FileExistsError:
+                    return False
+                finally:
+                    os.remove(tmp)
+            try:
+                self.fs.pipe_file(path, data, mode="create")
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower() or "412" in str(exc):
+                    return False
+                raise
+
+    @staticmethod
+    def _local_temporary(path: str, data: bytes) -> str:
+        folder = os.path.dirname(path)
+        os.makedirs(folder, exist_ok=True)
+        tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return tmp
+
+    def write_parquet(self, table, *parts: str, **options) -> WrittenFile:
+        """Write a pyarrow table as one Parquet file (zstd), atomically.
 
         `options` go to `pyarrow.parquet.write_table` (e.g. row_group_size).
         """

@@ -3,10 +3,12 @@
     corpusdb view list demo/db
 
 Built-ins are one `.sql` file per view or table macro, with a header (`-- purpose:`, `-- depends:`,
-`-- params:`), executed on every open in dependency order. User views are plain SQL `select`s
-saved as `views/NAME.sql` in the database and created after the built-ins (they may use them and
-each other). Creating a view validates it first: a missing column or relation is a one-line
-`QueryError` and nothing is saved.
+`-- params:`), executed on every open in dependency order. User views are single `select`s
+committed with the database's version (`corpusdb.versions`), created after the built-ins (they
+may use them and each other) and copied to `views/NAME.sql` for people and other engines.
+Creating a view checks that DuckDB's parser reads it as exactly one select and runs it: a
+missing column or relation, or a policy refusing its arguments, is a one-line `QueryError` and
+nothing is saved.
 """
 
 from __future__ import annotations
@@ -107,59 +109,109 @@ def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0]
 
 
+def check_select(sql: str, what: str = "a view") -> str:
+    """`sql` stripped, if DuckDB's parser reads it as exactly one select statement.
+
+    Raises:
+        QueryError: it does not parse, or is not one select (a COPY, ATTACH, SET, a second statement ...).
+    """
+    text = sql.strip().rstrip(";").strip()
+    if not text:
+        raise QueryError(f"{what} needs a select statement; the SQL is empty")
+    try:
+        statements = duckdb.extract_statements(text)
+    except duckdb.Error as exc:
+        from corpusdb.db import query_error
+
+        raise QueryError(f"{what} is not valid SQL: {query_error(exc)}") from exc
+    kinds = [statement.type.name.lower() for statement in statements]
+    if kinds != ["select"]:
+        found = f"{len(kinds)} statements ({', '.join(kinds)})" if len(kinds) != 1 else f"a {kinds[0]} statement"
+        raise QueryError(f"{what} must be exactly one select statement, not {found}")
+    return text
+
+
 def load_user_views(db: Database) -> list[str]:
-    """Create the database's saved views (in any order they resolve); returns those that failed."""
+    """Create the version's user views (in any order they resolve); returns those that failed.
+
+    Each is held to the rule `view create` applies (exactly one select) before DuckDB sees it.
+    Files in `views/` are copies for people and other engines; they are never executed.
+    """
     pending = {}
-    for path in db.location.list_files(USER_VIEWS, suffix=".sql"):
-        name = path.rsplit("/", 1)[-1][: -len(".sql")]
-        pending[name] = db.location.fs.cat_file(path).decode("utf-8")
+    for name, entry in db.snapshot.views.items():
+        try:
+            if not NAME_RE.match(name):
+                raise QueryError(f"bad view name {name!r}")
+            pending[name] = f"create or replace view {name} as {check_select(entry.get('sql', ''))}"
+            check_statement(pending[name], "create")
+        except QueryError:
+            pending.pop(name, None)
+            continue
+    broken = set(db.snapshot.views) - set(pending)
     while pending:
         progress = False
-        for name, sql in list(pending.items()):
+        for name, statement in list(pending.items()):
             try:
-                db.con.execute(f"create or replace view {name} as {sql}")
+                db.con.execute(statement)
             except duckdb.Error:
                 continue
             del pending[name]
             progress = True
         if not progress:
             break
-    return sorted(pending)
+    return sorted(broken | set(pending))
+
+
+def check_statement(sql: str, kind: str) -> None:
+    """Raise QueryError unless `sql` is exactly one statement of `kind` (e.g. create)."""
+    kinds = [statement.type.name.lower() for statement in duckdb.extract_statements(sql)]
+    if kinds != [kind]:
+        raise QueryError(f"expected one {kind} statement, found {', '.join(kinds) or 'none'}")
 
 
 def reserved_names(db: Database) -> set[str]:
     from corpusdb.db import TABLE_FOLDERS
 
-    return set(TABLE_FOLDERS) | {v.name for v in builtin_views()}
+    return set(TABLE_FOLDERS) | {"models"} | {v.name for v in builtin_views()}
 
 
-def create_view(db: Database, name: str, sql: str, replace: bool = False) -> None:
-    """Validate `sql` (a select) as view NAME, then save it as `views/NAME.sql` and in the catalog.
+def create_view(db: Database, name: str, sql: str, replace: bool = False) -> int:
+    """Validate `sql` (one select) as view NAME, commit it, and write `views/NAME.sql`; returns its rows now.
+
+    The view is run in full before it is saved, so a policy that refuses its arguments (a score
+    name with no scores, alpha out of range) fails here and nothing is saved.
 
     Raises:
         ValueError: a bad or reserved name, or NAME exists and replace is False.
-        QueryError: the SQL does not run (the message names the missing column or relation).
+        QueryError: the SQL is not one select, or does not run (the message names the missing
+            column or relation, or the policy's complaint).
     """
+    db.writable()
     if not NAME_RE.match(name):
         raise ValueError(f"view name {name!r} must be lowercase letters, digits and '_', starting with a letter or '_'")
     if name in reserved_names(db):
         raise ValueError(f"{name!r} is a table or built-in view; choose another name")
-    if name in db.catalog.views and not replace:
+    if name in db.snapshot.views and not replace:
         raise ValueError(f"view {name!r} exists; pass --replace to overwrite it")
-    sql = sql.strip().rstrip(";").strip()
-    if not sql:
-        raise ValueError("the view's SQL is empty; pass a select statement")
-    previous = db.location.read_bytes(USER_VIEWS, f"{name}.sql").decode() if name in db.catalog.views else None
+    sql = check_select(sql, f"view {name!r}")
+    previous = db.snapshot.views.get(name, {}).get("sql")
     try:
         db.con.execute(f"create or replace view {name} as {sql}")
-        db.con.execute(f"select * from {name} limit 0")
+        n_rows = db.con.execute(f"select count(*) from {name}").fetchall()[0][0]
     except duckdb.Error as exc:
         _restore(db, name, previous)
-        raise QueryError(f"view {name!r} is not valid SQL over this database: {_first_line(exc)}") from exc
-    db.location.write_atomic((sql + "\n").encode("utf-8"), USER_VIEWS, f"{name}.sql")
+        raise QueryError(f"view {name!r} is not valid SQL over this database: {db.explain_error(exc)}") from exc
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    db.catalog.views[name] = {"file": f"{USER_VIEWS}/{name}.sql", "created_at": now}
-    db.save_catalog()
+
+    def change(snapshot) -> str:
+        if name in snapshot.views and not replace:
+            raise ValueError(f"view {name!r} was created meanwhile by another job; pass --replace to overwrite it")
+        snapshot.views[name] = {"sql": sql, "created_at": now}
+        return f"view {name}"
+
+    db.commit("view create", change)
+    db.location.write_atomic((sql + "\n").encode("utf-8"), USER_VIEWS, f"{name}.sql")
+    return n_rows
 
 
 def _restore(db: Database, name: str, previous: str | None) -> None:
@@ -170,28 +222,41 @@ def _restore(db: Database, name: str, previous: str | None) -> None:
 
 
 def drop_view(db: Database, name: str) -> None:
-    """Remove a user view.
+    """Remove a user view (its SQL stays in earlier versions).
 
     Raises:
         ValueError: no such user view.
     """
-    if name not in db.catalog.views:
-        raise ValueError(f"no user view {name!r}; `corpusdb view list` shows the views")
+    db.writable()
+
+    def change(snapshot) -> str:
+        if name not in snapshot.views:
+            raise ValueError(f"no user view {name!r}; `corpusdb view list` shows the views")
+        del snapshot.views[name]
+        return f"view {name}"
+
+    db.commit("view drop", change)
     db.con.execute(f"drop view if exists {name}")
     db.location.remove(db.location.join(USER_VIEWS, f"{name}.sql"))
-    del db.catalog.views[name]
-    db.save_catalog()
 
 
 def list_views(db: Database) -> list[dict]:
-    """Built-in and user views: name, kind, purpose (or SQL) and parameters."""
+    """Built-in and user views: name, kind, purpose (or SQL) and parameters; files in views/ that are
+    not committed views are listed as ignored."""
     out = [
         {"name": v.name, "kind": f"built-in {v.kind}", "description": v.purpose, "params": v.params}
         for v in sorted(builtin_views(), key=lambda v: v.name)
     ]
-    for name in sorted(db.catalog.views):
-        sql = db.location.read_bytes(USER_VIEWS, f"{name}.sql").decode().strip()
-        out.append({"name": name, "kind": "user view", "description": sql, "params": ""})
+    for name in sorted(db.snapshot.views):
+        kind = "user view (broken)" if name in db.broken_views else "user view"
+        out.append({"name": name, "kind": kind, "description": db.snapshot.views[name].get("sql", ""), "params": ""})
+    if not db.read_only:
+        for path in db.location.list_files(USER_VIEWS, suffix=".sql"):
+            name = path.rsplit("/", 1)[-1][: -len(".sql")]
+            if name not in db.snapshot.views:
+                out.append({"name": name, "kind": "ignored file",
+                            "description": f"{USER_VIEWS}/{name}.sql is not a committed view and never runs; "
+                                           f"remove it, or save it with `corpusdb view create`", "params": ""})
     return out
 
 

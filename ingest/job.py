@@ -2,17 +2,20 @@
 
     corpusdb ingest demo/db tests/data/corpus/*.jsonl.gz --source fixture
 
-How a job stays exact under crashes, re-runs and shards:
+How a job stays exact under crashes, re-runs, shards and other jobs:
 - Each input file version gets a key (hash of its URL, size, ETag/mtime and the read options). Its
-  documents go to parts `documents/part-<key>-<chunk>.parquet`, each written atomically, and a
-  marker `_jobs/ingest/<key>.json` is written once all of them are. A re-run skips inputs with a
-  marker and rewrites the others from scratch (same names, same contents), deleting leftovers.
-- A document already in the database (in parts of inputs outside this job) or earlier in this
-  job's input order is not written again. Inputs are processed in sorted URL order, so the table
-  does not depend on where a crash happened.
-- `shard=(i, n)` processes every n-th input. Shards running at once cannot see each other's
-  documents, so the shard that finds every input of the job done removes cross-shard duplicates,
-  keeping each document in its first part in job order: the same table a single run writes.
+  documents go to parts `documents/part-<key>-<chunk>-<token>.parquet`, each written atomically
+  under a name no other write uses. Finished inputs are committed (`corpusdb.versions`) every
+  `commit_seconds` and at the end; only committed parts are ever read, and a committed input is
+  never ingested again. A killed job leaves at most its uncommitted parts as unreferenced files
+  (`corpusdb vacuum` removes them); its re-run redoes exactly the uncommitted inputs.
+- A document already in the database, or earlier in this job's input order, is not written
+  again. Inputs are processed in sorted URL order, so the table does not depend on where a crash
+  happened.
+- `shard=(i, n)` processes every n-th input. Shards and other jobs running at once commit on top
+  of each other; each commit removes documents that a concurrent commit also holds
+  (`ingest.commit`), keeping the copy that comes first in job order among a job's shards, so a
+  sharded job leaves the table a single run leaves.
 """
 
 from __future__ import annotations
@@ -21,27 +24,26 @@ import json
 import posixpath
 import re
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb import failpoint
 from corpusdb.db import Database
-from corpusdb.storage import Location, WriteQueue, storage_errors
+from corpusdb.storage import Location, WriteQueue, WrittenFile
 from corpusdb.text import doc_id, normalize
 from corpusdb.world import parse_shard
-from ingest.docids import DocIdSet, read_doc_ids
+from ingest.commit import Committer, FinishedInput, NewPart, part_name
+from ingest.docids import DocIdSet
 from ingest.readers import Reader, ReadOptions
 from ingest.sources import InputFile, list_inputs
 
-MARKERS = "_jobs/ingest"
-PART_RE = re.compile(r"^part-([0-9a-f]{16})-(\d{5})\.parquet$")
 ROW_GROUP_ROWS = 8192
 
 
@@ -60,7 +62,9 @@ class IngestReport:
     n_bytes_read: int = 0
     n_text_bytes_written: int = 0
     n_parts_written: int = 0
-    n_cross_shard_duplicates_removed: int = 0
+    n_cross_shard_duplicates_removed: int = 0  # rows removed at commit: held by a concurrent commit too
+    n_inputs_taken: int = 0  # inputs another job committed while this one read them
+    version: int = 0  # the version the job's last commit made
     bad_records: dict = field(default_factory=dict)
     bad_examples: list = field(default_factory=list)
     seconds: float = 0.0
@@ -90,7 +94,10 @@ class IngestReport:
             reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(self.bad_records.items()))
             lines.append(f"{self.n_bad_records} bad records skipped ({reasons})")
         if self.n_cross_shard_duplicates_removed:
-            lines.append(f"{self.n_cross_shard_duplicates_removed} cross-shard duplicates removed")
+            lines.append(f"{self.n_cross_shard_duplicates_removed} documents also committed meanwhile by another job or shard removed")
+        if self.n_inputs_taken:
+            lines.append(f"{self.n_inputs_taken} input files were committed meanwhile by another job")
+        lines.append(f"committed as version {self.version}")
         return "\n".join(lines)
 
 
@@ -110,13 +117,8 @@ def input_key(item: InputFile, options: ReadOptions, source: str) -> str:
     return xxhash.xxh3_64_hexdigest(json.dumps(identity).encode())
 
 
-def _part_key(path: str) -> tuple[str, int] | None:
-    match = PART_RE.match(posixpath.basename(path))
-    return (match.group(1), int(match.group(2))) if match else None
-
-
-def write_part(location: Location, table: pa.Table, name: str) -> str:
-    """Write `table` as the documents part `name`, atomically; returns its path.
+def write_part(location: Location, table: pa.Table, name: str) -> WrittenFile:
+    """Write `table` as the documents part `name`, atomically.
 
     The text column gets neither a dictionary nor min/max statistics: both cost time (15% of the
     write) and neither helps, since texts are unique and no query filters on their order.
@@ -130,13 +132,13 @@ def write_part(location: Location, table: pa.Table, name: str) -> str:
 class PartWriter:
     """Buffers one input's documents and writes them, through `writes`, as deduplicated parts of `documents`.
 
-    `finish(marker)` queues the input's marker behind its parts: it is written only if every part
-    was. `on_part` is called, in the caller's thread, once each part is in place.
+    `finish(done)` queues `done()` behind the input's parts: it runs only if every part was
+    written. `on_part` is called, in the caller's thread, once each part is in place.
     """
 
     def __init__(
         self, location: Location, key: str, source: str, meta_columns: list[str], seen: DocIdSet, part_bytes: int,
-        writes: WriteQueue, on_part: Callable[[str], None] = lambda path: None,
+        writes: WriteQueue, committer: Committer, on_part: Callable[[str], None] = lambda path: None,
     ):
         self.location = location
         self.key = key
@@ -145,11 +147,13 @@ class PartWriter:
         self.seen = seen
         self.part_bytes = part_bytes
         self.writes = writes
+        self.committer = committer
         self.on_part = on_part
+        self.token = uuid.uuid4().hex[:8]
         self.chunk = 0
-        self.written: list[str] = []  # appended by the writer thread
-        self.failed = False  # a part write failed: no marker
-        self.finished = False  # the marker is in place
+        self.written: list[NewPart] = []  # appended by the writer thread
+        self.failed = False  # a part write failed: the input is not finished
+        self.finished = False  # every part is in place and handed to the committer
         self.n_docs_written = 0
         self.n_bytes_written = 0
         self.n_duplicates = 0
@@ -196,44 +200,37 @@ class PartWriter:
             for column in self.meta_columns:
                 values = self.metas[column]
                 columns[column] = pa.array([values[i] for i in index], pa.string())
-            name = f"part-{self.key}-{self.chunk:05d}.parquet"
-            self.writes.submit(self._write, pa.table(columns), name, on_done=self.on_part)
+            name = part_name(self.key, self.chunk, self.token)
+            self.writes.submit(self._write, pa.table(columns), name, self.chunk, on_done=self.on_part)
             self.seen.add(ids[index])
             self.n_docs_written += len(index)
             self.n_bytes_written += int(sizes.sum())
         self.chunk += 1
         self._reset()
 
-    def _write(self, table: pa.Table, name: str) -> str:
+    def _write(self, table: pa.Table, name: str, chunk: int) -> str:
         try:
-            path = write_part(self.location, table, name)
+            written = write_part(self.location, table, name)
         except BaseException:
             self.failed = True
             raise
-        self.written.append(path)
-        return path
+        self.committer.wrote(written.path)
+        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows, "input": self.key, "chunk": chunk}
+        self.written.append(NewPart(self.location.relpath(written.path), info, table.column("doc_id").to_numpy()))
+        return written.path
 
-    def finish(self, marker: Callable[[], None], on_done: Callable = lambda result: None) -> None:
-        """Flush, then queue `marker()` to run once every part is in place (skipped if one failed)."""
+    def finish(self, url: str, on_done: Callable = lambda result: None) -> None:
+        """Flush, then hand the input to the committer once every part is in place (not if one failed)."""
         self.flush()
 
-        def write_marker() -> bool:
+        def done() -> bool:
             if self.failed:
                 return False
-            marker()
+            self.committer.add(FinishedInput(self.key, url, list(self.written)))
             self.finished = True
             return True
 
-        self.writes.submit(write_marker, on_done=on_done)
-
-    def remove_parts(self) -> None:
-        """Remove every part written: a failed input leaves nothing behind (call once no write is in flight)."""
-        for path in self.written:
-            self.location.remove(path)
-
-
-def _marker_keys(location: Location) -> set[str]:
-    return {posixpath.basename(path)[: -len(".json")] for path in location.list_files(MARKERS, suffix=".json")}
+        self.writes.submit(done, on_done=on_done)
 
 
 def run_ingest(
@@ -249,6 +246,7 @@ def run_ingest(
     part_size_mb: float = 128.0,
     progress: bool | None = None,
     storage_options: dict | None = None,
+    commit_seconds: float = 60.0,
 ) -> IngestReport:
     """Ingest files, folders or globs (any fsspec URL) into the `documents` table of `db`.
 
@@ -262,6 +260,8 @@ def run_ingest(
         part_size_mb: text bytes per part before a new part starts.
         progress: show a progress bar (default: when stderr is a terminal).
         storage_options: fsspec options for the inputs (default: the database's).
+        commit_seconds: commit finished inputs at least this often (a killed job loses at most
+            this much work), and at the end.
 
     Raises:
         InputError: a bad record (with on_error="raise") or an input that cannot be read as asked.
@@ -273,6 +273,8 @@ def run_ingest(
     shard_index, num_shards = parse_shard(shard)
     if part_size_mb <= 0:
         raise ValueError(f"part_size_mb {part_size_mb} must be positive")
+    db.writable()
+    db.refresh()
     location = db.location
     input_options = location.storage_options if storage_options is None else storage_options
     items, unknown = list_inputs(list(sources), format, input_options)
@@ -280,29 +282,19 @@ def run_ingest(
         raise ValueError(f"no input files of a known format under {', '.join(sources)}; pass --format text to read them")
     source = source or default_source(sources[0])
     keys = [input_key(item, options, source) for item in items]
-    listing = set(keys)
-    report = IngestReport(source=source, n_inputs=len(items), n_unknown_skipped=len(unknown))
+    report = IngestReport(source=source, n_inputs=len(items), n_unknown_skipped=len(unknown), version=db.version)
 
-    parts_by_key: dict[str, list[str]] = {}
-    outside: list[str] = []
-    for path in db.parts("documents"):
-        parsed = _part_key(path)
-        if parsed and parsed[0] in listing:
-            parts_by_key.setdefault(parsed[0], []).append(path)
-        else:
-            outside.append(path)
-    outside_ids = read_doc_ids(location.fs, outside)
-    seen = DocIdSet(outside_ids)
-    snapshot = DocIdSet(outside_ids) if num_shards > 1 else None  # for the cross-shard pass
-    done = _marker_keys(location) & listing
+    committer = Committer(db, keys, write_part)
+    seen = committer.seen
     mine = [(item, key) for position, (item, key) in enumerate(zip(items, keys)) if position % num_shards == shard_index]
-    todo_bytes = sum(item.size for item, key in mine if key not in done)
+    todo = [(item, key) for item, key in mine if key not in db.snapshot.inputs]
+    report.n_inputs_done_before = len(mine) - len(todo)
     meta_columns = [column for column, _ in meta_pairs]
     bad_total = Counter()
     parts_written = 0
 
     with tqdm(
-        total=todo_bytes, unit="B", unit_scale=True, unit_divisor=1024, desc=f"ingest {source}",
+        total=sum(item.size for item, _ in todo), unit="B", unit_scale=True, unit_divisor=1024, desc=f"ingest {source}",
         disable=(not progress) if progress is not None else None, dynamic_ncols=True,
     ) as bar:
 
@@ -316,8 +308,8 @@ def run_ingest(
             bar.update(n)
 
         def finished(reader: Reader, writer: PartWriter) -> Callable[[bool], None]:
-            def count(marked: bool) -> None:
-                if not marked:  # a part failed; its error is raised before this runs
+            def count(done: bool) -> None:
+                if not done:  # a part failed; its error is raised before this runs
                     return
                 report.n_inputs_processed += 1
                 report.n_docs_written += writer.n_docs_written
@@ -328,55 +320,40 @@ def run_ingest(
                 report.bad_examples.extend(reader.bad.examples[: 5 - len(report.bad_examples)])
             return count
 
-        def marker_of(item: InputFile, key: str, reader: Reader, writer: PartWriter) -> Callable[[], None]:
-            def write() -> None:  # on the writer thread, once the input's parts are in place
-                for leftover in set(parts_by_key.get(key, [])) - set(writer.written):
-                    location.remove(leftover)
-                marker = {
-                    "url": item.url,
-                    "source": source,
-                    "n_docs_written": writer.n_docs_written,
-                    "n_duplicates": writer.n_duplicates,
-                    "bad_records": dict(reader.bad.counts),
-                    "parts": [posixpath.basename(path) for path in writer.written],
-                    "finished_at": time.time(),
-                }
-                location.write_atomic(json.dumps(marker, indent=1).encode(), MARKERS, f"{key}.json")
-            return write
-
-        for item, key in mine:
-            if key in done:
-                seen.add(read_doc_ids(location.fs, parts_by_key.get(key, [])))
-                report.n_inputs_done_before += 1
-        todo = [(item, key) for item, key in mine if key not in done]
         writes = WriteQueue()
-        writers: list[PartWriter] = []
         ahead: Reader | None = None  # the next input, downloading while this one is parsed
+        last_commit = time.monotonic()
         try:
             for position, (item, key) in enumerate(todo):
                 reader, ahead = ahead or Reader(item, options, input_options, on_bytes), None
                 if position + 1 < len(todo):
                     ahead = Reader(todo[position + 1][0], options, input_options, on_bytes)
                     ahead.start()
-                location.remove_temporaries("documents", f"part-{key}-")
-                writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), writes, on_part)
-                writers.append(writer)
+                writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), writes,
+                                    committer, on_part)
                 for text, values in reader:
                     report.n_docs_read += 1
                     writer.add(text, values)
                     if report.n_docs_read % 2048 == 0:
                         rate = report.n_docs_read / max(time.perf_counter() - started, 1e-9)
                         bar.set_postfix(docs=f"{report.n_docs_read:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
-                # The marker follows the parts on the writer thread; the next input is read meanwhile.
-                writer.finish(marker_of(item, key, reader, writer), on_done=finished(reader, writer))
+                # The input is handed over behind its parts on the writer thread; the next one is read meanwhile.
+                writer.finish(item.url, on_done=finished(reader, writer))
+                if time.monotonic() - last_commit >= commit_seconds:
+                    writes.drain()
+                    committer.commit()
+                    last_commit = time.monotonic()
             writes.drain()
+            committer.commit()
         except BaseException:
-            # A failed input leaves none of its documents behind; inputs whose marker is in place
-            # stay done (a hard crash leaves whole parts, which the re-run replaces).
+            # Inputs finished before the failure are committed; the failing one leaves nothing behind.
             writes.abort()
-            for writer in writers:
-                if not writer.finished:
-                    writer.remove_parts()
+            try:
+                committer.commit()
+            except Exception:  # noqa: BLE001 - the original error is the one to report
+                pass
+            for path in sorted(committer.uncommitted):
+                location.remove(path)
             raise
         finally:
             writes.close()
@@ -384,58 +361,8 @@ def run_ingest(
                 ahead.close()
 
     report.bad_records = dict(bad_total)
-    if num_shards > 1:
-        location.invalidate()
-        if set(keys) <= _marker_keys(location):
-            report.n_cross_shard_duplicates_removed = remove_cross_shard_duplicates(location, keys, snapshot)
+    report.n_cross_shard_duplicates_removed = committer.n_rows_removed
+    report.n_inputs_taken = committer.n_inputs_taken
+    report.version = db.version
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _read_part_if_present(location: Location, path: str, columns: list[str] | None = None) -> pa.Table | None:
-    """A part's table, or None where another shard's pass emptied and removed it meanwhile."""
-    with storage_errors(location.url_of(path)):
-        try:
-            return pq.read_table(path, columns=columns, filesystem=location.fs)
-        except FileNotFoundError:
-            return None
-
-
-def remove_cross_shard_duplicates(location: Location, keys: list[str], snapshot: DocIdSet) -> int:
-    """Keep each document of a sharded job only in its first part in job order; returns rows removed.
-
-    Safe to run from several shards at once: the part a document is kept in is the same for every
-    runner, and no runner ever removes it from that part.
-    """
-    order = {key: position for position, key in enumerate(keys)}
-    parts = []
-    for path in location.list_files("documents", suffix=".parquet"):
-        parsed = _part_key(path)
-        if parsed and parsed[0] in order:
-            parts.append(((order[parsed[0]], parsed[1]), path))
-    parts.sort()
-    if not parts:
-        return 0
-    tables = [_read_part_if_present(location, path, ["doc_id"]) for _, path in parts]
-    arrays = [t.column("doc_id").to_numpy() if t is not None else np.empty(0, dtype=np.int64) for t in tables]
-    ids = np.concatenate(arrays)
-    part_index = np.concatenate([np.full(len(a), i, dtype=np.int64) for i, a in enumerate(arrays)])
-    sort = np.lexsort((part_index, ids))
-    sorted_ids = ids[sort]
-    later = np.zeros(len(ids), dtype=bool)
-    later[sort[1:]] = sorted_ids[1:] == sorted_ids[:-1]
-    remove = later | snapshot.contains(ids)
-    removed = 0
-    for i in np.unique(part_index[remove]):
-        path = parts[i][1]
-        drop = ids[(part_index == i) & remove]
-        table = _read_part_if_present(location, path)
-        if table is None:
-            continue
-        mask = ~np.isin(table.column("doc_id").to_numpy(), drop)
-        removed += int(len(mask) - mask.sum())
-        if mask.any():
-            write_part(location, table.filter(pa.array(mask)), posixpath.basename(path))
-        else:
-            location.remove(path)
-    return removed

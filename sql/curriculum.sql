@@ -1,12 +1,27 @@
 -- purpose: documents ordered easy to hard by a model's loss (or any column), optionally cut into stages
--- depends: losses
+-- depends: losses, require, scored_models
 -- params: model (score name, or null to order by a column of docs); key := 'loss_per_byte' (or 'loss_per_token', 'bits_per_byte', or any column of docs such as difference's 'score'); descending := false; stages := 1; docs := 'documents'
 -- Rows come out in curriculum order; curriculum_rank (1 = easiest) and stage (1..stages, equal
--- counts) let consumers re-establish it. Documents without a value of key come last.
+-- counts) let consumers re-establish it. Documents without a value of key come last. A model
+-- without scores or stages < 1 is an error.
 create or replace macro curriculum(
     model, key := 'loss_per_byte', descending := false, stages := 1, docs := 'documents'
 ) as table
-with model_losses as (
+with checks as (
+    select
+        require(
+            model is null or exists (select 1 from scores where scores.model = model),
+            'curriculum: no scores named ''' || coalesce(model, '') || '''; scored models: ' || scored_models()
+            || ' (or model := null to order by a column of docs)'
+        )
+        and require(
+            model is not null or key not in ('loss_per_byte', 'loss_per_token', 'bits_per_byte'),
+            'curriculum: key ''' || key || ''' is a model''s loss; name the model, e.g. curriculum(''reference'')'
+        )
+        and require(stages >= 1, 'curriculum: stages must be at least 1, not ' || coalesce(stages::varchar, 'NULL')) as ok
+),
+
+model_losses as (
     select doc_id, loss_per_token, loss_per_byte, bits_per_byte
     from (select * exclude (model), losses.model as scored_by from losses)
     where scored_by = model
@@ -36,6 +51,7 @@ final as (
         *,
         ntile(stages) over (order by curriculum_rank) as stage
     from ranked
+    where (select ok from checks)
     order by curriculum_rank
 )
 

@@ -1,17 +1,24 @@
 -- purpose: MiniPLM Difference Sampling: the top alpha fraction of documents by teacher-minus-reference log-likelihood
--- depends: difference_scores
+-- depends: difference_scores, require
 -- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents'
 -- Keeps the first ceil(alpha * N) of the N documents that have both scores in the order
 -- (score desc, doc_id asc), so ties are broken by doc_id and the result is deterministic. Rows come
 -- in no particular order (add `order by score desc, doc_id` for rank order): finding the k-th
--- document and filtering on it is about twice as fast as ranking every document.
+-- document and filtering on it is about twice as fast as ranking every document. alpha outside
+-- (0, 1] is an error.
 create or replace macro difference(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
-with scored as materialized (
+with checks as (
+    select require(
+        alpha > 0 and alpha <= 1, 'difference: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
+    ) as ok
+),
+
+scored as materialized (
     select * from difference_scores(teacher, reference, per := per, docs := docs)
 ),
 
 quota as (
-    select least(ceil(greatest(alpha, 0) * count(*)), count(*))::bigint as k from scored
+    select least(ceil(alpha * count(*)), count(*))::bigint as k from scored
 ),
 
 cut as (
@@ -26,7 +33,8 @@ final as (
     select scored.*
     from scored, cut, quota
     where
-        quota.k > 0
+        (select ok from checks)
+        and quota.k > 0
         and (scored.score > cut.score or (scored.score = cut.score and scored.doc_id <= cut.doc_id))
 )
 

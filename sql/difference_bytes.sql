@@ -1,5 +1,5 @@
 -- purpose: MiniPLM Difference Sampling under a byte budget: the top documents by teacher-minus-reference log-likelihood until they hold alpha of the text
--- depends: difference_scores
+-- depends: difference_scores, require
 -- params: teacher, reference (score names); alpha := 0.5 (fraction of the text bytes); per := 'byte' | 'token'; docs := 'documents'
 -- MiniPLM scores equal-length instances, so its top alpha of instances is also alpha of the tokens.
 -- With whole documents of very different lengths, `difference` (alpha of the documents) can hold
@@ -9,12 +9,18 @@
 -- sum runs over (doc_id, score, n_bytes) alone and finds the last kept document; the rows are then
 -- filtered on it, as `difference` does, so no text is sorted. Rows come in no particular order.
 create or replace macro difference_bytes(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
-with scored as materialized (
+with checks as (
+    select require(
+        alpha > 0 and alpha <= 1, 'difference_bytes: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
+    ) as ok
+),
+
+scored as materialized (
     select * from difference_scores(teacher, reference, per := per, docs := docs)
 ),
 
 budget as (
-    select greatest(alpha, 0) * sum(n_bytes) as bytes_budget from scored
+    select alpha * sum(n_bytes) as bytes_budget from scored
 ),
 
 ranked as (
@@ -38,7 +44,9 @@ cut as (
 final as (
     select scored.*
     from scored, cut
-    where scored.score > cut.score or (scored.score = cut.score and scored.doc_id <= cut.doc_id)
+    where
+        (select ok from checks)
+        and (scored.score > cut.score or (scored.score = cut.score and scored.doc_id <= cut.doc_id))
 )
 
 select * from final;

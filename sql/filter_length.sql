@@ -1,11 +1,23 @@
 -- purpose: documents whose UTF-8 size lies in [min_bytes, max_bytes]
--- depends:
+-- depends: require
 -- params: min_bytes := 0; max_bytes := null (no upper bound); docs := 'documents'
 create or replace macro filter_length(min_bytes := 0, max_bytes := null, docs := 'documents') as table
-with final as (
-    select *
-    from query_table(docs)
-    where n_bytes >= min_bytes and (max_bytes is null or n_bytes <= max_bytes)
+with checks as (
+    select require(
+        min_bytes >= 0 and (max_bytes is null or max_bytes >= min_bytes),
+        'filter_length: need 0 <= min_bytes <= max_bytes, not min_bytes ' || coalesce(min_bytes::varchar, 'NULL')
+        || ', max_bytes ' || coalesce(max_bytes::varchar, 'NULL')
+    ) as ok,
+    min_bytes as low,
+    coalesce(max_bytes, 9223372036854775807) as high
+),
+
+final as (
+    -- the bounds come through `checks`, so DuckDB must evaluate it (constant bounds that cannot
+    -- hold would let the optimizer skip the scan, and the check with it)
+    select d.*
+    from query_table(docs) as d, checks
+    where checks.ok and d.n_bytes >= checks.low and d.n_bytes <= checks.high
 )
 
 select * from final;

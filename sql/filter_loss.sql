@@ -1,9 +1,25 @@
 -- purpose: documents whose loss under a model lies in a range (e.g. drop gibberish and boilerplate)
--- depends: losses
+-- depends: losses, require, scored_models
 -- params: model (score name); min_loss := null; max_loss := null; per := 'byte' | 'token'; docs := 'documents'
--- Losses are natural-log nats per byte (or per token). Documents without a score are dropped.
+-- Losses are natural-log nats per byte (or per token). Documents without a score are dropped. A
+-- model without scores, an unknown `per` or min_loss > max_loss is an error.
 create or replace macro filter_loss(model, min_loss := null, max_loss := null, per := 'byte', docs := 'documents') as table
-with model_losses as (
+with checks as (
+    select
+        require(
+            exists (select 1 from scores where scores.model = model),
+            'filter_loss: no scores named ''' || coalesce(model, 'NULL') || '''; scored models: ' || scored_models()
+        )
+        and require(per in ('byte', 'token'), 'filter_loss: per must be ''byte'' or ''token'', not ''' || per || '''')
+        and require(
+            min_loss is null or max_loss is null or min_loss <= max_loss,
+            'filter_loss: min_loss ' || min_loss || ' is above max_loss ' || max_loss
+        ) as ok,
+        coalesce(min_loss, '-infinity'::double) as low,
+        coalesce(max_loss, 'infinity'::double) as high
+),
+
+model_losses as (
     select
         doc_id,
         case per
@@ -16,12 +32,14 @@ with model_losses as (
 ),
 
 final as (
+    -- the bounds come through `checks`, so DuckDB must evaluate it (see filter_length); the
+    -- second branch never has a row but keeps the checks when no file holds the model's scores
     select d.*
     from query_table(docs) as d
-    inner join model_losses as l on d.doc_id = l.doc_id
-    where
-        (min_loss is null or l.filter_loss >= min_loss)
-        and (max_loss is null or l.filter_loss <= max_loss)
+    inner join model_losses as l on d.doc_id = l.doc_id, checks
+    where checks.ok and l.filter_loss >= checks.low and l.filter_loss <= checks.high
+    union all by name
+    select null::bigint as doc_id from checks where not checks.ok
 )
 
 select * from final;

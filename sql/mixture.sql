@@ -1,11 +1,20 @@
 -- purpose: a mixture: a total budget split over sources by weight, each source filled in seeded random order
--- depends: quota
+-- depends: quota, require
 -- params: weights := map {'source': weight, ...}; total (budget in unit); unit := 'bytes' | 'tokens' | 'documents'; model := null; seed := 0; docs := 'documents'
 -- Source s gets the budget total * weight_s / sum(weights), filled as `quota` fills budgets; a
 -- source with too little data falls short of its share (nothing is reallocated). Sources not
--- named in weights are dropped.
+-- named in weights are dropped. Weights or a total that are not positive are an error.
 create or replace macro mixture(weights, total, unit := 'bytes', model := null, seed := 0, docs := 'documents') as table
-with final as (
+with checks as (
+    select
+        require(
+            len(map_keys(weights)) > 0 and list_bool_and(list_transform(map_values(weights), lambda w: w > 0)),
+            'mixture: every weight must be positive, not ' || weights::varchar
+        )
+        and require(total > 0, 'mixture: total must be positive, not ' || coalesce(total::varchar, 'NULL')) as ok
+),
+
+final as (
     select *
     from quota(
         map_from_entries(
@@ -19,6 +28,7 @@ with final as (
         seed := seed,
         docs := docs
     )
+    where (select ok from checks)
 )
 
 select * from final;

@@ -1,11 +1,29 @@
 -- purpose: per-source budgets: from each source, documents in a seeded random order while they fit its budget
--- depends: uniform
+-- depends: uniform, require, scored_models
 -- params: budgets := map {'source': budget, ...}; unit := 'bytes' | 'tokens' | 'documents'; model := null (score name whose n_tokens count, for unit 'tokens'); seed := 0; docs := 'documents'
 -- A document is kept when the running total of its source, in seeded random order, stays within
 -- the budget (the order is a prefix, so no source ever exceeds its budget). Sources not named in
 -- budgets are dropped. With unit 'tokens', documents without a score of `model` are dropped.
+-- A budget that is not positive, an unknown unit, or unit 'tokens' without a scored model is an error.
 create or replace macro quota(budgets, unit := 'bytes', model := null, seed := 0, docs := 'documents') as table
-with model_tokens as (
+with checks as (
+    select
+        require(
+            len(map_keys(budgets)) > 0 and list_bool_and(list_transform(map_values(budgets), lambda b: b > 0)),
+            'quota: every budget must be positive, not ' || budgets::varchar
+        )
+        and require(
+            unit in ('bytes', 'tokens', 'documents'),
+            'quota: unit must be ''bytes'', ''tokens'' or ''documents'', not ''' || coalesce(unit, 'NULL') || ''''
+        )
+        and require(
+            unit <> 'tokens' or exists (select 1 from scores where scores.model = model),
+            'quota: unit ''tokens'' counts a scored model''s tokens; no scores named ''' || coalesce(model, 'NULL')
+            || '''; scored models: ' || scored_models()
+        ) as ok
+),
+
+model_tokens as (
     select doc_id, n_tokens as model_tokens from (select doc_id, n_tokens, scores.model as scored_by from scores)
     where scored_by = model
 ),
@@ -35,9 +53,12 @@ ordered as (
 ),
 
 final as (
+    -- the second branch never has a row, but keeps the checks where DuckDB proves the rest empty
     select * exclude (quota_budget)
     from ordered
-    where quota_running <= quota_budget
+    where (select ok from checks) and quota_running <= quota_budget
+    union all by name
+    select null::bigint as doc_id from checks where not checks.ok
 )
 
 select * from final;

@@ -29,6 +29,12 @@ def rows(db: corpusdb.Database, columns: str = "doc_id, source, text, n_bytes") 
     return db.sql(f"select {columns} from documents order by doc_id").fetchall()
 
 
+def committed_parts(db: corpusdb.Database, table: str = "documents") -> list[tuple[str, int]]:
+    """(content hash, rows) of a table's committed parts, sorted: equal exactly when the parts' bytes are."""
+    db.refresh()
+    return sorted((info["hash"], info["rows"]) for info in db.snapshot.tables[table].values())
+
+
 def ingest_per_source(db: corpusdb.Database, folder: Path, **options) -> None:
     for path in sorted(folder.glob("*.jsonl*")):
         db.ingest([str(path)], source=path.name.split(".")[0], progress=False, **options)

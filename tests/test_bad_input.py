@@ -97,7 +97,7 @@ def test_a_failing_input_removes_the_parts_it_wrote(tmp_path, corpus_dir):
     assert result.exit_code == 1
     assert f"{path} line {good.count(chr(10)) + 1}: malformed JSON" in result.output
     assert not list((tmp_path / "db" / "documents").glob("*.parquet"))
-    assert not list((tmp_path / "db" / "_jobs").rglob("*.json"))
+    assert corpusdb.open(str(tmp_path / "db")).version == 0  # nothing committed
 
 
 
@@ -112,10 +112,10 @@ def test_inputs_before_a_failing_one_stay_done_and_the_fixed_rerun_equals_a_clea
     result = ingest(tmp_path, str(inputs), "--part-size-mb", "0.005")
     assert result.exit_code == 1 and "b.jsonl line" in result.output
     db = tmp_path / "db"
-    markers = list((db / "_jobs").rglob("*.json"))
-    assert [json.loads(m.read_text())["url"].endswith("a.jsonl") for m in markers] == [True]
+    snapshot = corpusdb.open(str(db)).snapshot  # a.jsonl was committed before the error was raised
+    assert [entry["url"].endswith("a.jsonl") for entry in snapshot.inputs.values()] == [True]
     kept = {p.name for p in (db / "documents").glob("*.parquet")}
-    assert kept == set(json.loads(markers[0].read_text())["parts"])
+    assert kept == {path.rsplit("/", 1)[1] for path in snapshot.tables["documents"]}  # none of b.jsonl's parts
 
     (inputs / "b.jsonl").write_text(good)
     assert ingest(tmp_path, str(inputs), "--part-size-mb", "0.005").exit_code == 0
@@ -150,8 +150,15 @@ def test_not_a_database_and_bad_sql(tmp_path, fixture_db):
     assert result.exit_code == 1
     assert result.output == (
         "Error: Catalog Error: Table with name nosuch does not exist!; "
-        "tables and views: dedup, documents, losses, minhash, scores, signatures\n"
+        "tables and views: dedup, documents, losses, minhash, models, scores, signatures\n"
     )
+    result = runner.invoke(cli, ["sql", fixture_db.url, "select n_byte from documnts"])
+    assert result.output == 'Error: Catalog Error: Table with name documnts does not exist!; Did you mean "documents"?\n'
+    result = runner.invoke(cli, ["sql", fixture_db.url, "select n_byte from documents"])
+    assert result.output == ('Error: Binder Error: Referenced column "n_byte" not found in FROM clause!; '
+                             'Candidate bindings: "n_bytes", "title"\n')
+    result = runner.invoke(cli, ["sql", fixture_db.url, "selct 1"])
+    assert result.output == 'Error: Parser Error: syntax error at or near "selct"; LINE 1: selct 1\n'
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "corpusdb.json").write_text("{not json")
     result = runner.invoke(cli, ["stats", str(tmp_path / "broken")])

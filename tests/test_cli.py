@@ -98,7 +98,7 @@ def test_sql_table_csv_json(small_db):
 def test_stats(small_db):
     result = CliRunner().invoke(cli, ["stats", small_db])
     assert result.output == (
-        f"{small_db}: 3 documents, 0.0 MB of text, 1 parts\n"
+        f"{small_db} at version 1: 3 documents, 0.0 MB of text, 1 parts; scored by: none; views: none\n"
         "source  n_documents  n_bytes  pct_bytes\n"
         "------  -----------  -------  ---------\n"
         "greek             3       32        100\n"
@@ -108,10 +108,13 @@ def test_stats(small_db):
     data = json.loads(CliRunner().invoke(cli, ["stats", small_db, "--format", "json"]).output)
     assert data == {
         "url": small_db,
+        "version": 1,
         "n_documents": 3,
         "n_bytes": 32,
         "n_parts": 1,
         "sources": [{"source": "greek", "n_documents": 3, "n_bytes": 32}],
+        "models": [],
+        "views": [],
     }
 
 
@@ -119,7 +122,7 @@ def test_shell_runs_statements_and_dot_commands(small_db):
     script = ".tables\nselect count(*) as n\n  from documents;\n.format csv\nselect lang from documents where lang is not null limit 1;\nselect * from nope;\n.quit\n"
     result = CliRunner().invoke(cli, ["shell", small_db], input=script)
     assert result.exit_code == 0
-    assert result.stdout == "dedup\ndocuments\nlosses\nminhash\nscores\nsignatures\nn\n-\n3\n(1 row)\nlang\nen\n"
+    assert result.stdout == "dedup\ndocuments\nlosses\nminhash\nmodels\nscores\nsignatures\nn\n-\n3\n(1 row)\nlang\nen\n"
     assert "Error: Catalog Error: Table with name nope does not exist!" in result.stderr
 
 

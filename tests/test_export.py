@@ -15,6 +15,7 @@ from click.testing import CliRunner
 
 import corpusdb
 from corpusdb.cli import cli
+from corpusdb.errors import ExportError
 from tests.conftest import CORPUS, ingest_per_source
 from tests.views_fixture import build
 
@@ -40,7 +41,10 @@ def test_parquet_and_jsonl_exports_round_trip(scored_db, tmp_path):
     assert len(rows) == 357
     manifest = scored_db.view(VIEW).export(str(tmp_path / "pq"), part_size_mb=0.05)
     assert manifest["n_rows"] == 357 and len(manifest["parts"]) >= 5
-    assert manifest["sql"] == f"select * from {VIEW}" and len(manifest["inputs_hash"]) == 16
+    assert manifest["sql"] == f"select * from {VIEW}" and len(manifest["inputs_hash"]) == 32
+    assert set(manifest["definitions"]) == {"difference", "difference_scores", "require", "scored_models"}
+    assert set(manifest["models"]) == {"teacher", "reference"} and manifest["version"] == scored_db.version
+    assert all(m["content_hash"] and m["tokenizer_hash"] for m in manifest["models"].values())
     back = [r for p in manifest["parts"] for r in pq.read_table(tmp_path / "pq" / p["file"]).to_pylist()]
     assert sorted(back, key=lambda r: r["doc_id"]) == rows  # every column of every row
     assert sum(p["bytes"] for p in manifest["parts"]) == sum(r["n_bytes"] for r in rows)
@@ -84,17 +88,25 @@ def test_a_killed_export_has_no_manifest_and_a_rerun_completes_it(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 75, result.stderr
     assert not (out / "manifest.json").exists() and len(list(out.glob("part-*.parquet"))) == 3
-    (out / "part-00099.parquet").write_bytes(b"leftover of an older export")
+    # a file nobody told corpusdb about, even one named like a part, is never touched: the export refuses
+    (out / "part-00099.parquet").write_bytes(b"someone else's file")
+    with pytest.raises(ExportError, match=r"crashed holds 1 file\(s\) corpusdb did not write \(e.g. 'part-00099.parquet'\)"):
+        db.view("documents").export(str(out), part_size_mb=0.02)
+    assert (out / "part-00099.parquet").read_bytes() == b"someone else's file"
+    (out / "part-00099.parquet").unlink()
     again = db.view("documents").export(str(out), part_size_mb=0.02)
     assert [p["file"] for p in again["parts"]] == [p["file"] for p in clean["parts"]]
     for part in clean["parts"]:
         assert (out / part["file"]).read_bytes() == (tmp_path / "clean" / part["file"]).read_bytes()
-    assert not (out / "part-00099.parquet").exists()
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(p["file"] for p in clean["parts"])])
     # complete and unchanged: a re-run does nothing; another view there needs overwrite
     assert db.view("documents").export(str(out), part_size_mb=0.02)["created_at"] == again["created_at"]
-    with pytest.raises(ValueError, match="already holds an export of 'documents'; pass --overwrite"):
+    with pytest.raises(ExportError, match="already holds another export \\('documents' at version 9, inputs [0-9a-f]{12}: "
+                                          "another selection, other data or other settings\\); pass --overwrite"):
         db.view("dedup").export(str(out))
-    assert db.view("dedup").export(str(out), overwrite=True)["view"] == "dedup"
+    replaced = db.view("dedup").export(str(out), overwrite=True)
+    assert replaced["view"] == "dedup"  # the old export's files went once the new manifest was in place
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(p["file"] for p in replaced["parts"])])
 
 
 @pytest.mark.s3
@@ -106,7 +118,7 @@ def test_export_to_s3(tmp_path, s3_options, bucket):
     manifest = db.view("difference('teacher', 'reference')").export(url, storage_options=s3_options)
     fs = s3fs.S3FileSystem(**s3_options, skip_instance_cache=True)
     assert json.loads(fs.cat_file(f"{bucket}/exports/refined/manifest.json")) == manifest
-    table = pq.read_table(f"{bucket}/exports/refined/part-00000.parquet", filesystem=fs)
+    table = pq.read_table(f"{bucket}/exports/refined/{manifest['parts'][0]['file']}", filesystem=fs)
     assert table.num_rows == manifest["n_rows"] == 3
 
 
@@ -138,14 +150,14 @@ def test_view_commands(tmp_path):
     db = build(tmp_path / "db")
     runner = CliRunner()
     result = runner.invoke(cli, ["view", "create", db.url, "refined", "--sql", "select * from difference('teacher', 'reference')"])
-    assert result.exit_code == 0 and result.output == "view 'refined' saved (3 rows now)\n"
+    assert result.exit_code == 0 and result.output == "view 'refined' saved (3 rows now) in version 6\n"
     assert (tmp_path / "db" / "views" / "refined.sql").read_text() == "select * from difference('teacher', 'reference')\n"
     result = runner.invoke(cli, ["view", "create", db.url, "broken", "--sql", "select nope from documents"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: view 'broken' is not valid SQL over this database: Binder Error: Referenced column \"nope\" not found")
     result = runner.invoke(cli, ["view", "create", db.url, "broken2", "--sql", "select * from no_such_view"])
     assert result.exit_code == 1 and "no_such_view does not exist" in result.output
-    assert not (tmp_path / "db" / "views" / "broken.sql").exists() and "broken" not in corpusdb.open(db.url).catalog.views
+    assert not (tmp_path / "db" / "views" / "broken.sql").exists() and "broken" not in corpusdb.open(db.url).snapshot.views
     result = runner.invoke(cli, ["view", "create", db.url, "dedup", "--sql", "select 1"])
     assert result.exit_code == 1 and "'dedup' is a table or built-in view; choose another name" in result.output
     result = runner.invoke(cli, ["view", "list", db.url, "--format", "csv"])
@@ -160,10 +172,10 @@ def test_view_commands(tmp_path):
     compared = json.loads(result.output)
     assert (compared["n_a"], compared["n_b"], compared["n_both"], compared["jaccard"]) == (3, 3, 3, 1.0)
     result = runner.invoke(cli, ["export", db.url, "refined", str(tmp_path / "out"), "--no-progress"])
-    assert result.output == f"exported 3 rows (40 bytes) in 1 parts to {tmp_path / 'out'}\n"
+    assert result.output == f"exported 3 rows (40 bytes) in 1 parts to {tmp_path / 'out'} (version 6)\n"
     result = runner.invoke(cli, ["export", db.url, "nope", str(tmp_path / "out2")])
     assert result.exit_code == 1 and result.output.startswith("Error: no table or view named 'nope'; views: ")
     result = runner.invoke(cli, ["sql", db.url, "select * from difference('teacher', 'reference', per := 'word')"])
     assert result.exit_code == 1 and result.output == "Error: Invalid Input Error: difference: per must be 'byte' or 'token', not 'word'\n"
-    assert runner.invoke(cli, ["view", "drop", db.url, "refined"]).output == "view 'refined' dropped\n"
+    assert runner.invoke(cli, ["view", "drop", db.url, "refined"]).output == "view 'refined' dropped in version 7\n"
     assert not (tmp_path / "db" / "views" / "refined.sql").exists()

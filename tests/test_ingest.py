@@ -18,7 +18,7 @@ import zstandard
 
 import corpusdb
 from corpusdb.text import doc_id, normalize
-from tests.conftest import rows
+from tests.conftest import committed_parts, rows
 
 CLI = [sys.executable, "-m", "corpusdb.cli"]
 
@@ -33,6 +33,14 @@ def expected_ids(paths: list[Path]) -> set[int]:
 
 def part_files(db_path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted((db_path / "documents").glob("*"))}
+
+
+def vacuumed(db_path: Path) -> list[str]:
+    """Content hashes of the documents files on disk after `corpusdb vacuum --grace 0` (the uncommitted ones gone)."""
+    from corpusdb.storage import content_hash
+
+    assert _run_cli("vacuum", str(db_path), "--grace", "0").returncode == 0
+    return sorted(content_hash(p.read_bytes()) for p in (db_path / "documents").glob("*"))
 
 
 def test_ingest_fixture_has_every_document_once(fixture_db, corpus_dir):
@@ -115,7 +123,8 @@ def _run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess
 
 
 def test_crash_after_some_parts_then_rerun_equals_a_clean_run(tmp_path, corpus_dir):
-    common = [str(corpus_dir), "--source", "fixture", "--meta", "title=title", "--part-size-mb", "0.01", "--no-progress"]
+    common = [str(corpus_dir), "--source", "fixture", "--meta", "title=title", "--part-size-mb", "0.01", "--no-progress",
+              "--commit-every", "0"]
     clean = tmp_path / "clean"
     assert _run_cli("ingest", str(clean), *common).returncode == 0
     crashed = tmp_path / "crashed"
@@ -127,7 +136,9 @@ def test_crash_after_some_parts_then_rerun_equals_a_clean_run(tmp_path, corpus_d
     assert result.returncode == 0, result.stderr
     assert "input files were already done" in result.stdout
     assert rows(corpusdb.open(str(crashed)), "*") == rows(corpusdb.open(str(clean)), "*")
-    assert part_files(crashed) == part_files(clean)
+    assert committed_parts(corpusdb.open(str(crashed))) == committed_parts(corpusdb.open(str(clean)))  # byte-identical
+    # the crashed run's uncommitted parts were never read; vacuum removes them
+    assert vacuumed(crashed) == [h for h, _ in committed_parts(corpusdb.open(str(clean)))]
     assert not [p for p in crashed.rglob(".tmp-*")]
 
 
@@ -146,7 +157,7 @@ def _big_input(folder: Path, corpus_dir: Path, copies: int) -> None:
 def test_killed_ingest_then_rerun_equals_a_clean_run(tmp_path, corpus_dir):
     inputs = tmp_path / "in"
     _big_input(inputs, corpus_dir, copies=12)
-    common = [str(inputs), "--source", "big", "--part-size-mb", "0.25", "--no-progress"]
+    common = [str(inputs), "--source", "big", "--part-size-mb", "0.25", "--no-progress", "--commit-every", "0"]
     killed = tmp_path / "killed"
     process = subprocess.Popen([*CLI, "ingest", str(killed), *common], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -163,7 +174,7 @@ def test_killed_ingest_then_rerun_equals_a_clean_run(tmp_path, corpus_dir):
     got = rows(corpusdb.open(str(killed)), "doc_id, source, text")
     assert got == rows(corpusdb.open(str(clean)), "doc_id, source, text")
     assert len(got) == len({r[0] for r in got}) == 4 * 12 * sum(len(jsonl_records(p)) for p in corpus_dir.glob("*.jsonl"))
-    assert part_files(killed) == part_files(clean)
+    assert committed_parts(corpusdb.open(str(killed))) == committed_parts(corpusdb.open(str(clean)))
 
 
 def _overlapping_inputs(folder: Path, corpus_dir: Path) -> None:

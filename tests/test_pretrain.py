@@ -65,6 +65,36 @@ def test_a_killed_run_resumes_exactly(train_db, tmp_path):
         assert resumed[step] == pytest.approx(expected[step], abs=1e-5), step
     with pytest.raises(ValueError, match="was made with seq_len=64, not 32; use another --out or the same settings"):
         train(TrainConfig(out=str(killed), **{**settings, "seq_len": 32}))
+    assert [m["step"] for m in _metrics(killed) if "step" in m] == list(range(1, 21))  # one line per step, none twice
+
+
+def test_a_resume_keeps_its_schedule_and_its_data(train_db, tmp_path):
+    import shutil
+
+    db_copy = tmp_path / "db"
+    shutil.copytree(train_db, db_copy)
+    settings = dict(db=str(db_copy), eval_every=1000, checkpoint_every=5, num_workers=0, **COMMON)
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), max_steps=10, **settings))
+    with pytest.raises(ValueError, match="was trained with a learning-rate schedule of max_steps=10; resuming with 20 would "
+                                         "restart it: use --max-steps 10, or train into another --out"):
+        train(TrainConfig(out=str(out), max_steps=20, **settings))
+    # killed after its first checkpoint; meanwhile the database changes: the resume reads the version it trained on
+    killed = tmp_path / "killed"
+    result = subprocess.run([sys.executable, "-c", f"from train.pretrain import *; train(TrainConfig(out={str(killed)!r}, "
+                             f"max_steps=10, **{settings!r}))"], capture_output=True, text=True,
+                            env={**os.environ, "CORPUSDB_FAILPOINT": "train.after_part=1"})
+    assert result.returncode == 75, result.stderr[-2000:]
+    version = corpusdb.open(str(db_copy)).version
+    (tmp_path / "more.jsonl").write_text("".join(json.dumps({"text": f"a new document number {i} " * 20}) + "\n" for i in range(50)))
+    corpusdb.open(str(db_copy)).ingest([str(tmp_path / "more.jsonl")], source="more", progress=False)
+    train(TrainConfig(out=str(killed), max_steps=10, **settings))
+    expected = {m["step"]: m["loss"] for m in _metrics(out) if "loss" in m}
+    resumed = {m["step"]: m["loss"] for m in _metrics(killed) if "loss" in m}
+    assert resumed == pytest.approx(expected, abs=1e-5)
+    assert [m for m in _metrics(killed) if m.get("event") == "resume"] == [{"event": "resume", "from_step": 5, "db_version": version}]
+    with pytest.raises(ValueError, match=f"was trained on version {version} of .*, not {version + 1}"):
+        train(TrainConfig(out=str(killed), max_steps=10, **{**settings, "as_of": version + 1}))
 
 
 def test_cli_and_torchrun_ddp_on_cpu(train_db, tmp_path):

@@ -142,7 +142,7 @@ def test_killed_job_resumes_to_the_table_of_a_single_run(tiny_models, tmp_path):
     assert whole.score(model, "m", chunk_docs=40, progress=False).n_parts_written == 8
     url = str(tmp_path / "crashed")
     corpusdb.init(url).ingest([str(CORPUS / f"{s}.jsonl") for s in ("fortunes", "bible", "git-docs")], source="x", progress=False)
-    result = _cli("score", url, "--model", model, "--as", "m", "--part-docs", "40", "--no-progress",
+    result = _cli("score", url, "--model", model, "--as", "m", "--part-docs", "40", "--no-progress", "--commit-every", "0",
                   env={"CORPUSDB_FAILPOINT": "score.after_part=3"})
     assert result.returncode == 75, result.stderr
     db = corpusdb.open(url)
@@ -238,7 +238,7 @@ def test_bad_models_and_settings_are_one_line_errors(small_db, tiny_models, tmp_
     with pytest.raises(ModelError, match="its tokenizer cannot be loaded"):
         small_db.score(str(no_tokenizer), "m", progress=False)
     assert small_db.sql("select count(*) from scores").fetchall() == [(0,)]  # nothing written by any of these
-    assert corpusdb.open(small_db.url).catalog.models == {}
+    assert corpusdb.open(small_db.url).snapshot.models == {}
 
     small_db.score(gpt2, "m", stride=40, progress=False)
     with pytest.raises(CatalogError, match="scores 'm' were made with stride=40, not 32; pass the same settings, another --as name, or --replace"):
@@ -246,7 +246,7 @@ def test_bad_models_and_settings_are_one_line_errors(small_db, tiny_models, tmp_
     with pytest.raises(ValueError, match="--replace deletes every score of NAME, so it cannot run sharded or under torchrun"):
         small_db.score(gpt2, "m", replace=True, shard="0/2", progress=False)
     report = small_db.score(gpt2, "m", replace=True, progress=False)
-    assert report.n_documents == 298 and corpusdb.open(small_db.url).catalog.models["m"]["stride"] == 32
+    assert report.n_documents == 298 and corpusdb.open(small_db.url).snapshot.models["m"]["stride"] == 32
 
 
 def test_cli_score_errors_and_help(small_db, tiny_models, tmp_path):
@@ -265,8 +265,74 @@ def test_cli_score_errors_and_help(small_db, tiny_models, tmp_path):
 
     report = json.loads(result.stdout)
     assert report["n_documents"] == 298 and report["precision"] == "fp32" and report["n_tokens"] > 50_000
-    catalog = corpusdb.open(small_db.url).catalog.models["llama"]
+    catalog = corpusdb.open(small_db.url).snapshot.models["llama"]
     assert catalog["architecture"] == "LlamaForCausalLM" and catalog["context"] == 48 and catalog["stride"] == 24
+
+
+def test_a_score_name_is_bound_to_the_models_content_not_its_path(small_db, tiny_models, tmp_path, monkeypatch):
+    import shutil
+
+    from corpusdb.errors import CatalogError
+
+    gpt2 = tiny_models["gpt2"]
+    texts = small_db.sql("select doc_id from documents order by doc_id").fetchall()
+    half = f"select * from documents where doc_id <= {texts[len(texts) // 2][0]}"
+    small_db.score(str(gpt2), "ref", view=half, progress=False)
+    # the same files under another folder, named by a relative path: the same model, so the rest is scored
+    moved = tmp_path / "elsewhere" / "gpt2"
+    shutil.copytree(gpt2, moved)
+    monkeypatch.chdir(tmp_path)
+    report = small_db.score("elsewhere/gpt2", "ref", progress=False)
+    assert report.n_documents_before == len(texts) // 2 + 1 and report.n_documents == len(texts) - report.n_documents_before
+    # a checkpoint retrained in place is another model: refused before it is loaded (these weights could not even load)
+    (moved / "model.safetensors").write_bytes(b"retrained weights")
+    with pytest.raises(CatalogError, match=r"scores 'ref' were made by another model: '.*gpt2' \(content [0-9a-f]{12}\), "
+                                           r"not 'elsewhere/gpt2' \(content [0-9a-f]{12}\), e.g. a checkpoint retrained in place; "
+                                           r"score under another --as name, drop the old scores first"):
+        small_db.score("elsewhere/gpt2", "ref", progress=False)
+    # another model (its own tokenizer) under the name: refused after loading, before any document is scored
+    with pytest.raises(CatalogError, match="scores 'ref' were made by another model"):
+        small_db.score(str(tiny_models["llama"]), "ref", progress=False)
+    assert corpusdb.open(small_db.url).sql("select count(*) from scores where model = 'ref'").fetchall() == [(len(texts),)]
+    # a name with no scores yet (an empty view scored) is listed, not an error
+    small_db.score(str(gpt2), "empty", view="select * from documents where false", progress=False)
+    listed = {m["name"]: m for m in small_db.models()}
+    assert listed["empty"]["n_documents"] == 0 and listed["ref"]["n_documents"] == len(texts)
+    assert listed["ref"]["content_hash"] and listed["ref"]["tokenizer_hash"] and listed["ref"]["bits_per_byte"] > 0
+
+
+def test_models_lists_drops_and_renames_score_names(small_db, tiny_models):
+    from click.testing import CliRunner
+
+    from corpusdb.cli import cli
+
+    small_db.score(str(tiny_models["gpt2"]), "ref", progress=False)
+    small_db.score(str(tiny_models["llama"]), "teach", progress=False)
+    version = corpusdb.open(small_db.url).version
+    runner = CliRunner()
+    result = runner.invoke(cli, ["models", small_db.url, "--format", "csv"])
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert lines[0] == "name,model,content_hash,tokenizer_hash,n_documents,n_tokens,bits_per_byte,context,precision"
+    assert [line.split(",")[0] for line in lines[1:]] == ["ref", "teach"] and all(",298," in line for line in lines[1:])
+    result = runner.invoke(cli, ["models", small_db.url, "--rename", "ref", "reference"])
+    assert result.exit_code == 0 and result.output == f"scores 'ref' renamed to 'reference' in version {version + 1}\n"
+    db = corpusdb.open(small_db.url)
+    assert sorted(db.snapshot.models) == ["reference", "teach"]
+    assert db.sql("select count(*) from scores where model = 'reference'").fetchall() == [(298,)]
+    assert db.sql("select count(*) from difference('teach', 'reference')").fetchall() == [(149,)]
+    result = runner.invoke(cli, ["models", small_db.url, "--drop", "teach"])
+    assert result.exit_code == 0 and result.output == f"scores 'teach' dropped (298 rows) in version {version + 2}\n"
+    result = runner.invoke(cli, ["sql", small_db.url, "select * from difference('teach', 'reference')"])
+    assert result.exit_code == 1 and result.output == "Error: Invalid Input Error: difference: no scores named 'teach'; scored models: reference\n"
+    # the dropped scores are still there as of the version before
+    result = runner.invoke(cli, ["sql", small_db.url, "select count(*) as n from scores where model = 'teach'", "--as-of", str(version),
+                                 "--format", "csv"])
+    assert result.output == "n\n298\n"
+    result = runner.invoke(cli, ["models", small_db.url, "--drop", "teach"])
+    assert result.exit_code == 1 and result.output == "Error: no scores named 'teach'; `corpusdb models DB` lists them\n"
+    result = runner.invoke(cli, ["models", small_db.url, "--rename", "reference", "a/b"])
+    assert result.exit_code == 1 and "score name 'a/b' must be 1-64 letters" in result.output
 
 
 @pytest.mark.gpu

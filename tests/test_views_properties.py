@@ -45,6 +45,8 @@ def connect(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
     groups: dict[int, list[int]] = {}
     for doc, row in zip(ids, rows):
         groups.setdefault(row[4] or -doc, []).append(doc)
+    con.execute("create table models as select * from (values ('teacher', 'a', 'bpe', ''), ('reference', 'b', 'bpe', '')) "
+                "as t(model, content_hash, tokenizer_hash, path)")
     con.execute("create table minhash (doc_id bigint, cluster_id bigint, cluster_size bigint)")
     members = [(doc, min(g), len(g)) for g in groups.values() for doc in g]
     if members:
@@ -53,13 +55,16 @@ def connect(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
     return con
 
 
+alphas = st.floats(0, 1, exclude_min=True)
+
+
 @settings(max_examples=60, deadline=None)
-@given(corpus, st.floats(0, 1), st.sampled_from(["byte", "token"]))
-def test_difference_keeps_at_most_ceil_alpha_n_and_never_a_worse_document(rows, alpha, per):
+@given(corpus.filter(bool), alphas, st.sampled_from(["byte", "token"]))
+def test_difference_keeps_ceil_alpha_n_and_never_a_worse_document(rows, alpha, per):
     con = connect(rows)
     scored = dict(con.execute(f"select doc_id, score from difference_scores('teacher', 'reference', per := '{per}')").fetchall())
     kept = [d for (d,) in con.execute(f"select doc_id from difference('teacher', 'reference', alpha := {alpha}, per := '{per}')").fetchall()]
-    assert len(kept) <= math.ceil(alpha * len(scored))
+    assert len(kept) == math.ceil(alpha * len(scored))
     assert len(kept) == len(set(kept)) and set(kept) <= set(scored)
     dropped = set(scored) - set(kept)
     assert None not in scored.values()
@@ -68,7 +73,7 @@ def test_difference_keeps_at_most_ceil_alpha_n_and_never_a_worse_document(rows, 
 
 
 @settings(max_examples=60, deadline=None)
-@given(corpus, st.floats(0, 1), st.sampled_from(["byte", "token"]))
+@given(corpus.filter(bool), alphas, st.sampled_from(["byte", "token"]))
 def test_difference_bytes_holds_alpha_of_the_text_with_less_than_one_document_over(rows, alpha, per):
     con = connect(rows)
     scored = {d: (s, n) for d, s, n in con.execute(
@@ -90,7 +95,19 @@ def test_difference_bytes_holds_alpha_of_the_text_with_less_than_one_document_ov
 
 
 @settings(max_examples=60, deadline=None)
-@given(corpus, st.booleans(), st.integers(1, 5))
+@given(corpus, st.floats(allow_nan=False).filter(lambda a: not 0 < a <= 1))
+def test_difference_refuses_alpha_outside_zero_to_one(rows, alpha):
+    con = connect(rows + [("web", 10, -1.0, -2.0, 0)])
+    try:
+        con.execute(f"select count(*) from difference('teacher', 'reference', alpha := '{alpha!r}'::double)").fetchall()
+    except duckdb.Error as exc:
+        assert "alpha must be in (0, 1]" in str(exc)
+    else:
+        raise AssertionError(f"alpha {alpha} was accepted")
+
+
+@settings(max_examples=60, deadline=None)
+@given(corpus.filter(bool), st.booleans(), st.integers(1, 5))
 def test_curriculum_never_decreases(rows, descending, stages):
     con = connect(rows)
     values = con.execute(
@@ -117,8 +134,8 @@ def test_dedup_is_idempotent(rows):
 
 
 @settings(max_examples=60, deadline=None)
-@given(corpus, st.dictionaries(st.sampled_from(SOURCES), st.integers(0, 600)), st.sampled_from(["bytes", "tokens", "documents"]),
-       st.integers(0, 1000))
+@given(corpus.filter(bool), st.dictionaries(st.sampled_from(SOURCES), st.integers(1, 600), min_size=1),
+       st.sampled_from(["bytes", "tokens", "documents"]), st.integers(0, 1000))
 def test_quota_never_exceeds_a_budget(rows, budgets, unit, seed):
     con = connect(rows)
     literal = "map {" + ", ".join(f"'{s}': {b}" for s, b in budgets.items()) + "}" if budgets else "map {}::map(varchar, bigint)"

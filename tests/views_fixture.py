@@ -18,7 +18,6 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 import corpusdb
 from corpusdb.text import doc_id
@@ -31,7 +30,21 @@ ID = {name: doc_id(text) for name, text in TEXTS.items()}
 NAME = {value: key for key, value in ID.items()}
 
 
-def write_scores(db: corpusdb.Database, model: str, scores: dict) -> None:
+def commit_part(db: corpusdb.Database, table_name: str, table: pa.Table, *folder: str, models: dict | None = None) -> None:
+    """Write `table` as a part of `table_name` and commit it (replacing the table's parts for `minhash`)."""
+    written = db.location.write_parquet(table, *folder, "part-fixture.parquet")
+
+    def change(snapshot) -> None:
+        if table_name == "minhash":
+            snapshot.tables["minhash"] = {}
+        snapshot.add_part(table_name, db.location, written, table.num_rows)
+        snapshot.models.update(models or {})
+
+    db.commit("fixture", change)
+
+
+def write_scores(db: corpusdb.Database, model: str, scores: dict, tokenizer: str = "fixture-tokenizer") -> None:
+    """Commit hand-made scores under `model` (its identity: a made-up content hash and tokenizer)."""
     names = sorted(scores)
     table = pa.table({
         "doc_id": pa.array([ID[n] for n in names], pa.int64()),
@@ -39,9 +52,8 @@ def write_scores(db: corpusdb.Database, model: str, scores: dict) -> None:
         "n_tokens": pa.array([scores[n][1] for n in names], pa.int64()),
         "n_bytes": pa.array([len(TEXTS[n].encode()) for n in names], pa.int64()),
     })
-    path = Path(db.location.path) / "scores" / f"model={model}"
-    path.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, path / "part-fixture.parquet")
+    entry = {"model": f"fixture/{model}", "content_hash": f"fixture-{model}", "tokenizer_hash": tokenizer}
+    commit_part(db, "scores", table, "scores", f"model={model}", models={model: entry})
 
 
 def build(folder: Path) -> corpusdb.Database:
@@ -59,8 +71,7 @@ def build(folder: Path) -> corpusdb.Database:
         "cluster_id": pa.array([cluster, cluster, cluster, ID["D"]], pa.int64()),
         "cluster_size": pa.array([3, 3, 3, 1], pa.int64()),
     })
-    (folder / "minhash" / "clusters").mkdir(parents=True)
-    pq.write_table(clusters, folder / "minhash" / "clusters" / "part-0.parquet")
+    commit_part(db, "minhash", clusters, "minhash", "clusters")
     return corpusdb.open(str(folder))
 
 

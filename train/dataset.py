@@ -4,9 +4,12 @@
       ds = ViewDataset(corpusdb.open('demo/db'), 'dedup', tokenizer='out/student', seq_len=256); print(next(iter(ds)).shape)"
 
 The view is first exported (`corpusdb.export`) to a local cache folder of small Parquet parts,
-ordered by doc_id (or in the view's own order with `shuffle=False`, for curricula); the cache is
-reused while the view's SQL and the database's inputs are unchanged. A pre-tokenized export
-(`format tokens`) or any export folder can be streamed directly with `ViewDataset.from_export`.
+ordered by doc_id (or in the view's own order with `shuffle=False`, for curricula). The cache key
+is the export's key: the selection's provenance (`corpusdb.provenance`: its SQL with every view
+and policy it reads, the content of the data and the models' identities) and the block size, so
+the cache is reused exactly while all of those are unchanged and rebuilt otherwise, never stale.
+A pre-tokenized export (`format tokens`) or any export folder can be streamed directly with
+`ViewDataset.from_export`.
 
 Each part is a *block*. An epoch's block order is a seeded permutation (or the view's order), and
 block b goes to stream b % num_streams of the (rank, worker) streams (`corpusdb.world.World`), so
@@ -53,12 +56,17 @@ class Blocks:
     """The parts of an export folder (Parquet, JSONL or tokens) as numbered blocks of documents."""
 
     def __init__(self, url: str, storage_options: dict | None = None):
+        from corpusdb.export import check_file_name
+
         self.location = Location(url, storage_options or {})
         if not self.location.exists("manifest.json"):
             raise FileNotFoundError(f"{url} has no manifest.json: not a (finished) corpusdb export; run `corpusdb export` first")
         self.manifest = json.loads(self.location.read_bytes("manifest.json"))
         self.format = self.manifest["format"]
         self.parts = self.manifest["parts"]
+        for part in self.parts:  # a manifest may only name files next to it
+            for name in (part.get("file"), *([part["index"]] if "index" in part else [])):
+                check_file_name(url, name)
 
     def __len__(self) -> int:
         return len(self.parts)
@@ -104,14 +112,14 @@ class ViewDataset(IterableDataset):
 
     def __init__(self, db, view: str, tokenizer, seq_len: int, *, batch_size: int = 1, shuffle: bool = True,
                  seed: int = 0, epochs: int | None = None, block_mb: float = 4.0, cache_dir: str | None = None):
-        from corpusdb.export import inputs_hash
+        from corpusdb.provenance import provenance
         from corpusdb.views import relation_sql
 
         sql = relation_sql(db, view)
         order = "order by doc_id" if shuffle else ""
         select = f"select doc_id, source, text, n_bytes from ({sql}) {order}"
-        digest = inputs_hash(db)
-        key = hashlib.sha256(json.dumps([db.url, select, digest, block_mb]).encode()).hexdigest()[:16]
+        record = provenance(db, select)
+        key = hashlib.sha256(json.dumps([db.url, record["inputs_hash"], block_mb]).encode()).hexdigest()[:16]
         cache = Path(cache_dir or Path(tempfile.gettempdir()) / "corpusdb-cache") / key
         # Under DDP rank 0 exports first and the others then find its finished export, so every
         # rank streams the same blocks even where the view's row order is not deterministic.
@@ -119,13 +127,14 @@ class ViewDataset(IterableDataset):
 
         distributed = dist.is_available() and dist.is_initialized()
         if not distributed or dist.get_rank() == 0:
-            db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={}, digest=digest)
+            db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
         if distributed:
             dist.barrier()
             if dist.get_rank() != 0:
-                db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={}, digest=digest)
+                db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
         self._setup(Blocks(str(cache)), tokenizer, seq_len, batch_size, shuffle, seed, epochs)
         self.view = view
+        self.version = db.version
 
     @classmethod
     def from_export(cls, url: str, tokenizer=None, seq_len: int = 1024, *, storage_options: dict | None = None,
@@ -134,6 +143,7 @@ class ViewDataset(IterableDataset):
         self = cls.__new__(cls)
         self._setup(Blocks(url, storage_options), tokenizer, seq_len, batch_size, shuffle, seed, epochs)
         self.view = self.blocks.manifest.get("view")
+        self.version = self.blocks.manifest.get("version")
         return self
 
     def _setup(self, blocks: Blocks, tokenizer, seq_len: int, batch_size: int, shuffle: bool, seed: int, epochs: int | None) -> None:
@@ -155,16 +165,19 @@ class ViewDataset(IterableDataset):
     def state_dict(self, consumed: int, num_workers: int = 0) -> dict:
         """The state after this rank's DataLoader (with `num_workers`) handed out `consumed` samples."""
         return {"consumed": int(consumed), "num_workers": max(num_workers, 1), "seed": self.seed, "seq_len": self.seq_len,
-                "batch_size": self.batch_size, "n_blocks": len(self.blocks)}
+                "batch_size": self.batch_size, "n_blocks": len(self.blocks), "inputs_hash": self.blocks.manifest.get("inputs_hash")}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume after `state_dict`: the next samples are those an uninterrupted run would give next.
 
         Raises:
             ValueError: the state comes from a dataset with another seed, sequence length, batch
-                size or number of blocks, so its position means something else here.
+                size, number of blocks or other data, so its position means something else here.
         """
         mine = self.state_dict(0)
+        if state.get("inputs_hash") and mine["inputs_hash"] and state["inputs_hash"] != mine["inputs_hash"]:
+            raise ValueError(f"cannot resume: the saved state streamed other data (inputs {state['inputs_hash'][:12]}, this "
+                             f"dataset {mine['inputs_hash'][:12]}); open the database as of the version it trained on")
         for key in ("seed", "seq_len", "batch_size", "n_blocks"):
             if state.get(key) != mine[key]:
                 raise ValueError(f"cannot resume: the saved state has {key}={state.get(key)!r}, this dataset {mine[key]!r}")

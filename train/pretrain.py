@@ -7,10 +7,14 @@ Every setting is in `TrainConfig` below, one line each. The model is a transform
 Llama built from `train.models` (random init), the data a `ViewDataset`; AdamW with a cosine
 schedule and warmup, gradient accumulation, bf16 autocast on GPU, DDP under torchrun (gloo on
 CPU). Checkpoints (`OUT/checkpoint.pt`, written atomically) hold the model, optimizer, step,
-RNG state and the dataset position, so a killed run re-run with the same settings continues
-exactly where the last checkpoint left it. Held-out loss (per token and per byte) is measured on
-`eval_view`; metrics go to `OUT/metrics.jsonl`; the final model is saved with `save_pretrained`
-to `OUT/model`, ready for `corpusdb score --model OUT/model`.
+RNG state, the dataset position and the database version trained on, so a killed run re-run
+with the same settings continues exactly where the last checkpoint left it, on the same data even
+if the database changed meanwhile. A resume with other settings is refused, including another
+`max_steps` (the cosine schedule's length: a longer run would restart the learning-rate
+schedule; train into another `out` instead). Held-out loss (per token and per byte) is measured
+on `eval_view`; metrics go to `OUT/metrics.jsonl`, one line per logged step (a resume drops the
+lines the killed run wrote after its last checkpoint); the final model is saved with
+`save_pretrained` to `OUT/model`, ready for `corpusdb score --model OUT/model`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from corpusdb.world import launched
 @dataclass
 class TrainConfig:
     db: str = "demo/db"  # database URL (local path or fsspec URL)
+    as_of: int | None = None  # database version to train on; None: the latest (a resume keeps the checkpoint's)
     view: str = "documents"  # training data: a view name, macro call or select
     eval_view: str | None = None  # held-out documents (same forms as view); None: no evaluation
     eval_docs: int = 200  # held-out documents scored at each evaluation (the first ones by doc_id)
@@ -133,6 +138,37 @@ def evaluate(model, tokenizer, texts: list[str], seq_len: int, device: str, dtyp
             "eval_bits_per_byte": total / max(n_bytes, 1) / math.log(2), "eval_tokens": count, "eval_bytes": n_bytes}
 
 
+def _trim_metrics(path: Path, step: int) -> None:
+    """Keep the metric lines up to `step` (what the checkpoint saw); a killed run may have logged more."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        row = json.loads(line)
+        if step == 0 or row.get("step", 0) > step:
+            break
+        kept.append(line)
+    tmp = path.with_name(f".tmp-{path.name}")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _check_resume(checkpoint_path: Path, state: dict, config: TrainConfig) -> None:
+    """Refuse to resume a checkpoint under settings that would make its position mean something else."""
+    ignored = ("eval_every", "checkpoint_every", "progress", "log_every", "as_of")
+    saved = {k: v for k, v in state["config"].items() if k not in ignored}
+    mine = {k: v for k, v in dataclasses.asdict(config).items() if k in saved}
+    if saved == mine:
+        return
+    differ = next(k for k in saved if saved[k] != mine.get(k))
+    if differ in ("max_steps", "warmup_steps", "lr", "min_lr"):
+        raise ValueError(f"{checkpoint_path} was trained with a learning-rate schedule of {differ}={saved[differ]!r}; "
+                         f"resuming with {mine.get(differ)!r} would restart it: use --{differ.replace('_', '-')} "
+                         f"{saved[differ]}, or train into another --out")
+    raise ValueError(f"{checkpoint_path} was made with {differ}={saved[differ]!r}, not {mine.get(differ)!r}; "
+                     f"use another --out or the same settings")
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     tmp = path.with_name(f".tmp-{path.name}")
     torch.save(state, tmp)
@@ -156,7 +192,17 @@ def train(config: TrainConfig) -> dict:
     dtype = {"bf16": torch.bfloat16, "fp32": None}.get(config.precision)
     if config.precision == "auto":
         dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else None
-    db = corpusdb.open(config.db)
+    checkpoint_path = out / "checkpoint.pt"
+    state = torch.load(checkpoint_path, map_location=device, weights_only=False) if checkpoint_path.exists() else None
+    as_of = config.as_of
+    if state is not None:
+        _check_resume(checkpoint_path, state, config)
+        trained_on = state.get("db_version")
+        if as_of is not None and trained_on is not None and as_of != trained_on:
+            raise ValueError(f"{checkpoint_path} was trained on version {trained_on} of {config.db}, not {as_of}; "
+                             f"resume without --as-of (or with --as-of {trained_on}), or train into another --out")
+        as_of = trained_on  # the same data as before the interruption, whatever was committed since
+    db = corpusdb.open(config.db, as_of=as_of)
     tokenizer = _tokenizer(config, db, rank, world_size)
     model = make_model(tokenizer, size=config.size, arch=config.arch, context=config.seq_len, seed=config.seed).to(device)
     decay = [p for p in model.parameters() if p.dim() >= 2]
@@ -168,15 +214,7 @@ def train(config: TrainConfig) -> dict:
     dataset = ViewDataset(db, config.view, tokenizer, config.seq_len, batch_size=config.batch_size, shuffle=config.shuffle,
                           seed=config.seed, block_mb=config.block_mb, cache_dir=str(out / "cache"))
     step, consumed = 0, 0
-    checkpoint_path = out / "checkpoint.pt"
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        saved = {k: v for k, v in state["config"].items() if k not in ("max_steps", "eval_every", "checkpoint_every", "progress", "log_every")}
-        mine = {k: v for k, v in dataclasses.asdict(config).items() if k in saved}
-        if saved != mine:
-            differ = next(k for k in saved if saved[k] != mine.get(k))
-            raise ValueError(f"{checkpoint_path} was made with {differ}={saved[differ]!r}, not {mine.get(differ)!r}; "
-                             f"use another --out or the same settings")
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         step, consumed = state["step"], state["consumed"]
@@ -193,6 +231,8 @@ def train(config: TrainConfig) -> dict:
 
         sql = f"select text from ({relation_sql(db, config.eval_view)}) order by doc_id limit {config.eval_docs}"
         eval_texts = [t for (t,) in db.sql(sql).fetchall()]
+    if rank == 0:
+        _trim_metrics(out / "metrics.jsonl", step)
     metrics_file = (out / "metrics.jsonl").open("a") if rank == 0 else None
     n_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = config.batch_size * config.seq_len * config.grad_accum * world_size
@@ -214,7 +254,7 @@ def train(config: TrainConfig) -> dict:
             _save_checkpoint(checkpoint_path, {
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "consumed": consumed,
                 "dataset": dataset.state_dict(consumed, config.num_workers), "rng": torch.get_rng_state(),
-                "config": dataclasses.asdict(config),
+                "config": dataclasses.asdict(config), "db_version": db.version,
             })
             checkpoints_written += 1
             failpoint.after_part("train", checkpoints_written)  # crash tests: CORPUSDB_FAILPOINT=train.after_part=N
@@ -222,7 +262,9 @@ def train(config: TrainConfig) -> dict:
 
     if rank == 0 and step == 0:
         log({"event": "start", "n_parameters": n_params, "tokens_per_step": tokens_per_step, "device": device,
-             "world_size": world_size, "config": dataclasses.asdict(config)})
+             "world_size": world_size, "db_version": db.version, "config": dataclasses.asdict(config)})
+    elif rank == 0:
+        log({"event": "resume", "from_step": step, "db_version": db.version})
     batches = iter(loader)
     started, window_loss, window_steps = time.perf_counter(), 0.0, 0
     bar = tqdm(total=config.max_steps, initial=step, desc="train", disable=rank != 0 or not config.progress, dynamic_ncols=True)
@@ -249,13 +291,16 @@ def train(config: TrainConfig) -> dict:
         window_loss, window_steps = window_loss + step_loss, window_steps + 1
         bar.update(1)
         bar.set_postfix(loss=f"{step_loss:.3f}", refresh=False)
+        row: dict = {}  # one metrics line per step, evaluation included
         if step % config.log_every == 0 or step == config.max_steps:
             elapsed = time.perf_counter() - started
-            log({"step": step, "loss": step_loss, "mean_loss": window_loss / window_steps, "lr": _lr(config, step - 1),
-                 "tokens": step * tokens_per_step, "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9)})
+            row.update({"loss": step_loss, "mean_loss": window_loss / window_steps, "lr": _lr(config, step - 1),
+                        "tokens": step * tokens_per_step, "tokens_per_s": window_steps * tokens_per_step / max(elapsed, 1e-9)})
             started, window_loss, window_steps = time.perf_counter(), 0.0, 0
         if eval_texts and (step % config.eval_every == 0 or step == config.max_steps) and rank == 0:
-            log({"step": step, **evaluate(model, tokenizer, eval_texts, config.seq_len, device, dtype)})
+            row.update(evaluate(model, tokenizer, eval_texts, config.seq_len, device, dtype))
+        if row:
+            log({"step": step, **row})
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             checkpoint()
     bar.close()
@@ -276,7 +321,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         if field.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
         else:
-            kind = {"int": int, "float": float}.get(str(field.type), str)
+            kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
             parser.add_argument(flag, type=kind, default=field.default)
     return TrainConfig(**vars(parser.parse_args(argv)))
 

@@ -24,17 +24,40 @@ class Group(click.Group):
             return super().invoke(ctx)
         except (CorpusDBError, ValueError) as exc:
             raise click.ClickException(str(exc)) from exc
-        except duckdb.Error as exc:  # raised while a query runs, e.g. error() in a view's SQL
-            raise click.ClickException(str(exc).strip().splitlines()[0]) from exc
+        except duckdb.Error as exc:  # raised while a query runs, e.g. error() in a policy's checks
+            from corpusdb.db import query_error
+
+            raise click.ClickException(query_error(exc)) from exc
 
 
-def open_db(url: str, options: tuple[str, ...]) -> corpusdb.Database:
-    """Open DB with `-o` storage options."""
-    return corpusdb.open(url, storage_options=parse_storage_options(options))
+def open_db(url: str, options: tuple[str, ...], as_of: int | None = None, allow: tuple[str, ...] = (),
+            unsafe: bool = False) -> corpusdb.Database:
+    """Open DB with `-o` storage options, at the latest version or `--as-of` one."""
+    return corpusdb.open(url, storage_options=parse_storage_options(options), as_of=as_of, allow=allow, unsafe=unsafe)
 
 
 def storage_option(func):
     return click.option("-o", "--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE", help=STORAGE_HELP)(func)
+
+
+def as_of_option(func):
+    return click.option("--as-of", type=click.IntRange(min=0), metavar="VERSION",
+                        help="read this committed version instead of the latest (`corpusdb versions DB` lists them)")(func)
+
+
+def commit_option(func):
+    return click.option("--commit-every", "commit_seconds", type=click.FloatRange(min=0), default=60.0, show_default=True,
+                        metavar="SECONDS",
+                        help="commit finished work at least this often (a killed job redoes at most this much)")(func)
+
+
+def access_options(func):
+    """--allow and --unsafe: what DuckDB may read beyond the database's own files."""
+    func = click.option("--unsafe", is_flag=True,
+                        help="give DuckDB full file and extension access (for SQL you typed; views of others run with it too)")(func)
+    func = click.option("--allow", multiple=True, metavar="PATH",
+                        help="a folder or file DuckDB may also read, e.g. a CSV to join (repeatable)")(func)
+    return func
 
 
 def format_option(func):

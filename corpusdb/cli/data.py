@@ -10,9 +10,20 @@ import json
 import sys
 
 import click
+import duckdb
 
 import corpusdb
-from corpusdb.cli.base import cli, executor_options, format_option, open_db, print_relation, storage_option
+from corpusdb.cli.base import (
+    access_options,
+    as_of_option,
+    cli,
+    commit_option,
+    executor_options,
+    format_option,
+    open_db,
+    print_relation,
+    storage_option,
+)
 from corpusdb.errors import CorpusDBError
 from corpusdb.output import FORMATS, render
 from corpusdb.storage import parse_storage_options
@@ -55,15 +66,18 @@ def init(db: str, storage_options: tuple[str, ...]) -> None:
 @click.option("--part-size-mb", type=float, default=128.0, show_default=True, help="text bytes per Parquet part")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@commit_option
 @executor_options
 @storage_option
-def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, part_size_mb, as_json, progress, shards, executor,
-           address, storage_options):
+def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, part_size_mb, as_json, progress, commit_seconds,
+           shards, executor, address, storage_options):
     """Ingest SOURCES (files, folders, globs; any fsspec URL) into DB's documents table.
 
     Creates DB if needed. Each document gets a doc_id (hash of its normalised text); a document
-    already in DB is not written again. Re-running a job skips finished input files and redoes a
-    crashed one, so the table ends up exactly as one clean run leaves it.
+    already in DB is not written again. Finished input files are committed as a new version of DB
+    (every --commit-every seconds and at the end); readers only see committed documents. Re-running
+    a killed job skips committed input files and redoes the rest, so the table ends up exactly as
+    one clean run leaves it; jobs running at once both land, with no document twice.
 
     \b
     Examples:
@@ -86,7 +100,7 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
         reports = run_sharded(
             "ingest", db, shards=shards, executor=executor, address=address, storage_options=options,
             sources=list(sources), source=source_name or default_source(sources[0]), text_field=text_field,
-            meta=tuple(pairs), format=fmt, on_error=on_error, part_size_mb=part_size_mb,
+            meta=tuple(pairs), format=fmt, on_error=on_error, part_size_mb=part_size_mb, commit_seconds=commit_seconds,
         )
         written = sum(r["n_docs_written"] for r in reports) - sum(r["n_cross_shard_duplicates_removed"] for r in reports)
         click.echo(json.dumps(reports, indent=2, default=str) if as_json else
@@ -96,6 +110,7 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
     report = database.ingest(
         list(sources), source=source_name, text_field=text_field, meta=tuple(pairs), format=fmt,
         on_error=on_error, shard=shard, part_size_mb=part_size_mb, progress=progress, storage_options=options,
+        commit_seconds=commit_seconds,
     )
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
@@ -109,31 +124,40 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
 @click.argument("db")
 @click.argument("query")
 @format_option
+@as_of_option
+@access_options
 @storage_option
-def sql(db: str, query: str, fmt: str, storage_options: tuple[str, ...]) -> None:
+def sql(db: str, query: str, fmt: str, as_of: int | None, allow: tuple[str, ...], unsafe: bool,
+        storage_options: tuple[str, ...]) -> None:
     """Run QUERY (DuckDB SQL) over DB's tables and views and print the result.
+
+    Queries read the latest committed version (or --as-of VERSION). DuckDB may read only DB's own
+    files: pass --allow PATH to join other files, or --unsafe for full access.
 
     \b
     Examples:
       corpusdb sql demo/db "select source, count(*) as docs, sum(n_bytes) as bytes from documents group by 1"
       corpusdb sql demo/db "select doc_id, left(text, 80) from documents using sample 5" --format json
+      corpusdb sql demo/db "select count(*) from refined" --as-of 12
+      corpusdb sql demo/db "select d.* from documents d join 'labels.csv' l using (doc_id)" --allow labels.csv
     """
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of, allow, unsafe) as database:
         print_relation(database.sql(query), fmt)
 
 
 @cli.command()
 @click.argument("db")
 @format_option
+@as_of_option
 @storage_option
-def stats(db: str, fmt: str, storage_options: tuple[str, ...]) -> None:
-    """Summarise DB: documents, bytes and parts, in all and per source.
+def stats(db: str, fmt: str, as_of: int | None, storage_options: tuple[str, ...]) -> None:
+    """Summarise DB: documents, bytes and parts, in all and per source; its version, scored models and views.
 
     \b
     Example:
       corpusdb stats demo/db --format json
     """
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of) as database:
         summary = database.stats()
     if fmt == "json":
         click.echo(json.dumps(summary, indent=2))
@@ -145,7 +169,9 @@ def stats(db: str, fmt: str, storage_options: tuple[str, ...]) -> None:
     ]
     rows.append(("(all)", summary["n_documents"], summary["n_bytes"], 100.0 if summary["n_bytes"] else 0.0))
     if fmt == "table":
-        click.echo(f"{summary['url']}: {summary['n_documents']:,} documents, {summary['n_bytes'] / 1e6:,.1f} MB of text, {summary['n_parts']} parts")
+        click.echo(f"{summary['url']} at version {summary['version']}: {summary['n_documents']:,} documents, "
+                   f"{summary['n_bytes'] / 1e6:,.1f} MB of text, {summary['n_parts']} parts; "
+                   f"scored by: {', '.join(summary['models']) or 'none'}; views: {', '.join(summary['views']) or 'none'}")
     click.echo(render(["source", "n_documents", "n_bytes", "pct_bytes"], rows, fmt))
 
 
@@ -154,8 +180,10 @@ SHELL_HELP = """Enter SQL ending in ';'. Commands: .tables  .schema NAME  .forma
 
 @cli.command()
 @click.argument("db")
+@as_of_option
+@access_options
 @storage_option
-def shell(db: str, storage_options: tuple[str, ...]) -> None:
+def shell(db: str, as_of: int | None, allow: tuple[str, ...], unsafe: bool, storage_options: tuple[str, ...]) -> None:
     """Open an interactive SQL prompt on DB (statements end with ';').
 
     \b
@@ -169,7 +197,7 @@ def shell(db: str, storage_options: tuple[str, ...]) -> None:
         pass
     interactive = sys.stdin.isatty()
     fmt = "table"
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of, allow, unsafe) as database:
         if interactive:
             click.echo(f"corpusdb {corpusdb.__version__} on {database.url}. {SHELL_HELP}")
         buffer: list[str] = []
@@ -211,3 +239,5 @@ def _run_shell_statement(database: corpusdb.Database, statement: str, fmt: str) 
         print_relation(database.sql(statement), fmt)
     except CorpusDBError as exc:
         click.echo(f"Error: {exc}", err=True)
+    except duckdb.Error as exc:  # raised while the statement runs, e.g. a policy's error()
+        click.echo(f"Error: {database.explain_error(exc)}", err=True)

@@ -9,7 +9,7 @@ import json
 
 import click
 
-from corpusdb.cli.base import cli, executor_options, format_option, open_db, storage_option
+from corpusdb.cli.base import as_of_option, cli, commit_option, executor_options, format_option, open_db, storage_option
 from corpusdb.dedup.minhash import HASHES
 from corpusdb.dedup.report import dedup_report
 from corpusdb.output import render
@@ -34,10 +34,11 @@ from corpusdb.storage import parse_storage_options
 @click.option("--workers", type=int, help="processes computing signatures [default: CPU count]")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@commit_option
 @executor_options
 @storage_option
 def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, max_bucket, shard, workers, as_json,
-            progress, shards, executor, address, storage_options):
+            progress, commit_seconds, shards, executor, address, storage_options):
     """Find near-duplicate documents: MinHash signatures, LSH banding, connected components.
 
     Signatures (datasketch-compatible) are computed for documents parts that have none, in
@@ -68,6 +69,7 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
         report = database.minhash(
             ngram=ngram, num_perm=num_perm, seed=seed, hash=hash_name, threshold=threshold, bands=bands, rows=rows,
             verify=verify, max_bucket=max_bucket, shard=shard, workers=workers, progress=progress,
+            commit_seconds=commit_seconds,
         )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 
@@ -75,14 +77,15 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
 @cli.command("dedup-report")
 @click.argument("db")
 @format_option
+@as_of_option
 @storage_option
-def dedup_report_command(db, fmt, storage_options):
+def dedup_report_command(db, fmt, as_of, storage_options):
     """Near-duplicates per source: documents by the size of their cluster, and what dedup removes.
 
     \b
     Example:
       corpusdb dedup-report demo/db --format csv
     """
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of) as database:
         columns, rows = dedup_report(database)
     click.echo(render(columns, rows, fmt))

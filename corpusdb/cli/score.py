@@ -9,7 +9,7 @@ import json
 
 import click
 
-from corpusdb.cli.base import cli, open_db, storage_option
+from corpusdb.cli.base import cli, commit_option, open_db, storage_option
 from corpusdb.scoring.job import PRECISIONS
 
 
@@ -34,9 +34,10 @@ from corpusdb.scoring.job import PRECISIONS
               help="launch this command under torchrun with this many processes (one per GPU) and wait for it")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@commit_option
 @storage_option
 def score(db, model, name, context, stride, batch_tokens, part_docs, device, precision, attn_implementation, shard,
-          view, replace, trust_remote_code, nproc_per_node, as_json, progress, storage_options):
+          view, replace, trust_remote_code, nproc_per_node, as_json, progress, commit_seconds, storage_options):
     """Score DB's documents with a causal LM and store their log-likelihoods as scores/model=NAME.
 
     Each document gets sum_logprob (natural log, every token predicted from its prefix, the first
@@ -44,9 +45,14 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
     than the context are scored in windows (--context, --stride), each token exactly once.
     Short documents are packed several to a row, so no compute goes to padding.
 
-    A re-run scores only documents without a score: a killed job resumes, and documents ingested
-    later are scored incrementally. Shards (--shard i/n, and torchrun ranks) score disjoint
-    doc_ids and may run at once.
+    NAME is bound to the model's content (a hash of its weight, config and tokenizer files) and the
+    scoring settings: the same files under another path are the same model; other content (a
+    checkpoint retrained in place) or other settings under NAME are refused before loading.
+
+    Parts are committed every --commit-every seconds and at the end. A re-run scores only
+    documents without a committed score: a killed job resumes, and documents ingested later are
+    scored incrementally. Shards (--shard i/n, and torchrun ranks) score disjoint doc_ids and may
+    run at once. `corpusdb models DB` lists score names; --drop and --rename manage them.
 
     \b
     Examples:
@@ -64,6 +70,7 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
             model, name, context=context, stride=stride, batch_tokens=batch_tokens, chunk_docs=part_docs,
             device=device, precision=precision, shard=shard, view=view, replace=replace,
             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, progress=progress,
+            commit_seconds=commit_seconds,
         )
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.summary())
 

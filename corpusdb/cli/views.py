@@ -10,7 +10,7 @@ import json
 
 import click
 
-from corpusdb.cli.base import cli, format_option, open_db, storage_option
+from corpusdb.cli.base import as_of_option, cli, format_option, open_db, storage_option
 from corpusdb.export import FORMATS as EXPORT_FORMATS
 from corpusdb.output import render
 from corpusdb.storage import parse_storage_options
@@ -39,30 +39,42 @@ def view() -> None:
 @click.option("--replace", is_flag=True, help="overwrite a user view of that name")
 @storage_option
 def view_create(db, name, sql_text, replace, storage_options):
-    """Create user view NAME in DB from a select; it is checked first and saved as views/NAME.sql.
+    """Create user view NAME in DB from one select; it is run first, then committed as a new version.
+
+    The SQL must be exactly one select (DuckDB's parser decides). It is run in full before it is
+    saved, so a missing column or view, or a policy refusing its arguments (a score name without
+    scores, alpha outside (0, 1]), is an error and nothing is saved. A view that selects no rows is
+    saved with a warning. A copy of the SQL goes to views/NAME.sql for people and other engines.
 
     \b
     Example:
       corpusdb view create demo/db short_docs --sql "select * from documents where n_bytes < 2000"
     """
+    from corpusdb.views import create_view
+
     with open_db(db, storage_options) as database:
-        created = database.create_view(name, sql_text, replace=replace)
-        n_rows = database.sql(f"select count(*) from ({created.sql})").fetchall()[0][0]
-    click.echo(f"view {name!r} saved ({n_rows:,} rows now)")
+        n_rows = create_view(database, name, sql_text, replace=replace)
+        version = database.version
+    if not n_rows:
+        click.echo(f"Warning: view {name!r} selects no rows now; check its filters and score names", err=True)
+    click.echo(f"view {name!r} saved ({n_rows:,} rows now) in version {version}")
 
 
 @view.command("list")
 @click.argument("db")
 @format_option
+@as_of_option
 @storage_option
-def view_list(db, fmt, storage_options):
+def view_list(db, fmt, as_of, storage_options):
     """List built-in and user views with what they do and their parameters.
+
+    Files in views/ that are not committed views are listed as "ignored file": they never run.
 
     \b
     Example:
       corpusdb view list demo/db --format json
     """
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of) as database:
         rows = database.views()
     click.echo(render(["name", "kind", "description", "params"], [tuple(r.values()) for r in rows], fmt))
 
@@ -80,15 +92,17 @@ def view_drop(db, name, storage_options):
     """
     with open_db(db, storage_options) as database:
         database.drop_view(name)
-    click.echo(f"view {name!r} dropped")
+        version = database.version
+    click.echo(f"view {name!r} dropped in version {version}")
 
 
 @view.command("stats")
 @click.argument("db")
 @click.argument("name", metavar="VIEW")
 @format_option
+@as_of_option
 @storage_option
-def view_stats(db, name, fmt, storage_options):
+def view_stats(db, name, fmt, as_of, storage_options):
     """Summarise VIEW: documents, bytes, tokens per scoring model, per-source shares, score quantiles.
 
     VIEW is a view name, a macro call such as "difference('teacher', 'ref', alpha := 0.3)", or a select.
@@ -98,7 +112,7 @@ def view_stats(db, name, fmt, storage_options):
       corpusdb view stats demo/db dedup
       corpusdb view stats demo/db "difference('teacher', 'ref', alpha := 0.3)" --format json
     """
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of) as database:
         stats = database.view(name).stats()
     if fmt == "json":
         click.echo(json.dumps(stats, indent=2))
@@ -125,15 +139,16 @@ def view_stats(db, name, fmt, storage_options):
 @click.argument("view_a", metavar="VIEW_A")
 @click.argument("view_b", metavar="VIEW_B")
 @format_option
+@as_of_option
 @storage_option
-def compare(db, view_a, view_b, fmt, storage_options):
+def compare(db, view_a, view_b, fmt, as_of, storage_options):
     """Compare two views: documents in both and in one only, Jaccard, and per-source shares.
 
     \b
     Example:
       corpusdb compare demo/db dedup "difference('teacher', 'ref')"
     """
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of) as database:
         result = database.view(view_a).compare(view_b)
     if fmt == "json":
         click.echo(json.dumps(result, indent=2))
@@ -158,27 +173,37 @@ def compare(db, view_a, view_b, fmt, storage_options):
 @click.option("--part-size-mb", type=float, default=256.0, show_default=True, help="text bytes per part")
 @click.option("--overwrite", is_flag=True, help="replace an export of something else at URL")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@as_of_option
 @storage_option
-def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, storage_options):
+def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_of, storage_options):
     """Export VIEW's rows to URL (any fsspec URL) as a training subset, with a manifest written last.
 
-    VIEW is a view name, a macro call such as "difference('teacher', 'ref')", or a select. The
-    manifest lists the parts with row, byte and token
-    counts, the view's SQL and a hash of the database's inputs, so the subset can be reproduced.
-    A folder without manifest.json is an unfinished export: run the command again.
+    VIEW is a view name, a macro call such as "difference('teacher', 'ref')", or a select. Rows
+    come in the view's own order where it has one, else by doc_id, so exports are byte-identical
+    run to run. The manifest lists the parts with row, byte and token counts and the selection's
+    provenance: the version read, the SQL with every view and policy it uses, the models'
+    identities and a hash of the data, so --as-of VERSION re-makes the same subset later.
+
+    An export only ever removes files it wrote itself: URL must be a new or empty folder, or hold
+    a corpusdb export. The same selection of the same data is not exported twice; another one
+    there needs --overwrite. A folder without manifest.json is an unfinished export: run the
+    command again.
 
     \b
     Examples:
       corpusdb export demo/db dedup out/dedup
       corpusdb export demo/db "difference('teacher', 'ref')" s3://bkt/refined --format tokens --tokenizer out/student
+      corpusdb export demo/db refined out/refined-v12 --as-of 12
     """
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of) as database:
         manifest = database.view(name).export(
             url, format=fmt, tokenizer=tokenizer, part_size_mb=part_size_mb, overwrite=overwrite,
             storage_options=parse_storage_options(storage_options), progress=progress,
         )
     tokens = f", {manifest['n_tokens']:,} tokens" if "n_tokens" in manifest else ""
-    click.echo(f"exported {manifest['n_rows']:,} rows ({manifest['n_bytes']:,} bytes{tokens}) in {len(manifest['parts'])} parts to {url}")
+    what = "already exported (same selection, data and settings):" if manifest.get("reused") else "exported"
+    click.echo(f"{what} {manifest['n_rows']:,} rows ({manifest['n_bytes']:,} bytes{tokens}) in {len(manifest['parts'])} parts "
+               f"to {url} (version {manifest['version']})")
 
 
 @cli.command()
@@ -186,10 +211,12 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, sto
 @click.option("--out", default="report.html", show_default=True, help="where to write the HTML page (path or fsspec URL)")
 @click.option("--teacher", help="score name of the teacher [default: 'teacher' if scored]")
 @click.option("--reference", help="score name of the reference [default: 'reference' if scored]")
-@click.option("--alpha", type=float, default=0.5, show_default=True, help="difference sampling's keep fraction")
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="difference sampling's keep fraction, in (0, 1]")
 @click.option("--view", "views", multiple=True, help="views to summarise (repeatable) [default: documents, dedup, user views, difference]")
+@as_of_option
 @storage_option
-def report(db, out, teacher, reference, alpha, views, storage_options):
+def report(db, out, teacher, reference, alpha, views, as_of, storage_options):
     """Write an HTML report: loss histograms per source, teacher vs reference with the selection
     boundary, and per-source shares of each view.
 
@@ -199,6 +226,6 @@ def report(db, out, teacher, reference, alpha, views, storage_options):
     """
     from corpusdb.report import write_report
 
-    with open_db(db, storage_options) as database:
+    with open_db(db, storage_options, as_of) as database:
         write_report(database, out, teacher=teacher, reference=reference, alpha=alpha, views=list(views) or None)
     click.echo(f"report written to {out}")

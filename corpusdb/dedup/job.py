@@ -3,17 +3,18 @@
     corpusdb minhash demo/db --threshold 0.8
 
 Signatures: each documents part gets one signature part `minhash/signatures/part-<key>.parquet`
-(doc_id, signature UINTEGER[num_perm]), where the key hashes the documents part's name and size
-and the signature settings. Parts are computed in worker processes and written atomically, so a
-re-run computes only what is missing (new documents, or a killed job's remainder), `--shard i/n`
-takes every n-th documents part, and parts of other settings or of parts that no longer exist
-are removed.
+(doc_id, signature UINTEGER[num_perm]), where the key hashes the documents part's path and
+content hash and the signature settings, so equal names always hold equal bytes. Parts are
+computed in worker processes, written atomically and committed (`corpusdb.versions`) every
+`commit_seconds` and at the end, so a re-run computes only what is missing (new documents, or a
+killed job's remainder), `--shard i/n` takes every n-th documents part, and signature parts of
+other settings or of documents parts no longer live leave the table at the next commit.
 
-Clusters: once every documents part has its signatures, the band join and connected components
-run in DuckDB (`corpusdb.dedup.cluster`) and `minhash/clusters/part-0.parquet` (doc_id,
-cluster_id, cluster_size) is replaced atomically. Every document with at least one word has a
-row; `cluster_id` is the smallest doc_id of its cluster (its own doc_id when it has no near
-duplicate).
+Clusters: once every documents part has its committed signatures, the band join and connected
+components run in DuckDB (`corpusdb.dedup.cluster`) and the `minhash` table (doc_id, cluster_id,
+cluster_size) is replaced, in one commit, by `minhash/clusters/part-<content hash>.parquet`.
+Every document with at least one word has a row; `cluster_id` is the smallest doc_id of its
+cluster (its own doc_id when it has no near duplicate).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from corpusdb import failpoint
 from corpusdb.db import Database
 from corpusdb.dedup.cluster import cluster, optimal_bands, verification_threshold
 from corpusdb.dedup.minhash import HASHES, MinHasher
-from corpusdb.storage import Location, storage_errors
+from corpusdb.storage import Location, WrittenFile, content_hash, storage_errors
+from corpusdb.versions import Snapshot
 from corpusdb.world import parse_shard
 
 SIGNATURES = "minhash/signatures"
@@ -83,11 +85,11 @@ class MinhashReport:
         return "\n".join(lines)
 
 
-def _part_key(name: str, size: int, settings: dict) -> str:
-    return xxhash.xxh3_64_hexdigest(json.dumps([name, size, settings], sort_keys=True).encode())
+def _part_key(path: str, content: str, settings: dict) -> str:
+    return xxhash.xxh3_64_hexdigest(json.dumps([path, content, settings], sort_keys=True).encode())
 
 
-def sign_part(url: str, storage_options: dict, part: str, out_name: str, settings: dict) -> int:
+def sign_part(url: str, storage_options: dict, part: str, out_name: str, settings: dict) -> tuple[int, WrittenFile]:
     """Compute and write the signatures of one documents part (runs in a worker process)."""
     location = Location(url, storage_options)
     hasher = MinHasher(num_perm=settings["num_perm"], seed=settings["seed"], ngram=settings["ngram"], hash=settings["hash"])
@@ -100,8 +102,8 @@ def sign_part(url: str, storage_options: dict, part: str, out_name: str, setting
     ) if texts else np.empty((0, hasher.num_perm), dtype=np.uint32)
     offsets = np.arange(0, (len(ids) + 1) * hasher.num_perm, hasher.num_perm, dtype=np.int32)
     column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(signatures.ravel(), pa.uint32()))
-    location.write_parquet(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), SIGNATURES, out_name)
-    return len(ids)
+    written = location.write_parquet(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), SIGNATURES, out_name)
+    return len(ids), written
 
 
 def run_minhash(
@@ -120,6 +122,7 @@ def run_minhash(
     workers: int | None = None,
     cluster_when_done: bool = True,
     progress: bool | None = None,
+    commit_seconds: float = 60.0,
 ) -> MinhashReport:
     """Compute missing MinHash signatures, then (when all are there) near-duplicate clusters.
 
@@ -137,6 +140,7 @@ def run_minhash(
         workers: processes computing signatures [default: CPU count].
         cluster_when_done: build the clusters in DuckDB once every part has signatures (False
             when an executor clusters elsewhere, e.g. with Ray).
+        commit_seconds: commit finished signature parts at least this often, and at the end.
 
     Raises:
         ValueError: bad settings (the message names the valid range).
@@ -158,53 +162,79 @@ def run_minhash(
     report = MinhashReport(bands=bands, rows=rows, settings={
         **settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "max_bucket": max_bucket,
     })
+    db.writable()
+    db.refresh()
     location = db.location
     started = time.perf_counter()
 
-    doc_parts = location.file_sizes("documents", suffix=".parquet")
+    documents = db.snapshot.tables["documents"]
     expected = {
-        f"part-{_part_key(posixpath.basename(path), size, settings)}.parquet": path for path, size in doc_parts.items()
+        f"{SIGNATURES}/part-{_part_key(path, info['hash'], settings)}.parquet": path for path, info in documents.items()
     }
-    existing = {posixpath.basename(p): p for p in location.list_files(SIGNATURES, suffix=".parquet")}
-    for name, path in existing.items():
-        if name not in expected:
-            location.remove(path)
-            report.n_stale_parts_removed += 1
+    existing = set(db.snapshot.tables["signatures"])
+    report.n_stale_parts_removed = len(existing - set(expected))
     names = sorted(expected, key=lambda n: expected[n])
     mine = [name for position, name in enumerate(names) if position % num_shards == shard_index]
     todo = [name for name in mine if name not in existing]
     report.n_parts, report.n_parts_done_before = len(names), len(mine) - len(todo)
 
+    signed: dict[str, dict] = {}  # written, not yet committed: path -> part info
+
+    def commit_signatures() -> None:
+        batch = dict(signed)
+        signed.clear()
+
+        def change(snapshot: Snapshot) -> str:
+            live = snapshot.tables["documents"]
+            wanted = {f"{SIGNATURES}/part-{_part_key(p, i['hash'], settings)}.parquet" for p, i in live.items()}
+            parts = snapshot.tables["signatures"]
+            for path in [p for p in parts if p not in wanted]:
+                del parts[path]  # other settings, or documents parts no longer live
+            parts.update({path: info for path, info in batch.items() if path in wanted})
+            return f"signatures of {len(batch)} documents parts"
+
+        db.commit("minhash", change)
+
     for name in todo:  # only this shard's: other shards may be writing theirs right now
-        location.remove_temporaries(SIGNATURES, name)
-    jobs = [(location.url, location.storage_options, expected[name], name, settings) for name in todo]
+        location.remove_temporaries(SIGNATURES, posixpath.basename(name))
+    jobs = [(location.url, location.storage_options, location.join(expected[name]), posixpath.basename(name), settings)
+            for name in todo]
     with tqdm(total=len(jobs), unit="part", desc="minhash signatures",
               disable=(not progress) if progress is not None else None, dynamic_ncols=True) as bar:
-        def done(n_docs: int) -> None:
+        last_commit = time.monotonic()
+
+        def done(result: tuple[int, WrittenFile]) -> None:
+            nonlocal last_commit
+            n_docs, written = result
+            signed[location.relpath(written.path)] = {"size": written.size, "hash": written.hash, "rows": n_docs,
+                                                      "of": expected[location.relpath(written.path)]}
             report.n_parts_signed += 1
             report.n_documents_signed += n_docs
             rate = report.n_documents_signed / max(time.perf_counter() - started, 1e-9)
             bar.set_postfix(docs=f"{report.n_documents_signed:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
             bar.update(1)
             failpoint.after_part("minhash", report.n_parts_signed)
+            if time.monotonic() - last_commit >= commit_seconds:
+                commit_signatures()
+                last_commit = time.monotonic()
 
-        if workers == 1 or len(jobs) <= 1:
-            for job in jobs:
-                done(sign_part(*job))
-        else:
-            # fork where there is one: workers only touch numpy, pyarrow and fsspec (all fork-safe), and
-            # unlike spawn it needs no `if __name__ == "__main__"` guard in the user's script
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            context = multiprocessing.get_context(method)
-            with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-                for n_docs in pool.map(sign_part, *zip(*jobs)):
-                    done(n_docs)
+        try:
+            if workers == 1 or len(jobs) <= 1:
+                for job in jobs:
+                    done(sign_part(*job))
+            else:
+                # fork where there is one: workers only touch numpy, pyarrow and fsspec (all fork-safe), and
+                # unlike spawn it needs no `if __name__ == "__main__"` guard in the user's script
+                method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+                context = multiprocessing.get_context(method)
+                with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+                    for result in pool.map(sign_part, *zip(*jobs)):
+                        done(result)
+        finally:
+            commit_signatures()  # what is signed is kept, also when a part fails
     report.signature_seconds = time.perf_counter() - started
 
-    location.invalidate()
-    present = {posixpath.basename(p) for p in location.list_files(SIGNATURES, suffix=".parquet")}
-    if set(expected) <= present and cluster_when_done:
-        db.refresh()
+    if set(expected) <= set(db.snapshot.tables["signatures"]) and cluster_when_done:
         started = time.perf_counter()
         _write_clusters(db, report)
         report.cluster_seconds = time.perf_counter() - started
@@ -213,11 +243,25 @@ def run_minhash(
 
 
 def publish_clusters(db: Database, table: pa.Table, settings: dict) -> None:
-    """Replace the minhash table (doc_id, cluster_id, cluster_size) atomically and record its settings."""
-    db.location.write_parquet(table.sort_by("doc_id"), CLUSTERS, "part-0.parquet")
-    db.catalog.tables.setdefault("minhash", {})["settings"] = settings
-    db.save_catalog()
-    db.refresh()
+    """Replace the minhash table (doc_id, cluster_id, cluster_size) in one commit and record its settings.
+
+    The part is named by its content hash, so a clustering run twice (two shards finishing at
+    once) writes the same bytes under the same name.
+    """
+    import pyarrow.parquet as pq
+
+    sink = pa.BufferOutputStream()
+    pq.write_table(table.sort_by("doc_id"), sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    written = db.location.write_atomic(data, CLUSTERS, f"part-{content_hash(data)[:16]}.parquet")
+
+    def change(snapshot: Snapshot) -> str:
+        snapshot.tables["minhash"] = {}
+        snapshot.add_part("minhash", db.location, written, table.num_rows)
+        snapshot.settings["minhash"] = settings
+        return f"clusters of {table.num_rows:,} documents"
+
+    db.commit("minhash", change)
 
 
 def verify_threshold_of(settings: dict) -> float | None:

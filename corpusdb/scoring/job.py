@@ -13,11 +13,13 @@ while the model runs, cut into context windows, and packed several to a row with
 that restart per window (transformers turns those into a block-diagonal causal mask, so packed
 documents never see each other); rows are batched up to a token budget under bf16 autocast on GPU.
 
-How it stays exact: each chunk becomes one part named by the hash of its doc_ids, written
-atomically. A re-run scores only the documents that have no score yet, so a killed job resumes and
-new documents are scored incrementally. `shard=(i, n)` and torchrun ranks take disjoint doc_id
-residues. The model and settings are recorded in the catalog; scoring more documents under the
-same name with other settings is refused.
+How it stays exact: each chunk becomes one part, written atomically under a name no other
+write uses, and parts are committed (`corpusdb.versions`) every `commit_seconds` and at the end.
+A re-run scores only the documents that have no committed score, so a killed job resumes and new
+documents are scored incrementally. `shard=(i, n)` and torchrun ranks take disjoint doc_id
+residues. A score name is bound to its model's content and settings (`scoring.commit`): other
+content or settings under the same name are refused, before the model is loaded where the files
+already differ.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import queue
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +38,8 @@ from tqdm.auto import tqdm
 
 from corpusdb import failpoint
 from corpusdb.db import Database
-from corpusdb.errors import CatalogError
+from corpusdb.scoring.commit import ScoreCommitter, check_identity
+from corpusdb.scoring.identity import content_identity, hub_identity, tokenizer_hash
 from corpusdb.scoring.model import LoadedModel, load_model
 from corpusdb.scoring.windows import Batch, make_batches
 from corpusdb.storage import WriteQueue
@@ -63,6 +67,7 @@ class ScoreReport:
     forward_seconds: float = 0.0
     device: str = ""
     precision: str = ""
+    version: int = 0  # the version the job's last commit made
 
     @property
     def tokens_per_second(self) -> float:
@@ -76,7 +81,7 @@ class ScoreReport:
         return (
             f"scored {self.n_documents:,} documents ({self.n_tokens:,} tokens) as {self.name!r} on {self.device} "
             f"({self.precision}) in {self.seconds:.1f} s: {self.tokens_per_second:,.0f} tokens/s, "
-            f"{padding:.1%} padding; {self.n_documents_before:,} documents were scored before"
+            f"{padding:.1%} padding; {self.n_documents_before:,} documents were scored before; version {self.version}"
         )
 
 
@@ -92,21 +97,6 @@ def _device_and_precision(device: str, precision: str, local_rank: int) -> tuple
     if precision == "auto":
         precision = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
     return device, precision
-
-
-def _check_settings(db: Database, name: str, entry: dict, replace: bool) -> None:
-    """Refuse to mix scores of different models or settings under one name."""
-    old = db.catalog.models.get(name)
-    if not old or replace:
-        return
-    keys = ("model", "gguf_file", "n_parameters", "vocab_size", "context", "stride", "bos_id", "precision")
-    differ = [k for k in keys if old.get(k) != entry.get(k)]
-    if differ:
-        k = differ[0]
-        raise CatalogError(
-            f"scores {name!r} were made with {k}={old.get(k)!r}, not {entry.get(k)!r}; "
-            f"pass the same settings, another --as name, or --replace to rescore everything"
-        )
 
 
 class _Producer(threading.Thread):
@@ -195,9 +185,9 @@ def forward_logprobs(model, batch: Batch, device: str, precision: str, block: in
     return docs.cpu().numpy(), logprobs.double().cpu().numpy()
 
 
-def _write_part(db: Database, name: str, table: pa.Table) -> str:
+def _write_part(db: Database, name: str, table: pa.Table):
     key = xxhash.xxh3_64_hexdigest(table.column("doc_id").to_numpy().tobytes())
-    return db.location.write_parquet(table, "scores", f"model={name}", f"part-{key}.parquet")
+    return db.location.write_parquet(table, "scores", f"model={name}", f"part-{key}-{uuid.uuid4().hex[:8]}.parquet")
 
 
 def run_score(
@@ -218,6 +208,7 @@ def run_score(
     trust_remote_code: bool = False,
     progress: bool | None = None,
     loaded: LoadedModel | None = None,
+    commit_seconds: float = 60.0,
 ) -> ScoreReport:
     """Score every document of `db` not yet scored under `name` with the causal LM `model`.
 
@@ -233,11 +224,14 @@ def run_score(
         shard: (i, n) or "i/n": score only documents whose doc_id is i modulo n.
         view: score only the documents of this view (name, macro call or select) [default: all].
         replace: drop this name's existing scores first and rescore everything.
-        loaded: an already loaded model (the Python API; `model` then only names it).
+        loaded: an already loaded model (the Python API; `model` then only names it, and its
+            identity is the hash of its weights).
+        commit_seconds: commit finished parts at least this often (a killed job loses at most this
+            much work), and at the end.
 
     Raises:
         ModelError: the model cannot be loaded or is not a causal LM.
-        CatalogError: NAME holds scores made with another model or other settings.
+        CatalogError: NAME holds scores made by another model (other content) or with other settings.
     """
     import transformers
 
@@ -252,10 +246,24 @@ def run_score(
     rank, world_size, local_rank = launched()
     residue, modulus = shard_index * world_size + rank, num_shards * world_size
     device, precision = _device_and_precision(device, precision, local_rank)
+    if replace and modulus > 1:
+        # other shards or ranks may already be writing new parts that a removal here would lose
+        raise ValueError("--replace deletes every score of NAME, so it cannot run sharded or under torchrun; "
+                         "run it once without --shard and torchrun, or pick another --as name")
+    db.writable()
+    db.refresh()
+    old = None if replace else db.snapshot.models.get(name)
+    found = content_identity(model) if loaded is None else None
+    if found:  # refuse other content, or settings asked for explicitly, before spending time on loading
+        explicit = {"model": model, "precision": precision, **found}
+        explicit.update({k: v for k, v in (("context", context), ("stride", stride)) if v})
+        check_identity(name, old, explicit)
     if loaded is None:
         loaded = load_model(model, device=device, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     else:
         loaded.model.to(device)
+        found = {"content_hash": _weights_hash(loaded.model), "files": 0, "bytes": 0}
+    found = found or hub_identity(model, loaded.identity.get("revision"))
     context = context or loaded.context
     if context > loaded.context:
         raise ValueError(f"context {context} exceeds the model's {loaded.context} positions")
@@ -268,19 +276,11 @@ def run_score(
     entry = {
         **loaded.identity, "model": model, "context": context, "stride": stride, "bos_id": loaded.bos_id,
         "precision": precision, "first_token": "scored given BOS" if loaded.bos_id is not None else "not scored (no BOS/EOS token)",
+        "content_hash": found["content_hash"], "tokenizer_hash": tokenizer_hash(loaded.tokenizer),
     }
-    if replace and modulus > 1:
-        # other shards or ranks may already be writing new parts that a removal here would lose
-        raise ValueError("--replace deletes every score of NAME, so it cannot run sharded or under torchrun; "
-                         "run it once without --shard and torchrun, or pick another --as name")
-    _check_settings(db, name, entry, replace)
-    if replace:
-        for path in db.location.list_files("scores", f"model={name}", suffix=".parquet"):
-            db.location.remove(path)
-        db.refresh()
-    if rank == 0:
-        db.catalog.models[name] = entry
-        db.save_catalog()
+    check_identity(name, old, entry)
+    committer = ScoreCommitter(db, name, entry)
+    committer.register(replace)
 
     source = "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
     shard_sql = f"((doc_id % {modulus}) + {modulus}) % {modulus} = {residue}"
@@ -288,12 +288,19 @@ def run_score(
     n_todo, n_all = db.con.execute(
         f"select (select count(*) {pending_sql}), (select count(*) from {source} where {shard_sql})", [name]
     ).fetchall()[0]
-    report = ScoreReport(name=name, n_documents_before=n_all - n_todo, device=device, precision=precision)
+    report = ScoreReport(name=name, n_documents_before=n_all - n_todo, device=device, precision=precision, version=db.version)
     producer = _Producer(db, f"select doc_id, text, n_bytes {pending_sql}", [name], loaded, chunk_docs, context, stride, batch_tokens)
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
 
-    def written(path: str) -> None:
+    last_commit = time.monotonic()
+
+    def written(result) -> None:
+        nonlocal last_commit
+        committer.add(*result)
         report.n_parts_written += 1
+        if time.monotonic() - last_commit >= commit_seconds:
+            committer.commit()
+            last_commit = time.monotonic()
         failpoint.after_part("score", report.n_parts_written)
 
     verbosity = transformers.logging.get_verbosity()
@@ -324,17 +331,31 @@ def run_score(
                     [pa.array(doc_ids, pa.int64()), pa.array(sums, mask=n_tokens == 0), pa.array(n_tokens), pa.array(n_bytes, pa.int64())],
                     schema=SCORES_SCHEMA,
                 )
-                writes.submit(_write_part, db, name, table, on_done=written)
+                writes.submit(lambda t=table: (_write_part(db, name, t), t), on_done=written)
                 report.n_documents += len(doc_ids)
                 bar.update(len(doc_ids))
             writes.drain()
+        committer.commit()
     except BaseException:
-        writes.abort()  # parts in place stay: each is whole, and the re-run scores only what is missing
+        writes.abort()
+        try:  # parts finished before the failure are kept; the re-run scores only what is missing
+            committer.commit()
+        except Exception:  # noqa: BLE001 - the original error is the one to report
+            committer.discard()
         raise
     finally:
         producer.stop.set()
         writes.close()
         transformers.logging.set_verbosity(verbosity)
-    db.refresh()
+    report.version = db.version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _weights_hash(model) -> str:
+    """Content hash of an in-memory model's weights (models handed in through the Python API)."""
+    digest = xxhash.xxh3_128()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,120 @@
+"""Commands over a database's history and registry: versions, models, vacuum.
+
+    corpusdb versions demo/db
+    corpusdb models demo/db
+    corpusdb vacuum demo/db --dry-run
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from corpusdb.cli.base import as_of_option, cli, format_option, open_db, storage_option
+from corpusdb.output import render
+from corpusdb.versions import history
+
+
+@cli.command()
+@click.argument("db")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="newest versions to list")
+@format_option
+@storage_option
+def versions(db, limit, fmt, storage_options):
+    """List DB's committed versions, newest first: what each job changed and what it left.
+
+    Every job that changes DB (ingest, score, minhash, view create/drop, models --drop/--rename)
+    commits one version; parts are never changed, so any read can name a version with --as-of and
+    see exactly that state: a subset exported today re-materialises byte-identically later.
+
+    \b
+    Examples:
+      corpusdb versions demo/db
+      corpusdb export demo/db refined out/refined --as-of 12
+    """
+    with open_db(db, storage_options) as database:
+        snapshots = history(database.location, limit)
+    rows = [
+        (s.version, s.created_at, s.operation, s.summary, s.n_rows("documents"), len(s.tables["documents"]),
+         ", ".join(sorted(s.models)), ", ".join(sorted(s.views)))
+        for s in snapshots
+    ]
+    if fmt == "table" and not rows:
+        click.echo(f"{db}: no versions yet (an empty database); ingest something first")
+        return
+    click.echo(render(["version", "created_at", "operation", "summary", "n_documents", "n_parts", "models", "views"], rows, fmt))
+
+
+@cli.command()
+@click.argument("db")
+@click.option("--drop", "drop", metavar="NAME", help="remove score name NAME (its scores and identity) from the next version")
+@click.option("--rename", nargs=2, metavar="OLD NEW", help="move score name OLD to NEW")
+@format_option
+@as_of_option
+@storage_option
+def models(db, drop, rename, fmt, as_of, storage_options):
+    """List DB's score names with their model's identity and what they scored; drop or rename one.
+
+    A score name is bound to its model's content (a hash of its weight, config and tokenizer
+    files) and scoring settings: scoring other content under it is refused. Earlier versions keep
+    dropped scores (--as-of).
+
+    \b
+    Examples:
+      corpusdb models demo/db
+      corpusdb models demo/db --rename ref reference
+      corpusdb models demo/db --drop student
+    """
+    from corpusdb.models import drop_model, rename_model
+
+    with open_db(db, storage_options, as_of) as database:
+        if drop and rename:
+            raise click.UsageError("pass either --drop or --rename, not both")
+        if drop:
+            rows = drop_model(database, drop)
+            click.echo(f"scores {drop!r} dropped ({rows:,} rows) in version {database.version}")
+            return
+        if rename:
+            rename_model(database, *rename)
+            click.echo(f"scores {rename[0]!r} renamed to {rename[1]!r} in version {database.version}")
+            return
+        entries = database.models()
+    if fmt == "json":
+        click.echo(json.dumps(entries, indent=2))
+        return
+    columns = ["name", "model", "content_hash", "tokenizer_hash", "n_documents", "n_tokens", "bits_per_byte", "context", "precision"]
+    click.echo(render(columns, [tuple(e[c] for c in columns) for e in entries], fmt))
+
+
+@cli.command()
+@click.argument("db")
+@click.option("--keep-versions", type=click.IntRange(min=1), help="also delete versions before the newest N (and the files only they used)")
+@click.option("--grace", type=click.FloatRange(min=0), default=86400, show_default=True, metavar="SECONDS",
+              help="leave unreferenced files younger than this (a running job may not have committed them yet)")
+@click.option("--dry-run", is_flag=True, help="only list what would be removed")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
+@storage_option
+def vacuum(db, keep_versions, grace, dry_run, as_json, storage_options):
+    """Delete files no version references: parts a killed or failed job left uncommitted.
+
+    Committed parts are never deleted by jobs, so every version stays readable with --as-of.
+    With --keep-versions N, versions before the newest N are forgotten first, then the files only
+    they used.
+
+    \b
+    Examples:
+      corpusdb vacuum demo/db --dry-run
+      corpusdb vacuum demo/db --keep-versions 20
+    """
+    from corpusdb.vacuum import vacuum as run
+
+    with open_db(db, storage_options) as database:
+        result = run(database, keep_versions=keep_versions, grace_seconds=grace, dry_run=dry_run)
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    verb = "would remove" if dry_run else "removed"
+    click.echo(f"{verb} {len(result['files_removed'])} files ({result['bytes_freed'] / 1e6:,.1f} MB) and "
+               f"{len(result['versions_removed'])} versions; {result['files_kept_as_recent']} unreferenced files "
+               f"younger than {grace:g} s left")

@@ -1,0 +1,91 @@
+"""What a selection is made of: the SQL with every view and policy it reads, the data, the models.
+
+    python -c "import corpusdb; from corpusdb.provenance import provenance; \
+      print(provenance(corpusdb.open('demo/db'), 'select * from dedup'))"
+
+An export's manifest and the training adapter's cache key hold this record, so a subset can never
+be silently stale: redefining a view, replacing a built-in policy with a new corpusdb release,
+ingesting or rescoring anything the query reads, or retraining a model under the same name all
+change `inputs_hash`, and a reuse is only ever of exactly the same thing.
+
+`definitions` are the user views and built-in views and macros the query reads, transitively,
+with their SQL as they are now (a view's name is taken as read wherever it appears in the text,
+also inside a string such as `docs := 'refined'`, and a macro's wherever it is called, so the
+record may name more than is read, never less). The data is the content hashes of every part of each table those texts name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import TYPE_CHECKING
+
+import duckdb
+
+from corpusdb.views import builtin_views
+
+if TYPE_CHECKING:
+    from corpusdb.db import Database
+
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+TABLES = ("documents", "scores", "signatures", "minhash")
+IDENTITY_KEYS = ("model", "content_hash", "tokenizer_hash", "context", "stride", "precision", "architecture")
+
+
+def definitions(db: Database, sql: str) -> dict[str, str]:
+    """{name: SQL} of the user views and built-in views and macros `sql` reads, transitively."""
+    user = {name: entry.get("sql", "") for name, entry in db.snapshot.views.items()}
+    builtin = {view.name: view for view in builtin_views()}
+    found: dict[str, str] = {}
+    todo = [sql]
+    while todo:
+        text = todo.pop()
+        for word in {w.lower() for w in WORD.findall(text)} - set(found):
+            if word in user:
+                found[word] = user[word]
+            elif word in builtin and (builtin[word].kind == "view" or re.search(rf"\b{word}\s*\(", text, re.I)):
+                found[word] = builtin[word].text  # a macro is read where it is called, not where a CTE shares its name
+            else:
+                continue
+            todo.append(found[word])
+    return dict(sorted(found.items()))
+
+
+def _mentions(text: str, name: str) -> bool:
+    return re.search(rf"(?<![A-Za-z0-9_.-]){re.escape(name)}(?![A-Za-z0-9_.-])", text) is not None
+
+
+def provenance(db: Database, sql: str) -> dict:
+    """The version, SQL, definitions, tables, models and `inputs_hash` of the rows `sql` selects."""
+    found = definitions(db, sql)
+    texts = [sql, *found.values()]
+    words = {w.lower() for text in texts for w in WORD.findall(text)}
+    tables = sorted(t for t in TABLES if t in words)
+    models = {
+        name: {k: entry[k] for k in IDENTITY_KEYS if k in entry}
+        for name, entry in sorted(db.snapshot.models.items())
+        if any(_mentions(text, name) for text in texts)
+    }
+    data = {table: sorted((path, info["hash"]) for path, info in db.snapshot.tables[table].items()) for table in tables}
+    registry = {name: {k: entry.get(k) for k in ("content_hash", "tokenizer_hash")}
+                for name, entry in sorted(db.snapshot.models.items())} if "models" in words else {}
+    digest = hashlib.sha256(json.dumps([sql, found, data, models, registry], sort_keys=True).encode()).hexdigest()[:32]
+    return {"version": db.version, "sql": sql, "definitions": found, "tables": tables, "models": models, "inputs_hash": digest}
+
+
+def is_ordered(db: Database, sql: str) -> bool:
+    """Whether `sql` hands out rows in an order of its own (an ORDER BY at the top of its plan)."""
+    try:
+        plan = json.loads(db.con.execute(f"explain (format json) {sql}").fetchall()[0][1])
+    except (duckdb.Error, ValueError, IndexError):
+        return False
+    node = plan[0] if isinstance(plan, list) else plan
+    while node:
+        name = str(node.get("name", "")).strip().upper()
+        if name in ("ORDER_BY", "TOP_N"):
+            return True
+        if name not in ("PROJECTION", "FILTER", "STREAMING_LIMIT", "LIMIT") or not node.get("children"):
+            return False
+        node = node["children"][0]
+    return False

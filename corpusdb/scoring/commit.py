@@ -1,0 +1,142 @@
+"""Committing scores: a score name bound to one model's content and settings, parts committed as they finish.
+
+    corpusdb score demo/db --model out/teacher --as teacher
+
+The first commit of a job records the model's identity under the score name (a content hash of
+its files, its tokenizer's hash and the scoring settings); every later commit checks it again on
+top of whatever was committed meanwhile, so a name never holds scores of two models, even when
+two jobs race. Parts that scored a document another job committed first are rewritten without
+it, so every (doc_id, model) has one row.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpusdb.errors import CatalogError, ConflictError
+from corpusdb.storage import WrittenFile
+from corpusdb.versions import Snapshot
+
+TABLE = "scores"
+# what must match for scores to be comparable; paths, library versions and devices need not
+SETTINGS = ("content_hash", "n_parameters", "vocab_size", "tokenizer_hash", "context", "stride", "bos_id", "precision")
+
+
+def prefix(name: str) -> str:
+    """The folder of a score name's parts, relative to the database."""
+    return f"scores/model={name}/"
+
+
+def check_identity(name: str, old: dict | None, entry: dict) -> None:
+    """Refuse to put scores of other content or settings under a name that holds some already.
+
+    Only keys present in both are compared, so a check before the model is loaded covers what
+    is known by then (content, explicit settings) and the full check follows after loading.
+
+    Raises:
+        CatalogError: naming what differs and the ways out.
+    """
+    if not old:
+        return
+    ways_out = (f"score under another --as name, drop the old scores first (`corpusdb models DB --drop {name}`), "
+                "or pass --replace to rescore everything")
+    for key in SETTINGS:
+        if key not in old or key not in entry or old[key] == entry[key]:
+            continue
+        if key == "content_hash":
+            raise CatalogError(
+                f"scores {name!r} were made by another model: {old.get('model')!r} (content {old[key][:12]}), "
+                f"not {entry.get('model')!r} (content {entry[key][:12]}), e.g. a checkpoint retrained in place; {ways_out}"
+            )
+        raise CatalogError(f"scores {name!r} were made with {key}={old[key]!r}, not {entry[key]!r}; "
+                           f"pass the same settings, another --as name, or --replace to rescore everything")
+
+
+class ScoreCommitter:
+    """Registers a score name and commits the parts a scoring job writes."""
+
+    def __init__(self, db, name: str, entry: dict):
+        self.db, self.name, self.entry = db, name, entry
+        self.known: set[str] = set()  # this name's parts whose documents this job does not score
+        self.pending: list[tuple[str, dict, np.ndarray]] = []
+        self.uncommitted: set[str] = set()
+        self.registered = False
+
+    def register(self, replace: bool) -> None:
+        """Record the identity under the name (dropping the name's parts first with `replace`)."""
+        def change(snapshot: Snapshot) -> str:
+            parts = snapshot.tables[TABLE]
+            if replace:
+                for path in [p for p in parts if p.startswith(prefix(self.name))]:
+                    del parts[path]
+            else:
+                check_identity(self.name, snapshot.models.get(self.name), self.entry)
+            if replace or self.name not in snapshot.models:
+                snapshot.models[self.name] = self.entry
+            return f"scores {self.name}" + (" replaced" if replace else "")
+
+        committed = self.db.commit("score", change)
+        self.known = set(committed.parts(TABLE, prefix(self.name)))
+        self.registered = True
+
+    def add(self, written: WrittenFile, table: pa.Table) -> None:
+        self.uncommitted.add(written.path)
+        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows}
+        self.pending.append((self.db.location.relpath(written.path), info, table.column("doc_id").to_numpy()))
+
+    def commit(self) -> None:
+        """Commit the parts written so far (documents another job scored meanwhile are dropped)."""
+        batch, self.pending = self.pending, []
+        if not batch:
+            return
+        rewrites: list[str] = []
+
+        def change(snapshot: Snapshot) -> str:
+            if self.name not in snapshot.models:
+                raise ConflictError(f"scores {self.name!r} were dropped by another job while this one ran; re-run the job")
+            check_identity(self.name, snapshot.models[self.name], self.entry)
+            parts = snapshot.tables[TABLE]
+            others = [p for p in parts if p.startswith(prefix(self.name)) and p not in self.known]
+            taken = np.concatenate([self._doc_ids(p) for p in others]) if others else np.empty(0, dtype=np.int64)
+            n_rows = 0
+            for path, info, ids in batch:
+                overlap = np.isin(ids, taken)
+                if overlap.any():
+                    path, info = self._rewrite(path, ~overlap)
+                    if path is None:
+                        continue
+                    rewrites.append(path)
+                parts[path] = info
+                n_rows += info["rows"]
+            return f"scores {self.name}: {n_rows:,} documents"
+
+        committed = self.db.commit("score", change)
+        live = set(committed.tables[TABLE])
+        self.known |= {path for path in live if path.startswith(prefix(self.name))}
+        for path in [p for p, _, _ in batch] + rewrites:
+            if path not in live:  # replaced by a rewrite, or a rewrite of an attempt that lost the race
+                self.db.location.remove(self.db.location.join(path))
+        self.uncommitted = {p for p in self.uncommitted if self.db.location.relpath(p) not in live}
+
+    def discard(self) -> None:
+        """Remove the parts written and not committed (the job failed)."""
+        for path in self.uncommitted:
+            self.db.location.remove(path)
+        self.uncommitted = set()
+
+    def _doc_ids(self, path: str) -> np.ndarray:
+        full = self.db.location.join(path)
+        return pq.read_table(full, columns=["doc_id"], filesystem=self.db.location.fs).column("doc_id").to_numpy()
+
+    def _rewrite(self, path: str, keep: np.ndarray) -> tuple[str | None, dict | None]:
+        if not keep.any():
+            return None, None
+        location = self.db.location
+        table = pq.read_table(location.join(path), filesystem=location.fs).filter(pa.array(keep))
+        written = location.write_parquet(table, "scores", f"model={self.name}", f"part-{uuid.uuid4().hex}.parquet")
+        self.uncommitted.add(written.path)
+        return location.relpath(written.path), {"size": written.size, "hash": written.hash, "rows": table.num_rows}

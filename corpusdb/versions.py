@@ -1,0 +1,171 @@
+"""Committed versions of a database: every job's result is one atomic commit of the whole catalog.
+
+    corpusdb versions demo/db
+
+A version is one JSON file, `_versions/<20-digit number>.json`, holding the catalog as that commit
+left it: the live parts of every table (path, size, content hash, rows), the score names with
+their models' identities, the user views' SQL, the ingested inputs and the MinHash settings.
+Parts never change once written, so a version pins the data exactly: reading version N later
+gives the same rows, whatever was ingested, scored or dropped since (`--as-of N`).
+
+Commits are optimistic. A job builds version N+1 from the latest version N and creates its file
+only if no other job has (a hard link on local disk, a conditional PUT, `If-None-Match: *`, on S3).
+A job that loses the race reads the winner's version and applies its change again on top of it,
+so jobs running at the same time never lose each other's work, and readers only ever see what a
+commit published. Version 0 is the empty database (no file).
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import random
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from corpusdb.errors import VersionError
+from corpusdb.storage import Location, WrittenFile
+
+VERSIONS = "_versions"
+VERSION_RE = re.compile(r"^(\d{20})\.json$")
+TABLES = ("documents", "scores", "signatures", "minhash")
+MAX_ATTEMPTS = 200
+
+
+def version_file(number: int) -> str:
+    return f"{number:020d}.json"
+
+
+@dataclass
+class Snapshot:
+    """The catalog at one version: parts per table, models, views, ingested inputs, settings.
+
+    `tables[table][path]` is `{"size", "hash", "rows", ...}` for each live part (path relative to
+    the database); ingest parts also carry their `input` key and `chunk`, signature parts the
+    documents part they sign (`of`).
+    """
+
+    version: int = 0
+    parent: int | None = None
+    created_at: str = ""
+    operation: str = "empty"
+    summary: str = ""
+    tables: dict[str, dict[str, dict]] = field(default_factory=lambda: {table: {} for table in TABLES})
+    models: dict[str, dict] = field(default_factory=dict)
+    views: dict[str, dict] = field(default_factory=dict)
+    inputs: dict[str, dict] = field(default_factory=dict)
+    settings: dict[str, dict] = field(default_factory=dict)
+
+    def content(self) -> dict:
+        """What the version holds (everything but its number, time and description)."""
+        return {"tables": self.tables, "models": self.models, "views": self.views, "inputs": self.inputs,
+                "settings": self.settings}
+
+    def to_dict(self) -> dict:
+        return {"format": "corpusdb-version", "version": self.version, "parent": self.parent, "created_at": self.created_at,
+                "operation": self.operation, "summary": self.summary, **self.content()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Snapshot:
+        tables = {table: {} for table in TABLES}
+        tables.update(data.get("tables") or {})
+        return cls(version=data["version"], parent=data.get("parent"), created_at=data.get("created_at", ""),
+                   operation=data.get("operation", ""), summary=data.get("summary", ""), tables=tables,
+                   models=data.get("models") or {}, views=data.get("views") or {}, inputs=data.get("inputs") or {},
+                   settings=data.get("settings") or {})
+
+    def child(self, operation: str) -> Snapshot:
+        """A deep copy to become the next version."""
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        return Snapshot(version=self.version + 1, parent=self.version, created_at=now, operation=operation,
+                        tables=copy.deepcopy(self.tables), models=copy.deepcopy(self.models), views=copy.deepcopy(self.views),
+                        inputs=copy.deepcopy(self.inputs), settings=copy.deepcopy(self.settings))
+
+    def parts(self, table: str, prefix: str = "") -> list[str]:
+        """Paths (relative to the database) of a table's live parts, sorted; optionally under `prefix`."""
+        return sorted(path for path in self.tables.get(table, {}) if path.startswith(prefix))
+
+    def n_rows(self, table: str) -> int:
+        return sum(int(info.get("rows") or 0) for info in self.tables.get(table, {}).values())
+
+    def add_part(self, table: str, location: Location, written: WrittenFile, rows: int, **extra) -> str:
+        """Record a written file as a live part of `table`; returns its relative path."""
+        path = location.relpath(written.path)
+        self.tables.setdefault(table, {})[path] = {"size": written.size, "hash": written.hash, "rows": int(rows), **extra}
+        return path
+
+
+def read(location: Location, number: int) -> Snapshot:
+    name = version_file(number)
+    try:
+        data = orjson.loads(location.read_bytes(VERSIONS, name))
+    except orjson.JSONDecodeError as exc:
+        raise VersionError(f"{location.url}/{VERSIONS}/{name}: not valid JSON ({exc}); restore it from a backup") from exc
+    return Snapshot.from_dict(data)
+
+
+def version_numbers(location: Location) -> list[int]:
+    """The committed version numbers, ascending (a fresh listing)."""
+    folder = location.join(VERSIONS)
+    location.fs.invalidate_cache(folder)
+    numbers = []
+    for path in location.list_files(VERSIONS, suffix=".json"):
+        match = VERSION_RE.match(path.rsplit("/", 1)[-1])
+        if match:
+            numbers.append(int(match.group(1)))
+    return sorted(numbers)
+
+
+def load(location: Location, as_of: int | None = None) -> Snapshot:
+    """The latest committed version, or version `as_of`.
+
+    Raises:
+        VersionError: `as_of` is not a committed version.
+    """
+    numbers = version_numbers(location)
+    if as_of is None:
+        return read(location, numbers[-1]) if numbers else Snapshot()
+    if as_of == 0 and not numbers:
+        return Snapshot()
+    if as_of not in numbers:
+        known = f"versions {numbers[0]}..{numbers[-1]}" if numbers else "no versions yet"
+        raise VersionError(f"{location.url}: version {as_of} does not exist ({known}); `corpusdb versions DB` lists them")
+    return read(location, as_of)
+
+
+def history(location: Location, limit: int | None = None) -> list[Snapshot]:
+    """Committed versions, newest first (the `limit` newest)."""
+    numbers = version_numbers(location)[::-1]
+    return [read(location, n) for n in (numbers[:limit] if limit else numbers)]
+
+
+def commit(location: Location, operation: str, change: Callable[[Snapshot], str | None]) -> Snapshot:
+    """Apply `change` to the latest version and publish the result as the next version.
+
+    `change(snapshot)` edits a copy of the latest version in place and may return a one-line
+    summary; it may raise to abort (nothing is committed). When another job commits first,
+    `change` runs again on top of that job's version, so it must derive everything from the
+    snapshot it is given. A change that leaves the content as it was commits nothing.
+
+    Returns:
+        The committed version (or the latest one, where nothing changed).
+
+    Raises:
+        VersionError: the commit kept losing to other writers.
+    """
+    for attempt in range(MAX_ATTEMPTS):
+        latest = load(location)
+        new = latest.child(operation)
+        new.summary = change(new) or ""
+        if new.content() == latest.content():
+            return latest
+        data = orjson.dumps(new.to_dict(), option=orjson.OPT_SORT_KEYS)
+        if location.create_exclusive(data, VERSIONS, version_file(new.version)):
+            return new
+        time.sleep(random.uniform(0, min(0.02 * 2 ** min(attempt, 6), 1.0)))  # another job committed first
+    raise VersionError(f"{location.url}: could not commit {operation!r} after {MAX_ATTEMPTS} attempts; "
+                       "too many jobs are committing at once, re-run it")
