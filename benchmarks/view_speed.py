@@ -52,7 +52,11 @@ def make_database(folder: Path, n: int) -> corpusdb.Database:
         logprob = -(n_bytes * scale * rng.uniform(0.5, 1.5, n))
         pq.write_table(pa.table({"doc_id": ids, "sum_logprob": logprob, "n_tokens": n_bytes // 4, "n_bytes": n_bytes}),
                        path / "part-00000.parquet")
-    return corpusdb.open(str(folder))
+    db = corpusdb.open(str(folder))
+    db.register_parts("documents", [str(p) for p in sorted((folder / "documents").glob("*.parquet"))])
+    models = {m: {"model": f"synthetic/{m}", "content_hash": m, "tokenizer_hash": "synthetic"} for m in ("teacher", "reference")}
+    db.register_parts("scores", [str(p) for p in sorted((folder / "scores").rglob("*.parquet"))], models=models)
+    return db
 
 
 def run_corpusdb(db: corpusdb.Database, alpha: float) -> pa.Table:

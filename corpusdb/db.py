@@ -17,6 +17,7 @@ user types on their own machine (`corpusdb sql --unsafe`).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import warnings
@@ -28,7 +29,7 @@ import duckdb
 from corpusdb import versions
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, load_catalog
 from corpusdb.errors import QueryError, VersionError
-from corpusdb.storage import Location
+from corpusdb.storage import Location, WrittenFile, content_hash
 from corpusdb.versions import Snapshot
 
 if TYPE_CHECKING:
@@ -236,6 +237,36 @@ class Database:
         self._create_tables()
         self._load_user_views()
         return self.snapshot
+
+    def register_parts(self, table: str, paths: Iterable[str], models: dict | None = None) -> Snapshot:
+        """Commit Parquet files already written under the table's folder as parts of `table` (with `models`
+        entries for scores), e.g. tables computed by another engine; `minhash` parts replace the table's.
+
+        Raises:
+            ValueError: an unknown table, or a file outside the table's folder.
+        """
+        import pyarrow.parquet as pq
+
+        if table not in TABLE_FOLDERS:
+            raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLE_FOLDERS)}")
+        folder = self.location.join(TABLE_FOLDERS[table][0]) + "/"
+        found = []
+        for path in paths:
+            full = path if path.startswith(folder) else self.location.join(path)
+            if not full.startswith(folder):
+                raise ValueError(f"{path} is not under {folder}; write parts of {table} there")
+            data = self.location.fs.cat_file(full)
+            found.append((WrittenFile(full, len(data), content_hash(data)), pq.ParquetFile(io.BytesIO(data)).metadata.num_rows))
+
+        def change(snapshot: Snapshot) -> str:
+            if table == "minhash":
+                snapshot.tables["minhash"] = {}
+            for written, rows in found:
+                snapshot.add_part(table, self.location, written, rows)
+            snapshot.models.update(models or {})
+            return f"{len(found)} parts of {table} registered"
+
+        return self.commit("register", change)
 
     def writable(self) -> None:
         """Raise unless this database may be changed (it was not opened `as_of` a version)."""

@@ -4,11 +4,11 @@
     corpusdb minhash s3://bkt/db --shards 64 --executor ray --address auto
 
 A job of n shards runs `ingest` or `minhash` (signatures) once per shard i/n. Each shard writes its
-own deterministic parts and markers, so a shard that fails (a lost Ray node, a killed process)
-is simply run again: by Ray (`max_retries`), or here for local processes, and a whole job can be
-re-run to resume. The shard that completes the job does the job's final pass (cross-shard
-deduplication for ingest; for minhash the clusters, in DuckDB for the local executor and as Ray
-tasks for the Ray executor). Scoring and training use torchrun instead (`torchrun_command`).
+own parts and commits them (`corpusdb.versions`), so a shard that fails (a lost Ray node, a killed
+process) is simply run again: by Ray (`max_retries`), or here for local processes, and a whole job
+can be re-run to resume. Ingest shards deduplicate against each other at commit, in job order;
+for minhash the shard that completes the signatures builds the clusters (in DuckDB for the local
+executor, as Ray tasks for the Ray executor). Scoring and training use torchrun instead (`torchrun_command`).
 """
 
 from __future__ import annotations

@@ -191,14 +191,16 @@ def export_view(
     key = xxhash.xxh3_64_hexdigest(json.dumps([record["inputs_hash"], settings], sort_keys=True).encode())[:8]
     out = Location(url, db.location.storage_options if storage_options is None else storage_options)
     old, journal = _check_target(out, url, key, overwrite)
+    if journal is not None:  # an unfinished or interrupted run: its files are ours by the journal
+        _clean(out, _journal_files(journal) - _files_of(old or {}))
+        out.remove(out.join(JOURNAL))
     if old is not None and old.get("key") == key and not overwrite:
         return {**old, "reused": True}  # the same selection, made the same way
     created = not out.exists("")
     if out.is_local:
         out.fs.makedirs(out.path, exist_ok=True)
-    for name in sorted(set((journal or {}).get("files", [])) - _files_of(old or {})):
-        out.remove(out.join(name))  # an unfinished run's files, ours by the journal
-    journal = {"key": key, "files": [], "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+    journal = {"key": key, "files": [], "replaces": sorted(_files_of(old or {})),
+               "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     sink = _PartSink(out, format, key, journal, loaded)
     try:
         with db.query_errors():
@@ -216,16 +218,28 @@ def export_view(
             )
         out.write_atomic(json.dumps(manifest, indent=1).encode(), MANIFEST)
     except BaseException:
-        for name in journal["files"]:  # leave the folder as it was found: the old export, if any, is untouched
-            out.remove(out.join(name))
+        # leave the folder as it was found: the old export, if any, is untouched (a forced re-export
+        # of the same key rewrote its files with the same bytes, so those stay)
+        _clean(out, set(journal["files"]) - _files_of(old or {}))
         out.remove(out.join(JOURNAL))
         if created and out.is_local and out.fs.exists(out.path) and not out.fs.ls(out.path):
             out.fs.rmdir(out.path)
         raise
-    for name in sorted(_files_of(old or {}) - _files_of(manifest)):  # the replaced export's files
-        out.remove(out.join(name))
-    out.remove(out.join(JOURNAL))
+    _clean(out, _files_of(old or {}) - _files_of(manifest))  # the replaced export's files
+    _clean(out, {JOURNAL})
+    out.remove_temporaries("", MANIFEST)
     return manifest
+
+
+def _journal_files(journal: dict) -> set[str]:
+    return set(journal.get("files", [])) | set(journal.get("replaces", []))
+
+
+def _clean(out: Location, names: set[str]) -> None:
+    """Remove files of ours (and their temporaries, left by a killed write) from the export folder."""
+    for name in sorted(names):
+        out.remove(out.join(name))
+        out.remove_temporaries("", name)
 
 
 def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[dict | None, dict | None]:
@@ -238,10 +252,10 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
     if out.fs.isfile(out.path):
         raise ExportError(f"{url} is a file; export into a folder (a new or empty one)")
     old, journal = _read_json(out, MANIFEST), _read_json(out, JOURNAL)
-    for record in (old, journal):
-        for name in (_files_of(record) if record is old else set(record.get("files", []))) if record else ():
-            check_file_name(url, name)
-    ours = _files_of(old or {}) | set((journal or {}).get("files", [])) | {MANIFEST, JOURNAL}
+    ours = _files_of(old or {}) | _journal_files(journal or {})
+    for name in ours:
+        check_file_name(url, name)
+    ours |= {MANIFEST, JOURNAL}
     present = [posixpath.relpath(path, out.path) for path in out.fs.find(out.path)] if out.exists("") else []
     foreign = sorted(name for name in present if name not in ours and not (
         name.startswith(TMP_PREFIX) and any(name.startswith(f"{TMP_PREFIX}{mine}-") for mine in ours)))

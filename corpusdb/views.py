@@ -206,7 +206,8 @@ def create_view(db: Database, name: str, sql: str, replace: bool = False) -> int
     def change(snapshot) -> str:
         if name in snapshot.views and not replace:
             raise ValueError(f"view {name!r} was created meanwhile by another job; pass --replace to overwrite it")
-        snapshot.views[name] = {"sql": sql, "created_at": now}
+        if snapshot.views.get(name, {}).get("sql") != sql:  # the same SQL again commits nothing
+            snapshot.views[name] = {"sql": sql, "created_at": now}
         return f"view {name}"
 
     db.commit("view create", change)

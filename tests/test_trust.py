@@ -111,6 +111,18 @@ def test_case_7_export_targets_and_empty_score_names(db, tmp_path):
     before = {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()}
     result = invoke("export", db.url, failing, str(tmp_path / "old"), "--no-progress", "--overwrite", "--part-size-mb", "0.00001")
     assert result.exit_code == 1 and {p.name: p.read_bytes() for p in (tmp_path / "old").iterdir()} == before
+    # killed while replacing it: the old export is still whole and readable, and a re-run finishes the job
+    script = (f"import corpusdb; corpusdb.open({db.url!r}).view('documents').export({str(tmp_path / 'old')!r}, "
+              "overwrite=True, part_size_mb=0.00001)")
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            env={**__import__("os").environ, "CORPUSDB_FAILPOINT": "export.after_part=2"})
+    assert killed.returncode == 75, killed.stderr
+    assert json.loads((tmp_path / "old" / "manifest.json").read_bytes()) == json.loads(before["manifest.json"])
+    from train.dataset import Blocks
+
+    assert len(Blocks(str(tmp_path / "old"))) == 1 and Blocks(str(tmp_path / "old")).read(0)[0].size == 5
+    done = db.view("documents").export(str(tmp_path / "old"), overwrite=True, part_size_mb=0.00001)
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == sorted(["manifest.json", *(p["file"] for p in done["parts"])])
     # a score name without rows is listed by `models` and does not break the report
     db.commit("fixture", lambda s: s.models.update({"unscored": {"model": "x", "content_hash": "y"}}))
     listed = json.loads(invoke("models", db.url, "--format", "json").output)

@@ -33,14 +33,7 @@ NAME = {value: key for key, value in ID.items()}
 def commit_part(db: corpusdb.Database, table_name: str, table: pa.Table, *folder: str, models: dict | None = None) -> None:
     """Write `table` as a part of `table_name` and commit it (replacing the table's parts for `minhash`)."""
     written = db.location.write_parquet(table, *folder, "part-fixture.parquet")
-
-    def change(snapshot) -> None:
-        if table_name == "minhash":
-            snapshot.tables["minhash"] = {}
-        snapshot.add_part(table_name, db.location, written, table.num_rows)
-        snapshot.models.update(models or {})
-
-    db.commit("fixture", change)
+    db.register_parts(table_name, [written.path], models=models)
 
 
 def write_scores(db: corpusdb.Database, model: str, scores: dict, tokenizer: str = "fixture-tokenizer") -> None:

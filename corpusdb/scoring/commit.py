@@ -75,7 +75,8 @@ class ScoreCommitter:
                     del parts[path]
             else:
                 check_identity(self.name, snapshot.models.get(self.name), self.entry)
-            if replace or self.name not in snapshot.models:
+            old = snapshot.models.get(self.name)
+            if replace or old is None or "content_hash" not in old:  # a name from before content hashes gets one
                 snapshot.models[self.name] = self.entry
             return f"scores {self.name}" + (" replaced" if replace else "")
 
