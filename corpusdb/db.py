@@ -154,7 +154,10 @@ class Database:
         """Read the latest committed version (unless opened `as_of` one) and re-create the views over it."""
         if self.as_of is None:
             self.location.invalidate()
-            self.snapshot = versions.load(self.location)
+            latest = versions.load(self.location)
+            if latest.version == self.snapshot.version:
+                return  # parts never change, so the same version is the same tables
+            self.snapshot = latest
         self._create_tables()
         self._load_user_views()
 
