@@ -202,13 +202,20 @@ class Location:
                     os.remove(tmp)
             try:
                 self.fs.pipe_file(path, data, mode="create")
-                return True
             except FileExistsError:
                 return False
             except OSError as exc:
-                if "pre-condition" in str(exc).lower() or "precondition" in str(exc).lower() or "412" in str(exc):
-                    return False
+                text = str(exc).lower()
+                if any(word in text for word in ("pre-condition", "precondition", "412", "conditionalrequestconflict")):
+                    return False  # another writer was first (409: its conditional write is in flight)
                 raise
+            # A store that ignores the condition would let a second writer replace the first one's
+            # file: read it back, so that such a store fails loudly instead of losing a commit.
+            self.fs.invalidate_cache(path)
+            if self.fs.cat_file(path) != data:
+                raise StorageError(f"{self.url_of(path)}: this object store ignored a conditional write (If-None-Match); "
+                                   "corpusdb needs one that honours it (AWS S3, SeaweedFS, MinIO, R2) for safe commits")
+            return True
 
     @staticmethod
     def _local_temporary(path: str, data: bytes) -> str:

@@ -62,19 +62,22 @@ class Committer:
 
     Args:
         keys: every input key of the job, in job order (all shards compute the same list).
+        sharded: this is one shard of a job.
 
     `seen` holds the doc_ids the job deduplicates against as it writes: those of the base
     version's parts outside the job, then of every concurrent part a commit has checked.
     """
 
-    def __init__(self, db: Database, keys: list[str], write_part):
+    def __init__(self, db: Database, keys: list[str], write_part, sharded: bool = False):
         self.db = db
         self.order = {key: position for position, key in enumerate(keys)}
         self.write_part = write_part
         parts = db.snapshot.tables[TABLE]
-        # Parts of this job's other inputs (other shards, or an earlier run) are settled at commit,
-        # by job order, like concurrent ones; the job deduplicates against all the others as it writes.
-        self.known = {path for path, info in parts.items() if info.get("input") not in self.order}
+        # A shard settles documents it shares with its sibling shards' committed parts at commit,
+        # by job order, like concurrent ones, so shards run in any order equal one run. A job run
+        # whole deduplicates against everything committed before it, so a re-run over a folder
+        # with one new file never moves documents out of parts committed earlier.
+        self.known = {path for path, info in parts.items() if not sharded or info.get("input") not in self.order}
         self.seen = DocIdSet(read_doc_ids(db.location.fs, [db.location.join(path) for path in sorted(self.known)]))
         self.finished: list[FinishedInput] = []
         self.uncommitted: set[str] = set()  # files this run wrote that no version references

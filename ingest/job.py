@@ -284,7 +284,7 @@ def run_ingest(
     keys = [input_key(item, options, source) for item in items]
     report = IngestReport(source=source, n_inputs=len(items), n_unknown_skipped=len(unknown), version=db.version)
 
-    committer = Committer(db, keys, write_part)
+    committer = Committer(db, keys, write_part, sharded=num_shards > 1)
     seen = committer.seen
     mine = [(item, key) for position, (item, key) in enumerate(zip(items, keys)) if position % num_shards == shard_index]
     todo = [(item, key) for item, key in mine if key not in db.snapshot.inputs]

@@ -233,3 +233,18 @@ def test_copying_a_database_folder_keeps_it_whole(fixture_db, tmp_path):
     copy = tmp_path / "copy"
     shutil.copytree(fixture_db.url, copy)
     assert rows(corpusdb.open(str(copy))) == rows(fixture_db)
+
+
+def test_a_rerun_with_a_new_file_never_moves_committed_documents(tmp_path, corpus_dir):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "b.jsonl").write_text((corpus_dir / "bible.jsonl").read_text())
+    db = corpusdb.init(str(tmp_path / "db"))
+    db.ingest([str(inputs)], source="x", meta={"file": "@file"}, progress=False)
+    before = dict(db.snapshot.tables["documents"])
+    # a new file that sorts first and repeats every document: nothing moves, nothing is written
+    (inputs / "a.jsonl").write_text((corpus_dir / "bible.jsonl").read_text())
+    report = db.ingest([str(inputs)], source="x", meta={"file": "@file"}, progress=False)
+    assert report.n_inputs_done_before == 1 and report.n_docs_written == 0 and report.n_duplicates == report.n_docs_read
+    assert db.snapshot.tables["documents"] == before
+    assert {f for (f,) in db.sql("select distinct file from documents").fetchall()} == {str(inputs / "b.jsonl")}
