@@ -126,7 +126,8 @@ def check_select(sql: str, what: str = "a view") -> str:
         raise QueryError(f"{what} is not valid SQL: {query_error(exc)}") from exc
     kinds = [statement.type.name.lower() for statement in statements]
     if kinds != ["select"]:
-        found = f"{len(kinds)} statements ({', '.join(kinds)})" if len(kinds) != 1 else f"a {kinds[0]} statement"
+        article = "an" if kinds and kinds[0][0] in "aeiou" else "a"
+        found = f"{len(kinds)} statements ({', '.join(kinds)})" if len(kinds) != 1 else f"{article} {kinds[0]} statement"
         raise QueryError(f"{what} must be exactly one select statement, not {found}")
     return text
 

@@ -137,7 +137,7 @@ def test_case_10_opening_a_database_runs_nothing_but_queries(db, tmp_path):
     for sql, message in [
         (f"select 1 as x; copy (select 'x') to '{pwned}'", "must be exactly one select statement, not 2 statements (select, copy)"),
         (f"copy (select 'x') to '{pwned}'", "must be exactly one select statement, not a copy statement"),
-        (f"attach '{tmp_path / 'other.db'}'", "not a attach statement"),
+        (f"attach '{tmp_path / 'other.db'}'", "not an attach statement"),
         ("install httpfs", "not a load statement"),
         ("select * from read_csv('/etc/passwd')", 'Permission Error: Cannot access file "/etc/passwd"'),
     ]:
