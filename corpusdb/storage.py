@@ -198,6 +198,8 @@ class Location:
                     return True
                 except FileExistsError:
                     return False
+                except OSError:  # no hard links here (some network or FUSE filesystems)
+                    return self._create_local(path, data)
                 finally:
                     os.remove(tmp)
             try:
@@ -216,6 +218,20 @@ class Location:
                 raise StorageError(f"{self.url_of(path)}: this object store ignored a conditional write (If-None-Match); "
                                    "corpusdb needs one that honours it (AWS S3, SeaweedFS, MinIO, R2) for safe commits")
             return True
+
+    @staticmethod
+    def _create_local(path: str, data: bytes) -> bool:
+        """Create-if-absent with O_EXCL: atomic as to who creates the file, though a reader may briefly
+        see it partly written (readers of versions retry an unreadable newest one)."""
+        try:
+            descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(descriptor, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
 
     @staticmethod
     def _local_temporary(path: str, data: bytes) -> str:

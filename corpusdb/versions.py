@@ -100,12 +100,15 @@ class Snapshot:
 
 
 def read(location: Location, number: int) -> Snapshot:
+    """Version `number` (retried for a moment where a writer without atomic creation is still writing it)."""
     name = version_file(number)
-    try:
-        data = orjson.loads(location.read_bytes(VERSIONS, name))
-    except orjson.JSONDecodeError as exc:
-        raise VersionError(f"{location.url}/{VERSIONS}/{name}: not valid JSON ({exc}); restore it from a backup") from exc
-    return Snapshot.from_dict(data)
+    for attempt in range(20):
+        try:
+            return Snapshot.from_dict(orjson.loads(location.read_bytes(VERSIONS, name)))
+        except orjson.JSONDecodeError as exc:
+            if attempt == 19:
+                raise VersionError(f"{location.url}/{VERSIONS}/{name}: not valid JSON ({exc}); restore it from a backup") from exc
+            time.sleep(0.05)
 
 
 def version_numbers(location: Location) -> list[int]:

@@ -51,6 +51,14 @@ def test_writers_committing_at_once_all_land_on_local_disk(tmp_path):
     _race(Location(str(tmp_path / "db")), writers=8, commits=8)
 
 
+def test_without_hard_links_commits_fall_back_to_an_exclusive_create(tmp_path, monkeypatch):
+    def no_links(source, target):  # as on filesystems that have none (some network and FUSE mounts)
+        raise PermissionError(1, "Operation not permitted", target)
+
+    monkeypatch.setattr(os, "link", no_links)
+    _race(Location(str(tmp_path / "db")), writers=4, commits=5)
+
+
 @pytest.mark.s3
 def test_writers_committing_at_once_all_land_on_s3(s3_options, bucket):
     _race(Location(f"s3://{bucket}/db", s3_options), writers=6, commits=5)
