@@ -52,20 +52,19 @@ def drop_model(db: Database, name: str) -> int:
         ValueError: no such score name.
     """
     db.writable()
+    dropped = []
 
     def change(snapshot: Snapshot) -> str:
         parts = snapshot.tables["scores"]
         if name not in snapshot.models and not any(p.startswith(prefix(name)) for p in parts):
             raise ValueError(f"no scores named {name!r}; `corpusdb models DB` lists them")
-        rows = 0
-        for path in [p for p in parts if p.startswith(prefix(name))]:
-            rows += int(parts.pop(path).get("rows") or 0)
+        rows = sum(int(parts.pop(path).get("rows") or 0) for path in [p for p in parts if p.startswith(prefix(name))])
         snapshot.models.pop(name, None)
+        dropped.append(rows)
         return f"scores {name} dropped ({rows:,} rows)"
 
-    before = db.snapshot.n_rows("scores")
     db.commit("models drop", change)
-    return before - db.snapshot.n_rows("scores")
+    return dropped[-1]
 
 
 def rename_model(db: Database, old: str, new: str) -> None:

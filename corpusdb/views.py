@@ -105,10 +105,6 @@ def load_builtin_views(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(view.text)
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0]
-
-
 def check_select(sql: str, what: str = "a view") -> str:
     """`sql` stripped, if DuckDB's parser reads it as exactly one select statement.
 
@@ -211,7 +207,11 @@ def create_view(db: Database, name: str, sql: str, replace: bool = False) -> int
             snapshot.views[name] = {"sql": sql, "created_at": now}
         return f"view {name}"
 
-    db.commit("view create", change)
+    try:
+        db.commit("view create", change)
+    except BaseException:
+        _restore(db, name, previous)
+        raise
     db.location.write_atomic((sql + "\n").encode("utf-8"), USER_VIEWS, f"{name}.sql")
     return n_rows
 

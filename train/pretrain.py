@@ -92,6 +92,23 @@ def _setup_distributed(config: TrainConfig) -> tuple[int, int, str]:
     return rank, world_size, device
 
 
+def _shut_down_distributed() -> None:
+    """Destroy the process group without the exit deadlock gloo can hit.
+
+    A gloo worker thread destroys each finished collective's work object, which needs the GIL;
+    a process group destroyed meanwhile joins that thread while holding the GIL (seen here as a
+    hang at exit, when the DDP reducer freed the last reference to the group). So the caller
+    frees the DDP wrapper while the group is still referenced; then the worker finishes its last
+    barrier with the GIL released, and only then is the group destroyed.
+    """
+    import gc
+
+    gc.collect()
+    torch.distributed.barrier()
+    time.sleep(0.2)  # releases the GIL: the worker thread destroys the barrier's work object
+    torch.distributed.destroy_process_group()
+
+
 def _barrier(world_size: int) -> None:
     if world_size > 1:
         torch.distributed.barrier()
@@ -309,7 +326,8 @@ def train(config: TrainConfig) -> dict:
         tokenizer.save_pretrained(out / "model")
         metrics_file.close()
     if world_size > 1:
-        torch.distributed.destroy_process_group()
+        del train_model  # the DDP reducer goes while the process group is still referenced
+        _shut_down_distributed()
     return last
 
 

@@ -195,8 +195,8 @@ def run_minhash(
 
         db.commit("minhash", change)
 
-    for name in todo:  # only this shard's: other shards may be writing theirs right now
-        location.remove_temporaries(SIGNATURES, posixpath.basename(name))
+    # no clean-up of temporary files here: another job may be writing the same part right now
+    # (`corpusdb vacuum` removes what killed jobs left)
     jobs = [(location.url, location.storage_options, location.join(expected[name]), posixpath.basename(name), settings)
             for name in todo]
     with tqdm(total=len(jobs), unit="part", desc="minhash signatures",
