@@ -78,7 +78,11 @@ def load_catalog(location: Location) -> Catalog:
     return Catalog.from_dict(data, location.url)
 
 
+def catalog_bytes(catalog: Catalog) -> bytes:
+    """The catalog as `corpusdb.json` holds it."""
+    return json.dumps(catalog.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
+
+
 def save_catalog(location: Location, catalog: Catalog) -> None:
     """Write the catalog atomically."""
-    data = json.dumps(catalog.to_dict(), indent=2, sort_keys=True).encode()
-    location.write_atomic(data + b"\n", CATALOG_FILE)
+    location.write_atomic(catalog_bytes(catalog), CATALOG_FILE)

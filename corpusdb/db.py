@@ -17,7 +17,6 @@ user types on their own machine (`corpusdb sql --unsafe`).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import warnings
@@ -27,9 +26,9 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from corpusdb import versions
-from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, load_catalog
+from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
 from corpusdb.errors import QueryError, VersionError
-from corpusdb.storage import Location, WrittenFile, content_hash
+from corpusdb.storage import Location
 from corpusdb.versions import Snapshot
 
 if TYPE_CHECKING:
@@ -158,6 +157,10 @@ class Database:
             if latest.version == self.snapshot.version:
                 return  # parts never change, so the same version is the same tables
             self.snapshot = latest
+        self._load()
+
+    def _load(self) -> None:
+        """Re-create the table views and user views over `self.snapshot` (the built-ins never change)."""
         self._create_tables()
         self._load_user_views()
 
@@ -226,6 +229,10 @@ class Database:
                 guess = None
             if not guess:
                 message += f"; tables and views: {', '.join(relations)}"
+            for name in self.broken_views:  # a saved view that no longer runs reads as "does not exist"
+                if re.search(rf"\b{name}\b", message):
+                    message += (f"; view {name!r} is saved but does not run over this version "
+                                "(`corpusdb view list` shows it as broken; re-create it with --replace)")
         return message
 
     def relations(self) -> list[str]:
@@ -237,8 +244,7 @@ class Database:
         """Apply `change` to the latest version and commit it (see `corpusdb.versions.commit`); then read it."""
         self.writable()
         self.snapshot = versions.commit(self.location, operation, change)
-        self._create_tables()
-        self._load_user_views()
+        self._load()
         return self.snapshot
 
     def register_parts(self, table: str, paths: Iterable[str], models: dict | None = None) -> Snapshot:
@@ -248,8 +254,6 @@ class Database:
         Raises:
             ValueError: an unknown table, or a file outside the table's folder.
         """
-        import pyarrow.parquet as pq
-
         if table not in TABLE_FOLDERS:
             raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLE_FOLDERS)}")
         folder = self.location.join(TABLE_FOLDERS[table][0]) + "/"
@@ -258,8 +262,7 @@ class Database:
             full = path if path.startswith(folder) else self.location.join(path)
             if not full.startswith(folder):
                 raise ValueError(f"{path} is not under {folder}; write parts of {table} there")
-            data = self.location.fs.cat_file(full)
-            found.append((WrittenFile(full, len(data), content_hash(data)), pq.ParquetFile(io.BytesIO(data)).metadata.num_rows))
+            found.append(versions.existing_part(self.location, full))
 
         def change(snapshot: Snapshot) -> str:
             if table == "minhash":
@@ -364,14 +367,8 @@ def init(url: str, storage_options: dict | None = None) -> Database:
     if not location.exists(CATALOG_FILE):
         if location.is_local:
             location.fs.makedirs(location.path, exist_ok=True)
-        location.create_exclusive((_catalog_json(Catalog.new())), CATALOG_FILE)
+        location.create_exclusive(catalog_bytes(Catalog.new()), CATALOG_FILE)
     return Database(location, _catalog(location))
-
-
-def _catalog_json(catalog: Catalog) -> bytes:
-    import json
-
-    return json.dumps(catalog.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
 
 
 def open(url: str, storage_options: dict | None = None, *, as_of: int | None = None, allow: Iterable[str] = (),  # noqa: A001

@@ -13,23 +13,19 @@ from __future__ import annotations
 import posixpath
 
 from corpusdb.catalog import FORMAT_VERSION, Catalog, save_catalog
-from corpusdb.storage import Location, WrittenFile, content_hash
-from corpusdb.versions import Snapshot, commit, version_numbers
-
-FOLDERS = {"documents": "documents", "scores": "scores", "signatures": "minhash/signatures", "minhash": "minhash/clusters"}
+from corpusdb.storage import Location
+from corpusdb.versions import Snapshot, commit, existing_part, version_numbers
 
 
 def upgrade(location: Location, catalog: Catalog) -> Catalog:
     """Commit version 1 from a format-1 database's files and catalog; returns the format-2 catalog."""
-    import pyarrow.parquet as pq
+    from corpusdb.db import TABLE_FOLDERS
 
     if not version_numbers(location):
         def change(snapshot: Snapshot) -> str:
-            for table, folder in FOLDERS.items():
+            for table, (folder, _) in TABLE_FOLDERS.items():
                 for path in location.list_files(folder, suffix=".parquet"):
-                    data = location.fs.cat_file(path)
-                    rows = pq.ParquetFile(location.fs.open(path)).metadata.num_rows
-                    snapshot.add_part(table, location, WrittenFile(path, len(data), content_hash(data)), rows)
+                    snapshot.add_part(table, location, *existing_part(location, path))
             for name in catalog.legacy.get("views", {}):
                 sql = location.read_bytes("views", f"{name}.sql").decode().strip()
                 snapshot.views[name] = {"sql": sql, "created_at": catalog.legacy["views"][name].get("created_at", "")}

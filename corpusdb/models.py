@@ -45,6 +45,14 @@ def list_models(db: Database) -> list[dict]:
     return out
 
 
+def _parts_of(snapshot: Snapshot, name: str) -> list[str]:
+    """The live parts of score name NAME; raises unless the name exists."""
+    parts = [p for p in snapshot.tables["scores"] if p.startswith(prefix(name))]
+    if name not in snapshot.models and not parts:
+        raise ValueError(f"no scores named {name!r}; `corpusdb models DB` lists them")
+    return parts
+
+
 def drop_model(db: Database, name: str) -> int:
     """Remove score name NAME (its parts and identity) from the next version; returns the rows it held.
 
@@ -56,9 +64,7 @@ def drop_model(db: Database, name: str) -> int:
 
     def change(snapshot: Snapshot) -> str:
         parts = snapshot.tables["scores"]
-        if name not in snapshot.models and not any(p.startswith(prefix(name)) for p in parts):
-            raise ValueError(f"no scores named {name!r}; `corpusdb models DB` lists them")
-        rows = sum(int(parts.pop(path).get("rows") or 0) for path in [p for p in parts if p.startswith(prefix(name))])
+        rows = sum(int(parts.pop(path).get("rows") or 0) for path in _parts_of(snapshot, name))
         snapshot.models.pop(name, None)
         dropped.append(rows)
         return f"scores {name} dropped ({rows:,} rows)"
@@ -81,11 +87,10 @@ def rename_model(db: Database, old: str, new: str) -> None:
 
     def change(snapshot: Snapshot) -> str:
         parts = snapshot.tables["scores"]
-        if old not in snapshot.models and not any(p.startswith(prefix(old)) for p in parts):
-            raise ValueError(f"no scores named {old!r}; `corpusdb models DB` lists them")
+        moving = _parts_of(snapshot, old)
         if new in snapshot.models or any(p.startswith(prefix(new)) for p in parts):
             raise ValueError(f"score name {new!r} is taken; drop it first (`corpusdb models DB --drop {new}`) or pick another")
-        for path in [p for p in parts if p.startswith(prefix(old))]:
+        for path in moving:
             info = parts.pop(path)
             if path not in copies:  # the hive partition is the model column, so the files move
                 target = f"{prefix(new)}part-{uuid.uuid4().hex}.parquet"

@@ -105,6 +105,13 @@ def storage_errors(url: str) -> Iterator[None]:
         raise
 
 
+def _write_synced(handle, data: bytes) -> None:
+    """Write all of `data` to an open local file and make it durable before it is published."""
+    handle.write(data)
+    handle.flush()
+    os.fsync(handle.fileno())
+
+
 def content_hash(data: bytes) -> str:
     """The content hash corpusdb records for every file it writes: xxh3-128, hex."""
     return xxhash.xxh3_128_hexdigest(data)
@@ -228,9 +235,7 @@ class Location:
         except FileExistsError:
             return False
         with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            _write_synced(handle, data)
         return True
 
     @staticmethod
@@ -239,9 +244,7 @@ class Location:
         os.makedirs(folder, exist_ok=True)
         tmp = os.path.join(folder, f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
         with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            _write_synced(handle, data)
         return tmp
 
     def write_parquet(self, table, *parts: str, **options) -> WrittenFile:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import orjson
 
 from corpusdb.errors import VersionError
-from corpusdb.storage import Location, WrittenFile
+from corpusdb.storage import Location, WrittenFile, content_hash
 
 VERSIONS = "_versions"
 VERSION_RE = re.compile(r"^(\d{20})\.json$")
@@ -97,6 +97,16 @@ class Snapshot:
         path = location.relpath(written.path)
         self.tables.setdefault(table, {})[path] = {"size": written.size, "hash": written.hash, "rows": int(rows), **extra}
         return path
+
+
+def existing_part(location: Location, path: str) -> tuple[WrittenFile, int]:
+    """(size and content hash, rows) of a Parquet file already under `location`, to be recorded as a part."""
+    import io
+
+    import pyarrow.parquet as pq
+
+    data = location.read_bytes(location.relpath(path))
+    return WrittenFile(path, len(data), content_hash(data)), pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
 
 
 def read(location: Location, number: int) -> Snapshot:

@@ -157,6 +157,8 @@ def test_case_10_opening_a_database_runs_nothing_but_queries(db, tmp_path):
     reopened = corpusdb.open(db.url)
     assert reopened.broken_views == ["sneaky"] and not pwned.exists()
     assert any(r["name"] == "sneaky" and r["kind"] == "user view (broken)" for r in reopened.views())
+    with pytest.raises(QueryError, match="view 'sneaky' is saved but does not run over this version"):
+        reopened.sql("select * from sneaky")
     # confined DuckDB: no other files, not even through a view; the user's own SQL may ask for more
     with pytest.raises(QueryError, match="pass --allow PATH"):
         reopened.sql("select * from read_csv('/etc/passwd')").fetchall()

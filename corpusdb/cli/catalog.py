@@ -12,7 +12,9 @@ import json
 import click
 
 from corpusdb.cli.base import as_of_option, cli, format_option, open_db, storage_option
+from corpusdb.catalog import load_catalog
 from corpusdb.output import render
+from corpusdb.storage import Location, parse_storage_options
 from corpusdb.versions import history
 
 
@@ -33,8 +35,10 @@ def versions(db, limit, fmt, storage_options):
       corpusdb versions demo/db
       corpusdb export demo/db refined out/refined --as-of 12
     """
-    with open_db(db, storage_options) as database:
-        snapshots = history(database.location, limit)
+    # the history alone: no DuckDB views, so it lists versions even where the latest names a missing part
+    location = Location(db, parse_storage_options(storage_options))
+    load_catalog(location)
+    snapshots = history(location, limit)
     rows = [
         (s.version, s.created_at, s.operation, s.summary, s.n_rows("documents"), len(s.tables["documents"]),
          ", ".join(sorted(s.models)), ", ".join(sorted(s.views)))

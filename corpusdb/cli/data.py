@@ -10,7 +10,6 @@ import json
 import sys
 
 import click
-import duckdb
 
 import corpusdb
 from corpusdb.cli.base import (
@@ -236,8 +235,7 @@ def shell(db: str, as_of: int | None, allow: tuple[str, ...], unsafe: bool, stor
 
 def _run_shell_statement(database: corpusdb.Database, statement: str, fmt: str) -> None:
     try:
-        print_relation(database.sql(statement), fmt)
+        with database.query_errors():  # also errors raised while the statement runs, e.g. a policy's error()
+            print_relation(database.sql(statement), fmt)
     except CorpusDBError as exc:
         click.echo(f"Error: {exc}", err=True)
-    except duckdb.Error as exc:  # raised while the statement runs, e.g. a policy's error()
-        click.echo(f"Error: {database.explain_error(exc)}", err=True)

@@ -85,8 +85,13 @@ class MinhashReport:
         return "\n".join(lines)
 
 
-def _part_key(path: str, content: str, settings: dict) -> str:
-    return xxhash.xxh3_64_hexdigest(json.dumps([path, content, settings], sort_keys=True).encode())
+def signature_parts(documents: dict[str, dict], settings: dict) -> dict[str, str]:
+    """{signature part path: documents part path} for a version's documents parts under `settings`."""
+    return {
+        f"{SIGNATURES}/part-{xxhash.xxh3_64_hexdigest(json.dumps([path, info['hash'], settings], sort_keys=True).encode())}"
+        ".parquet": path
+        for path, info in documents.items()
+    }
 
 
 def sign_part(url: str, storage_options: dict, part: str, out_name: str, settings: dict) -> tuple[int, WrittenFile]:
@@ -167,10 +172,7 @@ def run_minhash(
     location = db.location
     started = time.perf_counter()
 
-    documents = db.snapshot.tables["documents"]
-    expected = {
-        f"{SIGNATURES}/part-{_part_key(path, info['hash'], settings)}.parquet": path for path, info in documents.items()
-    }
+    expected = signature_parts(db.snapshot.tables["documents"], settings)
     existing = set(db.snapshot.tables["signatures"])
     report.n_stale_parts_removed = len(existing - set(expected))
     names = sorted(expected, key=lambda n: expected[n])
@@ -185,8 +187,7 @@ def run_minhash(
         signed.clear()
 
         def change(snapshot: Snapshot) -> str:
-            live = snapshot.tables["documents"]
-            wanted = {f"{SIGNATURES}/part-{_part_key(p, i['hash'], settings)}.parquet" for p, i in live.items()}
+            wanted = signature_parts(snapshot.tables["documents"], settings)
             parts = snapshot.tables["signatures"]
             for path in [p for p in parts if p not in wanted]:
                 del parts[path]  # other settings, or documents parts no longer live
