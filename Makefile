@@ -33,6 +33,7 @@ demo: setup demo-text
 	$(BIN)/corpusdb sql $(DEMO)/db "select source, count(*) as docs, round(avg(n_bytes)) as mean_bytes, max(n_bytes) as max_bytes from documents group by 1 order by 1"
 	$(BIN)/corpusdb minhash $(DEMO)/db
 	$(BIN)/corpusdb dedup-report $(DEMO)/db
+	$(BIN)/corpusdb dedup-report $(DEMO)/db --by size
 	$(BIN)/corpusdb view create $(DEMO)/db mid_length --replace \
 	  --sql "select * from filter_length(500, 20000, docs := 'dedup') where source <> 'fortunes'"
 	$(BIN)/corpusdb view stats $(DEMO)/db mid_length

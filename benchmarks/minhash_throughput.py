@@ -1,7 +1,15 @@
-"""MinHash throughput: corpusdb's signature step vs. datasketch.MinHash.update per shingle, and clustering time.
+"""MinHash throughput: corpusdb vs. datasketch and rensa, signatures and end to end.
 
     python benchmarks/minhash_throughput.py                    # demo/db if `make demo` ran, else the fixture
-    python benchmarks/minhash_throughput.py --docs 2000 --cluster-docs 100000   # quicker
+    python benchmarks/minhash_throughput.py --docs 2000 --cluster-docs 100000 --end-to-end 100000   # quicker
+    python benchmarks/minhash_throughput.py --docs 0 --cluster-docs 0 --end-to-end 1000000          # the 1M row
+
+End to end (`--end-to-end N`): N documents of about 600 bytes (real text cut into pieces), each
+tool from texts to near-duplicate clusters at threshold 0.8 with 128 permutations and 5-word
+shingles. corpusdb: the `corpusdb minhash` job (signatures on --workers processes, then clusters;
+ingest not counted). rensa (Rust, one process, from PyPI; benchmark only): shingles in Python,
+`RMinHash` digests, `RMinHashLSH` with 16 bands (it needs a divisor of 128), candidates kept at estimated Jaccard >= 0.8,
+union-find. rensa's signatures are its own, not datasketch's.
 
 Signatures: the same real documents, num_perm 128, 5-word shingles, seed 1. Baseline: one
 process, `datasketch.MinHash.update(shingle)` per shingle (the usual loop; hashfunc sha1_hash32,
@@ -32,8 +40,8 @@ import pyarrow.parquet as pq  # noqa: E402
 from datasketch import MinHash  # noqa: E402
 
 import corpusdb  # noqa: E402
-from corpusdb.dedup.cluster import cluster, optimal_bands, verification_threshold  # noqa: E402
-from corpusdb.dedup.minhash import MinHasher, shingles  # noqa: E402
+from corpusdb.dedup.cluster import Verification, cluster, optimal_bands  # noqa: E402
+from corpusdb.dedup.minhash import MinHasher, shingles, words  # noqa: E402
 
 
 def load_texts(docs: int) -> tuple[list[str], str]:
@@ -92,6 +100,64 @@ def bench_signatures(texts: list[str], workers: int) -> None:
     print("(sha1 mode signatures are identical to datasketch's on every document)")
 
 
+def end_to_end(n: int, workers: int) -> None:
+    import json
+    import resource
+
+    pool, _ = load_texts(20000)
+    pieces = [t[i : i + 600] for t in pool for i in range(0, len(t), 600)]
+    texts = [f"{pieces[i % len(pieces)]} {i}" for i in range(n)]  # every text distinct; pieces repeat: real duplicates
+    print(f"end to end: {n:,} documents, {sum(map(len, texts)) / 1e6:.0f} MB, threshold 0.8, 128 permutations")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "docs.jsonl"
+        with path.open("w") as f:
+            for text in texts:
+                f.write(json.dumps({"text": text}) + "\n")
+        db = corpusdb.init(str(Path(tmp) / "db"))
+        db.ingest([str(path)], source="bench", progress=False)
+        t0 = time.perf_counter()
+        report = db.minhash(workers=workers, progress=False)
+        ours = time.perf_counter() - t0
+    ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rows = [(f"corpusdb minhash ({workers} processes)", ours, report.n_clusters,
+             f"signatures {report.signature_seconds:.1f} s, clusters {report.cluster_seconds:.1f} s")]
+    try:
+        from rensa import RMinHash, RMinHashLSH
+    except ImportError:
+        print("rensa is not installed (pip install rensa): corpusdb only")
+        RMinHash = None
+    if RMinHash is not None:
+        t0 = time.perf_counter()
+        lsh = RMinHashLSH(threshold=0.8, num_perm=128, num_bands=16)
+        hashes = []
+        for i, text in enumerate(texts):
+            w = words(text)
+            m = RMinHash(num_perm=128, seed=1)
+            m.update([" ".join(w[j : j + 5]) for j in range(max(1, len(w) - 4))] if w else [])
+            lsh.insert(i, m)
+            hashes.append(m)
+        parent = list(range(n))
+
+        def find(x: int) -> int:
+            while parent[x] != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for i, m in enumerate(hashes):
+            for j in lsh.query(m):
+                if j > i and m.jaccard(hashes[j]) >= 0.8:
+                    parent[max(find(i), find(j))] = min(find(i), find(j))
+        roots = [find(i) for i in range(n)]
+        clusters = sum(1 for r, c in zip(*np.unique(roots, return_counts=True)) if c > 1)
+        rows.append(("rensa RMinHash + RMinHashLSH (1 process)", time.perf_counter() - t0, clusters, ""))
+    print(f"{'run':44} {'seconds':>8} {'docs/s':>9} {'clusters':>9} {'vs rensa':>9}")
+    base = rows[-1][1]
+    for name, seconds, clusters, note in rows:
+        print(f"{name:44} {seconds:8.1f} {n / seconds:9,.0f} {clusters:9,} {base / seconds:8.2f}x  {note}")
+    print(f"(peak memory of this process after corpusdb: {ours_rss:,.0f} MB; corpusdb's workers are separate processes)")
+
+
 def bench_clustering(n: int) -> None:
     rng = np.random.default_rng(0)
     signatures = rng.integers(0, 2**32 - 1, size=(n, 128), dtype=np.uint32)
@@ -113,7 +179,8 @@ def bench_clustering(n: int) -> None:
         con.execute(f"create view signatures as select doc_id, signature::uinteger[] as signature from '{path}'")
         bands, rows = optimal_bands(0.8, 128)
         t0 = time.perf_counter()
-        counts = cluster(con, "signatures", bands=bands, rows=rows, num_perm=128, verify_threshold=verification_threshold(0.8, 128))
+        counts = cluster(con, "signatures", bands=bands, rows=rows, num_perm=128,
+                         verification=Verification.of("estimate", 0.8, 128))
         seconds = time.perf_counter() - t0
         clusters = con.execute("select count(distinct cluster_id) filter (where cluster_size > 1) from clusters").fetchall()[0][0]
     print(f"clustering {n:,} synthetic signatures ({bands} bands x {rows} rows, verified): {seconds:.1f} s, "
@@ -126,10 +193,14 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=6000, help="real documents to sign")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cluster-docs", type=int, default=1_000_000, help="synthetic signatures to cluster (0: skip)")
+    parser.add_argument("--end-to-end", type=int, default=200_000, help="documents for corpusdb vs rensa end to end (0: skip)")
     args = parser.parse_args()
-    texts, where = load_texts(args.docs)
-    print(f"documents from {where}")
-    bench_signatures(texts, args.workers)
+    if args.docs:
+        texts, where = load_texts(args.docs)
+        print(f"documents from {where}")
+        bench_signatures(texts, args.workers)
+    if args.end_to_end:
+        end_to_end(args.end_to_end, args.workers)
     if args.cluster_docs:
         bench_clustering(args.cluster_docs)
 

@@ -38,15 +38,45 @@ def run_shard(job: str, url: str, storage_options: dict, shard: tuple[int, int],
     raise ValueError(f"unknown job {job!r}; jobs are {', '.join(JOBS)}")
 
 
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The start method of corpusdb's worker processes: fork where there is one.
+
+    Workers only touch numpy, pyarrow and fsspec (all fork-safe), and unlike spawn fork needs no
+    `if __name__ == "__main__"` guard in the user's script. A forked child holds only the forking
+    thread, so a lock another thread held at that instant stays held for ever: tqdm's monitor
+    thread takes tqdm's lock every few seconds, and a child creating a progress bar would wait on
+    it (a shard of `test_cli_shards` hung once in tqdm's constructor on a loaded machine).
+    Children therefore get a fresh tqdm lock.
+    """
+    global _FORK_HOOK
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    if not _FORK_HOOK:
+        import os
+
+        os.register_at_fork(after_in_child=_fresh_tqdm_lock)
+        _FORK_HOOK = True
+    return multiprocessing.get_context("fork")
+
+
+_FORK_HOOK = False
+
+
+def _fresh_tqdm_lock() -> None:
+    from tqdm import tqdm
+    from tqdm.std import TqdmDefaultWriteLock
+
+    tqdm.set_lock(TqdmDefaultWriteLock())
+
+
 def _local(job: str, url: str, storage_options: dict, shards: int, options: dict, workers: int, retries: int) -> list[dict]:
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     reports: dict[int, dict] = {}
     for attempt in range(retries + 1):
         todo = [i for i in range(shards) if i not in reports]
         if not todo:
             break
         try:
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=multiprocessing.get_context(method)) as pool:
+            with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=worker_context()) as pool:
                 futures = {i: pool.submit(run_shard, job, url, storage_options, (i, shards), options) for i in todo}
                 for i, future in futures.items():
                     reports[i] = future.result()
@@ -106,14 +136,15 @@ def _cluster_on_ray(url: str, storage_options: dict, settings: dict) -> dict:
     import ray
 
     import corpusdb
-    from corpusdb.dedup.job import publish_clusters, verify_threshold_of
+    from corpusdb.dedup.job import publish_clusters, verification_of
     from corpusdb.dedup.ray_cluster import cluster_with_ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
     db = corpusdb.open(url, storage_options=storage_options)
     table = cluster_with_ray(db, bands=settings["bands"], rows=settings["rows"], num_perm=settings["num_perm"],
-                             verify_threshold=verify_threshold_of(settings), max_bucket=settings["max_bucket"])
+                             verification=verification_of(db, settings), max_bucket=settings["max_bucket"],
+                             method=settings.get("method", "components"))
     publish_clusters(db, table, settings)
     sizes = table.column("cluster_size").to_numpy()
     n_clusters = len(set(table.column("cluster_id").to_numpy()[sizes > 1].tolist()))

@@ -10,6 +10,7 @@ import json
 import click
 
 from corpusdb.cli.base import as_of_option, cli, commit_option, executor_options, format_option, open_db, storage_option
+from corpusdb.dedup.cluster import CLUSTER_METHODS, VERIFY_MODES
 from corpusdb.dedup.minhash import HASHES
 from corpusdb.dedup.report import dedup_report
 from corpusdb.output import render
@@ -26,10 +27,17 @@ from corpusdb.storage import parse_storage_options
 @click.option("--threshold", type=float, default=0.8, show_default=True, help="Jaccard similarity of near-duplicates")
 @click.option("--bands", type=int, help="LSH bands [default: datasketch's optimum for --threshold, recall-weighted]")
 @click.option("--rows", type=int, help="signature values per band [default: as --bands]")
-@click.option("--verify/--no-verify", default=True, show_default=True,
-              help="check candidate pairs' estimated Jaccard (threshold less two standard errors)")
+@click.option("--verify", type=click.Choice(VERIFY_MODES), default="estimate", show_default=True,
+              help="which candidate pairs become edges: estimate (estimated Jaccard at least the threshold plus half a "
+                   "standard error), exact (true shingle Jaccard at least the threshold; reads the candidates' texts, "
+                   "slower) or off (every LSH candidate of a small bucket)")
+@click.option("--no-verify", "no_verify", is_flag=True, hidden=True, help="the same as --verify off (older option)")
+@click.option("--cluster", "method", type=click.Choice(CLUSTER_METHODS), default="components", show_default=True,
+              help="components: near-duplicates of near-duplicates join (high recall); star: each cluster is a kept "
+                   "document and documents verified against it (no chains, higher precision)")
 @click.option("--max-bucket", type=int, default=256, show_default=True,
-              help="LSH buckets larger than this link to their smallest member instead of all pairs")
+              help="LSH buckets larger than this pair each member with its 32 neighbours in signature order instead of "
+                   "all members (bounds the join; pages sharing a template)")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: sign every n-th documents part starting at i")
 @click.option("--workers", type=int, help="processes computing signatures [default: CPU count]")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
@@ -37,9 +45,9 @@ from corpusdb.storage import parse_storage_options
 @commit_option
 @executor_options
 @storage_option
-def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, max_bucket, shard, workers, as_json,
-            progress, commit_seconds, shards, executor, address, storage_options):
-    """Find near-duplicate documents: MinHash signatures, LSH banding, connected components.
+def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, no_verify, method, max_bucket, shard,
+            workers, as_json, progress, commit_seconds, shards, executor, address, storage_options):
+    """Find near-duplicate documents: MinHash signatures, LSH banding, verified pairs, clusters.
 
     Signatures (datasketch-compatible) are computed for documents parts that have none, in
     parallel processes; a re-run computes only new or unfinished parts. When every part has its
@@ -51,11 +59,13 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
     Examples:
       corpusdb minhash demo/db
       corpusdb minhash demo/db --threshold 0.7 --num-perm 256
+      corpusdb minhash demo/db --verify exact --cluster star   # highest precision
       corpusdb minhash s3://bkt/db --shards 64 --executor ray --address auto   # clusters as Ray tasks too
       corpusdb sql demo/db "select cluster_size, count(*) from minhash group by 1 order by 1"
     """
+    verify = "off" if no_verify else verify
     settings = dict(ngram=ngram, num_perm=num_perm, seed=seed, hash=hash_name, threshold=threshold, bands=bands, rows=rows,
-                    verify=verify, max_bucket=max_bucket)
+                    verify=verify, method=method, max_bucket=max_bucket)
     if shards:
         from corpusdb.execute import run_sharded
 
@@ -68,7 +78,7 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
     with open_db(db, storage_options) as database:
         report = database.minhash(
             ngram=ngram, num_perm=num_perm, seed=seed, hash=hash_name, threshold=threshold, bands=bands, rows=rows,
-            verify=verify, max_bucket=max_bucket, shard=shard, workers=workers, progress=progress,
+            verify=verify, method=method, max_bucket=max_bucket, shard=shard, workers=workers, progress=progress,
             commit_seconds=commit_seconds,
         )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
@@ -76,16 +86,24 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
 
 @cli.command("dedup-report")
 @click.argument("db")
+@click.option("--by", type=click.Choice(["source", "size"]), default="source", show_default=True,
+              help="source: documents by the size of their cluster and what dedup removes; size: per cluster size, "
+                   "the estimated Jaccard of each duplicate with the kept document (mean, minimum)")
 @format_option
 @as_of_option
 @storage_option
-def dedup_report_command(db, fmt, as_of, storage_options):
-    """Near-duplicates per source: documents by the size of their cluster, and what dedup removes.
+def dedup_report_command(db, by, fmt, as_of, storage_options):
+    """Near-duplicates per source (what dedup removes) or per cluster size (how similar the members are).
+
+    A low minimum similarity in large clusters means near-duplicates of near-duplicates were
+    chained far apart: `corpusdb minhash DB --cluster star` keeps only documents verified against
+    the kept one.
 
     \b
-    Example:
+    Examples:
       corpusdb dedup-report demo/db --format csv
+      corpusdb dedup-report demo/db --by size
     """
     with open_db(db, storage_options, as_of) as database:
-        columns, rows = dedup_report(database)
+        columns, rows = dedup_report(database, by)
     click.echo(render(columns, rows, fmt))

@@ -1,4 +1,4 @@
-"""Near-duplicate detection: MinHash signatures, LSH banding and connected components.
+"""Near-duplicate detection: MinHash signatures, LSH banding, verified pairs, clusters (components or stars).
 
     corpusdb minhash demo/db && corpusdb dedup-report demo/db
 """

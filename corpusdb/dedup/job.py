@@ -10,8 +10,8 @@ computed in worker processes, written atomically and committed (`corpusdb.versio
 killed job's remainder), `--shard i/n` takes every n-th documents part, and signature parts of
 other settings or of documents parts no longer live leave the table at the next commit.
 
-Clusters: once every documents part has its committed signatures, the band join and connected
-components run in DuckDB (`corpusdb.dedup.cluster`) and the `minhash` table (doc_id, cluster_id,
+Clusters: once every documents part has its committed signatures, the band join, verification and
+clustering run in DuckDB (`corpusdb.dedup.cluster`) and the `minhash` table (doc_id, cluster_id,
 cluster_size) is replaced, in one commit, by `minhash/clusters/part-<content hash>.parquet`.
 Every document with at least one word has a row; `cluster_id` is the smallest doc_id of its
 cluster (its own doc_id when it has no near duplicate).
@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import posixpath
 import time
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -34,7 +36,8 @@ from tqdm.auto import tqdm
 
 from corpusdb import failpoint
 from corpusdb.db import Database
-from corpusdb.dedup.cluster import cluster, optimal_bands, verification_threshold
+from corpusdb.dedup.cluster import CLUSTER_METHODS, Verification, cluster, optimal_bands, verify_mode
+from corpusdb.dedup.exact import ExactJaccard
 from corpusdb.dedup.minhash import HASHES, MinHasher
 from corpusdb.storage import Location, WrittenFile, content_hash, storage_errors
 from corpusdb.versions import Snapshot
@@ -42,7 +45,8 @@ from corpusdb.world import parse_shard
 
 SIGNATURES = "minhash/signatures"
 CLUSTERS = "minhash/clusters"
-BATCH_DOCS = 2048
+BATCH_DOCS = 2048  # documents per vectorised signing batch
+CHUNK_DOCS = 32768  # documents per worker task (whole row groups of a documents part)
 
 
 @dataclass
@@ -94,21 +98,82 @@ def signature_parts(documents: dict[str, dict], settings: dict) -> dict[str, str
     }
 
 
-def sign_part(url: str, storage_options: dict, part: str, out_name: str, settings: dict) -> tuple[int, WrittenFile]:
-    """Compute and write the signatures of one documents part (runs in a worker process)."""
+def sign_rows(url: str, storage_options: dict, part: str, row_groups: tuple[int, ...] | None, settings: dict
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """(doc_ids, signatures) of some row groups (None: all) of one documents part (runs in a worker process)."""
     location = Location(url, storage_options)
     hasher = MinHasher(num_perm=settings["num_perm"], seed=settings["seed"], ngram=settings["ngram"], hash=settings["hash"])
     with storage_errors(location.url_of(part)):
-        table = pq.read_table(part, columns=["doc_id", "text"], filesystem=location.fs)
+        with location.fs.open(part, "rb") as f:
+            parquet = pq.ParquetFile(f)
+            columns = ["doc_id", "text"]
+            table = parquet.read(columns=columns) if row_groups is None else parquet.read_row_groups(list(row_groups), columns=columns)
     ids = table.column("doc_id").to_numpy()
     texts = table.column("text").to_pylist()
     signatures = np.concatenate(
         [hasher.signatures(texts[i : i + BATCH_DOCS]) for i in range(0, len(texts), BATCH_DOCS)]
     ) if texts else np.empty((0, hasher.num_perm), dtype=np.uint32)
-    offsets = np.arange(0, (len(ids) + 1) * hasher.num_perm, hasher.num_perm, dtype=np.int32)
+    return ids, signatures
+
+
+def write_signatures(location: Location, out_name: str, pieces: list[tuple[np.ndarray, np.ndarray]], num_perm: int) -> WrittenFile:
+    """One signature part (doc_id, signature UINTEGER[num_perm]) from a documents part's pieces, in order."""
+    ids = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, dtype=np.int64)
+    signatures = np.concatenate([p[1] for p in pieces]) if pieces else np.empty((0, num_perm), dtype=np.uint32)
+    offsets = np.arange(0, (len(ids) + 1) * num_perm, num_perm, dtype=np.int32)
     column = pa.ListArray.from_arrays(pa.array(offsets), pa.array(signatures.ravel(), pa.uint32()))
-    written = location.write_parquet(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), SIGNATURES, out_name)
-    return len(ids), written
+    # random 32-bit values do not compress: store them plain
+    return location.write_parquet(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), SIGNATURES, out_name,
+                                  compression="none")
+
+
+def row_group_chunks(location: Location, part: str, docs: int = CHUNK_DOCS) -> list[tuple[int, ...]]:
+    """A documents part's row groups in consecutive runs of about `docs` rows: one task each."""
+    with storage_errors(location.url_of(part)):
+        with location.fs.open(part, "rb") as f:
+            metadata = pq.ParquetFile(f).metadata
+    chunks: list[tuple[int, ...]] = []
+    current: list[int] = []
+    rows = 0
+    for group in range(metadata.num_row_groups):
+        current.append(group)
+        rows += metadata.row_group(group).num_rows
+        if rows >= docs:
+            chunks.append(tuple(current))
+            current, rows = [], 0
+    if current or not chunks:
+        chunks.append(tuple(current))
+    return chunks
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when the job that started it ends, even by SIGKILL.
+
+    Linux delivers SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); elsewhere, and as a
+    second guard, a thread notices the parent is gone (re-parented) and exits.
+    """
+    import os
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the guard was in place
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="corpusdb-parent-watch").start()
 
 
 def run_minhash(
@@ -121,7 +186,8 @@ def run_minhash(
     threshold: float = 0.8,
     bands: int | None = None,
     rows: int | None = None,
-    verify: bool = True,
+    verify: str | bool = "estimate",
+    method: str = "components",
     max_bucket: int = 256,
     shard: str | tuple[int, int] | None = None,
     workers: int | None = None,
@@ -138,9 +204,14 @@ def run_minhash(
         hash: shingle hash, xxh3 (fast) or sha1 (datasketch's default hashfunc).
         threshold: Jaccard similarity of near-duplicates.
         bands, rows: LSH banding [default: datasketch's optimum for threshold, weighted to recall].
-        verify: keep only candidate pairs whose estimated Jaccard is at least the threshold less
-            two standard errors of the estimate.
-        max_bucket: larger LSH buckets link to their smallest member instead of all pairs.
+        verify: which candidate pairs become edges: "estimate" (estimated Jaccard at least the
+            threshold plus half a standard error of the estimate), "exact" (true shingle Jaccard at
+            least the threshold; reads the texts of candidate pairs) or "off" (every candidate of
+            a small bucket; pairs from large buckets are still checked on the estimate).
+        max_bucket: larger LSH buckets pair each member with its neighbours in signature order
+            (`corpusdb.dedup.cluster.WINDOW`) instead of with all members; bounds the join.
+        method: "components" (near-duplicates of near-duplicates join) or "star" (each cluster
+            is a kept document and documents verified against it).
         shard: (i, n) or "i/n": sign every n-th documents part starting at i.
         workers: processes computing signatures [default: CPU count].
         cluster_when_done: build the clusters in DuckDB once every part has signatures (False
@@ -154,6 +225,11 @@ def run_minhash(
 
     if hash not in HASHES:
         raise ValueError(f"hash {hash!r} is not one of {', '.join(HASHES)}")
+    verify = verify_mode(verify)
+    if method not in CLUSTER_METHODS:
+        raise ValueError(f"cluster method {method!r} is not one of {', '.join(CLUSTER_METHODS)}")
+    if max_bucket < 2:
+        raise ValueError(f"max_bucket ({max_bucket}) must be at least 2")
     if ngram < 1 or num_perm < 2:
         raise ValueError(f"ngram ({ngram}) must be at least 1 and num_perm ({num_perm}) at least 2")
     if bands is None or rows is None:
@@ -165,7 +241,7 @@ def run_minhash(
     workers = workers or multiprocessing.cpu_count()
     settings = {"ngram": ngram, "num_perm": num_perm, "seed": seed, "hash": hash}
     report = MinhashReport(bands=bands, rows=rows, settings={
-        **settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "max_bucket": max_bucket,
+        **settings, "threshold": threshold, "bands": bands, "rows": rows, "verify": verify, "method": method, "max_bucket": max_bucket,
     })
     db.writable()
     db.refresh()
@@ -198,39 +274,61 @@ def run_minhash(
 
     # no clean-up of temporary files here: another job may be writing the same part right now
     # (`corpusdb vacuum` removes what killed jobs left)
-    jobs = [(location.url, location.storage_options, location.join(expected[name]), posixpath.basename(name), settings)
-            for name in todo]
-    with tqdm(total=len(jobs), unit="part", desc="minhash signatures",
-              disable=(not progress) if progress is not None else None, dynamic_ncols=True) as bar:
+    tasks: list[tuple[str, tuple[int, ...] | None]] = []  # (signature part, row groups): parts in order, cut into runs
+    for name in todo:
+        rows = db.snapshot.tables["documents"][expected[name]].get("rows")
+        if rows is not None and rows <= CHUNK_DOCS:  # one task, no footer read here (many small parts on S3)
+            tasks.append((name, None))
+        else:
+            tasks += [(name, groups) for groups in row_group_chunks(location, location.join(expected[name]))]
+    pending: dict[str, list] = {}  # signature part -> its pieces so far
+    remaining = Counter(name for name, _ in tasks)  # pieces still to come per signature part
+    with tqdm(total=sum(db.snapshot.tables["documents"][expected[name]].get("rows") or 0 for name in todo), unit="doc",
+              desc="minhash signatures", disable=(not progress) if progress is not None else None, dynamic_ncols=True) as bar:
         last_commit = time.monotonic()
 
-        def done(result: tuple[int, WrittenFile]) -> None:
+        def done(name: str, piece: tuple[np.ndarray, np.ndarray]) -> None:
             nonlocal last_commit
-            n_docs, written = result
-            signed[location.relpath(written.path)] = {"size": written.size, "hash": written.hash, "rows": n_docs,
-                                                      "of": expected[location.relpath(written.path)]}
-            report.n_parts_signed += 1
-            report.n_documents_signed += n_docs
+            pending.setdefault(name, []).append(piece)
+            report.n_documents_signed += len(piece[0])
             rate = report.n_documents_signed / max(time.perf_counter() - started, 1e-9)
-            bar.set_postfix(docs=f"{report.n_documents_signed:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
-            bar.update(1)
+            bar.set_postfix(parts=f"{report.n_parts_signed}/{len(todo)}", docs_per_s=f"{rate:,.0f}", refresh=False)
+            bar.update(len(piece[0]))
+            remaining[name] -= 1
+            if remaining[name]:
+                return
+            pieces = pending.pop(name)
+            written = write_signatures(location, posixpath.basename(name), pieces, num_perm)
+            signed[location.relpath(written.path)] = {"size": written.size, "hash": written.hash,
+                                                      "rows": sum(len(p[0]) for p in pieces), "of": expected[name]}
+            report.n_parts_signed += 1
             failpoint.after_part("minhash", report.n_parts_signed)
             if time.monotonic() - last_commit >= commit_seconds:
                 commit_signatures()
                 last_commit = time.monotonic()
 
+        def arguments(task: tuple[str, tuple[int, ...] | None]) -> tuple:
+            return (location.url, location.storage_options, location.join(expected[task[0]]), task[1], settings)
+
         try:
-            if workers == 1 or len(jobs) <= 1:
-                for job in jobs:
-                    done(sign_part(*job))
+            if workers == 1 or len(tasks) <= 1:
+                for task in tasks:
+                    done(task[0], sign_rows(*arguments(task)))
             else:
-                # fork where there is one: workers only touch numpy, pyarrow and fsspec (all fork-safe), and
-                # unlike spawn it needs no `if __name__ == "__main__"` guard in the user's script
-                method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-                context = multiprocessing.get_context(method)
-                with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-                    for result in pool.map(sign_part, *zip(*jobs)):
-                        done(result)
+                from corpusdb.execute import worker_context
+
+                processes = min(workers, len(tasks))
+                with ProcessPoolExecutor(max_workers=processes, mp_context=worker_context(), initializer=_die_with_parent,
+                                         initargs=(os.getpid(),)) as pool:
+                    queue: deque = deque()
+                    for task in tasks:  # a bounded window of tasks in flight: results wait in memory only briefly
+                        queue.append((task[0], pool.submit(sign_rows, *arguments(task))))
+                        if len(queue) >= 2 * processes:
+                            name, future = queue.popleft()
+                            done(name, future.result())
+                    while queue:
+                        name, future = queue.popleft()
+                        done(name, future.result())
         finally:
             commit_signatures()  # what is signed is kept, also when a part fails
     report.signature_seconds = time.perf_counter() - started
@@ -265,16 +363,22 @@ def publish_clusters(db: Database, table: pa.Table, settings: dict) -> None:
     db.commit("minhash", change)
 
 
-def verify_threshold_of(settings: dict) -> float | None:
-    """The estimated-Jaccard bar candidate pairs must pass, or None when verification is off."""
-    return verification_threshold(settings["threshold"], settings["num_perm"]) if settings["verify"] else None
+def verification_of(db: Database, settings: dict) -> Verification:
+    """How candidate pairs are verified under the job's settings (exact mode reads `db`'s texts)."""
+    mode = verify_mode(settings["verify"])
+    exact = None
+    if mode == "exact":
+        hasher = MinHasher(num_perm=settings["num_perm"], seed=settings["seed"], ngram=settings["ngram"], hash=settings["hash"])
+        exact = ExactJaccard(db.con, hasher)
+    return Verification.of(mode, settings["threshold"], settings["num_perm"], exact)
 
 
 def _write_clusters(db: Database, report: MinhashReport) -> None:
     con, settings = db.con, report.settings
     report.cluster_counts = cluster(
         con, "signatures", bands=settings["bands"], rows=settings["rows"], num_perm=settings["num_perm"],
-        verify_threshold=verify_threshold_of(settings), max_bucket=settings["max_bucket"],
+        verification=verification_of(db, settings), max_bucket=settings["max_bucket"],
+        method=settings.get("method", "components"),
     )
     publish_clusters(db, con.sql("select * from clusters").to_arrow_table(), settings)
     n_docs, n_clusters, n_dupes = con.execute(

@@ -1,14 +1,16 @@
-"""Near-duplicate clustering as Ray tasks: the same band join and connected components as the DuckDB path.
+"""Near-duplicate clustering as Ray tasks: the same band join, verification and clusters as the DuckDB path.
 
     corpusdb minhash s3://bkt/db --executor ray --address auto
 
 1. bands (one task per signature part): each document's band buckets (xxh3 of the band's values),
    hash-partitioned by bucket into `partitions` outputs that carry the signature along;
 2. candidate edges (one task per partition): documents sharing a (band, bucket); buckets of up to
-   `max_bucket` give all pairs, verified on their estimated Jaccard like the SQL path, larger
-   ones link every member to the smallest;
+   `max_bucket` give all pairs, larger ones each member's `window` neighbours in signature
+   order, verified on their estimated Jaccard like the SQL path (an exact check runs on the
+   driver);
 3. components (one task per edge partition and round): min-label propagation with pointer
-   jumping, labels broadcast through the object store, until no label changes.
+   jumping, labels broadcast through the object store, until no label changes; star clusters
+   are chosen on the driver (a sequential greedy pass over the edges).
 
 Every decision is the one `corpusdb.dedup.cluster` makes in SQL, so the table is identical (a
 test compares them); only where the work runs differs.
@@ -55,8 +57,9 @@ def _stack(chunks: list, num_perm: int) -> dict:
     return {key: np.concatenate([c[i] for c in chunks]) for i, key in enumerate(("band", "bucket", "doc_id", "signature"))}
 
 
-def _edges(num_perm: int, verify_threshold: float | None, max_bucket: int, *pieces: dict) -> np.ndarray:
-    """(a, b) pairs, a < b, from one bucket partition."""
+def _edges(num_perm: int, rows: int, estimate: float | None, large: float, max_bucket: int, window: int,
+           *pieces: dict) -> np.ndarray:
+    """(a, b) pairs, a < b, from one bucket partition, verified on their estimated Jaccard as in SQL."""
     band = np.concatenate([p["band"] for p in pieces])
     bucket = np.concatenate([p["bucket"] for p in pieces])
     doc = np.concatenate([p["doc_id"] for p in pieces])
@@ -65,25 +68,33 @@ def _edges(num_perm: int, verify_threshold: float | None, max_bucket: int, *piec
     band, bucket, doc, signature = band[order], bucket[order], doc[order], signature[order]
     starts = np.flatnonzero(np.r_[True, (band[1:] != band[:-1]) | (bucket[1:] != bucket[:-1])])
     ends = np.r_[starts[1:], len(doc)]
-    edges = []
-    need = None if verify_threshold is None else verify_threshold * num_perm
+    small, big = [], []
     for start, end in zip(starts, ends):
         n = end - start
         if n < 2:
             continue
-        if n > max_bucket:  # link to the smallest member, unverified, as the SQL path does
-            edges.append(np.stack([np.full(n - 1, doc[start]), doc[start + 1 : end]], axis=1))
+        if n <= max_bucket:
+            i, j = np.triu_indices(n, k=1)
+            small.append(np.stack([doc[start + i], doc[start + j], (signature[start + i] == signature[start + j]).sum(axis=1)], axis=1))
             continue
-        i, j = np.triu_indices(n, k=1)
-        if need is not None:
-            equal = (signature[start + i] == signature[start + j]).sum(axis=1)
-            i, j = i[equal >= need], j[equal >= need]
-        edges.append(np.stack([doc[start + i], doc[start + j]], axis=1))
-    if not edges:
-        return np.empty((0, 2), dtype=np.int64)
-    pairs = np.concatenate(edges)
-    pairs = np.stack([pairs.min(axis=1), pairs.max(axis=1)], axis=1)
-    return np.unique(pairs, axis=0)
+        # a large bucket: each member and its next `window` members in the order of the signature
+        # values after the band (rotated), ties by doc_id, as the SQL path orders them
+        members = signature[start:end]
+        cut = (int(band[start]) + 1) * rows
+        rotated = np.concatenate([members[:, cut:], members[:, :cut]], axis=1)
+        ranked = np.lexsort((doc[start:end], *rotated.T[::-1]))
+        ids, values = doc[start:end][ranked], members[ranked]
+        for k in range(1, min(window, n - 1) + 1):
+            equal = (values[:-k] == values[k:]).sum(axis=1)
+            big.append(np.stack([np.minimum(ids[:-k], ids[k:]), np.maximum(ids[:-k], ids[k:]), equal], axis=1))
+    small_pairs = np.concatenate(small) if small else np.empty((0, 3), np.int64)
+    big_pairs = np.concatenate(big) if big else np.empty((0, 3), np.int64)
+    # a pair met in both kinds of bucket is kept if either keeps it: the SQL path's rule, since the
+    # estimate bar is never above the large-bucket bar
+    keep_small = small_pairs if estimate is None else small_pairs[small_pairs[:, 2] >= estimate * num_perm]
+    keep_big = big_pairs[big_pairs[:, 2] >= large * num_perm]
+    pairs = np.concatenate([keep_small[:, :2], keep_big[:, :2]])
+    return np.unique(pairs, axis=0) if len(pairs) else np.empty((0, 2), dtype=np.int64)
 
 
 def _propagate(edges: np.ndarray, nodes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,10 +109,18 @@ def _propagate(edges: np.ndarray, nodes: np.ndarray, labels: np.ndarray) -> tupl
     return src[heads], np.minimum(own, best)
 
 
-def cluster_with_ray(db, *, bands: int, rows: int, num_perm: int, verify_threshold: float | None, max_bucket: int = 256,
-                     partitions: int = 8) -> pa.Table:
-    """The minhash table (doc_id, cluster_id, cluster_size) of `db`'s signatures, computed by Ray tasks."""
+def cluster_with_ray(db, *, bands: int, rows: int, num_perm: int, verification, max_bucket: int = 256,
+                     window: int | None = None, method: str = "components", partitions: int = 8) -> pa.Table:
+    """The minhash table (doc_id, cluster_id, cluster_size) of `db`'s signatures, computed by Ray tasks.
+
+    `verification` is a `corpusdb.dedup.cluster.Verification`; an exact check runs on the driver
+    over the pairs the tasks kept.
+    """
     import ray
+
+    from corpusdb.dedup.cluster import WINDOW, star_centers
+
+    window = WINDOW if window is None else window
 
     location = db.location
     parts = db.parts("signatures")
@@ -110,12 +129,20 @@ def cluster_with_ray(db, *, bands: int, rows: int, num_perm: int, verify_thresho
     if partitions == 1:
         outputs = [[o] for o in outputs]
     edge_task = ray.remote(_edges)
-    edge_refs = [edge_task.remote(num_perm, verify_threshold, max_bucket, *[out[p] for out in outputs]) for p in range(partitions)]
+    edge_refs = [edge_task.remote(num_perm, rows, verification.estimate, verification.large, max_bucket, window,
+                                  *[out[p] for out in outputs]) for p in range(partitions)]
     pairs = np.concatenate(ray.get(edge_refs)) if edge_refs else np.empty((0, 2), np.int64)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs
+    if verification.exact is not None and len(pairs):
+        pairs = pairs[verification.exact(pairs) >= verification.threshold]
 
     ids = db.sql("select doc_id from signatures").to_arrow_table().column("doc_id").to_numpy()
-    if len(pairs):
+    if len(pairs) and method == "star":  # greedy centers: sequential, on the driver, as in the SQL path
+        nodes, labels = star_centers(pairs)
+        cluster = ids.copy()
+        inside = np.isin(ids, nodes)
+        cluster[inside] = labels[np.searchsorted(nodes, ids[inside])]
+    elif len(pairs):
         directed = np.concatenate([pairs, pairs[:, ::-1]])
         nodes = np.unique(directed[:, 0])
         labels = nodes.copy()

@@ -1,6 +1,8 @@
-"""Near-duplicate statistics per source: how many documents sit in clusters of which size.
+"""Near-duplicate statistics: per source, how many documents sit in clusters of which size; per
+cluster size, how similar the members are to the document `dedup` keeps.
 
     corpusdb dedup-report demo/db
+    corpusdb dedup-report demo/db --by size
 """
 
 from __future__ import annotations
@@ -43,16 +45,44 @@ select * from final
 """
 
 
-def dedup_report(db: Database) -> tuple[list[str], list[tuple]]:
+SIZE_SQL = """
+with members as (
+    select m.doc_id, m.cluster_id, m.cluster_size,
+           list_count(list_filter(list_zip(s.signature, r.signature), lambda v: v[1] = v[2])) / len(s.signature)
+               as similarity
+    from minhash m
+    join signatures s on s.doc_id = m.doc_id
+    join signatures r on r.doc_id = m.cluster_id
+    where m.cluster_size > 1 and m.doc_id <> m.cluster_id
+),
+sized as (
+    select *, case when cluster_size = 2 then '2' when cluster_size <= 5 then '3-5' when cluster_size <= 20 then '6-20'
+                   when cluster_size <= 100 then '21-100' else '101+' end as sizes
+    from members
+)
+select sizes as cluster_size, count(distinct cluster_id) as n_clusters, count(*) as n_duplicates,
+       round(avg(similarity), 3) as mean_similarity, round(min(similarity), 3) as min_similarity,
+       max(cluster_size) as largest
+from sized group by sizes order by min(cluster_size)
+"""
+
+
+def dedup_report(db: Database, by: str = "source") -> tuple[list[str], list[tuple]]:
     """(columns, rows): per source and in all, documents by the size of their near-duplicate cluster.
 
     `n_duplicates` counts documents that are not their cluster's representative (the smallest
     doc_id), i.e. what `dedup` removes; `size_K` columns count documents in clusters of that size.
 
+    With `by="size"`: per range of cluster sizes, the clusters, their duplicates and the estimated
+    Jaccard (equal signature values) of each duplicate with its representative, mean and minimum:
+    a low minimum in large clusters shows near-duplicates of near-duplicates chained far apart.
+
     Raises:
         CorpusDBError: the database has no clusters yet.
     """
+    if by not in ("source", "size"):
+        raise CorpusDBError(f"--by {by!r} is not one of source, size")
     if not db.parts("minhash"):
         raise CorpusDBError(f"{db.url} has no near-duplicate clusters yet; run `corpusdb minhash {db.url}` first")
-    relation = db.sql(REPORT_SQL)
+    relation = db.sql(REPORT_SQL if by == "source" else SIZE_SQL)
     return relation.columns, relation.fetchall()
