@@ -155,9 +155,8 @@ config = MinhashConfig(hash_config=HashConfig(precision=64), num_buckets=14, has
 started = time.perf_counter()
 docs = [Document(text=t, id=str(i)) for i, t in enumerate(texts)]
 MinhashDedupSignature(output_folder=f"{out}/sigs", config=config, language="en").run(iter(docs), 0, 1)
-MinhashDedupBuckets(input_folder=f"{out}/sigs", output_folder=f"{out}/buckets", config=config).run(None, 0, 1)
-# one bucket job per bucket index, as datatrove's own launchers run them
-for bucket in range(1, 14):
+# one bucket task per bucket (datatrove needs the task count divisible by the buckets), as its launchers run them
+for bucket in range(14):
     MinhashDedupBuckets(input_folder=f"{out}/sigs", output_folder=f"{out}/buckets", config=config).run(None, bucket, 14)
 MinhashDedupCluster(input_folder=f"{out}/buckets", output_folder=f"{out}/remove_ids", config=config,
                     save_cluster_id=True).run(None, 0, 1)

@@ -42,6 +42,7 @@ from datasketch import MinHash  # noqa: E402
 import corpusdb  # noqa: E402
 from corpusdb.dedup.cluster import Verification, cluster, optimal_bands  # noqa: E402
 from corpusdb.dedup.minhash import MinHasher, shingles, words  # noqa: E402
+from benchmarks.dedup_quality import union_find_labels  # noqa: E402
 
 
 def load_texts(docs: int) -> tuple[list[str], str]:
@@ -136,19 +137,8 @@ def end_to_end(n: int, workers: int) -> None:
             m.update([" ".join(w[j : j + 5]) for j in range(max(1, len(w) - 4))] if w else [])
             lsh.insert(i, m)
             hashes.append(m)
-        parent = list(range(n))
-
-        def find(x: int) -> int:
-            while parent[x] != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for i, m in enumerate(hashes):
-            for j in lsh.query(m):
-                if j > i and m.jaccard(hashes[j]) >= 0.8:
-                    parent[max(find(i), find(j))] = min(find(i), find(j))
-        roots = [find(i) for i in range(n)]
+        pairs = ((i, j) for i, m in enumerate(hashes) for j in lsh.query(m) if j > i and m.jaccard(hashes[j]) >= 0.8)
+        roots = union_find_labels(n, pairs)
         clusters = sum(1 for r, c in zip(*np.unique(roots, return_counts=True)) if c > 1)
         rows.append(("rensa RMinHash + RMinHashLSH (1 process)", time.perf_counter() - t0, clusters, ""))
     print(f"{'run':44} {'seconds':>8} {'docs/s':>9} {'clusters':>9} {'vs rensa':>9}")

@@ -84,6 +84,13 @@ class MinhashReport:
                 f"{self.cluster_seconds:.1f} s: {self.n_clusters:,} clusters of near-duplicates, "
                 f"{self.n_duplicates:,} documents beyond one per cluster"
             )
+            counts = self.cluster_counts
+            if counts:
+                lines.append(
+                    f"{counts.get('n_candidate_pairs', 0):,} candidate pairs ({counts.get('n_large_bucket_pairs', 0):,} from "
+                    f"buckets over max_bucket), {counts.get('n_exact_checks', 0):,} checked on their true Jaccard, "
+                    f"{counts.get('n_edges', 0):,} verified edges ({self.settings.get('verify')}, {self.settings.get('method')})"
+                )
         else:
             lines.append("clusters not updated: other shards' signatures are still missing; they cluster when the last shard finishes")
         return "\n".join(lines)

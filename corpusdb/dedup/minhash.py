@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from itertools import chain
 
 import numpy as np
@@ -56,21 +56,19 @@ def word_bytes(text: str) -> list[bytes]:
     return [w.encode("utf-8") for w in WORD_RE.findall(text.lower())]
 
 
-def text_slices(text: str, size: int = SLICE_CHARS) -> list[str]:
+def text_slices(text: str, size: int = SLICE_CHARS) -> Iterator[str]:
     """`text` cut after a space or newline about every `size` characters, so no word is cut and each
-    slice lower-cases as it would inside the whole text (the cut is never inside a word or its context)."""
-    if len(text) <= size:
-        return [text]
-    slices, start = [], 0
+    slice lower-cases as it would inside the whole text (the cut is never inside a word or its context).
+    A generator: one slice at a time is a copy."""
+    start = 0
     while len(text) - start > size:
         cut = max(text.rfind(" ", start, start + size), text.rfind("\n", start, start + size))
         if cut < 0:  # no break in a whole slice: take up to the next one
             cut = min(c for c in (text.find(" ", start + size), text.find("\n", start + size), len(text) - 1) if c >= 0)
-        slices.append(text[start : cut + 1])
+        yield text[start : cut + 1]
         start = cut + 1
-    if start < len(text):
-        slices.append(text[start:])
-    return slices
+    if start < len(text) or not text:
+        yield text[start:]
 
 
 def shingles(text: str, ngram: int) -> list[tuple[str, ...]]:
