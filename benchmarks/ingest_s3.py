@@ -2,6 +2,7 @@
 
     python benchmarks/ingest_s3.py                 # uses demo/raw if `make demo` ran, else the fixture
     python benchmarks/ingest_s3.py --mb 64 --files 8
+    python benchmarks/ingest_s3.py --small-files 100000 --repeat 1   # a crawl's shape: 100k files of 1-10 KB
 
 Prints MB/s of input bytes for: the baseline (s3fs `get` of the same objects to local disk, what an
 `aws s3 cp --recursive` does), `corpusdb ingest` as one process, and as 2 shards at once (2 cores),
@@ -56,6 +57,26 @@ def make_inputs(target_mb: int, files: int) -> tuple[list[bytes], int]:
     return [b.getvalue() for b in buffers], total
 
 
+def make_small_inputs(n: int, seed: int = 0) -> tuple[list[bytes], int]:
+    """`n` JSONL files of 1-10 KB (one to a few records each), cut from the same texts."""
+    import random
+
+    rng = random.Random(seed)
+    blobs, _ = make_inputs(8, 1)
+    pool = [json.loads(line)["text"] for line in blobs[0].splitlines()]
+    out = []
+    for i in range(n):
+        size, lines = rng.randint(1_000, 10_000), []
+        while size > 0:
+            text = rng.choice(pool)
+            start = rng.randrange(max(1, len(text) - 200))
+            piece = f"[file {i}] " + text[start : start + min(size, 4_000)]
+            lines.append(json.dumps({"text": piece}).encode())
+            size -= len(piece)
+        out.append(b"\n".join(lines) + b"\n")
+    return out, sum(map(len, out))
+
+
 def server_cpu(pid: int) -> float:
     """CPU seconds (user + system) the server process has used so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -89,14 +110,20 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=128, help="input size in MB")
     parser.add_argument("--files", type=int, default=8, help="number of input objects")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each, the fastest kept")
+    parser.add_argument("--small-files", type=int, default=0, help="instead: this many files of 1-10 KB (a crawl's shape)")
     args = parser.parse_args()
-    blobs, total = make_inputs(args.mb, args.files)
+    if args.small_files:
+        blobs, total = make_small_inputs(args.small_files)
+        args.files = len(blobs)
+    else:
+        blobs, total = make_inputs(args.mb, args.files)
+    n_docs = sum(blob.count(b"\n") for blob in blobs)
     with tempfile.TemporaryDirectory() as tmp, seaweedfs(Path(tmp) / "s3") as server:
         options = {"key": server["key"], "secret": server["secret"], "client_kwargs": {"endpoint_url": server["endpoint"]}}
         fs = s3fs.S3FileSystem(**options, skip_instance_cache=True)
         fs.mkdir("bench")
-        for i, blob in enumerate(blobs):
-            fs.pipe(f"bench/raw/part-{i:03d}.jsonl", blob)
+        for start in range(0, len(blobs), 1000):  # concurrent uploads, a thousand at a time
+            fs.pipe({f"bench/raw/part-{i:06d}.jsonl": blobs[i] for i in range(start, min(start + 1000, len(blobs)))})
         cli = [sys.executable, "-m", "corpusdb.cli", "ingest"]
         s3_args = ["-o", f"key={server['key']}", "-o", f"secret={server['secret']}", "-o", f"endpoint_url={server['endpoint']}"]
         common = ["s3://bench/raw/", "--source", "bench", "--no-progress", *s3_args]
@@ -115,11 +142,14 @@ def main() -> None:
         results["corpusdb ingest, 2 shards at once"] = timed(pid, repeat, func=shards, before=fresh(f"{tmp}/db2"))
 
     base = total / 1e6 / results["s3fs copy (baseline)"][0]
-    print(f"input: {total / 1e6:.1f} MB of JSONL in {args.files} objects on SeaweedFS (loopback); fastest of {repeat}")
-    print(f"{'run':<36} {'seconds':>8} {'MB/s':>8} {'vs copy':>8} {'client CPU s':>13} {'server CPU s':>13}")
+    print(f"input: {total / 1e6:.1f} MB of JSONL, {n_docs:,} documents in {args.files:,} objects on SeaweedFS (loopback); "
+          f"fastest of {repeat}")
+    print(f"{'run':<36} {'seconds':>8} {'MB/s':>8} {'docs/s':>9} {'files/s':>8} {'vs copy':>8} {'client CPU s':>13} "
+          f"{'server CPU s':>13}")
     for name, (seconds, client, server_seconds) in results.items():
         rate = total / 1e6 / seconds
-        print(f"{name:<36} {seconds:8.2f} {rate:8.1f} {rate / base:7.2f}x {client:13.2f} {server_seconds:13.2f}")
+        print(f"{name:<36} {seconds:8.2f} {rate:8.1f} {n_docs / seconds:9,.0f} {args.files / seconds:8,.0f} {rate / base:7.2f}x "
+              f"{client:13.2f} {server_seconds:13.2f}")
 
 
 if __name__ == "__main__":

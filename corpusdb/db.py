@@ -335,7 +335,8 @@ class Database:
         return list_models(self)
 
     def stats(self) -> dict:
-        """Documents and bytes in all and per source, the version, and the scored models."""
+        """Documents and bytes in all and per source, the version, the scored models (documents scored
+        by each), documents with near-duplicate clusters, and the views."""
         total = self.con.execute("select count(*), coalesce(sum(n_bytes), 0) from documents").fetchall()[0]
         rows = self.con.execute(
             "select source, count(*) as n_documents, sum(n_bytes) as n_bytes from documents group by source order by source"
@@ -348,8 +349,20 @@ class Database:
             "n_parts": len(self.snapshot.parts("documents")),
             "sources": [{"source": s, "n_documents": n, "n_bytes": int(b)} for s, n, b in rows],
             "models": sorted(self.snapshot.models),
+            "scored": self._scored_documents(),
+            "n_clustered": sum(int(info.get("rows") or 0) for info in self.snapshot.tables.get("minhash", {}).values()),
             "views": sorted(self.snapshot.views),
         }
+
+    def _scored_documents(self) -> dict[str, int]:
+        """Documents with scores per score name, from the version's part records (no file is read)."""
+        counts = {name: 0 for name in self.snapshot.models}
+        for path, info in self.snapshot.tables.get("scores", {}).items():
+            folder = path.split("/")[1] if path.count("/") >= 2 else ""
+            if folder.startswith("model="):
+                name = folder[len("model="):]
+                counts[name] = counts.get(name, 0) + int(info.get("rows") or 0)
+        return dict(sorted(counts.items()))
 
 
 def _catalog(location: Location) -> Catalog:

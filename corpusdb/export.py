@@ -41,7 +41,7 @@ import corpusdb
 from corpusdb import failpoint
 from corpusdb.errors import ExportError, ModelError
 from corpusdb.provenance import is_ordered, provenance
-from corpusdb.storage import TMP_PREFIX, Location
+from corpusdb.storage import Location, temporary_of
 from corpusdb.views import relation_sql
 
 if TYPE_CHECKING:
@@ -195,6 +195,7 @@ def export_view(
         _clean(out, _journal_files(journal) - _files_of(old or {}))
         out.remove(out.join(JOURNAL))
     if old is not None and old.get("key") == key and not overwrite:
+        _remove_leftovers(out, _files_of(old) | {MANIFEST, JOURNAL})  # e.g. of a killed re-run's manifest write
         return {**old, "reused": True}  # the same selection, made the same way
     created = not out.exists("")
     if out.is_local:
@@ -227,7 +228,7 @@ def export_view(
         raise
     _clean(out, _files_of(old or {}) - _files_of(manifest))  # the replaced export's files
     _clean(out, {JOURNAL})
-    out.remove_temporaries("", MANIFEST)
+    _remove_leftovers(out, _files_of(manifest) | {MANIFEST, JOURNAL})
     return manifest
 
 
@@ -240,6 +241,16 @@ def _clean(out: Location, names: set[str]) -> None:
     for name in sorted(names):
         out.remove(out.join(name))
         out.remove_temporaries("", name)
+
+
+def _remove_leftovers(out: Location, names: set[str]) -> None:
+    """Remove the temporaries a killed write of one of `names` left (local disk: object stores
+    publish a file in one request), with one listing of the folder."""
+    if not out.is_local or not out.exists(""):
+        return
+    for path in out.fs.ls(out.path, detail=False):
+        if temporary_of(posixpath.basename(path)) in names:
+            out.remove(path)
 
 
 def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[dict | None, dict | None]:
@@ -257,8 +268,7 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
         check_file_name(url, name)
     ours |= {MANIFEST, JOURNAL}
     present = [posixpath.relpath(path, out.path) for path in out.fs.find(out.path)] if out.exists("") else []
-    foreign = sorted(name for name in present if name not in ours and not (
-        name.startswith(TMP_PREFIX) and any(name.startswith(f"{TMP_PREFIX}{mine}-") for mine in ours)))
+    foreign = sorted(name for name in present if name not in ours and temporary_of(name) not in ours)
     if foreign:
         raise ExportError(f"{url} holds {len(foreign)} file(s) corpusdb did not write (e.g. {foreign[0]!r}); "
                           "export into a new or empty folder (nothing there was changed)")

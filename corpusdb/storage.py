@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import os
 import posixpath
+import re
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -56,20 +58,27 @@ def default_storage_options(protocol: str) -> dict:
     return {}
 
 
-def describe_error(url: str, exc: BaseException) -> str:
-    """One line saying why `url` failed and what to do about it."""
+def describe_error(url: str, exc: BaseException, fs: fsspec.AbstractFileSystem | None = None) -> str:
+    """One line saying why `url` failed and what to do about it (`fs`: the filesystem used, to name
+    its credentials)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     name = type(exc).__name__
     lowered = text.lower()
-    if isinstance(exc, FileNotFoundError) or "nosuchbucket" in lowered or "does not exist" in lowered:
-        return f"{url}: not found; check the path (and bucket name)"
+    if name == "NoCredentialsError" or "unable to locate credentials" in lowered:
+        return (f"{url}: no credentials for object storage found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                "(or AWS_PROFILE), pass -o key=... -o secret=..., or -o anon=true for a public bucket")
+    # before "not found": S3 says an unknown key "does not exist in our records"
     if isinstance(exc, PermissionError) or any(
-        word in lowered for word in ("accessdenied", "access denied", "forbidden", "signature", "invalidaccesskeyid")
+        word in lowered for word in ("accessdenied", "access denied", "forbidden", "signature", "invalidaccesskeyid",
+                                     "access key id")
     ):
+        used = f" with {credentials_used(fs)}" if fs is not None and url.startswith(("s3://", "s3a://")) else ""
         return (
-            f"{url}: access denied ({text}); check the credentials "
+            f"{url}: access denied{used} ({text}); check the credentials "
             "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or -o key=... -o secret=...)"
         )
+    if isinstance(exc, FileNotFoundError) or "nosuchbucket" in lowered or "does not exist" in lowered:
+        return f"{url}: not found; check the path (and bucket name)"
     if any(word in lowered for word in ("connect", "endpoint", "timed out", "name or service", "unreachable")) or name in (
         "EndpointConnectionError",
         "ClientConnectorError",
@@ -77,6 +86,19 @@ def describe_error(url: str, exc: BaseException) -> str:
     ):
         return f"{url}: cannot reach the storage server ({text}); check the endpoint (-o endpoint_url=... or AWS_ENDPOINT_URL)"
     return f"{url}: {name}: {text}"
+
+
+def credentials_used(fs: fsspec.AbstractFileSystem) -> str:
+    """Which S3 credentials are signed with, for messages: the access key id and where it came from,
+    never the secret."""
+    key = getattr(fs, "key", None)
+    if key:
+        return f"access key id {key!r} (from -o key=...)"
+    if os.environ.get("AWS_ACCESS_KEY_ID"):
+        return f"access key id {os.environ['AWS_ACCESS_KEY_ID']!r} (from AWS_ACCESS_KEY_ID)"
+    if os.environ.get("AWS_PROFILE"):
+        return f"the profile {os.environ['AWS_PROFILE']!r} (from AWS_PROFILE)"
+    return "the default credential chain (~/.aws, instance role)"
 
 
 def resolve(url: str, storage_options: dict | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -91,18 +113,26 @@ def resolve(url: str, storage_options: dict | None = None) -> tuple[fsspec.Abstr
 
 
 @contextlib.contextmanager
-def storage_errors(url: str) -> Iterator[None]:
+def storage_errors(url: str, fs: fsspec.AbstractFileSystem | None = None) -> Iterator[None]:
     """Turn filesystem and network exceptions raised inside into one-line `StorageError`s."""
     try:
         yield
     except StorageError:
         raise
     except (OSError, ValueError, RuntimeError) as exc:
-        raise StorageError(describe_error(url, exc)) from exc
+        raise StorageError(describe_error(url, exc, fs)) from exc
     except Exception as exc:  # botocore/aiohttp errors that are not OSError subclasses
         if type(exc).__module__.split(".")[0] in ("botocore", "aiohttp", "aiobotocore", "s3fs", "gcsfs"):
-            raise StorageError(describe_error(url, exc)) from exc
+            raise StorageError(describe_error(url, exc, fs)) from exc
         raise
+
+
+def temporary_of(name: str) -> str | None:
+    """The file a temporary is for (`.tmp-<name>-<32 hex digits>`, as `Location.write_atomic` names
+    them), or None for any other name."""
+    if not name.startswith(TMP_PREFIX) or not re.fullmatch(r"-[0-9a-f]{32}", name[-33:]):
+        return None
+    return name[len(TMP_PREFIX) : -33]
 
 
 def _write_synced(handle, data: bytes) -> None:
@@ -296,6 +326,28 @@ class Location:
         with storage_errors(self.url_of(pattern)):
             for path in self.fs.glob(pattern):
                 self.fs.rm_file(path)
+
+    def remove_stale_temporaries(self, folder: str, owned: Callable[[str], bool], min_age: float) -> int:
+        """Remove temporaries in `folder` for files `owned(name)` says are the caller's, last written at
+        least `min_age` seconds ago (a younger one may be a concurrent job's write in flight), with
+        one listing of the folder; returns how many were removed. Local disk only: object stores
+        publish a file in one request and leave no temporaries."""
+        root = self.join(folder)
+        if not self.is_local or not os.path.isdir(root):
+            return 0
+        now, removed = time.time(), 0
+        with storage_errors(self.url_of(root)):
+            for entry in os.scandir(root):
+                target = temporary_of(entry.name)
+                if target is None:
+                    continue
+                try:
+                    if owned(target) and now - entry.stat().st_mtime >= min_age:
+                        os.remove(entry.path)
+                        removed += 1
+                except FileNotFoundError:  # gone meanwhile
+                    continue
+        return removed
 
     def remove(self, path: str) -> None:
         """Remove a file; one that is already gone (another job removed it) is fine."""

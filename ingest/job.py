@@ -39,13 +39,14 @@ from corpusdb.db import Database
 from corpusdb.storage import Location, WriteQueue, WrittenFile
 from corpusdb.text import doc_id, normalize
 from corpusdb.world import parse_shard
-from ingest.commit import Committer, FinishedInput, NewPart, part_name
+from ingest.commit import Committer, FinishedInput, NewPart, part_key, part_name
 from ingest.docids import DocIdSet
 from ingest.readers import Reader, ReadOptions
 from ingest.sources import InputFile, list_inputs
 
 ROW_GROUP_ROWS = 8192
 
+STALE_TEMPORARY_SECONDS = 600.0  # a temporary this old is no write in flight (a part takes seconds)
 
 @dataclass
 class IngestReport:
@@ -54,6 +55,7 @@ class IngestReport:
     source: str
     n_inputs: int = 0
     n_inputs_done_before: int = 0
+    n_temporaries_removed: int = 0  # left by a killed run of these inputs
     n_inputs_processed: int = 0
     n_unknown_skipped: int = 0
     n_docs_read: int = 0
@@ -97,6 +99,8 @@ class IngestReport:
             lines.append(f"{self.n_cross_shard_duplicates_removed} documents also committed meanwhile by another job or shard removed")
         if self.n_inputs_taken:
             lines.append(f"{self.n_inputs_taken} input files were committed meanwhile by another job")
+        if self.n_temporaries_removed:
+            lines.append(f"{self.n_temporaries_removed} temporary files a killed run of these inputs left were removed")
         lines.append(f"committed as version {self.version}")
         return "\n".join(lines)
 
@@ -130,18 +134,25 @@ def write_part(location: Location, table: pa.Table, name: str) -> WrittenFile:
 
 
 class PartWriter:
-    """Buffers one input's documents and writes them, through `writes`, as deduplicated parts of `documents`.
+    """Buffers documents and writes them, through `writes`, as deduplicated parts of `documents`.
 
-    `finish(done)` queues `done()` behind the input's parts: it runs only if every part was
-    written. `on_part` is called, in the caller's thread, once each part is in place.
+    One writer serves one input, or (`pack`) a run of consecutive inputs: small inputs (a crawl's
+    files of a few KB) then share parts of up to `part_bytes` instead of making a part each. A part
+    holds either whole finished inputs or documents of the input being read, never both, so an
+    input that fails leaves nothing in a part that is handed over. `finish(key, url)` says an
+    input is read whole; inputs are handed to the committer, with the parts written since the
+    last hand-over, behind those parts on the writer thread (only if every part was written), and
+    `on_handed(count)` runs in the caller's thread with the number of inputs handed over.
+    `on_part` is called once each part is in place.
     """
 
     def __init__(
         self, location: Location, key: str, source: str, meta_columns: list[str], seen: DocIdSet, part_bytes: int,
         writes: WriteQueue, committer: Committer, on_part: Callable[[str], None] = lambda path: None,
+        pack: bool = False, max_inputs: int = 10_000, on_handed: Callable[[int], None] = lambda count: None,
     ):
         self.location = location
-        self.key = key
+        self.key = key  # names the parts: the first input of the run
         self.source = source
         self.meta_columns = meta_columns
         self.seen = seen
@@ -149,11 +160,16 @@ class PartWriter:
         self.writes = writes
         self.committer = committer
         self.on_part = on_part
+        self.pack = pack
+        self.max_inputs = max_inputs
+        self.on_handed = on_handed
         self.token = uuid.uuid4().hex[:8]
         self.chunk = 0
         self.written: list[NewPart] = []  # appended by the writer thread
-        self.failed = False  # a part write failed: the input is not finished
-        self.finished = False  # every part is in place and handed to the committer
+        self.handed = 0  # written[:handed] went to the committer with earlier inputs
+        self.failed = False  # a part write failed: the inputs are not finished
+        self.pending: list[tuple[str, str]] = []  # inputs read whole, their documents in the buffer
+        self.current_start = 0  # where the documents of the input being read begin in the buffer
         self.n_docs_written = 0
         self.n_bytes_written = 0
         self.n_duplicates = 0
@@ -165,6 +181,7 @@ class PartWriter:
         self.sizes: list[int] = []
         self.metas: dict[str, list] = {column: [] for column in self.meta_columns}
         self.buffered = 0
+        self.current_start = 0
 
     def add(self, text: str, meta: dict) -> None:
         text = normalize(text)
@@ -176,13 +193,19 @@ class PartWriter:
             self.metas[column].append(meta.get(column))
         self.buffered += len(encoded) + 64
         if self.buffered >= self.part_bytes:
-            self.flush()
+            if self.pending:  # the finished inputs first, as their own part; this one's documents stay
+                self.flush(upto=self.current_start)
+                self.hand_over()
+            if self.buffered >= self.part_bytes:
+                self.flush()
 
-    def flush(self) -> None:
-        """Queue the buffered documents not seen before as the next part (none if all were)."""
-        if not self.ids:
+    def flush(self, upto: int | None = None) -> None:
+        """Queue the first `upto` buffered documents (all by default) not seen before as the next
+        part (none if all were); the rest stay buffered."""
+        upto = len(self.ids) if upto is None else upto
+        if not upto:
             return
-        ids = np.array(self.ids, dtype=np.int64)
+        ids = np.array(self.ids[:upto], dtype=np.int64)
         _, first = np.unique(ids, return_index=True)
         keep = np.zeros(len(ids), dtype=bool)
         keep[first] = True
@@ -190,7 +213,7 @@ class PartWriter:
         self.n_duplicates += int(len(ids) - keep.sum())
         if keep.any():
             index = np.flatnonzero(keep)
-            sizes = np.array(self.sizes, dtype=np.int64)[index]
+            sizes = np.array(self.sizes[:upto], dtype=np.int64)[index]
             columns = {
                 "doc_id": pa.array(ids[index]),
                 "source": pa.array([self.source] * len(index), pa.string()),
@@ -206,7 +229,10 @@ class PartWriter:
             self.n_docs_written += len(index)
             self.n_bytes_written += int(sizes.sum())
         self.chunk += 1
+        rest = (self.ids[upto:], self.texts[upto:], self.sizes[upto:], {c: v[upto:] for c, v in self.metas.items()})
         self._reset()
+        self.ids, self.texts, self.sizes, self.metas = rest
+        self.buffered = sum(self.sizes) + 64 * len(self.sizes)
 
     def _write(self, table: pa.Table, name: str, chunk: int) -> str:
         try:
@@ -219,18 +245,28 @@ class PartWriter:
         self.written.append(NewPart(self.location.relpath(written.path), info, table.column("doc_id").to_numpy()))
         return written.path
 
-    def finish(self, url: str, on_done: Callable = lambda result: None) -> None:
-        """Flush, then hand the input to the committer once every part is in place (not if one failed)."""
-        self.flush()
+    def finish(self, key: str, url: str) -> None:
+        """Input `key` is read whole: hand it over now, or (packing) once its part is full."""
+        self.pending.append((key, url))
+        self.current_start = len(self.ids)
+        if not self.pack or self.buffered >= self.part_bytes or len(self.pending) >= self.max_inputs:
+            self.flush()
+            self.hand_over()
 
-        def done() -> bool:
+    def hand_over(self) -> None:
+        """Queue, behind the parts written so far, the hand-over of the pending inputs to the committer."""
+        group, self.pending = self.pending, []
+        if not group:
+            return
+
+        def done() -> int:
             if self.failed:
-                return False
-            self.committer.add(FinishedInput(self.key, url, list(self.written)))
-            self.finished = True
-            return True
+                return 0
+            parts, self.handed = self.written[self.handed :], len(self.written)
+            self.committer.add(FinishedInput([key for key, _ in group], [url for _, url in group], parts))
+            return len(group)
 
-        self.writes.submit(done, on_done=on_done)
+        self.writes.submit(done, on_done=self.on_handed)
 
 
 def run_ingest(
@@ -289,6 +325,10 @@ def run_ingest(
     mine = [(item, key) for position, (item, key) in enumerate(zip(items, keys)) if position % num_shards == shard_index]
     todo = [(item, key) for item, key in mine if key not in db.snapshot.inputs]
     report.n_inputs_done_before = len(mine) - len(todo)
+    # what a killed run of these inputs left mid-write (old enough not to be a concurrent write)
+    own = {key for _, key in todo}
+    report.n_temporaries_removed = location.remove_stale_temporaries(
+        "documents", lambda name: (part_key(name) or ("",))[0] in own, STALE_TEMPORARY_SECONDS)
     meta_columns = [column for column, _ in meta_pairs]
     bad_total = Counter()
     parts_written = 0
@@ -307,42 +347,49 @@ def run_ingest(
             report.n_bytes_read += n
             bar.update(n)
 
-        def finished(reader: Reader, writer: PartWriter) -> Callable[[bool], None]:
-            def count(done: bool) -> None:
-                if not done:  # a part failed; its error is raised before this runs
-                    return
-                report.n_inputs_processed += 1
-                report.n_docs_written += writer.n_docs_written
-                report.n_duplicates += writer.n_duplicates
-                report.n_text_bytes_written += writer.n_bytes_written
-                report.n_parts_written += len(writer.written)
-                bad_total.update(reader.bad.counts)
-                report.bad_examples.extend(reader.bad.examples[: 5 - len(report.bad_examples)])
-            return count
+        def handed(count: int) -> None:
+            report.n_inputs_processed += count
 
         writes = WriteQueue()
         ahead: Reader | None = None  # the next input, downloading while this one is parsed
         last_commit = time.monotonic()
+        # small inputs share parts, except in a shard: shards settle shared documents by input order
+        pack = num_shards == 1
+        writers: list[PartWriter] = []
+
+        def new_writer(key: str) -> PartWriter:
+            writers.append(PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), writes,
+                                      committer, on_part, pack=pack, on_handed=handed))
+            return writers[-1]
+
         try:
+            writer: PartWriter | None = None
             for position, (item, key) in enumerate(todo):
                 reader, ahead = ahead or Reader(item, options, input_options, on_bytes), None
                 if position + 1 < len(todo):
                     ahead = Reader(todo[position + 1][0], options, input_options, on_bytes)
                     ahead.start()
-                writer = PartWriter(location, key, source, meta_columns, seen, int(part_size_mb * 1024 * 1024), writes,
-                                    committer, on_part)
+                if writer is None or not pack:
+                    writer = new_writer(key)
                 for text, values in reader:
                     report.n_docs_read += 1
                     writer.add(text, values)
                     if report.n_docs_read % 2048 == 0:
                         rate = report.n_docs_read / max(time.perf_counter() - started, 1e-9)
                         bar.set_postfix(docs=f"{report.n_docs_read:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
+                bad_total.update(reader.bad.counts)
+                report.bad_examples.extend(reader.bad.examples[: 5 - len(report.bad_examples)])
                 # The input is handed over behind its parts on the writer thread; the next one is read meanwhile.
-                writer.finish(item.url, on_done=finished(reader, writer))
+                writer.finish(key, item.url)
                 if time.monotonic() - last_commit >= commit_seconds:
+                    writer.flush()
+                    writer.hand_over()
                     writes.drain()
                     committer.commit()
                     last_commit = time.monotonic()
+            if writer is not None:
+                writer.flush()
+                writer.hand_over()
             writes.drain()
             committer.commit()
         except BaseException:
@@ -360,6 +407,10 @@ def run_ingest(
             if ahead is not None:  # begun, never read
                 ahead.close()
 
+    report.n_docs_written = sum(w.n_docs_written for w in writers)
+    report.n_duplicates = sum(w.n_duplicates for w in writers)
+    report.n_text_bytes_written = sum(w.n_bytes_written for w in writers)
+    report.n_parts_written = sum(len(w.written) for w in writers)
     report.bad_records = dict(bad_total)
     report.n_cross_shard_duplicates_removed = committer.n_rows_removed
     report.n_inputs_taken = committer.n_inputs_taken

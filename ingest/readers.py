@@ -2,16 +2,28 @@
 
     python -c "from ingest.readers import *; print(ReadOptions())"
 
-Readers yield `(text, meta)` pairs. A bad record (malformed JSON, missing or non-string text field,
-bytes that are not UTF-8) either raises `InputError` naming the file and line and the fix, or, with
-`on_error="skip"`, is counted in `BadRecords` by reason and skipped.
+Readers yield `(text, meta)` pairs. A bad record (malformed JSON, missing, null or non-string text
+field, bytes that are not UTF-8) either raises `InputError` naming the file and line and the fix,
+or, with `on_error="skip"`, is counted in `BadRecords` by reason and skipped. A damaged compressed
+file (truncated, corrupt, or another compression than its name says) is one error naming the
+line and byte reached; with skip, the records before the damage are kept and the file is counted
+as `damaged_file`.
+
+Lenient where the data is fine: a UTF-8 byte order mark before the first line is ignored, and a
+number JSON allows but a double or a 64-bit integer cannot hold (1e400, 2**70) keeps its record:
+its meta column gets the number as written (meta columns are text).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import lzma
+import math
 import queue
 import threading
+import zlib
+import posixpath
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +38,10 @@ from corpusdb.storage import resolve, storage_errors
 from ingest.sources import InputFile
 
 ON_ERROR = ("raise", "skip")
+BOM = b"\xef\xbb\xbf"
+MAGIC = {b"\x1f\x8b": ("gzip", ".gz"), b"BZh": ("bz2", ".bz2"), b"\xfd7zXZ\x00": ("xz", ".xz"),
+         b"\x28\xb5\x2f\xfd": ("zstd", ".zst")}
+_MISSING = object()
 SPECIAL_FIELDS = ("@file", "@line")
 SKIP_HINT = "or pass --on-error skip to skip and count bad records"
 
@@ -123,19 +139,95 @@ class PrefetchReader(io.RawIOBase):
         super().close()
 
 
-def _lookup(record: dict, path: str) -> object:
+def _lookup(record: dict, path: str, missing: object = None) -> object:
     value: object = record
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
-            return None
+            return missing
         value = value[key]
     return value
+
+
+class _Number(str):
+    """A JSON number no double or 64-bit integer holds, kept as written."""
 
 
 def _meta_value(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an integer beyond 64 bits, alone or inside a list or object
+        return json.dumps(value, default=str, separators=(",", ":"))  # as compact as orjson's
+
+
+def _float_or_text(literal: str) -> float | str:
+    number = float(literal)
+    return number if math.isfinite(number) else _Number(literal)
+
+
+def _int_or_text(literal: str) -> int | str:
+    number = int(literal)
+    return number if -(2**63) <= number < 2**64 else _Number(literal)
+
+
+def _loads_lenient(line: bytes) -> object:
+    """Parse a line orjson refused only for a number it cannot hold; raise ValueError otherwise."""
+    return json.loads(line, parse_float=_float_or_text, parse_int=_int_or_text,
+                      parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not JSON")))
+
+
+def _rounded_integer(value: object) -> bool:
+    """Whether orjson may have parsed an integer beyond 64 bits into a float (it does so silently)."""
+    if isinstance(value, float):
+        return value.is_integer() and abs(value) >= 2**63
+    if isinstance(value, list):
+        return any(_rounded_integer(v) for v in value)
+    if isinstance(value, dict):
+        return any(_rounded_integer(v) for v in value.values())
+    return False
+
+
+def _compression_of(head: bytes) -> tuple[str, str] | None:
+    return next((found for magic, found in MAGIC.items() if head.startswith(magic)), None)
+
+
+class ZstdFrames(io.RawIOBase):
+    """Decompresses concatenated zstd frames from a stream, and says so when the stream ends inside
+    a frame (a truncated file), which zstandard's stream reader passes over silently."""
+
+    def __init__(self, raw: io.IOBase):
+        self._raw = raw
+        self._decompressor = zstandard.ZstdDecompressor()
+        self._frame = self._decompressor.decompressobj()
+        self._pending = b""
+        self._inside = False  # fed bytes of a frame that has not ended
+        self._done = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._pending and not self._done:
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                self._done = True
+                if self._inside:
+                    raise EOFError("the file ends inside a zstd frame")
+                break
+            out = []
+            while chunk:
+                self._inside = True
+                out.append(self._frame.decompress(chunk))
+                if not self._frame.eof:
+                    break
+                chunk, self._inside = self._frame.unused_data, False
+                self._frame = self._decompressor.decompressobj()
+            self._pending = b"".join(out)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def _utf8_problem(data: bytes) -> str | None:
@@ -154,7 +246,15 @@ class Reader:
         self.options = options
         self.bad = BadRecords()
         self.fs, _ = resolve(item.url, storage_options)
-        self._on_bytes = on_bytes
+        self.bytes_read = 0  # of the file as stored (compressed), so far
+        self._line = 0  # lines read whole so far
+        self._meta_paths = [path for _, path in options.meta if path not in SPECIAL_FIELDS]
+
+        def counted(n: int) -> None:
+            self.bytes_read += n
+            on_bytes(n)
+
+        self._on_bytes = counted
         self._handle: io.BufferedIOBase | None = None
         self._prefetch: PrefetchReader | None = None
 
@@ -180,7 +280,7 @@ class Reader:
         self.bad.add(reason, message)
 
     def _open_raw(self) -> io.IOBase:
-        with storage_errors(self.item.url):
+        with storage_errors(self.item.url, self.fs):
             return self.fs.open(self.item.path, "rb", block_size=16 << 20)
 
     def _open(self) -> io.BufferedIOBase:
@@ -192,14 +292,13 @@ class Reader:
         if self.item.compression is None:
             return counted
         if self.item.compression == "zstd":  # streaming: fsspec's wrapper wants a seekable file
-            stream = zstandard.ZstdDecompressor().stream_reader(counted, read_across_frames=True)
-            return io.BufferedReader(stream, buffer_size=1 << 20)
+            return io.BufferedReader(ZstdFrames(counted), buffer_size=1 << 20)
         return fsspec.compression.compr[self.item.compression](counted, mode="rb")
 
     def __iter__(self) -> Iterator[tuple[str, dict]]:
         reader = {"jsonl": self._jsonl, "parquet": self._parquet, "text": self._text}[self.item.format]
         try:
-            with storage_errors(self.item.url):
+            with storage_errors(self.item.url, self.fs):
                 yield from reader()
         finally:
             self.close()
@@ -216,10 +315,55 @@ class Reader:
                 values[column] = _meta_value(_lookup(record, path))
         return values
 
+    def _damaged(self, exc: BaseException, lines: int) -> bool:
+        """Report a damaged compressed input (raise, or count it with skip); False if `exc` is not that."""
+        compression = self.item.compression
+        if compression is None or not (
+            isinstance(exc, (EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError))
+            or (isinstance(exc, OSError) and ("Not a gzipped file" in str(exc) or "Invalid data stream" in str(exc)))
+        ):
+            return False
+        where = f"after line {lines:,} ({self.bytes_read:,} of {self.item.size:,} bytes read)"
+        if isinstance(exc, EOFError):
+            problem, fix = f"truncated {compression} file: it ends before its compressed data does", \
+                "download or copy it again"
+        else:
+            problem, fix = f"damaged {compression} data ({str(exc).strip() or type(exc).__name__})", "repair or replace the file"
+            actual = self._sniff()
+            if actual and actual[0] != compression:
+                problem = f"not {compression} data: the file starts like {actual[0]}"
+                fix = f"rename it to end in {actual[1]} instead of {posixpath.splitext(self.item.name)[1]}"
+            elif actual is None and lines == 0:
+                problem = f"not {compression} data: the file does not start like any compression corpusdb reads"
+                fix = "check the file, or rename it without the compression extension if it is plain"
+        if self.options.on_error == "raise":
+            raise InputError(f"{self.item.url} {where}: {problem}; {fix}, or pass --on-error skip to keep the records "
+                             "before the damage") from None
+        self.bad.add("damaged_file", f"{self.item.url} {where}: {problem}")
+        return True
+
+    def _sniff(self) -> tuple[str, str] | None:
+        try:
+            with storage_errors(self.item.url, self.fs), self.fs.open(self.item.path, "rb") as handle:
+                return _compression_of(handle.read(8))
+        except Exception:  # noqa: BLE001 - only a hint for a message
+            return None
+
     def _jsonl(self) -> Iterator[tuple[str, dict]]:
+        try:
+            yield from self._jsonl_lines()
+        except Exception as exc:
+            if not self._damaged(exc, self._line):
+                raise
+
+    def _jsonl_lines(self) -> Iterator[tuple[str, dict]]:
         text_field = self.options.text_field
+        self._line = 0
         with self._open() as handle:
             for number, line in enumerate(handle, start=1):
+                self._line = number  # an error in reading the next line comes after this one
+                if number == 1 and line.startswith(BOM):
+                    line = line[len(BOM):]
                 if not line.strip():
                     continue
                 try:
@@ -228,14 +372,19 @@ class Reader:
                     problem = _utf8_problem(line)
                     if problem:
                         self._bad("not_utf8", f"line {number}", problem, "re-encode the file as UTF-8")
-                    else:
+                        continue
+                    try:  # a number orjson cannot hold (1e400, 2**70) is still JSON
+                        record = _loads_lenient(line)
+                    except ValueError:
                         self._bad("malformed_json", f"line {number}", f"malformed JSON ({exc})", "fix the line")
-                    continue
+                        continue
                 if not isinstance(record, dict):
                     self._bad("malformed_json", f"line {number}", "not a JSON object", "write one object per line")
                     continue
-                text = _lookup(record, text_field)
-                if text is None:
+                if any(_rounded_integer(_lookup(record, path)) for path in self._meta_paths):
+                    record = _loads_lenient(line)  # keep the integer's digits, as text
+                text = _lookup(record, text_field, _MISSING)
+                if text is _MISSING:
                     fields = ", ".join(list(record)[:8])
                     self._bad(
                         "missing_field",
@@ -243,6 +392,10 @@ class Reader:
                         f"no field {text_field!r} (fields: {fields})",
                         "name the text field with --text-field",
                     )
+                    continue
+                if text is None:
+                    self._bad("null_text", f"line {number}", f"field {text_field!r} is null",
+                              "give every record a text, or name another field with --text-field")
                     continue
                 if not isinstance(text, str):
                     self._bad(
@@ -256,7 +409,7 @@ class Reader:
 
     def _parquet(self) -> Iterator[tuple[str, dict]]:
         text_field = self.options.text_field
-        with storage_errors(self.item.url):
+        with storage_errors(self.item.url, self.fs):
             handle = self.fs.open(self.item.path, "rb")
         with handle:
             parquet = pq.ParquetFile(handle)
@@ -283,8 +436,14 @@ class Reader:
         self._on_bytes(self.item.size)
 
     def _text(self) -> Iterator[tuple[str, dict]]:
-        with self._open() as handle:
-            data = handle.read()
+        try:
+            with self._open() as handle:
+                data = handle.read()
+        except Exception as exc:
+            if self._damaged(exc, 0):
+                return
+            raise
+        data = data.removeprefix(BOM)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

@@ -63,7 +63,8 @@ def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[li
     """Expand SOURCE arguments into input files sorted by URL, and the URLs skipped as unknown format.
 
     A folder is searched recursively; in `auto` format, files whose extension names no format are
-    skipped (and returned), while such a file named directly is an error.
+    skipped (and returned), while such a file named directly is an error. A source that is an
+    existing file is that file, even if its name has glob characters (`[`, `*`, `?`).
 
     Raises:
         InputError: a source matches nothing, or a named file's format cannot be told.
@@ -77,11 +78,11 @@ def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[li
     skipped: list[str] = []
     for source in sources:
         fs, path = resolve(source, storage_options)
-        with storage_errors(source):
+        with storage_errors(source, fs):
             if fs.isdir(path):
                 infos = fs.find(path, detail=True)
                 explicit = False
-            elif any(ch in path for ch in "*?["):
+            elif any(ch in path for ch in "*?[") and not fs.isfile(path):  # a file named `a[1].jsonl` is itself
                 infos = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}
                 explicit = False
             else:

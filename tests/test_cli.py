@@ -98,7 +98,10 @@ def test_sql_table_csv_json(small_db):
 def test_stats(small_db):
     result = CliRunner().invoke(cli, ["stats", small_db])
     assert result.output == (
-        f"{small_db} at version 1: 3 documents, 0.0 MB of text, 1 parts; scored by: none; views: none\n"
+        f"{small_db} at version 1: 3 documents, 0.0 MB of text, 1 parts\n"
+        "scored by: none\n"
+        "no near-duplicate clusters (corpusdb minhash)\n"
+        "views: none\n"
         "source  n_documents  n_bytes  pct_bytes\n"
         "------  -----------  -------  ---------\n"
         "greek             3       32        100\n"
@@ -114,6 +117,8 @@ def test_stats(small_db):
         "n_parts": 1,
         "sources": [{"source": "greek", "n_documents": 3, "n_bytes": 32}],
         "models": [],
+        "scored": {},
+        "n_clustered": 0,
         "views": [],
     }
 

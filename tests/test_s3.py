@@ -84,7 +84,8 @@ def test_wrong_secret_is_a_clear_one_line_error(s3_server, s3_options, bucket, c
     result = runner.invoke(cli, ["ingest", "/tmp/unused-db", f"s3://{bucket}/raw/bible.jsonl.gz", *args, "--no-progress"])
     assert result.exit_code == 1
     assert result.output == (
-        f"Error: s3://{bucket}/raw/bible.jsonl.gz: access denied (The request signature we calculated does not match the signature you provided. "
+        f"Error: s3://{bucket}/raw/bible.jsonl.gz: access denied with access key id {s3_server['key']!r} (from -o key=...) "
+        "(The request signature we calculated does not match the signature you provided. "
         "Check your key and signing method.); check the credentials "
         "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or -o key=... -o secret=...)\n"
     )

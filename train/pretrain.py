@@ -25,7 +25,9 @@ import dataclasses
 import json
 import math
 import os
+import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +59,8 @@ class TrainConfig:
     min_lr: float = 1e-4  # learning rate at the end of the cosine decay
     warmup_steps: int = 20  # linear warmup steps
     weight_decay: float = 0.1  # AdamW weight decay on matrices (not on biases, norms)
-    beta1: float = 0.9
-    beta2: float = 0.95
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.95  # AdamW beta2
     grad_clip: float = 1.0  # max gradient norm (0: off)
     log_every: int = 10  # steps between metric lines
     eval_every: int = 100  # steps between held-out evaluations (and one at the end)
@@ -200,6 +202,10 @@ def train(config: TrainConfig) -> dict:
     from train.models import make_model
 
     rank, world_size, device = _setup_distributed(config)
+    if config.warmup_steps >= config.max_steps and rank == 0:
+        warnings.warn(f"--warmup-steps {config.warmup_steps} is not shorter than --max-steps {config.max_steps}: the "
+                      f"learning rate only warms up (peak {config.lr} never reached or never decayed); pass fewer "
+                      "warmup steps", stacklevel=2)
     if not config.progress:
         import transformers
 
@@ -331,16 +337,27 @@ def train(config: TrainConfig) -> dict:
     return last
 
 
+def config_help() -> list[tuple[str, str, object]]:
+    """(flag, description, default) of every TrainConfig setting; the descriptions are the comments
+    beside the fields, read from this file's source, so they are written once."""
+    source = Path(__file__).read_text(encoding="utf-8")
+    body = source[source.index("class TrainConfig:"):source.index("def _lr(")]
+    comments = dict(re.findall(r"^    (\w+): [^=]+=[^#\n]*#\s*(.+)$", body, flags=re.MULTILINE))
+    return [("--" + f.name.replace("_", "-"), comments.get(f.name, ""), f.default) for f in dataclasses.fields(TrainConfig)]
+
+
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     """Command-line flags for every TrainConfig field (--max-steps 100, --no-shuffle, ...)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    described = {flag: text for flag, text, _ in config_help()}
     for field in dataclasses.fields(TrainConfig):
         flag = "--" + field.name.replace("_", "-")
+        text = described.get(flag) or " "  # a help text makes argparse show the default
         if field.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default, help=text)
         else:
             kind = {"int": int, "float": float, "int | None": int}.get(str(field.type), str)
-            parser.add_argument(flag, type=kind, default=field.default)
+            parser.add_argument(flag, type=kind, default=field.default, help=text)
     return TrainConfig(**vars(parser.parse_args(argv)))
 
 

@@ -62,7 +62,7 @@ def init(db: str, storage_options: tuple[str, ...]) -> None:
     help="stop at the first bad record, or skip bad records and count them",
 )
 @click.option("--shard", default="0/1", show_default=True, help="i/n: process every n-th input file starting at i")
-@click.option("--part-size-mb", type=float, default=128.0, show_default=True, help="text bytes per Parquet part")
+@click.option("--part-size-mb", type=float, default=128.0, show_default=True, help="text bytes per Parquet part (consecutive small inputs share parts)")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
 @commit_option
@@ -150,7 +150,8 @@ def sql(db: str, query: str, fmt: str, as_of: int | None, allow: tuple[str, ...]
 @as_of_option
 @storage_option
 def stats(db: str, fmt: str, as_of: int | None, storage_options: tuple[str, ...]) -> None:
-    """Summarise DB: documents, bytes and parts, in all and per source; its version, scored models and views.
+    """Summarise DB: documents, bytes and parts, in all and per source; its version, the scored models (and how
+    many documents each has scored), near-duplicate clusters and views.
 
     \b
     Example:
@@ -168,9 +169,13 @@ def stats(db: str, fmt: str, as_of: int | None, storage_options: tuple[str, ...]
     ]
     rows.append(("(all)", summary["n_documents"], summary["n_bytes"], 100.0 if summary["n_bytes"] else 0.0))
     if fmt == "table":
-        click.echo(f"{summary['url']} at version {summary['version']}: {summary['n_documents']:,} documents, "
-                   f"{summary['n_bytes'] / 1e6:,.1f} MB of text, {summary['n_parts']} parts; "
-                   f"scored by: {', '.join(summary['models']) or 'none'}; views: {', '.join(summary['views']) or 'none'}")
+        total = summary["n_documents"]
+        scored = ", ".join(f"{name} ({n:,} of {total:,} documents)" for name, n in summary["scored"].items()) or "none"
+        clustered = (f"near-duplicate clusters for {summary['n_clustered']:,} documents" if summary["n_clustered"]
+                     else "no near-duplicate clusters (corpusdb minhash)")
+        click.echo(f"{summary['url']} at version {summary['version']}: {total:,} documents, "
+                   f"{summary['n_bytes'] / 1e6:,.1f} MB of text, {summary['n_parts']} parts\n"
+                   f"scored by: {scored}\n{clustered}\nviews: {', '.join(summary['views']) or 'none'}")
     click.echo(render(["source", "n_documents", "n_bytes", "pct_bytes"], rows, fmt))
 
 

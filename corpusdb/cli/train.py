@@ -12,7 +12,21 @@ import click
 from corpusdb.cli.base import cli
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+class TrainCommand(click.Command):
+    """`corpusdb train`: its help also lists the training settings it passes through."""
+
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from train.pretrain import config_help
+
+        passed = {"--db", "--view", "--out"}  # given as DB, --view and --out above
+        rows = [(f"{flag} / --no-{flag[2:]}" if isinstance(default, bool) else flag, f"{text} [default: {default}]")
+                for flag, text, default in config_help() if flag not in passed]
+        with formatter.section("Training settings (OPTIONS)"):
+            formatter.write_dl(rows)
+        super().format_epilog(ctx, formatter)
+
+
+@cli.command(cls=TrainCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("db")
 @click.option("--view", required=True, help="training data: a view name, macro call or select")
 @click.option("--out", required=True, help="folder for the checkpoint, metrics.jsonl and the final model/")

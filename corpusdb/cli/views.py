@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import textwrap
 
 import click
 
@@ -76,7 +78,18 @@ def view_list(db, fmt, as_of, storage_options):
     """
     with open_db(db, storage_options, as_of) as database:
         rows = database.views()
-    click.echo(render(["name", "kind", "description", "params"], [tuple(r.values()) for r in rows], fmt))
+    if fmt != "table":
+        click.echo(render(["name", "kind", "description", "params"], [tuple(r.values()) for r in rows], fmt))
+        return
+    # a block per view: descriptions and parameter lists are long and must not be cut
+    width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 120) - 4)
+    for row in rows:
+        name, kind, description, params = row.values()
+        click.echo(f"{name}  ({kind})")
+        for label, text in (("", description), ("params: ", params)):
+            if text:
+                click.echo(textwrap.fill(f"{label}{text}", width, initial_indent="    ", subsequent_indent="      "))
+    click.echo(f"({len(rows)} view{'s' if len(rows) != 1 else ''})")
 
 
 @view.command("drop")
