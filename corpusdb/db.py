@@ -91,12 +91,13 @@ class Database:
         self.catalog = catalog
         self.as_of = as_of
         self.unsafe = unsafe
-        self.con = self._connect(allow)
+        self._con = self._connect(allow)
         self.snapshot: Snapshot = versions.load(location, as_of)
         from corpusdb.views import load_builtin_views
 
+        self._loaded: int | None = self.snapshot.version  # the version the DuckDB views show
         self._create_tables()
-        load_builtin_views(self.con)
+        load_builtin_views(self._con)  # after the tables they read, before user views that may use them
         self._load_user_views()
 
     def _connect(self, allow: Iterable[str]) -> duckdb.DuckDBPyConnection:
@@ -117,6 +118,17 @@ class Database:
                 con.execute("set allowed_paths = ?", [files])
             con.execute("set enable_external_access = false")
         return con
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection, its views over this database's current version.
+
+        A commit or refresh only moves `snapshot`; the views follow at the next use of `con`, so a
+        job committing every minute over 100k parts does not re-read every part's footer each time.
+        """
+        if self._loaded != self.snapshot.version:
+            self._load()
+        return self._con
 
     @property
     def url(self) -> str:
@@ -141,7 +153,7 @@ class Database:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        self._con.close()
 
     def parts(self, table: str) -> list[str]:
         """Paths (inside the filesystem) of the Parquet parts of `table` at this version, sorted."""
@@ -157,12 +169,17 @@ class Database:
             if latest.version == self.snapshot.version:
                 return  # parts never change, so the same version is the same tables
             self.snapshot = latest
-        self._load()
+        self._loaded = None  # re-created at the next use of `con`
 
     def _load(self) -> None:
         """Re-create the table views and user views over `self.snapshot` (the built-ins never change)."""
-        self._create_tables()
-        self._load_user_views()
+        self._loaded = self.snapshot.version  # before: loading the user views uses `con`
+        try:
+            self._create_tables()
+            self._load_user_views()
+        except BaseException:
+            self._loaded = None
+            raise
 
     def _create_tables(self) -> None:
         for table, (_, hive) in TABLE_FOLDERS.items():
@@ -174,7 +191,7 @@ class Database:
             else:
                 body = _empty_select(TABLE_SCHEMAS[table])
             try:
-                self.con.execute(f"create or replace view {table} as {body}")
+                self._con.execute(f"create or replace view {table} as {body}")
             except duckdb.IOException as exc:
                 missing = [p for p in paths if not self.location.fs.exists(p)]
                 if not missing:
@@ -190,7 +207,7 @@ class Database:
         ]
         columns = ", ".join(MODEL_COLUMNS)
         body = f"select * from (values {', '.join(rows)}) as t({columns})" if rows else _empty_select(MODEL_COLUMNS)
-        self.con.execute(f"create or replace view models as {body}")
+        self._con.execute(f"create or replace view models as {body}")
 
     def _load_user_views(self) -> None:
         from corpusdb.views import load_user_views
@@ -241,10 +258,10 @@ class Database:
         return [name for (name,) in rows]
 
     def commit(self, operation: str, change: Callable[[Snapshot], str | None]) -> Snapshot:
-        """Apply `change` to the latest version and commit it (see `corpusdb.versions.commit`); then read it."""
+        """Apply `change` to the latest version and commit it (see `corpusdb.versions.commit`); then read it
+        (its views are made at the next use of `con`)."""
         self.writable()
         self.snapshot = versions.commit(self.location, operation, change)
-        self._load()
         return self.snapshot
 
     def register_parts(self, table: str, paths: Iterable[str], models: dict | None = None) -> Snapshot:

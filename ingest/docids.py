@@ -3,7 +3,10 @@
     python -c "import numpy as np; from ingest.docids import DocIdSet; s = DocIdSet(np.array([3, 1])); print(s.contains(np.array([1, 2])))"
 
 A Python set of a hundred million ints takes several GB; this takes 800 MB and answers membership
-for a whole batch with a binary search per run.
+for a whole batch with a binary search per run. Runs merge like a binary counter (a new run swallows
+the runs before it while they are at most twice its size), so there are O(log n) runs and adding n
+ids in batches of any size costs O(n log n) in all: a job of 100k one-document inputs adds 100k
+batches.
 """
 
 from __future__ import annotations
@@ -11,16 +14,19 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
-MAX_RUNS = 8
-
-
 class DocIdSet:
     """Membership of doc_ids, batch at a time."""
 
     def __init__(self, ids: np.ndarray | None = None):
         self._runs: list[np.ndarray] = []
+        self.merged = 0  # ids copied by merges so far: O(n log n) for n ids added
         if ids is not None:
             self.add(ids)
+
+    @property
+    def n_runs(self) -> int:
+        """Sorted runs held: at most about log2 of the ids added."""
+        return len(self._runs)
 
     def __len__(self) -> int:
         return sum(len(run) for run in self._runs)
@@ -28,9 +34,11 @@ class DocIdSet:
     def add(self, ids: np.ndarray) -> None:
         if len(ids) == 0:
             return
-        self._runs.append(np.unique(np.asarray(ids, dtype=np.int64)))
-        if len(self._runs) > MAX_RUNS:
-            self._runs = [np.unique(np.concatenate(self._runs))]
+        run = np.unique(np.asarray(ids, dtype=np.int64))
+        while self._runs and len(self._runs[-1]) <= 2 * len(run):
+            run = np.union1d(self._runs.pop(), run)
+            self.merged += len(run)
+        self._runs.append(run)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
         """Boolean mask: which of `ids` are in the set."""

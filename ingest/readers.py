@@ -246,6 +246,10 @@ class Reader:
         self.options = options
         self.bad = BadRecords()
         self.fs, _ = resolve(item.url, storage_options)
+        # the size from the listing: without it s3fs looks the file up in its cached listing of the
+        # folder, a scan of every entry per file (quadratic over 100k files)
+        protocol = self.fs.protocol[0] if isinstance(self.fs.protocol, (tuple, list)) else self.fs.protocol
+        self._open_options = {} if protocol in ("file", "local") else {"size": item.size}
         self.bytes_read = 0  # of the file as stored (compressed), so far
         self._line = 0  # lines read whole so far
         self._meta_paths = [path for _, path in options.meta if path not in SPECIAL_FIELDS]
@@ -281,7 +285,15 @@ class Reader:
 
     def _open_raw(self) -> io.IOBase:
         with storage_errors(self.item.url, self.fs):
-            return self.fs.open(self.item.path, "rb", block_size=16 << 20)
+            return self._with_details(self.fs.open(self.item.path, "rb", block_size=16 << 20, **self._open_options))
+
+    def _with_details(self, handle):
+        """Give an object-store file its entry from the listing (size, ETag): reads then need no
+        lookup of their own, which in fsspec's listing cache is a scan of the whole folder per file,
+        and s3fs reads exactly the listed version (If-Match on the ETag)."""
+        if self._open_options and self.item.details and hasattr(type(handle), "details"):
+            handle.details = self.item.details
+        return handle
 
     def _open(self) -> io.BufferedIOBase:
         if self._handle is not None:  # begun by start()
@@ -410,7 +422,7 @@ class Reader:
     def _parquet(self) -> Iterator[tuple[str, dict]]:
         text_field = self.options.text_field
         with storage_errors(self.item.url, self.fs):
-            handle = self.fs.open(self.item.path, "rb")
+            handle = self._with_details(self.fs.open(self.item.path, "rb", **self._open_options))
         with handle:
             parquet = pq.ParquetFile(handle)
             names = parquet.schema_arrow.names

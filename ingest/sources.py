@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corpusdb.errors import InputError
 from corpusdb.storage import resolve, storage_errors
@@ -36,6 +36,7 @@ class InputFile:
     compression: str | None
     size: int
     version: str  # ETag, mtime or creation time: a changed file is a new input
+    details: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # the listing's entry
 
     @property
     def name(self) -> str:
@@ -104,5 +105,6 @@ def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[li
                     )
                 skipped.append(url)
                 continue
-            found[url] = InputFile(url, file_path, file_format, compression, int(info.get("size") or 0), _version(info))
+            found[url] = InputFile(url, file_path, file_format, compression, int(info.get("size") or 0), _version(info),
+                                   dict(info))
     return [found[url] for url in sorted(found)], sorted(skipped)

@@ -76,6 +76,25 @@ def test_ingest_grows_linearly_with_the_number_of_files(tmp_path, monkeypatch):
     assert counts[400][1] <= 4.4 * counts[100][1], counts
 
 
+def test_doc_id_set_stays_a_few_runs_over_many_small_batches():
+    """100k one-document inputs add 100k batches: merging must stay O(n log n), not re-sort all per batch."""
+    import numpy as np
+
+    from ingest.docids import DocIdSet
+
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(-(2**62), 2**62, int(rng.integers(1, 6))) for _ in range(20_000)]
+    ids = DocIdSet()
+    for batch in batches:
+        ids.add(batch)
+    everything = np.concatenate(batches)
+    n = len(everything)
+    assert len(ids) == len(np.unique(everything)) and ids.n_runs <= 2 * int(np.log2(n))
+    assert ids.merged <= 2 * n * np.log2(n)  # each id merged O(log n) times, not once per batch
+    probe = np.concatenate([everything[::97], rng.integers(-(2**62), 2**62, 1000)])
+    assert ids.contains(probe).tolist() == np.isin(probe, everything).tolist()
+
+
 LINES = "".join(json.dumps({"text": f"document number {i} " + "word " * (i % 50)}) + "\n" for i in range(3000)).encode()
 COMPRESS = {"gz": gzip.compress, "bz2": bz2.compress, "xz": lzma.compress, "zst": zstandard.ZstdCompressor().compress}
 

@@ -235,7 +235,11 @@ def test_a_format_1_database_is_upgraded_on_first_open(tmp_path):
         "format": "corpusdb", "format_version": 1, "created_at": "2026-01-01T00:00:00+00:00", "tables": {},
         "models": {}, "views": {"short": {"file": "views/short.sql"}},
     }))
+    (old / "_jobs" / "ingest").mkdir(parents=True)
+    leftover = old / "_jobs" / "ingest" / f".tmp-0123456789abcdef.json-{'f' * 32}"  # a killed marker write
+    leftover.write_text("{")
     upgraded = corpusdb.open(str(old))
+    assert not leftover.exists()
     assert upgraded.version == 1 and rows(upgraded) == rows(db)
     assert upgraded.sql("select count(*) from short").fetchall() == db.sql("select count(*) from short").fetchall()
     assert json.loads((old / "corpusdb.json").read_text())["format_version"] == 2
