@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -135,3 +136,14 @@ def test_bad_settings(stream_db):
         next(big.documents(World(0, 1, 0, 2)))
     with pytest.raises(ValueError, match="a tokenizer is needed to stream text"):
         ViewDataset(db, "dedup", None, seq_len=32, cache_dir=cache)
+
+
+def test_an_empty_view_is_an_error_not_an_endless_stream(stream_db, tmp_path):
+    db, tokenizer, cache = stream_db
+    empty = "select * from documents where n_bytes > 1e12"
+    with pytest.raises(ValueError, match=rf"^view '{re.escape(empty)}' has no documents at version {db.version}: nothing to "
+                                         "stream; check the view"):
+        ViewDataset(db, empty, tokenizer, seq_len=32, cache_dir=cache)
+    db.view(empty).export(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match=f"^export {re.escape(str(tmp_path / 'empty'))} has no documents"):
+        ViewDataset.from_export(str(tmp_path / "empty"), tokenizer, seq_len=32)

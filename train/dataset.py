@@ -132,7 +132,7 @@ class ViewDataset(IterableDataset):
             dist.barrier()
             if dist.get_rank() != 0:
                 db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
-        self._setup(Blocks(str(cache)), tokenizer, seq_len, batch_size, shuffle, seed, epochs)
+        self._setup(Blocks(str(cache)), tokenizer, seq_len, batch_size, shuffle, seed, epochs, what=f"view {view!r}")
         self.view = view
         self.version = db.version
 
@@ -141,15 +141,19 @@ class ViewDataset(IterableDataset):
                     batch_size: int = 1, shuffle: bool = True, seed: int = 0, epochs: int | None = None) -> ViewDataset:
         """Stream an export folder; a `tokens` export needs no tokenizer (its EOS id is in the manifest)."""
         self = cls.__new__(cls)
-        self._setup(Blocks(url, storage_options), tokenizer, seq_len, batch_size, shuffle, seed, epochs)
+        self._setup(Blocks(url, storage_options), tokenizer, seq_len, batch_size, shuffle, seed, epochs, what=f"export {url}")
         self.view = self.blocks.manifest.get("view")
         self.version = self.blocks.manifest.get("version")
         return self
 
-    def _setup(self, blocks: Blocks, tokenizer, seq_len: int, batch_size: int, shuffle: bool, seed: int, epochs: int | None) -> None:
+    def _setup(self, blocks: Blocks, tokenizer, seq_len: int, batch_size: int, shuffle: bool, seed: int, epochs: int | None,
+               what: str = "the export") -> None:
         if seq_len < 1 or batch_size < 1:
             raise ValueError(f"seq_len ({seq_len}) and batch_size ({batch_size}) must be positive")
         self.blocks = blocks
+        if not blocks.manifest.get("n_rows"):  # would stream nothing, for ever
+            raise ValueError(f"{what} has no documents at version {blocks.manifest.get('version')}: nothing to stream; "
+                             "check the view (corpusdb view stats DB VIEW) and the version it reads")
         self.tokenizer = _load_tokenizer(tokenizer)
         if blocks.pretokenized:
             self.eos_id = blocks.manifest["eos_token_id"]
