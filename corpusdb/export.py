@@ -195,7 +195,8 @@ def export_view(
         _clean(out, _journal_files(journal) - _files_of(old or {}))
         out.remove(out.join(JOURNAL))
     if old is not None and old.get("key") == key and not overwrite:
-        _remove_leftovers(out, _files_of(old) | {MANIFEST, JOURNAL})  # e.g. of a killed re-run's manifest write
+        # what a killed re-run left, e.g. half a manifest
+        out.remove_temporaries("", (_files_of(old) | {MANIFEST, JOURNAL}).__contains__)
         return {**old, "reused": True}  # the same selection, made the same way
     created = not out.exists("")
     if out.is_local:
@@ -228,7 +229,7 @@ def export_view(
         raise
     _clean(out, _files_of(old or {}) - _files_of(manifest))  # the replaced export's files
     _clean(out, {JOURNAL})
-    _remove_leftovers(out, _files_of(manifest) | {MANIFEST, JOURNAL})
+    out.remove_temporaries("", (_files_of(manifest) | {MANIFEST, JOURNAL}).__contains__)
     return manifest
 
 
@@ -240,17 +241,7 @@ def _clean(out: Location, names: set[str]) -> None:
     """Remove files of ours (and their temporaries, left by a killed write) from the export folder."""
     for name in sorted(names):
         out.remove(out.join(name))
-        out.remove_temporaries("", name)
-
-
-def _remove_leftovers(out: Location, names: set[str]) -> None:
-    """Remove the temporaries a killed write of one of `names` left (local disk: object stores
-    publish a file in one request), with one listing of the folder."""
-    if not out.is_local or not out.exists(""):
-        return
-    for path in out.fs.ls(out.path, detail=False):
-        if temporary_of(posixpath.basename(path)) in names:
-            out.remove(path)
+    out.remove_temporaries("", names.__contains__)
 
 
 def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[dict | None, dict | None]:

@@ -39,7 +39,7 @@ def upgrade(location: Location, catalog: Catalog) -> Catalog:
         commit(location, "upgrade", change)
     # format 1's input markers are read once, above; a killed marker write left a temporary that
     # nothing would ever read or remove
-    location.remove_stale_temporaries("_jobs/ingest", lambda name: True, 0.0)
+    location.remove_temporaries("_jobs/ingest", lambda name: True)
     upgraded = Catalog(format_version=FORMAT_VERSION, created_at=catalog.created_at, tables=catalog.tables)
     save_catalog(location, upgraded)
     return upgraded

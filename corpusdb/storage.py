@@ -315,23 +315,11 @@ class Location:
             if path.endswith(suffix) and not posixpath.basename(path).startswith((TMP_PREFIX, "."))
         }
 
-    def remove_temporaries(self, folder: str, prefix: str) -> None:
-        """Remove temporary files a crashed writer left for files named `prefix*` in `folder`.
-
-        Only local writes use temporary files; object stores publish a file in one request.
-        """
-        if not self.is_local:
-            return
-        pattern = self.join(folder, f"{TMP_PREFIX}{prefix}*")
-        with storage_errors(self.url_of(pattern)):
-            for path in self.fs.glob(pattern):
-                self.fs.rm_file(path)
-
-    def remove_stale_temporaries(self, folder: str, owned: Callable[[str], bool], min_age: float) -> int:
-        """Remove temporaries in `folder` for files `owned(name)` says are the caller's, last written at
-        least `min_age` seconds ago (a younger one may be a concurrent job's write in flight), with
-        one listing of the folder; returns how many were removed. Local disk only: object stores
-        publish a file in one request and leave no temporaries."""
+    def remove_temporaries(self, folder: str, owned: Callable[[str], bool], min_age: float = 0.0) -> int:
+        """Remove the temporaries a killed write left in `folder` for files `owned(name)` says are the
+        caller's, last written at least `min_age` seconds ago (a younger one may be a concurrent
+        job's write in flight), with one listing of the folder; returns how many were removed.
+        Local disk only: object stores publish a file in one request and leave no temporaries."""
         root = self.join(folder)
         if not self.is_local or not os.path.isdir(root):
             return 0

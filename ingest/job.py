@@ -327,7 +327,7 @@ def run_ingest(
     report.n_inputs_done_before = len(mine) - len(todo)
     # what a killed run of these inputs left mid-write (old enough not to be a concurrent write)
     own = {key for _, key in todo}
-    report.n_temporaries_removed = location.remove_stale_temporaries(
+    report.n_temporaries_removed = location.remove_temporaries(
         "documents", lambda name: (part_key(name) or ("",))[0] in own, STALE_TEMPORARY_SECONDS)
     meta_columns = [column for column, _ in meta_pairs]
     bad_total = Counter()

@@ -138,9 +138,14 @@ def shingle_hash(shingle: Sequence[str]) -> int:
     return int(_ngram_hashes(word_hashes, len(shingle))[0])
 
 
+def _sha1_32(data: bytes) -> int:
+    """datasketch's `sha1_hash32`: the first 4 bytes of the SHA-1, little-endian."""
+    return struct.unpack("<I", hashlib.sha1(data).digest()[:4])[0]
+
+
 def sha1_shingle_hash(shingle: Sequence[str]) -> int:
     """datasketch's default `sha1_hash32` of the shingle's words joined by spaces."""
-    return struct.unpack("<I", hashlib.sha1(" ".join(shingle).encode("utf-8")).digest()[:4])[0]
+    return _sha1_32(" ".join(shingle).encode("utf-8"))
 
 
 def _sha1_hashes(word_list: list[bytes], ngram: int) -> np.ndarray:
@@ -148,7 +153,7 @@ def _sha1_hashes(word_list: list[bytes], ngram: int) -> np.ndarray:
         grams = [b" ".join(word_list)] if word_list else []
     else:
         grams = [b" ".join(word_list[i : i + ngram]) for i in range(len(word_list) - ngram + 1)]
-    return np.array([struct.unpack("<I", hashlib.sha1(g).digest()[:4])[0] for g in grams], dtype=np.uint32)
+    return np.array([_sha1_32(g) for g in grams], dtype=np.uint32)
 
 
 class MinHasher:
