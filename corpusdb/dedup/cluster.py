@@ -82,11 +82,10 @@ class Verification:
     threshold: float = 0.0
 
     @classmethod
-    def of(cls, mode: str, threshold: float, num_perm: int, exact: Callable[[np.ndarray], np.ndarray] | None = None
+    def of(cls, mode: str | bool, threshold: float, num_perm: int, exact: Callable[[np.ndarray], np.ndarray] | None = None
            ) -> Verification:
         """The verification of a `--verify` mode: estimate (default), exact (needs `exact`) or off."""
-        if mode not in VERIFY_MODES:
-            raise ValueError(f"verify {mode!r} is not one of {', '.join(VERIFY_MODES)}")
+        mode = verify_mode(mode)
         bar = verification_threshold(threshold, num_perm)
         if mode == "exact":
             if exact is None:
