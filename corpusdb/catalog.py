@@ -27,6 +27,8 @@ TABLE_SCHEMAS: dict[str, dict[str, str]] = {
     "scores": {"doc_id": "BIGINT", "sum_logprob": "DOUBLE", "n_tokens": "BIGINT", "n_bytes": "BIGINT", "model": "VARCHAR"},
     "signatures": {"doc_id": "BIGINT", "signature": "UINTEGER[]"},
     "minhash": {"doc_id": "BIGINT", "cluster_id": "BIGINT", "cluster_size": "BIGINT"},
+    "instance_spans": {"instance_id": "BIGINT", "doc_id": "BIGINT", "position": "INTEGER", "byte_start": "BIGINT",
+                       "byte_end": "BIGINT", "n_tokens": "BIGINT", "n_bytes": "BIGINT"},
 }
 
 

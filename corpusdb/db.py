@@ -43,8 +43,9 @@ TABLE_FOLDERS: dict[str, tuple[str, bool]] = {
     "scores": ("scores", True),
     "signatures": ("minhash/signatures", False),
     "minhash": ("minhash/clusters", False),
+    "instance_spans": ("instances", False),
 }
-MODEL_COLUMNS = {"model": "VARCHAR", "content_hash": "VARCHAR", "tokenizer_hash": "VARCHAR", "path": "VARCHAR"}
+MODEL_COLUMNS = {"model": "VARCHAR", "content_hash": "VARCHAR", "tokenizer_hash": "VARCHAR", "path": "VARCHAR", "unit": "VARCHAR"}
 
 
 def quote(text: str) -> str:
@@ -202,7 +203,7 @@ class Database:
                 ) from exc
         rows = [
             f"({quote(name)}, {quote(str(entry.get('content_hash') or ''))}, {quote(str(entry.get('tokenizer_hash') or ''))}, "
-            f"{quote(str(entry.get('model') or ''))})"
+            f"{quote(str(entry.get('model') or ''))}, {quote(entry.get('unit') or 'documents')})"
             for name, entry in sorted(self.snapshot.models.items())
         ]
         columns = ", ".join(MODEL_COLUMNS)
@@ -352,8 +353,9 @@ class Database:
         return list_models(self)
 
     def stats(self) -> dict:
-        """Documents and bytes in all and per source, the version, the scored models (documents scored
-        by each), documents with near-duplicate clusters, and the views."""
+        """Documents and bytes in all and per source, the version, the scored models (documents or
+        instances scored by each, and which), documents with near-duplicate clusters, the instances
+        and the views."""
         total = self.con.execute("select count(*), coalesce(sum(n_bytes), 0) from documents").fetchall()[0]
         rows = self.con.execute(
             "select source, count(*) as n_documents, sum(n_bytes) as n_bytes from documents group by source order by source"
@@ -368,8 +370,19 @@ class Database:
             "models": sorted(self.snapshot.models),
             "scored": self._scored_documents(),
             "n_clustered": sum(int(info.get("rows") or 0) for info in self.snapshot.tables.get("minhash", {}).values()),
+            "units": {name: entry.get("unit") or "documents" for name, entry in sorted(self.snapshot.models.items())},
+            "instances": self._instances(),
             "views": sorted(self.snapshot.views),
         }
+
+    def _instances(self) -> dict | None:
+        """How the documents were cut into instances (`corpusdb instances`) and how many there are, or None."""
+        settings = self.snapshot.settings.get("instances")
+        if not settings:
+            return None
+        rows = sum(int(info.get("rows") or 0) for info in self.snapshot.tables.get("instance_spans", {}).values())
+        return {"n_instances": rows, "tokens": settings.get("tokens"), "tokenizer": settings.get("tokenizer"),
+                "tokenizer_hash": settings.get("tokenizer_hash")}
 
     def _scored_documents(self) -> dict[str, int]:
         """Documents with scores per score name, from the version's part records (no file is read)."""

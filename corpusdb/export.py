@@ -7,7 +7,8 @@ Parts are numbered in row order (`part-00000-<key>.parquet`, ...), each written 
 manifest (`manifest.json`: the parts with row, byte and token counts, and the selection's
 provenance: database version, SQL with every view and policy it reads, model identities,
 `inputs_hash`) is written only after every part is in place. Rows come in the view's own order
-where it has one (curricula) and by doc_id otherwise, so an export is byte-identical run to run.
+where it has one (curricula) and by doc_id otherwise (an instance view: by doc_id, then byte_start),
+so an export is byte-identical run to run.
 
 An export never deletes or overwrites a file it did not write. Before its first part it records
 the files it will write in `.corpusdb-export.json` (the journal); a folder holding anything else
@@ -18,7 +19,8 @@ replaced only once the new manifest is in place: a failed export leaves the fold
 
 `tokens` writes, per part, `tokens-NNNNN-<key>.bin` (the documents' token ids, each followed by
 EOS, little-endian uint16 when the vocabulary fits, else uint32: the layout training frameworks
-memory-map) and `tokens-NNNNN-<key>.idx.parquet` (doc_id, offset, n_tokens per document).
+memory-map) and `tokens-NNNNN-<key>.idx.parquet` (doc_id, instance_id for instances, offset, and
+n_tokens per row, its EOS included).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from tqdm.auto import tqdm
 
 import corpusdb
 from corpusdb import failpoint
-from corpusdb.errors import ExportError, ModelError
+from corpusdb.errors import ExportError
 from corpusdb.provenance import is_ordered, provenance
 from corpusdb.storage import Location, temporary_of
 from corpusdb.views import relation_sql
@@ -66,20 +68,10 @@ def check_file_name(url: str, name: object) -> str:
 
 
 def load_tokenizer(name: str):
-    """A tokenizer by folder or hub id that has an EOS token (it ends every exported document).
+    """A tokenizer (folder, .gguf file or hub id) with an EOS token, which ends every exported document."""
+    from corpusdb.scoring.model import load_tokenizer as load
 
-    Raises:
-        ModelError: it cannot be loaded or has no EOS token.
-    """
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as exc:
-        raise ModelError(f"tokenizer {name!r} cannot be loaded ({str(exc).strip().splitlines()[0]}); pass a folder or hub id with a tokenizer") from exc
-    if tokenizer.eos_token_id is None:
-        raise ModelError(f"tokenizer {name!r} has no EOS token to separate documents; set one with tokenizer.eos_token")
-    return tokenizer
+    return load(name, need_eos=True)
 
 
 class _PartSink:
@@ -120,8 +112,8 @@ class _PartSink:
             entry["tokens"] = int(lengths.sum())
             self._claim(entry["file"], entry["index"])
             self.out.write_atomic(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes(), entry["file"])
-            self.out.write_parquet(pa.table({"doc_id": table.column("doc_id"), "offset": offsets, "n_tokens": lengths}),
-                                   entry["index"])
+            keys = {name: table.column(name) for name in ("doc_id", "instance_id") if name in table.column_names}
+            self.out.write_parquet(pa.table({**keys, "offset": offsets, "n_tokens": lengths}), entry["index"])
         self.parts.append(entry)
         failpoint.after_part("export", len(self.parts))
 
@@ -138,6 +130,13 @@ def _read_json(out: Location, name: str) -> dict | None:
     except ValueError as exc:
         raise ExportError(f"{out.url}/{name} is not valid JSON ({exc}); move the folder aside and export again") from exc
     return data if isinstance(data, dict) else None
+
+
+def unit_order(columns: list[str]) -> str:
+    """The deterministic order of a relation's rows: by doc_id, and an instance view's instances in text order."""
+    if "byte_start" in columns:
+        return "doc_id, byte_start"
+    return "doc_id, instance_id" if "instance_id" in columns else "doc_id"
 
 
 def export_view(
@@ -181,12 +180,12 @@ def export_view(
         if needed not in columns:
             raise ValueError(f"{view!r} has no {needed!r} column; export needs rows of documents (doc_id, text, n_bytes)")
     ordered = is_ordered(db, sql)
-    select = sql if ordered else f"select * from ({sql}) order by doc_id"
+    select = sql if ordered else f"select * from ({sql}) order by {unit_order(columns)}"
     record = provenance(db, sql)
     loaded = load_tokenizer(tokenizer) if tokenizer else None
     from corpusdb.scoring.identity import tokenizer_hash
 
-    settings = {"format": format, "part_size_mb": part_size_mb, "order": "view" if ordered else "doc_id",
+    settings = {"format": format, "part_size_mb": part_size_mb, "order": "view" if ordered else unit_order(columns),
                 "tokenizer_hash": tokenizer_hash(loaded) if loaded is not None else None}
     key = xxhash.xxh3_64_hexdigest(json.dumps([record["inputs_hash"], settings], sort_keys=True).encode())[:8]
     out = Location(url, db.location.storage_options if storage_options is None else storage_options)

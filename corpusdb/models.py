@@ -39,7 +39,8 @@ def list_models(db: Database) -> list[dict]:
         out.append({
             "name": name, "model": entry.get("model"), "content_hash": (entry.get("content_hash") or "")[:16],
             "tokenizer_hash": (entry.get("tokenizer_hash") or "")[:16], "architecture": entry.get("architecture"),
-            "context": entry.get("context"), "precision": entry.get("precision"), "n_documents": docs,
+            "context": entry.get("context"), "precision": entry.get("precision"), "unit": entry.get("unit") or "documents",
+            "n_documents": docs,  # rows scored: documents, or instances with unit "instances"
             "n_tokens": int(tokens), "bits_per_byte": None if bits is None else round(float(bits), 4),
         })
     return out

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from corpusdb.db import Database
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-TABLES = ("documents", "scores", "signatures", "minhash")
-IDENTITY_KEYS = ("model", "content_hash", "tokenizer_hash", "context", "stride", "precision", "architecture")
+TABLES = ("documents", "scores", "signatures", "minhash", "instance_spans")
+IDENTITY_KEYS = ("model", "content_hash", "tokenizer_hash", "context", "stride", "precision", "architecture", "unit", "instances")
 
 
 def definitions(db: Database, sql: str) -> dict[str, str]:
@@ -38,18 +38,38 @@ def definitions(db: Database, sql: str) -> dict[str, str]:
     user = {name: entry.get("sql", "") for name, entry in db.snapshot.views.items()}
     builtin = {view.name: view for view in builtin_views()}
     found: dict[str, str] = {}
-    todo = [sql]
+    todo = [(sql, False)]
     while todo:
-        text = todo.pop()
+        text, is_builtin = todo.pop()
+        # a built-in names what it reads as identifiers; its comments and messages name other things
+        text = _code(text, strings=is_builtin)
         for word in {w.lower() for w in WORD.findall(text)} - set(found):
             if word in user:
                 found[word] = user[word]
+                todo.append((found[word], False))
             elif word in builtin and (builtin[word].kind == "view" or re.search(rf"\b{word}\s*\(", text, re.I)):
                 found[word] = builtin[word].text  # a macro is read where it is called, not where a CTE shares its name
-            else:
-                continue
-            todo.append(found[word])
+                todo.append((found[word], True))
     return dict(sorted(found.items()))
+
+
+def _code(sql: str, strings: bool) -> str:
+    """SQL without its `--` comments (and without its string literals with `strings`)."""
+    out, i = [], 0
+    while i < len(sql):
+        if sql.startswith("--", i):
+            end = sql.find("\n", i)
+            i = len(sql) if end < 0 else end
+        elif sql[i] == "'":
+            end = i + 1
+            while end < len(sql) and not (sql[end] == "'" and not sql.startswith("''", end)):
+                end += 2 if sql.startswith("''", end) else 1
+            out.append("''" if strings else sql[i:end + 1])
+            i = end + 1
+        else:
+            out.append(sql[i])
+            i += 1
+    return "".join(out)
 
 
 def _mentions(text: str, name: str) -> bool:

@@ -40,8 +40,9 @@ def _histograms(db: Database, models: list[str]) -> str | None:
         return None
     figure, axes = plt.subplots(len(models), 1, figsize=(8, 2.8 * len(models)), squeeze=False)
     for axis, model in zip(axes[:, 0], models):
+        units = "(select instance_id as doc_id, source from instances)" if _unit(db, model) == "instances" else "documents"
         rows = db.sql(
-            "select d.source, l.loss_per_byte from losses l join documents d using (doc_id) where l.model = ? and l.loss_per_byte is not null",
+            f"select d.source, l.loss_per_byte from losses l join {units} d using (doc_id) where l.model = ? and l.loss_per_byte is not null",
             params=[model],
         ).fetchall()
         by_source: dict[str, list[float]] = {}
@@ -59,18 +60,29 @@ def _histograms(db: Database, models: list[str]) -> str | None:
     return _png(figure)
 
 
+def _unit(db: Database, model: str) -> str:
+    """What a score name scored: documents or instances."""
+    return (db.snapshot.models.get(model) or {}).get("unit") or "documents"
+
+
+def _docs(db: Database, teacher: str) -> str:
+    """The docs argument of policies over the teacher's unit."""
+    return ", docs := 'instances'" if _unit(db, teacher) == "instances" else ""
+
+
 def _scatter(db: Database, teacher: str, reference: str, alpha: float) -> str | None:
     import matplotlib.pyplot as plt
 
+    docs = _docs(db, teacher)
     rows = db.sql(
         f"""
-        with scored as (select doc_id, source, score, n_bytes, teacher_logprob, reference_logprob
-                        from difference_scores('{teacher}', '{reference}')),
-             kept as materialized (select doc_id, score from difference('{teacher}', '{reference}', alpha := {alpha}))
-        select -reference_logprob / n_bytes, -teacher_logprob / n_bytes, doc_id in (select doc_id from kept),
+        with scored as (select unit_id, source, score, n_bytes, teacher_logprob, reference_logprob
+                        from difference_scores('{teacher}', '{reference}'{docs})),
+             kept as materialized (select score from difference('{teacher}', '{reference}', alpha := {alpha}{docs}))
+        select -reference_logprob / n_bytes, -teacher_logprob / n_bytes, score >= (select min(score) from kept),
                (select min(score) from kept)
         from scored where n_bytes > 0
-        order by uniform(doc_id, 0) limit {MAX_POINTS}
+        order by uniform(unit_id, 0) limit {MAX_POINTS}
         """
     ).fetchall()
     if not rows:
@@ -136,7 +148,7 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
     if views is None:
         views = ["documents", "dedup", *sorted(db.snapshot.views)]
         if teacher and reference:
-            views.append(f"difference('{teacher}', '{reference}', alpha := {alpha})")
+            views.append(f"difference('{teacher}', '{reference}', alpha := {alpha}{_docs(db, teacher)})")
     stats = [view_stats(db, v) for v in views]
     images = [("Loss per byte by source", _histograms(db, models))]
     if teacher and reference:

@@ -32,7 +32,7 @@ from corpusdb.storage import Location, WrittenFile, content_hash
 
 VERSIONS = "_versions"
 VERSION_RE = re.compile(r"^(\d{20})\.json$")
-TABLES = ("documents", "scores", "signatures", "minhash")
+TABLES = ("documents", "scores", "signatures", "minhash", "instance_spans")
 MAX_ATTEMPTS = 200
 
 

@@ -23,13 +23,13 @@ ranked as (
     select
         *,
         coalesce(alphas[source], alpha) as source_alpha,
-        row_number() over (partition by source order by score desc, doc_id asc) as difference_rank,
+        row_number() over (partition by source order by score desc, unit_id asc) as difference_rank,
         count(*) over (partition by source) as n_scored
     from scored
 ),
 
 final as (
-    select * exclude (n_scored, source_alpha)
+    select * exclude (n_scored, source_alpha, unit_id)
     from ranked
     where (select ok from checks) and difference_rank <= ceil(source_alpha * n_scored)
     order by source, difference_rank

@@ -25,28 +25,28 @@ budget as (
 
 ranked as (
     select
-        doc_id,
+        unit_id,
         score,
-        sum(n_bytes) over (order by score desc, doc_id asc rows between unbounded preceding and current row) - n_bytes
+        sum(n_bytes) over (order by score desc, unit_id asc rows between unbounded preceding and current row) - n_bytes
             as bytes_before
     from scored
 ),
 
 cut as (
     -- the last document, in selection order, that starts under the budget
-    select ranked.score, ranked.doc_id
+    select ranked.score, ranked.unit_id
     from ranked, budget
     where ranked.bytes_before < budget.bytes_budget
-    order by ranked.score asc, ranked.doc_id desc
+    order by ranked.score asc, ranked.unit_id desc
     limit 1
 ),
 
 final as (
-    select scored.*
+    select scored.* exclude (unit_id)
     from scored, cut
     where
         (select ok from checks)
-        and (scored.score > cut.score or (scored.score = cut.score and scored.doc_id <= cut.doc_id))
+        and (scored.score > cut.score or (scored.score = cut.score and scored.unit_id <= cut.unit_id))
 )
 
 select * from final;

@@ -27,20 +27,20 @@ scored as (
 keyed as (
     select
         *,
-        score / temperature - ln(-ln(uniform(doc_id, seed))) as sample_key
+        score / temperature - ln(-ln(uniform(unit_id, seed))) as sample_key
     from scored
 ),
 
 ranked as (
     select
         *,
-        row_number() over (order by sample_key desc, doc_id asc) as sample_rank,
+        row_number() over (order by sample_key desc, unit_id asc) as sample_rank,
         count(*) over () as n_scored
     from keyed
 ),
 
 final as (
-    select * exclude (n_scored)
+    select * exclude (n_scored, unit_id)
     from ranked
     where (select ok from checks) and sample_rank <= ceil(alpha * n_scored)
     order by sample_rank

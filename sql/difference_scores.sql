@@ -1,12 +1,14 @@
 -- purpose: MiniPLM's difference score per document: how much more likely the teacher finds it than the reference
--- depends: require, scored_models
--- params: teacher, reference (score names); per := 'byte' | 'token'; docs := 'documents' (any table or view with doc_id)
+-- depends: require, require_unit, scored_models, unit_key
+-- params: teacher, reference (score names); per := 'byte' | 'token'; docs := 'documents' (any table or view with doc_id; 'instances' or a view over them for instance scores)
 -- score = (log p_teacher(x) - log p_ref(x)) / n_bytes: log-likelihoods of the whole text, so the
 -- difference is comparable across tokenizers. per := 'token' uses each model's own per-token
 -- log-likelihood instead (only meaningful when both share a tokenizer). Documents missing either
 -- score, or with a NULL one (empty text), or with no bytes or tokens to divide by, get no row.
 -- A score name without scores, an unknown `per`, or per := 'token' across two tokenizers (the
--- `models` view knows each model's tokenizer) is an error.
+-- `models` view knows each model's tokenizer) is an error, as are two models scored on different
+-- units, or docs of another unit than the models' (documents vs instances: see `unit_key`).
+-- Rows carry unit_id (the key scores joined on) for the policies built on this one.
 create or replace macro difference_scores(teacher, reference, per := 'byte', docs := 'documents') as table
 with checks as (
     select
@@ -28,7 +30,13 @@ with checks as (
             ),
             'difference: per := ''token'' compares per-token log-likelihoods, which needs one tokenizer, but '''
             || teacher || ''' and ''' || reference || ''' use different ones (or one is unknown); use per := ''byte'''
-        ) as ok
+        )
+        and require(
+            (select count(distinct m.unit) = 1 from models as m where m.model in (teacher, reference)),
+            'difference: ''' || teacher || ''' and ''' || reference || ''' scored different units (documents and '
+            || 'instances); score both with the same --unit'
+        )
+        and require_unit('difference', teacher, docs) as ok
 ),
 
 teacher_scores as (
@@ -49,9 +57,9 @@ joined as (
             when 'token' then t.sum_logprob / nullif(t.n_tokens, 0) - r.sum_logprob / nullif(r.n_tokens, 0)
             else error('difference: per must be ''byte'' or ''token'', not ''' || per || '''')
         end as score
-    from query_table(docs) as d
-    inner join teacher_scores as t on d.doc_id = t.doc_id
-    inner join reference_scores as r on d.doc_id = r.doc_id
+    from (select *, unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id from query_table(docs)) as d
+    inner join teacher_scores as t on d.unit_id = t.doc_id
+    inner join reference_scores as r on d.unit_id = r.doc_id
 ),
 
 final as (

@@ -1,5 +1,5 @@
 -- purpose: documents whose loss under a model lies in a range (e.g. drop gibberish and boilerplate)
--- depends: losses, require, scored_models
+-- depends: losses, require, require_unit, scored_models, unit_key
 -- params: model (score name); min_loss := null; max_loss := null; per := 'byte' | 'token'; docs := 'documents'
 -- Losses are natural-log nats per byte (or per token). Documents without a score are dropped. A
 -- model without scores, an unknown `per` or min_loss > max_loss is an error.
@@ -14,7 +14,8 @@ with checks as (
         and require(
             min_loss is null or max_loss is null or min_loss <= max_loss,
             'filter_loss: min_loss ' || min_loss || ' is above max_loss ' || max_loss
-        ) as ok,
+        )
+        and require_unit('filter_loss', model, docs) as ok,
         coalesce(min_loss, '-infinity'::double) as low,
         coalesce(max_loss, 'infinity'::double) as high
 ),
@@ -34,9 +35,9 @@ model_losses as (
 final as (
     -- the bounds come through `checks`, so DuckDB must evaluate it (see filter_length); the
     -- second branch never has a row but keeps the checks when no file holds the model's scores
-    select d.*
-    from query_table(docs) as d
-    inner join model_losses as l on d.doc_id = l.doc_id, checks
+    select d.* exclude (unit_id)
+    from (select *, unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id from query_table(docs)) as d
+    inner join model_losses as l on d.unit_id = l.doc_id, checks
     where checks.ok and l.filter_loss >= checks.low and l.filter_loss <= checks.high
     union all by name
     select null::bigint as doc_id from checks where not checks.ok

@@ -1,5 +1,5 @@
 -- purpose: per-source budgets: from each source, documents in a seeded random order while they fit its budget
--- depends: uniform, require, scored_models
+-- depends: uniform, require, require_unit, scored_models, unit_key
 -- params: budgets := map {'source': budget, ...}; unit := 'bytes' | 'tokens' | 'documents'; model := null (score name whose n_tokens count, for unit 'tokens'); seed := 0; docs := 'documents'
 -- A document is kept when the running total of its source, in seeded random order, stays within
 -- the budget (the order is a prefix, so no source ever exceeds its budget). Sources not named in
@@ -20,7 +20,8 @@ with checks as (
             unit <> 'tokens' or exists (select 1 from scores where scores.model = model),
             'quota: unit ''tokens'' counts a scored model''s tokens; no scores named ''' || coalesce(model, 'NULL')
             || '''; scored models: ' || scored_models()
-        ) as ok
+        )
+        and require_unit('quota', case when unit = 'tokens' then model end, docs) as ok
 ),
 
 model_tokens as (
@@ -38,15 +39,15 @@ sized as (
             else error('quota: unit must be ''bytes'', ''tokens'' or ''documents'', not ''' || unit || '''')
         end as quota_units,
         budgets[d.source] as quota_budget
-    from query_table(docs) as d
-    left join model_tokens as t on d.doc_id = t.doc_id
+    from (select *, unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id from query_table(docs)) as d
+    left join model_tokens as t on d.unit_id = t.doc_id
 ),
 
 ordered as (
     select
         *,
         sum(quota_units) over (
-            partition by source order by uniform(doc_id, seed), doc_id rows unbounded preceding
+            partition by source order by uniform(unit_id, seed), unit_id rows unbounded preceding
         ) as quota_running
     from sized
     where quota_budget is not null and quota_units is not null
@@ -54,7 +55,7 @@ ordered as (
 
 final as (
     -- the second branch never has a row, but keeps the checks where DuckDB proves the rest empty
-    select * exclude (quota_budget)
+    select * exclude (quota_budget, unit_id)
     from ordered
     where (select ok from checks) and quota_running <= quota_budget
     union all by name

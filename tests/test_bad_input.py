@@ -146,11 +146,11 @@ def test_not_a_database_and_bad_sql(tmp_path, fixture_db):
     assert result.output == (
         f"Error: {tmp_path}/nodb: no corpusdb database here (no corpusdb.json); create one with `corpusdb init {tmp_path}/nodb`\n"
     )
-    result = runner.invoke(cli, ["sql", fixture_db.url, "select * from nosuch"])
+    result = runner.invoke(cli, ["sql", fixture_db.url, "select * from zzzz"])
     assert result.exit_code == 1
     assert result.output == (
-        "Error: Catalog Error: Table with name nosuch does not exist!; "
-        "tables and views: dedup, documents, losses, minhash, models, scores, signatures\n"
+        "Error: Catalog Error: Table with name zzzz does not exist!; "
+        "tables and views: dedup, documents, instance_spans, instances, losses, minhash, models, scores, signatures\n"
     )
     result = runner.invoke(cli, ["sql", fixture_db.url, "select n_byte from documnts"])
     assert result.output == 'Error: Catalog Error: Table with name documnts does not exist!; Did you mean "documents"?\n'

@@ -119,6 +119,8 @@ def test_stats(small_db):
         "models": [],
         "scored": {},
         "n_clustered": 0,
+        "units": {},
+        "instances": None,
         "views": [],
     }
 
@@ -127,7 +129,7 @@ def test_shell_runs_statements_and_dot_commands(small_db):
     script = ".tables\nselect count(*) as n\n  from documents;\n.format csv\nselect lang from documents where lang is not null limit 1;\nselect * from nope;\n.quit\n"
     result = CliRunner().invoke(cli, ["shell", small_db], input=script)
     assert result.exit_code == 0
-    assert result.stdout == "dedup\ndocuments\nlosses\nminhash\nmodels\nscores\nsignatures\nn\n-\n3\n(1 row)\nlang\nen\n"
+    assert result.stdout == "dedup\ndocuments\ninstance_spans\ninstances\nlosses\nminhash\nmodels\nscores\nsignatures\nn\n-\n3\n(1 row)\nlang\nen\n"
     assert "Error: Catalog Error: Table with name nope does not exist!" in result.stderr
 
 

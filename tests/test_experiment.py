@@ -55,3 +55,23 @@ def test_cpu_preset_runs_the_whole_recipe(tmp_path):
     # the same folder with other settings would reuse students trained on other subsets: refused
     with pytest.raises(ValueError, match="holds an experiment with other settings \\(budget: 'bytes' -> 'docs'\\)"):
         run(parse_args(["--db", db.url, "--out", str(out), *QUICK, "--set", "budget=docs"]))
+
+
+def test_instances_unit_with_a_pretrained_teacher(tmp_path, tiny_models):
+    db = corpusdb.init(str(tmp_path / "db"))
+    ingest_per_source(db, CORPUS)
+    out = tmp_path / "inst"
+    config = parse_args(["--db", db.url, "--out", str(out), "--teacher", str(tiny_models["gpt2"]), *QUICK,
+                         "--set", "unit=instances", "--set", "seeds=0", "--set", "score_context=32", "--set", "score_stride=24"])
+    results = run(config)
+    reopened = corpusdb.open(db.url)
+    units = {name: entry["unit"] for name, entry in reopened.snapshot.models.items()}
+    assert units == {"exp_inst_teacher": "instances", "exp_inst_reference": "instances"}
+    assert reopened.snapshot.models["exp_inst_teacher"]["context"] == 32  # shorter than the teacher's own 64
+    train_instances = reopened.sql("select count(*), sum(n_bytes) from exp_inst_train_instances").fetchall()[0]
+    assert reopened.sql("select max(n_tokens) from instances").fetchall() == [(64,)]  # seq_len tokens of the students' BPE
+    largest = reopened.sql("select max(n_bytes) from exp_inst_train_instances").fetchall()[0][0]
+    for name, subset in results["subsets"].items():
+        assert config.alpha * train_instances[1] <= subset["bytes"] < config.alpha * train_instances[1] + largest, name
+    assert "| subset | instances |" in (out / "results.md").read_text()
+    assert results["models"]["teacher"]["bits_per_byte"] > 0

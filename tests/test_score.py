@@ -65,7 +65,8 @@ def small_db(tmp_path: Path) -> corpusdb.Database:
 def test_sum_logprob_equals_plain_forward(small_db, tiny_models, arch, stride, batch_tokens):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    report = small_db.score(str(tiny_models[arch]), arch, stride=stride, batch_tokens=batch_tokens, chunk_docs=100, progress=False)
+    report = small_db.score(str(tiny_models[arch]), arch, stride=stride, batch_tokens=batch_tokens, chunk_docs=100,
+                            part_tokens=10**9, progress=False)
     assert report.n_documents == 298 and report.n_parts_written == 3
     model = AutoModelForCausalLM.from_pretrained(tiny_models[arch]).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_models[arch])
@@ -131,26 +132,33 @@ def test_different_tokenizers_give_consistent_bits_per_byte(small_db, tiny_model
     assert -sum_l / tokens_l == pytest.approx(math.log(400), rel=0.05)
 
 
-def _cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
+def _cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
 def test_killed_job_resumes_to_the_table_of_a_single_run(tiny_models, tmp_path):
+    """Parts end every --part-tokens tokens (on CPU, about a minute of work): a kill keeps every committed part."""
     model = str(tiny_models["gpt2"])
+    sources = [str(CORPUS / f"{s}.jsonl") for s in ("fortunes", "bible", "git-docs")]
     whole = corpusdb.init(str(tmp_path / "whole"))
-    whole.ingest([str(CORPUS / f"{s}.jsonl") for s in ("fortunes", "bible", "git-docs")], source="x", progress=False)
-    assert whole.score(model, "m", chunk_docs=40, progress=False).n_parts_written == 8
+    whole.ingest(sources, source="x", progress=False)
+    report = whole.score(model, "m", part_tokens=6000, progress=False)
+    assert report.n_parts_written >= 6  # 51,663 tokens: parts by tokens, not by the default 8192 documents
     url = str(tmp_path / "crashed")
-    corpusdb.init(url).ingest([str(CORPUS / f"{s}.jsonl") for s in ("fortunes", "bible", "git-docs")], source="x", progress=False)
-    result = _cli("score", url, "--model", model, "--as", "m", "--part-docs", "40", "--no-progress", "--commit-every", "0",
+    corpusdb.init(url).ingest(sources, source="x", progress=False)
+    result = _cli("score", url, "--model", model, "--as", "m", "--part-tokens", "6000", "--no-progress", "--commit-every", "0",
                   env={"CORPUSDB_FAILPOINT": "score.after_part=3"})
     assert result.returncode == 75, result.stderr
     db = corpusdb.open(url)
-    assert db.sql("select count(*) from scores").fetchall()[0][0] == 120
-    result = _cli("score", url, "--model", model, "--as", "m", "--part-docs", "40", "--no-progress")
+    done = db.sql("select count(*) from scores").fetchall()[0][0]
+    finished = set(db.snapshot.tables["scores"])
+    assert 0 < done < 297 and len(finished) == 3
+    result = _cli("score", url, "--model", model, "--as", "m", "--part-tokens", "6000", "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "scored 177 documents" in result.stdout and "120 documents were scored before" in result.stdout
-    _assert_same_scores(_scores(corpusdb.open(url), "m"), _scores(whole, "m"))
+    assert f"scored {297 - done} documents" in result.stdout and f"{done} documents were scored before" in result.stdout
+    resumed = corpusdb.open(url)
+    assert finished <= set(resumed.snapshot.tables["scores"])  # the finished parts were kept, not rescored
+    _assert_same_scores(_scores(resumed, "m"), _scores(whole, "m"))
     again = _cli("score", url, "--model", model, "--as", "m", "--no-progress")
     assert "scored 0 documents" in again.stdout
 
@@ -258,7 +266,12 @@ def test_cli_score_errors_and_help(small_db, tiny_models, tmp_path):
     ]
     result = _cli("score", small_db.url, "--model", "no-such-org/no-such-model", "--as", "x", env={"HF_HUB_OFFLINE": "1"})
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
-    assert result.stderr.startswith("Error: model 'no-such-org/no-such-model' cannot be loaded (")
+    assert result.stderr.startswith("Error: model 'no-such-org/no-such-model' is not a local folder or .gguf file, nor in the "
+                                    "local hub cache, and the hub cannot be reached (HF_HUB_OFFLINE is set); pass a local path")
+    missing = tmp_path / "out" / "nope"  # its folder exists: a path, reported at once (not after hub retries)
+    missing.parent.mkdir()
+    result = _cli("score", small_db.url, "--model", str(missing.relative_to(tmp_path)), "--as", "x", cwd=tmp_path)
+    assert result.returncode == 1 and result.stderr.startswith("Error: model 'out/nope' not found: no such folder")
     result = _cli("score", small_db.url, "--model", str(tiny_models["llama"]), "--as", "llama", "--json", "--no-progress")
     assert result.returncode == 0, result.stderr
     import json
@@ -313,7 +326,7 @@ def test_models_lists_drops_and_renames_score_names(small_db, tiny_models):
     result = runner.invoke(cli, ["models", small_db.url, "--format", "csv"])
     assert result.exit_code == 0
     lines = result.output.splitlines()
-    assert lines[0] == "name,model,content_hash,tokenizer_hash,n_documents,n_tokens,bits_per_byte,context,precision"
+    assert lines[0] == "name,model,content_hash,tokenizer_hash,n_documents,n_tokens,bits_per_byte,context,precision,unit"
     assert [line.split(",")[0] for line in lines[1:]] == ["ref", "teach"] and all(",298," in line for line in lines[1:])
     result = runner.invoke(cli, ["models", small_db.url, "--rename", "ref", "reference"])
     assert result.exit_code == 0 and result.output == f"scores 'ref' renamed to 'reference' in version {version + 1}\n"

@@ -45,8 +45,10 @@ def connect(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
     groups: dict[int, list[int]] = {}
     for doc, row in zip(ids, rows):
         groups.setdefault(row[4] or -doc, []).append(doc)
-    con.execute("create table models as select * from (values ('teacher', 'a', 'bpe', ''), ('reference', 'b', 'bpe', '')) "
-                "as t(model, content_hash, tokenizer_hash, path)")
+    con.execute("create table models as select * from (values ('teacher', 'a', 'bpe', '', 'documents'), "
+                "('reference', 'b', 'bpe', '', 'documents')) as t(model, content_hash, tokenizer_hash, path, unit)")
+    con.execute("create table instance_spans (instance_id bigint, doc_id bigint, position integer, byte_start bigint, "
+                "byte_end bigint, n_tokens bigint, n_bytes bigint)")
     con.execute("create table minhash (doc_id bigint, cluster_id bigint, cluster_size bigint)")
     members = [(doc, min(g), len(g)) for g in groups.values() for doc in g]
     if members:

@@ -115,8 +115,10 @@ class ViewDataset(IterableDataset):
         from corpusdb.provenance import provenance
         from corpusdb.views import relation_sql
 
+        from corpusdb.export import unit_order
+
         sql = relation_sql(db, view)
-        order = "order by doc_id" if shuffle else ""
+        order = f"order by {unit_order(db.sql(f'select * from ({sql}) limit 0').columns)}" if shuffle else ""
         select = f"select doc_id, source, text, n_bytes from ({sql}) {order}"
         record = provenance(db, select)
         key = hashlib.sha256(json.dumps([db.url, record["inputs_hash"], block_mb]).encode()).hexdigest()[:16]

@@ -48,6 +48,10 @@ class ExperimentConfig:
     alpha: float = 0.5  # kept fraction of every subset
     per: str = "byte"  # difference normalised per byte (any two tokenizers) or per token (the teacher's and reference's own)
     budget: str = "bytes"  # alpha of the training split's text bytes (equal tokens, as MiniPLM's equal-length instances) or "docs"
+    unit: str = "documents"  # select documents, or instances (MiniPLM's unit: spans of instance_tokens student tokens)
+    instance_tokens: int = 0  # tokens per instance, of the students' tokenizer (0: seq_len)
+    score_context: int = 0  # scoring context for models whose own is longer (0: each model's own)
+    score_stride: int = 0  # new tokens per window after the first with score_context (0: half the context)
     seeds: list[int] = field(default_factory=lambda: [0, 1])  # student seeds
     vocab_size: int = 2048  # the shared BPE tokenizer (trained on the training split)
     seq_len: int = 128
@@ -66,6 +70,8 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if self.budget not in BUDGETS:
             raise ValueError(f"budget {self.budget!r} is not one of {', '.join(BUDGETS)}")
+        if self.unit not in ("documents", "instances"):
+            raise ValueError(f"unit {self.unit!r} is not one of documents, instances")
         if self.per not in ("byte", "token"):
             raise ValueError(f"per {self.per!r} is not one of byte, token")
         if not 0 < self.alpha <= 1:
@@ -122,25 +128,32 @@ def _subsets(db, config: ExperimentConfig) -> dict[str, tuple[str, bool]]:
     a = config.alpha
     db.create_view(f"{p}_train_dedup", f"select t.* from {p}_train t left join minhash m using (doc_id) "
                                        "where m.doc_id is null or m.doc_id = m.cluster_id", replace=True)
+    key = "doc_id"
+    if config.unit == "instances":  # the same splits, as instances of their documents
+        key = "instance_id"
+        for split in ("train", "train_dedup"):
+            db.create_view(f"{p}_{split}_instances", f"select i.* from instances i semi join {p}_{split} t on i.doc_id = t.doc_id",
+                           replace=True)
+    train, train_dedup = (f"{p}_train", f"{p}_train_dedup") if key == "doc_id" else (f"{p}_train_instances", f"{p}_train_dedup_instances")
     if config.budget == "bytes":
         # a seeded random order, cut where the bytes before a document reach alpha of the split's
-        db.create_view(f"{p}_uniform", f"select * exclude (bytes_before) from (select *, sum(n_bytes) over (order by uniform(doc_id, 5), "
-                                       f"doc_id rows between unbounded preceding and 1 preceding) as bytes_before from {p}_train) "
-                                       f"where coalesce(bytes_before, 0) < {a} * (select sum(n_bytes) from {p}_train)", replace=True)
+        db.create_view(f"{p}_uniform", f"select * exclude (bytes_before) from (select *, sum(n_bytes) over (order by uniform({key}, 5), "
+                                       f"{key} rows between unbounded preceding and 1 preceding) as bytes_before from {train}) "
+                                       f"where coalesce(bytes_before, 0) < {a} * (select sum(n_bytes) from {train})", replace=True)
         policy, size = "difference_bytes", "sum(n_bytes)"
     else:
-        db.create_view(f"{p}_uniform", f"select * from {p}_train where doc_id in (select doc_id from {p}_train "
-                                       f"order by uniform(doc_id, 5) limit (select ceil({a} * count(*)) from {p}_train))", replace=True)
+        db.create_view(f"{p}_uniform", f"select * from {train} where {key} in (select {key} from {train} "
+                                       f"order by uniform({key}, 5) limit (select ceil({a} * count(*)) from {train}))", replace=True)
         policy, size = "difference", "count(*)"
     db.create_view(f"{p}_difference",
-                   f"select * from {policy}('{teacher}', '{reference}', alpha := {a}, per := '{config.per}', docs := '{p}_train')",
+                   f"select * from {policy}('{teacher}', '{reference}', alpha := {a}, per := '{config.per}', docs := '{train}')",
                    replace=True)
     # the deduplicated split is smaller: a larger share of it gives the same budget as the others
-    (train_size,), (dedup_size,) = (db.sql(f"select {size} from {p}_{name}").fetchall()[0] for name in ("train", "train_dedup"))
+    (train_size,), (dedup_size,) = (db.sql(f"select {size} from {name}").fetchall()[0] for name in (train, train_dedup))
     dedup_alpha = min(1.0, a * train_size / dedup_size) if dedup_size else a
     db.create_view(f"{p}_dedup_difference",
                    f"select * from {policy}('{teacher}', '{reference}', alpha := {dedup_alpha!r}, per := '{config.per}', "
-                   f"docs := '{p}_train_dedup')",
+                   f"docs := '{train_dedup}')",
                    replace=True)
     db.create_view(f"{p}_curriculum", f"select * from curriculum('{reference}', docs := '{p}_difference')", replace=True)
     return {
@@ -165,6 +178,16 @@ def _train(db_url: str, view: str, out: Path, config: ExperimentConfig, *, size:
     return out / "model"
 
 
+def _context_of(model: Path) -> int:
+    """A model's context length, without loading its weights (a .gguf file: read from its header)."""
+    from transformers import AutoConfig
+
+    path = Path(model)
+    source, extra = (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
+    config = AutoConfig.from_pretrained(source, **extra)
+    return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
+
+
 def _heldout(db, config: ExperimentConfig) -> dict[str, list[str]]:
     rows = db.sql(
         f"select source, text from (select source, text, row_number() over (partition by source order by doc_id) as k "
@@ -184,8 +207,10 @@ def _evaluate(model_dir: Path, heldout: dict[str, list[str]], config: Experiment
 
     device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else None
-    model = AutoModelForCausalLM.from_pretrained(model_dir).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    path = Path(model_dir)
+    source, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})  # a pretrained teacher
+    model = AutoModelForCausalLM.from_pretrained(source, **extra).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     per_source = {s: evaluate(model, tokenizer, texts, config.seq_len, device, dtype) for s, texts in heldout.items()}
     nats = sum(r["eval_loss_per_byte"] * r["eval_bytes"] for r in per_source.values())
     tokens = sum(r["eval_tokens"] for r in per_source.values())
@@ -216,8 +241,16 @@ def run(config: ExperimentConfig) -> dict:
     tokenizer = str(out / "teacher" / "tokenizer") if config.teacher is None else None
     reference_dir = _train(db.url, f"{p}_reference_slice", out / "reference", config, size=config.reference_size,
                            steps=config.reference_steps, seed=0, tokenizer=tokenizer)
+    if config.unit == "instances":  # MiniPLM's instances: spans of the students' tokenizer (cuts only what is missing)
+        from corpusdb.instances import run_instances
+
+        run_instances(db, str(reference_dir), config.instance_tokens or config.seq_len, view=f"{p}_train", progress=True)
     for name, model in (("teacher", teacher_dir), ("reference", reference_dir)):
-        db.score(str(model), f"{p}_{name}", view=f"{p}_train", progress=True)  # scores only what is missing
+        # a shorter context for a model whose own is longer (e.g. 8192 on CPU), with its stride; others keep their own
+        context = config.score_context if config.score_context and _context_of(model) > config.score_context else None
+        stride = min(config.score_stride, context - 1) if context and config.score_stride else None
+        db.score(str(model), f"{p}_{name}", view=f"{p}_train", unit=config.unit, context=context, stride=stride,
+                 progress=True)  # scores only what is missing
     subsets = _subsets(db, config)
     subset_sizes = {name: db.sql(f"select count(*), sum(n_bytes) from {view}").fetchall()[0] for name, (view, _) in subsets.items()}
 
@@ -277,9 +310,12 @@ def _write(out: Path, results: dict) -> None:
         "",
         f"Held-out bits per byte of students trained on each subset for the same {results['compute']['student_tokens']:,} tokens "
         f"(mean ± standard deviation over {seeds} seeds; lower is better). Each subset holds alpha = {results['config']['alpha']} "
-        f"of the training split's {'text bytes' if results['config'].get('budget', 'docs') == 'bytes' else 'documents'}.",
+        f"of the training split's {'text bytes' if results['config'].get('budget', 'docs') == 'bytes' else 'documents'}, "
+        f"selected as {results['config'].get('unit', 'documents')}"
+        + (f" of {results['config'].get('instance_tokens') or results['config']['seq_len']} tokens"
+           if results['config'].get('unit') == 'instances' else "") + ".",
         "",
-        "| subset | documents | MB | bits/byte | ± | vs uniform | paired by seed | seeds better | loss/token |",
+        f"| subset | {results['config'].get('unit', 'documents')} | MB | bits/byte | ± | vs uniform | paired by seed | seeds better | loss/token |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in results["subsets"].items():

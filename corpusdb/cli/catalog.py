@@ -87,7 +87,7 @@ def models(db, drop, rename, fmt, as_of, storage_options):
     if fmt == "json":
         click.echo(json.dumps(entries, indent=2))
         return
-    columns = ["name", "model", "content_hash", "tokenizer_hash", "n_documents", "n_tokens", "bits_per_byte", "context", "precision"]
+    columns = ["name", "model", "content_hash", "tokenizer_hash", "n_documents", "n_tokens", "bits_per_byte", "context", "precision", "unit"]
     click.echo(render(columns, [tuple(e[c] for c in columns) for e in entries], fmt))
 
 

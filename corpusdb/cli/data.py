@@ -170,12 +170,21 @@ def stats(db: str, fmt: str, as_of: int | None, storage_options: tuple[str, ...]
     rows.append(("(all)", summary["n_documents"], summary["n_bytes"], 100.0 if summary["n_bytes"] else 0.0))
     if fmt == "table":
         total = summary["n_documents"]
-        scored = ", ".join(f"{name} ({n:,} of {total:,} documents)" for name, n in summary["scored"].items()) or "none"
+        instances = summary["instances"]
+        of = {"documents": total, "instances": instances["n_instances"] if instances else 0}
+        scored = ", ".join(f"{name} ({n:,} of {of[summary['units'].get(name, 'documents')]:,} "
+                           f"{summary['units'].get(name, 'documents')})"
+                           for name, n in summary["scored"].items()) or "none"
+        if instances:
+            instances_line = (f"\ninstances: {instances['n_instances']:,} of at most {instances['tokens']:,} tokens "
+                              f"({instances['tokenizer']})")
+        else:
+            instances_line = ""
         clustered = (f"near-duplicate clusters for {summary['n_clustered']:,} documents" if summary["n_clustered"]
                      else "no near-duplicate clusters (corpusdb minhash)")
         click.echo(f"{summary['url']} at version {summary['version']}: {total:,} documents, "
                    f"{summary['n_bytes'] / 1e6:,.1f} MB of text, {summary['n_parts']} parts\n"
-                   f"scored by: {scored}\n{clustered}\nviews: {', '.join(summary['views']) or 'none'}")
+                   f"scored by: {scored}\n{clustered}{instances_line}\nviews: {', '.join(summary['views']) or 'none'}")
     click.echo(render(["source", "n_documents", "n_bytes", "pct_bytes"], rows, fmt))
 
 

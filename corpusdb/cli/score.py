@@ -19,8 +19,13 @@ from corpusdb.scoring.job import PRECISIONS
 @click.option("--as", "name", required=True, help="name of its scores: the partition scores/model=NAME")
 @click.option("--context", type=int, help="tokens per window [default: the model's context length]")
 @click.option("--stride", type=int, help="new tokens per window after the first [default: context/2]")
+@click.option("--unit", type=click.Choice(["documents", "instances"]), default="documents", show_default=True,
+              help="score whole documents, or the instances `corpusdb instances` cut (each on its own, MiniPLM's unit)")
 @click.option("--batch-tokens", type=int, help="tokens per forward pass [default: 65536 on GPU, 2048 on CPU]")
-@click.option("--part-docs", type=int, default=8192, show_default=True, help="documents per part (the unit of resumption)")
+@click.option("--part-tokens", type=int,
+              help="a part (the unit of resumption) ends at this many tokens [default: 4M on GPU, 8192 on CPU: about a minute]")
+@click.option("--part-docs", type=int, default=8192, show_default=True, help="at most this many documents per part")
+@click.option("--threads", type=int, help="torch CPU threads [default: the cores available less one, at least 1]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 autocast on a GPU that has it, else fp32")
@@ -36,9 +41,9 @@ from corpusdb.scoring.job import PRECISIONS
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
 @commit_option
 @storage_option
-def score(db, model, name, context, stride, batch_tokens, part_docs, device, precision, attn_implementation, shard,
+def score(db, model, name, context, stride, unit, batch_tokens, part_tokens, part_docs, threads, device, precision, attn_implementation, shard,
           view, replace, trust_remote_code, nproc_per_node, as_json, progress, commit_seconds, storage_options):
-    """Score DB's documents with a causal LM and store their log-likelihoods as scores/model=NAME.
+    """Score DB's documents (or instances) with a causal LM; store their log-likelihoods as scores/model=NAME.
 
     Each document gets sum_logprob (natural log, every token predicted from its prefix, the first
     from BOS), n_tokens and n_bytes; per-token and per-byte losses follow in SQL. Documents longer
@@ -49,7 +54,10 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
     scoring settings: the same files under another path are the same model; other content (a
     checkpoint retrained in place) or other settings under NAME are refused before loading.
 
-    Parts are committed every --commit-every seconds and at the end. A re-run scores only
+    With --unit instances each instance of `corpusdb instances` is scored on its own (first token
+    from BOS, as MiniPLM), keyed by instance_id; policies then take docs := 'instances'.
+
+    Parts (--part-tokens) are committed every --commit-every seconds and at the end. A re-run scores only
     documents without a committed score: a killed job resumes, and documents ingested later are
     scored incrementally. Shards (--shard i/n, and torchrun ranks) score disjoint doc_ids and may
     run at once. `corpusdb models DB` lists score names; --drop and --rename manage them.
@@ -58,6 +66,7 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
     Examples:
       corpusdb score demo/db --model out/teacher --as teacher
       corpusdb score demo/db --model HuggingFaceTB/SmolLM2-135M --as smollm2 --context 2048
+      corpusdb score demo/db --model path/SmolLM2-135M-Instruct.Q4_1.gguf --as teacher --unit instances
       corpusdb score s3://bkt/db --model m --as teacher --nproc-per-node 8    # runs torchrun for you
       torchrun --nproc_per_node 8 -m corpusdb.cli score s3://bkt/db --model m --as teacher
       corpusdb sql demo/db "select model, sum(-sum_logprob)/sum(n_bytes)/ln(2) as bits_per_byte from scores group by 1"
@@ -68,6 +77,7 @@ def score(db, model, name, context, stride, batch_tokens, part_docs, device, pre
     with open_db(db, storage_options) as database:
         report = database.score(
             model, name, context=context, stride=stride, batch_tokens=batch_tokens, chunk_docs=part_docs,
+            part_tokens=part_tokens, unit=unit, threads=threads,
             device=device, precision=precision, shard=shard, view=view, replace=replace,
             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, progress=progress,
             commit_seconds=commit_seconds,
@@ -95,3 +105,44 @@ def _launch_torchrun(nproc_per_node: int) -> None:
     status = launch_torchrun(argv, nproc_per_node)
     if status:
         raise click.ClickException(f"torchrun exited with status {status}")
+
+
+@cli.command()
+@click.argument("db")
+@click.option("--tokenizer", required=True,
+              help="the student's tokenizer: a tokenizer or model folder, a .gguf file or a hub id (a fast tokenizer)")
+@click.option("--tokens", type=int, default=1024, show_default=True, help="tokens per instance (at most; MiniPLM: 1024)")
+@click.option("--view", help="cut only this view's documents (a name, macro call or select) [default: all documents]")
+@click.option("--replace", is_flag=True, help="delete the instances first and cut every document again (other settings)")
+@click.option("--part-docs", type=int, default=4096, show_default=True, help="documents per part (the unit of resumption)")
+@click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
+@click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@commit_option
+@storage_option
+def instances(db, tokenizer, tokens, view, replace, part_docs, as_json, progress, commit_seconds, storage_options):
+    """Cut DB's documents into instances of at most --tokens tokens: MiniPLM's unit of selection.
+
+    Each document becomes consecutive spans of the tokenizer's tokens that end on token
+    boundaries, so its instances concatenate back to its text exactly. They are rows of the
+    `instances` view (instance_id, doc_id, position, byte_start, byte_end, n_tokens, the
+    document's columns, the span's text and n_bytes), which every policy takes as
+    `docs := 'instances'`; `corpusdb score --unit instances` scores each one on its own.
+
+    The tokenizer and --tokens are recorded: a re-run cuts only documents without instances
+    (a killed job resumes, new documents are cut incrementally); other settings need --replace.
+
+    \b
+    Examples:
+      corpusdb instances demo/db --tokenizer out/student --tokens 1024
+      corpusdb score demo/db --unit instances --model out/teacher --as teacher
+      corpusdb score demo/db --unit instances --model out/reference --as reference
+      corpusdb sql demo/db "select * from difference('teacher', 'reference', docs := 'instances') limit 5"
+      corpusdb export demo/db "difference('teacher', 'reference', docs := 'instances')" out/refined \\
+        --format tokens --tokenizer out/student
+    """
+    from corpusdb.instances import run_instances
+
+    with open_db(db, storage_options) as database:
+        report = run_instances(database, tokenizer, tokens, view=view, replace=replace, part_docs=part_docs,
+                               progress=progress, commit_seconds=commit_seconds)
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())

@@ -133,12 +133,13 @@ def view_stats(db, name, fmt, as_of, storage_options):
     if fmt == "table":
         tokens = ", ".join(f"{m}: {t:,}" for m, t in stats["n_tokens"].items()) or "no scores"
         click.echo(
-            f"{stats['view']}: {stats['n_documents']:,} documents ({stats['share_of_corpus_documents']:.1%} of the corpus), "
+            f"{stats['view']}: {stats['n_documents']:,} {stats['unit']} ({stats['share_of_corpus_documents']:.1%} of all {stats['unit']}), "
             f"{stats['n_bytes']:,} bytes ({stats['share_of_corpus_bytes']:.1%}); tokens: {tokens}"
         )
     rows = [(s["source"], s["n_documents"], s["n_bytes"], round(100 * s["share_documents"], 2), round(100 * s["share_bytes"], 2))
             for s in stats["sources"]]
-    click.echo(render(["source", "n_documents", "n_bytes", "pct_documents", "pct_bytes"], rows, fmt))
+    rows_of = "n_instances" if stats["unit"] == "instances" else "n_documents"
+    click.echo(render(["source", rows_of, "n_bytes", f"pct_{rows_of[2:]}", "pct_bytes"], rows, fmt))
     quantiles = stats["quantiles"]
     if fmt == "table" and len(quantiles) > 1:
         header = ["quantile of"] + [f"p{round(100 * q)}" for q in quantiles["at"]]

@@ -23,7 +23,8 @@ from corpusdb.versions import Snapshot
 
 TABLE = "scores"
 # what must match for scores to be comparable; paths, library versions and devices need not
-SETTINGS = ("content_hash", "n_parameters", "vocab_size", "tokenizer_hash", "context", "stride", "bos_id", "precision")
+SETTINGS = ("content_hash", "n_parameters", "vocab_size", "tokenizer_hash", "context", "stride", "bos_id", "precision",
+            "unit", "instances")
 
 
 def prefix(name: str) -> str:
@@ -42,6 +43,7 @@ def check_identity(name: str, old: dict | None, entry: dict) -> None:
     """
     if not old:
         return
+    old = {**old, "unit": old.get("unit") or "documents"}  # names from before instances scored documents
     ways_out = (f"score under another --as name, drop the old scores first (`corpusdb models DB --drop {name}`), "
                 "or pass --replace to rescore everything")
     for key in SETTINGS:

@@ -47,6 +47,8 @@ from corpusdb.world import launched, parse_shard
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+UNITS = ("documents", "instances")
+READ_DOCS = 256  # documents per read and tokenizer call
 SCORES_SCHEMA = pa.schema([
     ("doc_id", pa.int64()), ("sum_logprob", pa.float64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
 ])
@@ -57,31 +59,37 @@ class ScoreReport:
     """What a scoring job did."""
 
     name: str
-    n_documents: int = 0
+    unit: str = "documents"  # or "instances"
+    n_documents: int = 0  # documents (or instances) scored
     n_documents_before: int = 0
     n_tokens: int = 0  # scored tokens (the n_tokens column)
     n_computed: int = 0  # tokens run through the model: windows' context overlap and BOS included
     n_padding: int = 0
     n_parts_written: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole job
+    load_seconds: float = 0.0  # loading the model (not counted in tokens_per_second)
     forward_seconds: float = 0.0
+    threads: int = 0  # torch CPU threads
     device: str = ""
     precision: str = ""
     version: int = 0  # the version the job's last commit made
 
     @property
     def tokens_per_second(self) -> float:
-        return self.n_tokens / max(self.seconds, 1e-9)
+        """Scored tokens per second of scoring (model loading excluded)."""
+        return self.n_tokens / max(self.seconds - self.load_seconds, 1e-9)
 
     def to_dict(self) -> dict:
         return {**self.__dict__, "tokens_per_second": self.tokens_per_second}
 
     def summary(self) -> str:
         padding = self.n_padding / max(self.n_computed + self.n_padding, 1)
+        threads = f", {self.threads} thread{'s' if self.threads > 1 else ''}" if self.device == "cpu" and self.threads else ""
         return (
-            f"scored {self.n_documents:,} documents ({self.n_tokens:,} tokens) as {self.name!r} on {self.device} "
-            f"({self.precision}) in {self.seconds:.1f} s: {self.tokens_per_second:,.0f} tokens/s, "
-            f"{padding:.1%} padding; {self.n_documents_before:,} documents were scored before; version {self.version}"
+            f"scored {self.n_documents:,} {self.unit} ({self.n_tokens:,} tokens) as {self.name!r} on {self.device} "
+            f"({self.precision}{threads}) in {self.seconds:.1f} s ({self.load_seconds:.1f} s loading the model): "
+            f"{self.tokens_per_second:,.0f} tokens/s, {padding:.1%} padding; "
+            f"{self.n_documents_before:,} {self.unit} were scored before; version {self.version}"
         )
 
 
@@ -100,15 +108,20 @@ def _device_and_precision(device: str, precision: str, local_rank: int) -> tuple
 
 
 class _Producer(threading.Thread):
-    """Reads chunks of unscored documents, tokenizes them and builds packed batches, ahead of the model."""
+    """Reads unscored documents, tokenizes them and builds packed batches of one part, ahead of the model.
 
-    def __init__(self, db: Database, query: str, params: list, loaded: LoadedModel, chunk_docs: int,
+    A part ends at `part_tokens` tokens or `chunk_docs` documents, whichever comes first, so parts
+    (the unit of resumption) take about the same time however long the documents are.
+    """
+
+    def __init__(self, db: Database, query: str, params: list, loaded: LoadedModel, chunk_docs: int, part_tokens: int,
                  context: int, stride: int, batch_tokens: int):
         super().__init__(daemon=True, name="score-producer")
         self.cursor = db.con.cursor()
         self.query, self.params = query, params
         self.loaded = loaded
-        self.chunk_docs, self.context, self.stride, self.batch_tokens = chunk_docs, context, stride, batch_tokens
+        self.chunk_docs, self.part_tokens = chunk_docs, part_tokens
+        self.context, self.stride, self.batch_tokens = context, stride, batch_tokens
         self.out: queue.Queue = queue.Queue(maxsize=2)
         self.stop = threading.Event()
 
@@ -116,23 +129,37 @@ class _Producer(threading.Thread):
         try:
             tokenizer = self.loaded.tokenizer
             bos = self.loaded.bos_id
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (bos or 0)
-            reader = self.cursor.sql(self.query, params=self.params).to_arrow_reader(self.chunk_docs)
-            for batch in _rechunk(reader, self.chunk_docs):
+            prefix = [bos] if bos is not None else []
+            held_ids, held_bytes, held_seqs, held_tokens = [], [], [], 0
+            reader = self.cursor.sql(self.query, params=self.params).to_arrow_reader(READ_DOCS)
+            for batch in _rechunk(reader, READ_DOCS):
                 if self.stop.is_set():
                     return
-                texts = batch.column("text").to_pylist()
-                encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-                prefix = [bos] if bos is not None else []
-                sequences = [np.array(prefix + ids, dtype=np.int64) for ids in encoded]
-                batches = make_batches(sequences, self.context, self.stride, self.context, self.batch_tokens, pad)
-                n_tokens = np.array([max(len(s) - 1, 0) for s in sequences], dtype=np.int64)
-                self._put(("chunk", batch.column("doc_id").to_numpy(), batch.column("n_bytes").to_numpy(), n_tokens, batches))
+                encoded = tokenizer(batch.column("text").to_pylist(), add_special_tokens=False, verbose=False)["input_ids"]
+                for doc_id, n_bytes, ids in zip(batch.column("doc_id").to_numpy(), batch.column("n_bytes").to_numpy(), encoded):
+                    held_ids.append(doc_id)
+                    held_bytes.append(n_bytes)
+                    held_seqs.append(np.array(prefix + ids, dtype=np.int64))
+                    held_tokens += len(ids)
+                    if held_tokens >= self.part_tokens or len(held_ids) >= self.chunk_docs:
+                        self._put(self._chunk(held_ids, held_bytes, held_seqs))
+                        held_ids, held_bytes, held_seqs, held_tokens = [], [], [], 0
+            if held_ids:
+                self._put(self._chunk(held_ids, held_bytes, held_seqs))
             self._put(("done",))
         except BaseException as exc:  # handed to the main thread, which raises it
             self._put(("error", exc))
         finally:
             self.cursor.close()
+
+    def _chunk(self, doc_ids: list, n_bytes: list, sequences: list[np.ndarray]) -> tuple:
+        tokenizer = self.loaded.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.loaded.bos_id or 0)
+        longest = min(max((len(s) for s in sequences), default=0), self.context)
+        row_tokens = min(self.context, max(self.batch_tokens, longest))  # a long window may get a batch to itself
+        batches = make_batches(sequences, self.context, self.stride, row_tokens, self.batch_tokens, pad)
+        n_tokens = np.array([max(len(s) - 1, 0) for s in sequences], dtype=np.int64)
+        return "chunk", np.array(doc_ids, dtype=np.int64), np.array(n_bytes, dtype=np.int64), n_tokens, batches
 
     def _put(self, item: tuple) -> None:
         while not self.stop.is_set():
@@ -199,6 +226,9 @@ def run_score(
     stride: int | None = None,
     batch_tokens: int | None = None,
     chunk_docs: int = 8192,
+    part_tokens: int | None = None,
+    unit: str = "documents",
+    threads: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     shard: str | tuple[int, int] | None = None,
@@ -217,12 +247,19 @@ def run_score(
         name: the partition `scores/model=NAME` (letters, digits, `_.-`).
         context: tokens per window (default: the model's context length).
         stride: new tokens per window after the first (default: context // 2).
-        batch_tokens: tokens per forward pass (default: 65536 on GPU, 2048 on CPU).
-        chunk_docs: documents per part (and per packing pass).
+        batch_tokens: tokens per forward pass (default: 65536 on GPU, 2048 on CPU); a window longer
+            than this (up to the context) is a batch of its own.
+        chunk_docs: at most this many documents per part (and per packing pass).
+        part_tokens: a part ends once it holds this many tokens (default: 4M on GPU, 8192 on CPU,
+            about a minute of work), so progress is committed at a steady pace.
+        unit: "documents", or "instances" (the `instances` view, cut by `corpusdb instances`): each
+            instance's text is scored on its own, its scores keyed by instance_id.
+        threads: torch CPU threads (default: the cores available less one for tokenizing, at least 1).
         device: auto, cpu, cuda or cuda:N; under torchrun auto is cuda:LOCAL_RANK.
         precision: auto (bf16 autocast on a GPU that has it, else fp32), fp32, bf16 or fp16.
         shard: (i, n) or "i/n": score only documents whose doc_id is i modulo n.
-        view: score only the documents of this view (name, macro call or select) [default: all].
+        view: score only the documents of this view (name, macro call or select) [default: all];
+            with unit="instances", the instances it holds, or the instances of the documents it holds.
         replace: drop this name's existing scores first and rescore everything.
         loaded: an already loaded model (the Python API; `model` then only names it, and its
             identity is the hash of its weights).
@@ -235,13 +272,17 @@ def run_score(
     """
     import transformers
 
-    from corpusdb.views import relation_sql
-
     started = time.perf_counter()
     if not NAME_RE.match(name):
         raise ValueError(f"score name {name!r} must be 1-64 letters, digits, '_', '.' or '-', starting with a letter or digit")
     if chunk_docs < 1:
         raise ValueError(f"chunk_docs {chunk_docs} must be positive")
+    if unit not in UNITS:
+        raise ValueError(f"unit {unit!r} is not one of {', '.join(UNITS)}")
+    if part_tokens is not None and part_tokens < 1:
+        raise ValueError(f"part_tokens {part_tokens} must be positive")
+    if threads is not None and threads < 1:
+        raise ValueError(f"threads {threads} must be positive")
     shard_index, num_shards = parse_shard(shard)
     rank, world_size, local_rank = launched()
     residue, modulus = shard_index * world_size + rank, num_shards * world_size
@@ -253,11 +294,16 @@ def run_score(
     db.writable()
     db.refresh()
     old = None if replace else db.snapshot.models.get(name)
+    instances = db.snapshot.settings.get("instances") if unit == "instances" else None
+    if unit == "instances" and not db.snapshot.tables.get("instance_spans"):
+        raise ValueError("no instances to score: cut the documents first (`corpusdb instances DB --tokenizer T --tokens N`)")
     found = content_identity(model) if loaded is None else None
     if found:  # refuse other content, or settings asked for explicitly, before spending time on loading
-        explicit = {"model": model, "precision": precision, **found}
+        explicit = {"model": model, "precision": precision, "unit": unit, "instances": instances, **found}
         explicit.update({k: v for k, v in (("context", context), ("stride", stride)) if v})
         check_identity(name, old, explicit)
+    check_identity(name, old, {"unit": unit, "instances": instances})
+    load_started = time.perf_counter()
     if loaded is None:
         loaded = load_model(model, device=device, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
     else:
@@ -271,25 +317,31 @@ def run_score(
     if context < 2 or not 1 <= stride <= context - 1:
         raise ValueError(f"stride {stride} must be between 1 and context - 1 = {context - 1}")
     batch_tokens = batch_tokens or (65536 if device.startswith("cuda") else 2048)
-    if batch_tokens < context:
-        raise ValueError(f"batch_tokens {batch_tokens} must be at least the context ({context})")
+    if batch_tokens < 1:
+        raise ValueError(f"batch_tokens {batch_tokens} must be positive")
+    part_tokens = part_tokens or (4 << 20 if device.startswith("cuda") else 8192)
+    load_seconds = time.perf_counter() - load_started
     entry = {
         **loaded.identity, "model": model, "context": context, "stride": stride, "bos_id": loaded.bos_id,
         "precision": precision, "first_token": "scored given BOS" if loaded.bos_id is not None else "not scored (no BOS/EOS token)",
-        "content_hash": found["content_hash"], "tokenizer_hash": tokenizer_hash(loaded.tokenizer),
+        "content_hash": found["content_hash"], "tokenizer_hash": tokenizer_hash(loaded.tokenizer), "unit": unit,
+        **({"instances": instances} if instances else {}),
     }
     check_identity(name, old, entry)
     committer = ScoreCommitter(db, name, entry)
     committer.register(replace)
 
-    source = "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
+    source = _source_sql(db, unit, view)
     shard_sql = f"((doc_id % {modulus}) + {modulus}) % {modulus} = {residue}"
     pending_sql = f"from {source} where {shard_sql} and doc_id not in (select doc_id from scores where model = ?)"
     n_todo, n_all = db.con.execute(
         f"select (select count(*) {pending_sql}), (select count(*) from {source} where {shard_sql})", [name]
     ).fetchall()[0]
-    report = ScoreReport(name=name, n_documents_before=n_all - n_todo, device=device, precision=precision, version=db.version)
-    producer = _Producer(db, f"select doc_id, text, n_bytes {pending_sql}", [name], loaded, chunk_docs, context, stride, batch_tokens)
+    report = ScoreReport(name=name, unit=unit, n_documents_before=n_all - n_todo, device=device, precision=precision,
+                         version=db.version, load_seconds=load_seconds)
+    (n_bytes_todo,) = db.con.execute(f"select coalesce(sum(n_bytes), 0) {pending_sql}", [name]).fetchall()[0]
+    producer = _Producer(db, f"select doc_id, text, n_bytes {pending_sql}", [name], loaded, chunk_docs, part_tokens,
+                         context, stride, batch_tokens)
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
 
     last_commit = time.monotonic()
@@ -305,10 +357,14 @@ def run_score(
 
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # e.g. "pass an attention_mask": packing needs none
+    threads_before = _set_threads(device, threads)
+    report.threads = threads or default_threads()
+    scoring_started = time.perf_counter()
     producer.start()
     try:
-        with tqdm(total=n_todo, unit="doc", desc=f"score {name}", disable=(not progress) if progress is not None else None,
-                  dynamic_ncols=True) as bar:
+        # the bar counts the text's bytes and moves after every forward pass (a CPU part is a minute of work)
+        with tqdm(total=int(n_bytes_todo), unit="B", unit_scale=True, desc=f"score {name}", dynamic_ncols=True,
+                  disable=(not progress) if progress is not None else None) as bar:
             while True:
                 item = producer.out.get()
                 if item[0] == "error":
@@ -317,6 +373,7 @@ def run_score(
                     break
                 _, doc_ids, n_bytes, n_tokens, batches = item
                 sums = np.zeros(len(doc_ids), dtype=np.float64)
+                chunk_bytes, chunk_computed, computed, moved = int(n_bytes.sum()), sum(b.n_tokens for b in batches), 0, 0
                 for batch in batches:
                     t0 = time.perf_counter()
                     docs, logprobs = forward_logprobs(loaded.model, batch, device, precision)
@@ -324,16 +381,20 @@ def run_score(
                     np.add.at(sums, docs, logprobs)
                     report.n_computed += batch.n_tokens
                     report.n_padding += batch.input_ids.size - batch.n_tokens
+                    computed += batch.n_tokens
+                    rate = report.n_computed / max(time.perf_counter() - scoring_started, 1e-9)
+                    bar.set_postfix({unit: f"{report.n_documents:,}", "tokens/s": f"{rate:,.0f}"}, refresh=False)
+                    step = chunk_bytes * computed // max(chunk_computed, 1) - moved  # this chunk's bytes, pro rata
+                    bar.update(step)
+                    moved += step
                 report.n_tokens += int(n_tokens.sum())
-                rate = report.n_tokens / max(time.perf_counter() - started, 1e-9)
-                bar.set_postfix(tokens_per_s=f"{rate:,.0f}", refresh=False)
                 table = pa.table(
                     [pa.array(doc_ids, pa.int64()), pa.array(sums, mask=n_tokens == 0), pa.array(n_tokens), pa.array(n_bytes, pa.int64())],
                     schema=SCORES_SCHEMA,
                 )
                 writes.submit(lambda t=table: (_write_part(db, name, t), t), on_done=written)
                 report.n_documents += len(doc_ids)
-                bar.update(len(doc_ids))
+                bar.update(chunk_bytes - moved)
             writes.drain()
         committer.commit()
     except BaseException:
@@ -347,9 +408,50 @@ def run_score(
         producer.stop.set()
         writes.close()
         transformers.logging.set_verbosity(verbosity)
+        if threads_before is not None:
+            import torch
+
+            torch.set_num_threads(threads_before)
     report.version = db.version
     report.seconds = time.perf_counter() - started
     return report
+
+
+def default_threads() -> int:
+    """CPU threads for the model: the cores this process may use, less one for tokenizing and writing."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def _set_threads(device: str, threads: int | None) -> int | None:
+    """Set torch's CPU threads for a CPU job; returns the number before (None: nothing changed)."""
+    if device != "cpu":
+        return None
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or default_threads())
+    return before
+
+
+def _source_sql(db: Database, unit: str, view: str | None) -> str:
+    """The relation (doc_id, text, n_bytes) of what a job scores: documents, or instances keyed by instance_id."""
+    from corpusdb.views import relation_sql
+
+    if unit == "documents":
+        return "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
+    if view is None:
+        return "(select instance_id as doc_id, text, n_bytes from instances)"
+    sql = relation_sql(db, view)
+    columns = db.con.sql(f"select * from ({sql}) limit 0").columns
+    if "instance_id" in columns:
+        return f"(select instance_id as doc_id, text, n_bytes from ({sql}))"
+    return f"(select i.instance_id as doc_id, i.text, i.n_bytes from instances as i semi join ({sql}) as v on i.doc_id = v.doc_id)"
 
 
 def _weights_hash(model) -> str:

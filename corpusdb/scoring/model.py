@@ -31,8 +31,75 @@ class LoadedModel:
 
 
 def _looks_like_path(name: str) -> bool:
-    """Hub ids are `name` or `owner/name`; anything else is meant as a local path."""
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf") or (os.sep != "/" and os.sep in name)
+    """Hub ids are `name` or `owner/name`; anything else is meant as a local path, and so is `out/name`
+    where a local folder `out` exists (a missing checkpoint is reported at once, not after hub retries)."""
+    if name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith(".gguf") or (os.sep != "/" and os.sep in name):
+        return True
+    parent = Path(name).expanduser().parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
+def _hub_unreachable() -> str | None:
+    """Why the model hub cannot be reached (its host does not resolve), or None. Loading a hub id then
+    uses the local cache only, so a missing model is an error at once, not after 30 s of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as exc:
+        return f"{host} does not resolve: {exc.strerror or exc}"
+    return None
+
+
+def _hub_error(name: str, exc: Exception, offline: str | None, what: str = "model") -> ModelError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if offline:
+        return ModelError(f"{what} {name!r} is not a local folder or .gguf file, nor in the local hub cache, and the hub "
+                          f"cannot be reached ({offline}); pass a local path (a save_pretrained folder or a .gguf file)")
+    return ModelError(f"{what} {name!r} cannot be loaded ({first}); pass a local folder, a .gguf file or a hub id you can reach")
+
+
+def load_tokenizer(name: str, *, need_fast: bool = False, need_eos: bool = False):
+    """A tokenizer from a folder (a tokenizer's or a model's), a .gguf file or a hub id.
+
+    Raises:
+        ModelError: it cannot be found or loaded, is not a fast (Rust) tokenizer where one is
+            needed (offsets), or has no EOS token where one is needed (to end documents).
+    """
+    import transformers
+    from transformers import AutoTokenizer
+
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        source, extra = str(path.parent), {"gguf_file": path.name}
+    elif path.is_dir():
+        source, extra = str(path), {}
+    elif _looks_like_path(name):
+        raise ModelError(f"tokenizer {name!r} not found: no such folder or .gguf file; pass a tokenizer or model folder, "
+                         "a .gguf file or a hub id")
+    else:
+        source, extra = name, {}
+    offline = None if extra or path.is_dir() else _hub_unreachable()
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, **extra, **({"local_files_only": True} if offline else {}))
+    except (OSError, ValueError, TypeError) as exc:
+        raise _hub_error(name, exc, offline, "tokenizer") from exc
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    if need_fast and not getattr(tokenizer, "is_fast", False):
+        raise ModelError(f"tokenizer {name!r} is not a fast (Rust) tokenizer, which instances need for offsets; "
+                         "convert it with PreTrainedTokenizerFast")
+    if need_eos and tokenizer.eos_token_id is None:
+        raise ModelError(f"tokenizer {name!r} has no EOS token to separate documents; set one with tokenizer.eos_token")
+    return tokenizer
 
 
 def _source(name: str) -> tuple[str, dict]:
@@ -49,7 +116,8 @@ def _source(name: str) -> tuple[str, dict]:
         return str(path), {}
     if _looks_like_path(name):
         raise ModelError(f"model {name!r} not found: no such folder or .gguf file; pass a save_pretrained folder, a .gguf file or a hub id")
-    return name, {}
+    offline = _hub_unreachable()
+    return name, {"local_files_only": True, "_offline": offline} if offline else {}
 
 
 def load_model(name: str, *, device: str = "cpu", attn_implementation: str | None = "sdpa", trust_remote_code: bool = False) -> LoadedModel:
@@ -64,6 +132,7 @@ def load_model(name: str, *, device: str = "cpu", attn_implementation: str | Non
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
     source, extra = _source(name)
+    offline = extra.pop("_offline", None)
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -71,8 +140,7 @@ def load_model(name: str, *, device: str = "cpu", attn_implementation: str | Non
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelError(f"model {name!r} cannot be loaded ({first}); pass a local folder, a .gguf file or a hub id you can reach") from exc
+            raise _hub_error(name, exc, offline) from exc
         architectures = list(getattr(config, "architectures", None) or [])
         if config.model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES or (
             architectures and not any(a.endswith(CAUSAL_SUFFIXES) for a in architectures)

@@ -97,11 +97,13 @@ def make_batches(
 ) -> list[Batch]:
     """Cut each sequence (BOS already prepended) into windows, pack them into rows, batch the rows.
 
-    Rows of one batch are padded to the longest; a batch holds as many rows as fit `batch_tokens`.
+    Rows hold at most `row_tokens` tokens (at least the longest window); rows of one batch are padded
+    to the longest; a batch holds as many rows as fit `batch_tokens` (at least one).
     """
-    if row_tokens < context:
-        raise ValueError(f"row_tokens {row_tokens} must be at least the context ({context})")
     items = [w for doc, seq in enumerate(sequences) for w in windows(len(seq), context, stride, doc)]
+    longest = max((w.length for w in items), default=0)
+    if row_tokens < longest:
+        raise ValueError(f"row_tokens {row_tokens} must be at least the longest window ({longest} tokens)")
     rows = pack([w.length for w in items], row_tokens)
     fills = [sum(items[i].length for i in row) for row in rows]
     order = sorted(range(len(rows)), key=lambda r: -fills[r])
