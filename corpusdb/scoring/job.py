@@ -303,6 +303,15 @@ def run_score(
         explicit.update({k: v for k, v in (("context", context), ("stride", stride)) if v})
         check_identity(name, old, explicit)
     check_identity(name, old, {"unit": unit, "instances": instances})
+    source = _source_sql(db, unit, view)
+    shard_sql = f"((doc_id % {modulus}) + {modulus}) % {modulus} = {residue}"
+    pending_sql = f"from {source} where {shard_sql} and doc_id not in (select doc_id from scores where model = ?)"
+    counts = f"select (select count(*) {pending_sql}), (select count(*) from {source} where {shard_sql})"
+    n_todo, n_all = db.con.execute(counts, [name]).fetchall()[0]
+    if n_todo == 0 and found and old and old.get("content_hash") == found["content_hash"]:
+        # nothing to score under a name this model's files made: done, without loading the model
+        return ScoreReport(name=name, unit=unit, n_documents_before=n_all, device=device, precision=precision,
+                           version=db.version, seconds=time.perf_counter() - started)
     load_started = time.perf_counter()
     if loaded is None:
         loaded = load_model(model, device=device, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
@@ -331,12 +340,7 @@ def run_score(
     committer = ScoreCommitter(db, name, entry)
     committer.register(replace)
 
-    source = _source_sql(db, unit, view)
-    shard_sql = f"((doc_id % {modulus}) + {modulus}) % {modulus} = {residue}"
-    pending_sql = f"from {source} where {shard_sql} and doc_id not in (select doc_id from scores where model = ?)"
-    n_todo, n_all = db.con.execute(
-        f"select (select count(*) {pending_sql}), (select count(*) from {source} where {shard_sql})", [name]
-    ).fetchall()[0]
+    n_todo, n_all = db.con.execute(counts, [name]).fetchall()[0]  # after --replace dropped the old scores
     report = ScoreReport(name=name, unit=unit, n_documents_before=n_all - n_todo, device=device, precision=precision,
                          version=db.version, load_seconds=load_seconds)
     (n_bytes_todo,) = db.con.execute(f"select coalesce(sum(n_bytes), 0) {pending_sql}", [name]).fetchall()[0]
