@@ -54,6 +54,7 @@ test: setup test-browser
 bench: setup
 	$(BIN)/python benchmarks/ingest_s3.py
 	$(BIN)/python benchmarks/score_throughput.py
+	$(BIN)/python benchmarks/score_threads.py
 	$(BIN)/python benchmarks/minhash_throughput.py
 	$(BIN)/python benchmarks/view_speed.py
 

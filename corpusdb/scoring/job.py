@@ -254,7 +254,7 @@ def run_score(
             about a minute of work), so progress is committed at a steady pace.
         unit: "documents", or "instances" (the `instances` view, cut by `corpusdb instances`): each
             instance's text is scored on its own, its scores keyed by instance_id.
-        threads: torch CPU threads (default: the cores available less one for tokenizing, at least 1).
+        threads: torch CPU threads (default: the available cores other work is not using, at least 1).
         device: auto, cpu, cuda or cuda:N; under torchrun auto is cuda:LOCAL_RANK.
         precision: auto (bf16 autocast on a GPU that has it, else fp32), fp32, bf16 or fp16.
         shard: (i, n) or "i/n": score only documents whose doc_id is i modulo n.
@@ -308,8 +308,11 @@ def run_score(
     pending_sql = f"from {source} where {shard_sql} and doc_id not in (select doc_id from scores where model = ?)"
     counts = f"select (select count(*) {pending_sql}), (select count(*) from {source} where {shard_sql})"
     n_todo, n_all = db.con.execute(counts, [name]).fetchall()[0]
-    if n_todo == 0 and found and old and old.get("content_hash") == found["content_hash"]:
-        # nothing to score under a name this model's files made: done, without loading the model
+    if n_todo == 0 and found and old and old.get("content_hash") == found["content_hash"] and old.get("context"):
+        # nothing to score under a name this model's files made: done, without loading the model, once the
+        # settings it would use (the same files: the same default context) are those of the name
+        default_context = context or old["context"]
+        check_identity(name, old, {"context": default_context, "stride": stride or max(default_context // 2, 1)})
         return ScoreReport(name=name, unit=unit, n_documents_before=n_all, device=device, precision=precision,
                            version=db.version, seconds=time.perf_counter() - started)
     load_started = time.perf_counter()
@@ -422,14 +425,20 @@ def run_score(
 
 
 def default_threads() -> int:
-    """CPU threads for the model: the cores this process may use, less one for tokenizing and writing."""
+    """CPU threads for the model: the cores this process may use that other work is not using now
+    (cores minus the 1-minute load average), at least 1. On 2 idle cores two threads scored 1.8x
+    faster than one; on 2 busy ones one thread was faster (benchmarks/score_threads.py)."""
     import os
 
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
-    return max(1, cores - 1)
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    return max(1, min(cores, round(cores - busy)))
 
 
 def _set_threads(device: str, threads: int | None) -> int | None:
