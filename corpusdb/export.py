@@ -17,6 +17,12 @@ unfinished one, which the same command completes. A complete export of the same 
 format, tokenizer, part size) is left alone; another one at the URL needs `overwrite`, and is
 replaced only once the new manifest is in place: a failed export leaves the folder as it found it.
 
+`megatron` writes, per part, the indexed dataset Megatron-LM, NeMo and MiniPLM's trainer read:
+`megatron-NNNNN-<key>.bin` (the same token ids, each row followed by EOS, uint16 or int32) and
+`megatron-NNNNN-<key>.idx` (header `MMIDIDX`, version 1, dtype code, sequence lengths, byte
+pointers and document indices; each row is one sequence and one document); pass the parts'
+prefixes (`prefix` in the manifest) as Megatron's `--data-path`.
+
 `tokens` writes, per part, `tokens-NNNNN-<key>.bin` (the documents' token ids, each followed by
 EOS, little-endian uint16 when the vocabulary fits, else uint32: the layout training frameworks
 memory-map) and `tokens-NNNNN-<key>.idx.parquet` (doc_id, instance_id for instances, offset, and
@@ -29,6 +35,7 @@ import datetime as dt
 import json
 import posixpath
 import re
+import struct
 import time
 from typing import TYPE_CHECKING
 
@@ -49,7 +56,10 @@ from corpusdb.views import relation_sql
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
-FORMATS = ("parquet", "jsonl", "tokens")
+FORMATS = ("parquet", "jsonl", "tokens", "megatron")
+TOKENIZED = ("tokens", "megatron")
+MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
+MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 MANIFEST = "manifest.json"
 JOURNAL = ".corpusdb-export.json"
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -81,7 +91,8 @@ class _PartSink:
         self.out, self.fmt, self.key, self.journal, self.tokenizer = out, fmt, key, journal, tokenizer
         self.parts: list[dict] = []
         if tokenizer is not None:
-            self.dtype = np.uint16 if len(tokenizer) <= 65536 else np.uint32
+            # Megatron-LM reads uint16 or int32 token ids (no uint32)
+            self.dtype = np.uint16 if len(tokenizer) <= 65536 else (np.int32 if fmt == "megatron" else np.uint32)
 
     def _claim(self, *names: str) -> None:
         """Record names in the journal before writing them: a crash never leaves a file nobody knows is ours."""
@@ -107,6 +118,11 @@ class _PartSink:
             lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
             flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(lengths.sum()))
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+            if self.fmt == "megatron":
+                self._write_megatron(entry, index, flat, lengths)
+                self.parts.append(entry)
+                failpoint.after_part("export", len(self.parts))
+                return
             entry["file"] = f"tokens-{index:05d}-{self.key}.bin"
             entry["index"] = f"tokens-{index:05d}-{self.key}.idx.parquet"
             entry["tokens"] = int(lengths.sum())
@@ -116,6 +132,22 @@ class _PartSink:
             self.out.write_parquet(pa.table({**keys, "offset": offsets, "n_tokens": lengths}), entry["index"])
         self.parts.append(entry)
         failpoint.after_part("export", len(self.parts))
+
+
+    def _write_megatron(self, entry: dict, index: int, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """One Megatron-LM indexed dataset (`PREFIX.bin` + `PREFIX.idx`): each row a sequence and a document."""
+        prefix = f"megatron-{index:05d}-{self.key}"
+        entry.update(file=f"{prefix}.bin", index=f"{prefix}.idx", prefix=prefix, tokens=int(lengths.sum()))
+        self._claim(entry["file"], entry["index"])
+        dtype = np.dtype(self.dtype)
+        pointers = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) * dtype.itemsize
+        idx = b"".join([
+            MEGATRON_HEADER, struct.pack("<Q", 1), struct.pack("<B", MEGATRON_DTYPES[dtype]),
+            struct.pack("<Q", len(lengths)), struct.pack("<Q", len(lengths) + 1),
+            lengths.astype("<i4").tobytes(), pointers.astype("<i8").tobytes(), np.arange(len(lengths) + 1, dtype="<i8").tobytes(),
+        ])
+        self.out.write_atomic(flat.astype(dtype.newbyteorder("<")).tobytes(), entry["file"])
+        self.out.write_atomic(idx, entry["index"])
 
 
 def _files_of(manifest: dict) -> set[str]:
@@ -171,8 +203,8 @@ def export_view(
         raise ValueError(f"format {format!r} is not one of {', '.join(FORMATS)}")
     if part_size_mb <= 0:
         raise ValueError(f"part_size_mb {part_size_mb} must be positive")
-    if format == "tokens" and not tokenizer:
-        raise ValueError("format tokens needs a tokenizer (--tokenizer PATH_OR_HUB_ID)")
+    if format in TOKENIZED and not tokenizer:
+        raise ValueError(f"format {format} needs a tokenizer (--tokenizer PATH_OR_HUB_ID)")
     started = time.perf_counter()
     sql = relation_sql(db, view)
     columns = db.sql(f"select * from ({sql}) limit 0").columns
@@ -212,7 +244,7 @@ def export_view(
             "tokenizer": tokenizer, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "corpusdb": corpusdb.__version__, "seconds": round(time.perf_counter() - started, 3),
         }
-        if format == "tokens":
+        if format in TOKENIZED:
             manifest.update(
                 n_tokens=sum(p["tokens"] for p in sink.parts), dtype=np.dtype(sink.dtype).name,
                 eos_token_id=sink.tokenizer.eos_token_id, vocab_size=len(sink.tokenizer),

@@ -18,6 +18,7 @@ from corpusdb.cli import cli
 from corpusdb.errors import ExportError
 from tests.conftest import CORPUS, ingest_per_source
 from tests.views_fixture import build
+from train.dataset import Blocks
 
 VIEW = "difference('teacher', 'reference', alpha := 1)"
 
@@ -180,3 +181,26 @@ def test_view_commands(tmp_path):
     assert result.exit_code == 1 and result.output == "Error: Invalid Input Error: difference: per must be 'byte' or 'token', not 'word'\n"
     assert runner.invoke(cli, ["view", "drop", db.url, "refined"]).output == "view 'refined' dropped in version 7\n"
     assert not (tmp_path / "db" / "views" / "refined.sql").exists()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_megatron_export_reads_back_token_exact_with_megatron_core(scored_db, tmp_path, tiny_models):
+    """`--format megatron` is Megatron-LM's indexed dataset: megatron-core's own reader gives back every row's tokens."""
+    from megatron.core.datasets.indexed_dataset import IndexedDataset
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
+    manifest = scored_db.view(VIEW).export(str(tmp_path / "mg"), format="megatron", tokenizer=str(tiny_models["gpt2"]),
+                                           part_size_mb=0.05)
+    assert len(manifest["parts"]) > 1 and manifest["dtype"] == "uint16"
+    texts = [t for (t,) in scored_db.sql(f"select text from {VIEW} order by doc_id").fetchall()]
+    read = []
+    for part in manifest["parts"]:
+        assert {part["file"], part["index"]} == {f"{part['prefix']}.bin", f"{part['prefix']}.idx"}
+        dataset = IndexedDataset(str(tmp_path / "mg" / part["prefix"]))
+        assert len(dataset) == part["rows"] and list(dataset.document_indices) == list(range(part["rows"] + 1))
+        read += [dataset[i].tolist() for i in range(len(dataset))]
+    expected = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
+    assert read == expected and sum(len(r) for r in read) == manifest["n_tokens"]
+    with pytest.raises(ValueError, match="is a Megatron-LM export"):
+        Blocks(str(tmp_path / "mg"))  # not streamed back by ViewDataset: that one is for Megatron-LM
