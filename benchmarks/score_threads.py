@@ -6,8 +6,8 @@
 
 Each setting scores the same documents under its own score name in a fresh copy of the database,
 with the model loaded once (the Python API's `loaded=`), so the numbers compare the forward passes
-only. The default (`--threads` unset: the available cores other work is not using, from the load
-average) is listed first.
+only. The default (`--threads` unset: the available cores other work is not using when the job
+starts) is listed first.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ from corpusdb.scoring.job import PRECISIONS
 @click.option("--part-tokens", type=int,
               help="a part (the unit of resumption) ends at this many tokens [default: 4M on GPU, 8192 on CPU: about a minute]")
 @click.option("--part-docs", type=int, default=8192, show_default=True, help="at most this many documents per part")
-@click.option("--threads", type=int, help="torch CPU threads [default: the available cores not busy with other work (load average), at least 1]")
+@click.option("--threads", type=int, help="torch CPU threads [default: the available cores not busy with other work when the job starts, at least 1]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="auto", show_default=True,
               help="auto: bf16 autocast on a GPU that has it, else fp32")

@@ -425,20 +425,39 @@ def run_score(
 
 
 def default_threads() -> int:
-    """CPU threads for the model: the cores this process may use that other work is not using now
-    (cores minus the 1-minute load average), at least 1. On 2 idle cores two threads scored 1.8x
-    faster than one; on 2 busy ones one thread was faster (benchmarks/score_threads.py)."""
+    """CPU threads for the model: the cores this process may use that other work is not using now,
+    at least 1. On 2 idle cores two threads scored 1.8x faster than one; on 2 busy ones one thread
+    was faster (benchmarks/score_threads.py)."""
     import os
 
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
+    return max(1, min(cores, round(cores - _busy_cores(cores))))
+
+
+def _busy_cores(cores: int, seconds: float = 0.25) -> float:
+    """Cores busy with other work: from /proc/stat over a quarter second (the load average, a minute
+    behind, where there is none): a job that just ended no longer counts."""
+    import os
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as stat:
+            values = [int(v) for v in stat.readline().split()[1:]]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+        return sum(values) - idle, sum(values)
+
     try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    return max(1, min(cores, round(cores - busy)))
+        busy0, total0 = sample()
+        time.sleep(seconds)
+        busy1, total1 = sample()
+        return (os.cpu_count() or cores) * (busy1 - busy0) / max(total1 - total0, 1)
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
 
 
 def _set_threads(device: str, threads: int | None) -> int | None:
