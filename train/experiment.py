@@ -178,12 +178,17 @@ def _train(db_url: str, view: str, out: Path, config: ExperimentConfig, *, size:
     return out / "model"
 
 
+def _pretrained(model: Path) -> tuple[str, dict]:
+    """What transformers' from_pretrained takes for a model folder, hub id or .gguf file (a pretrained teacher)."""
+    path = Path(model)
+    return (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
+
+
 def _context_of(model: Path) -> int:
     """A model's context length, without loading its weights (a .gguf file: read from its header)."""
     from transformers import AutoConfig
 
-    path = Path(model)
-    source, extra = (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
+    source, extra = _pretrained(model)
     config = AutoConfig.from_pretrained(source, **extra)
     return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
 
@@ -207,8 +212,7 @@ def _evaluate(model_dir: Path, heldout: dict[str, list[str]], config: Experiment
 
     device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else None
-    path = Path(model_dir)
-    source, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})  # a pretrained teacher
+    source, extra = _pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(source, **extra).to(device).eval()
     tokenizer = AutoTokenizer.from_pretrained(source, **extra)
     per_source = {s: evaluate(model, tokenizer, texts, config.seq_len, device, dtype) for s, texts in heldout.items()}
