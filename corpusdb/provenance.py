@@ -54,22 +54,20 @@ def definitions(db: Database, sql: str) -> dict[str, str]:
 
 
 def _code(sql: str, strings: bool) -> str:
-    """SQL without its `--` comments (and without its string literals with `strings`)."""
-    out, i = [], 0
-    while i < len(sql):
-        if sql.startswith("--", i):
-            end = sql.find("\n", i)
-            i = len(sql) if end < 0 else end
-        elif sql[i] == "'":
-            end = i + 1
-            while end < len(sql) and not (sql[end] == "'" and not sql.startswith("''", end)):
-                end += 2 if sql.startswith("''", end) else 1
-            out.append("''" if strings else sql[i:end + 1])
-            i = end + 1
+    """SQL without its comments (and without its string literals with `strings`), by DuckDB's own tokenizer."""
+    try:
+        tokens = duckdb.tokenize(sql)
+    except duckdb.Error:
+        return sql  # not SQL DuckDB can read: every word counts, as before
+    out = []
+    for (start, kind), (end, _) in zip(tokens, [*tokens[1:], (len(sql), None)]):
+        if kind == duckdb.token_type.comment:
+            out.append("\n")
+        elif kind == duckdb.token_type.string_const and strings:
+            out.append("'' ")
         else:
-            out.append(sql[i])
-            i += 1
-    return "".join(out)
+            out.append(sql[start:end])
+    return sql[: tokens[0][0]] + "".join(out) if tokens else sql
 
 
 def _mentions(text: str, name: str) -> bool:
