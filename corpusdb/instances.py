@@ -17,6 +17,8 @@ token boundary that is also a character boundary. The tokenizer and N are record
 version (`settings["instances"]`): a re-run with the same ones cuts only documents without
 instances (a killed job resumes; documents ingested later are cut incrementally), and other ones
 are refused unless `replace=True`, which is refused in turn while scores of the old instances exist.
+A job that finds, at a commit, that another job cut some of the same documents meanwhile fails
+(its uncommitted parts removed) rather than commit a document's instances twice.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb import failpoint
-from corpusdb.errors import CatalogError
+from corpusdb.errors import CatalogError, ConflictError
+from corpusdb.scoring.model import load_tokenizer
 from corpusdb.versions import Snapshot
 
 TABLE = "instance_spans"
@@ -62,13 +66,6 @@ class InstancesReport:
     def summary(self) -> str:
         return (f"cut {self.n_documents:,} documents into {self.n_instances:,} instances ({self.n_tokens:,} tokens) in "
                 f"{self.seconds:.1f} s; {self.n_documents_before:,} documents had instances before; version {self.version}")
-
-
-def load_tokenizer(name: str):
-    """A fast tokenizer (offsets are needed) from a folder, a .gguf file or a hub id."""
-    from corpusdb.scoring.model import load_tokenizer as load
-
-    return load(name, need_fast=True)
 
 
 def spans(text: str, offsets: list[tuple[int, int]], max_tokens: int) -> list[tuple[int, int, int]]:
@@ -152,6 +149,10 @@ def _check_settings(old: dict | None, new: dict) -> None:
                 "or --replace to cut every document again")
 
 
+def _doc_ids(db, path: str) -> np.ndarray:
+    return pq.read_table(db.location.join(path), columns=["doc_id"], filesystem=db.location.fs).column("doc_id").to_numpy()
+
+
 def instance_scores(snapshot: Snapshot) -> list[str]:
     """Score names whose scores are of instances (they go stale when instances are cut again)."""
     return sorted(name for name, entry in snapshot.models.items() if entry.get("unit") == "instances")
@@ -180,7 +181,7 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
         names = ", ".join(instance_scores(db.snapshot))
         raise CatalogError(f"scores of the current instances exist ({names}); they would no longer match new instances: "
                            f"drop them first (`corpusdb models DB --drop NAME`), or keep the instances")
-    tok = loaded_tokenizer or load_tokenizer(tokenizer)
+    tok = loaded_tokenizer or load_tokenizer(tokenizer, need_fast=True)
     settings = instance_settings(tokenizer, tok, tokens)
     if not replace:
         _check_settings(db.snapshot.settings.get("instances"), settings)
@@ -196,12 +197,12 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
         snapshot.settings["instances"] = settings
         return f"instances of {tokens} tokens ({tokenizer})" + (" replaced" if replace else "")
 
-    db.commit("instances", register)
+    known = set(db.commit("instances", register).tables[TABLE])  # parts whose documents this job does not cut
     source = "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
     pending = f"from {source} where n_bytes > 0 and doc_id not in (select doc_id from instance_spans)"
     n_todo, n_all = db.con.execute(f"select (select count(*) {pending}), (select count(*) from {source} where n_bytes > 0)").fetchall()[0]
     report = InstancesReport(n_documents_before=n_all - n_todo)
-    written: list[tuple[str, dict]] = []
+    written: list[tuple[str, dict, np.ndarray]] = []  # (part, info, its doc_ids) not committed yet
 
     def commit() -> None:
         batch = list(written)
@@ -210,11 +211,17 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
 
         def change(snapshot: Snapshot) -> str:
             _check_settings(snapshot.settings.get("instances"), settings)
-            for path, info in batch:
+            others = [p for p in snapshot.tables[TABLE] if p not in known]  # committed by another job meanwhile
+            if others:
+                theirs = np.concatenate([_doc_ids(db, p) for p in others])
+                if np.isin(np.concatenate([ids for _, _, ids in batch]), theirs).any():
+                    raise ConflictError("another `corpusdb instances` job cut some of the same documents while this one ran; "
+                                        "re-run this one: it cuts only the documents still without instances")
+            for path, info, _ in batch:
                 snapshot.tables[TABLE][path] = info
-            return f"{sum(info['rows'] for _, info in batch):,} instances"
+            return f"{sum(info['rows'] for _, info, _ in batch):,} instances"
 
-        db.commit("instances", change)
+        known.update(db.commit("instances", change).tables[TABLE])
         del written[:len(batch)]
 
     last_commit = time.monotonic()
@@ -229,7 +236,8 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
                 table = cut_documents(tok, batch.column("doc_id").to_numpy(), batch.column("text").to_pylist(), tokens)
                 key = xxhash.xxh3_64_hexdigest(table.column("instance_id").to_numpy().tobytes())
                 part = db.location.write_parquet(table, FOLDER, f"part-{key}-{uuid.uuid4().hex[:8]}.parquet")
-                written.append((db.location.relpath(part.path), {"size": part.size, "hash": part.hash, "rows": table.num_rows}))
+                info = {"size": part.size, "hash": part.hash, "rows": table.num_rows}
+                written.append((db.location.relpath(part.path), info, batch.column("doc_id").to_numpy()))
                 report.n_parts_written += 1
                 report.n_documents += batch.num_rows
                 report.n_instances += table.num_rows
@@ -245,7 +253,8 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
         try:  # parts finished before the failure are kept; a re-run cuts only what is missing
             commit()
         except Exception:  # noqa: BLE001 - the original error is the one to report
-            pass
+            for path, _, _ in written:  # parts that cannot be committed are removed
+                db.location.remove(db.location.join(path))
         raise
     finally:
         cursor.close()

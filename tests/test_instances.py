@@ -267,3 +267,38 @@ def test_killed_instance_export_resumes_to_the_clean_export(inst_db, tiny_models
     for a, b in zip(clean["parts"], resumed["parts"], strict=True):
         assert (tmp_path / "clean" / a["file"]).read_bytes() == (out / b["file"]).read_bytes()
         assert pq.read_table(tmp_path / "clean" / a["index"]).equals(pq.read_table(out / b["index"]))
+
+
+class _RacingTokenizer:
+    """A real tokenizer that lets another instances job run just before its first use (two jobs at once)."""
+
+    def __init__(self, real, race):
+        self.real, self.race = real, race
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __len__(self) -> int:
+        return len(self.real)
+
+    def __call__(self, *args, **kwargs):
+        race, self.race = self.race, None
+        if race:
+            race()
+        return self.real(*args, **kwargs)
+
+
+def test_two_jobs_cutting_the_same_documents_never_commit_them_twice(tmp_path, tiny_models, tokenizers):
+    url = str(tmp_path / "db")
+    ingest_per_source(corpusdb.init(url), CORPUS)
+    path = str(tiny_models["gpt2"])
+    other = lambda: run_instances(corpusdb.open(url), path, 16, progress=False)  # noqa: E731
+    with pytest.raises(corpusdb.ConflictError, match="another `corpusdb instances` job cut some of the same documents"):
+        run_instances(corpusdb.open(url), path, 16, progress=False, loaded_tokenizer=_RacingTokenizer(tokenizers["gpt2"], other))
+    db = corpusdb.open(url)
+    assert db.sql("select count(*) = count(distinct instance_id) from instance_spans").fetchall() == [(True,)]
+    assert db.sql("select count(distinct doc_id) from instance_spans").fetchall() == db.sql(
+        "select count(*) from documents where n_bytes > 0").fetchall()
+    on_disk = {p.name for p in (tmp_path / "db" / "instances").glob("*.parquet")}
+    assert on_disk == {p.rsplit("/", 1)[-1] for p in db.snapshot.tables["instance_spans"]}  # the loser's parts removed
+    assert run_instances(db, path, 16, progress=False).n_documents == 0
