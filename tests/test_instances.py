@@ -302,3 +302,17 @@ def test_two_jobs_cutting_the_same_documents_never_commit_them_twice(tmp_path, t
     on_disk = {p.name for p in (tmp_path / "db" / "instances").glob("*.parquet")}
     assert on_disk == {p.rsplit("/", 1)[-1] for p in db.snapshot.tables["instance_spans"]}  # the loser's parts removed
     assert run_instances(db, path, 16, progress=False).n_documents == 0
+
+
+def test_scoring_instances_names_documents_left_uncut(tmp_path, tiny_models):
+    db = corpusdb.init(str(tmp_path / "db"))
+    db.ingest([str(CORPUS / "bible.jsonl")], source="bible", progress=False)
+    run_instances(db, str(tiny_models["gpt2"]), 32, progress=False)
+    db.ingest([str(CORPUS / "fortunes.jsonl")], source="fortunes", progress=False)  # after the cut
+    fortunes = db.sql("select count(*) from documents where source = 'fortunes' and n_bytes > 0").fetchall()[0][0]
+    report = db.score(str(tiny_models["gpt2"]), "t", unit="instances", progress=False)
+    assert report.n_uncut_documents == fortunes > 0
+    assert f"note: {fortunes:,} documents have no instances" in report.summary() and "run `corpusdb instances`" in report.summary()
+    run_instances(db, str(tiny_models["gpt2"]), 32, progress=False)
+    again = db.score(str(tiny_models["gpt2"]), "t", unit="instances", progress=False)
+    assert again.n_uncut_documents == 0 and again.n_documents > 0 and "note:" not in again.summary()

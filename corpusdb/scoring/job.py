@@ -62,6 +62,7 @@ class ScoreReport:
     unit: str = "documents"  # or "instances"
     n_documents: int = 0  # documents (or instances) scored
     n_documents_before: int = 0
+    n_uncut_documents: int = 0  # with unit "instances": documents with text but no instances (not scored)
     n_tokens: int = 0  # scored tokens (the n_tokens column)
     n_computed: int = 0  # tokens run through the model: windows' context overlap and BOS included
     n_padding: int = 0
@@ -90,6 +91,9 @@ class ScoreReport:
             f"({self.precision}{threads}) in {self.seconds:.1f} s ({self.load_seconds:.1f} s loading the model): "
             f"{self.tokens_per_second:,.0f} tokens/s, {padding:.1%} padding; "
             f"{self.n_documents_before:,} {self.unit} were scored before; version {self.version}"
+            + (f"\nnote: {self.n_uncut_documents:,} documents have no instances, so nothing of them was scored "
+               "(ingested after `corpusdb instances`, or outside its --view); run `corpusdb instances` again to include them"
+               if self.n_uncut_documents else "")
         )
 
 
@@ -303,7 +307,8 @@ def run_score(
         explicit.update({k: v for k, v in (("context", context), ("stride", stride)) if v})
         check_identity(name, old, explicit)
     check_identity(name, old, {"unit": unit, "instances": instances})
-    source = _source_sql(db, unit, view)
+    source, uncut = _source_sql(db, unit, view)
+    n_uncut = db.con.execute(uncut).fetchall()[0][0] if uncut else 0
     shard_sql = f"((doc_id % {modulus}) + {modulus}) % {modulus} = {residue}"
     pending_sql = f"from {source} where {shard_sql} and doc_id not in (select doc_id from scores where model = ?)"
     counts = f"select (select count(*) {pending_sql}), (select count(*) from {source} where {shard_sql})"
@@ -314,7 +319,7 @@ def run_score(
         default_context = context or old["context"]
         check_identity(name, old, {"context": default_context, "stride": stride or max(default_context // 2, 1)})
         return ScoreReport(name=name, unit=unit, n_documents_before=n_all, device=device, precision=precision,
-                           version=db.version, seconds=time.perf_counter() - started)
+                           version=db.version, seconds=time.perf_counter() - started, n_uncut_documents=n_uncut)
     load_started = time.perf_counter()
     if loaded is None:
         loaded = load_model(model, device=device, attn_implementation=attn_implementation, trust_remote_code=trust_remote_code)
@@ -345,7 +350,7 @@ def run_score(
 
     n_todo, n_all = db.con.execute(counts, [name]).fetchall()[0]  # after --replace dropped the old scores
     report = ScoreReport(name=name, unit=unit, n_documents_before=n_all - n_todo, device=device, precision=precision,
-                         version=db.version, load_seconds=load_seconds)
+                         version=db.version, load_seconds=load_seconds, n_uncut_documents=n_uncut)
     (n_bytes_todo,) = db.con.execute(f"select coalesce(sum(n_bytes), 0) {pending_sql}", [name]).fetchall()[0]
     producer = _Producer(db, f"select doc_id, text, n_bytes {pending_sql}", [name], loaded, chunk_docs, part_tokens,
                          context, stride, batch_tokens)
@@ -471,19 +476,23 @@ def _set_threads(device: str, threads: int | None) -> int | None:
     return before
 
 
-def _source_sql(db: Database, unit: str, view: str | None) -> str:
-    """The relation (doc_id, text, n_bytes) of what a job scores: documents, or instances keyed by instance_id."""
+def _source_sql(db: Database, unit: str, view: str | None) -> tuple[str, str | None]:
+    """The relation (doc_id, text, n_bytes) of what a job scores: documents, or instances keyed by
+    instance_id; and, for instances of documents, the documents with text that have no instances."""
     from corpusdb.views import relation_sql
 
     if unit == "documents":
-        return "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
+        return "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))", None
     if view is None:
-        return "(select instance_id as doc_id, text, n_bytes from instances)"
-    sql = relation_sql(db, view)
-    columns = db.con.sql(f"select * from ({sql}) limit 0").columns
-    if "instance_id" in columns:
-        return f"(select instance_id as doc_id, text, n_bytes from ({sql}))"
-    return f"(select i.instance_id as doc_id, i.text, i.n_bytes from instances as i semi join ({sql}) as v on i.doc_id = v.doc_id)"
+        docs = "documents"
+    else:
+        sql = relation_sql(db, view)
+        if "instance_id" in db.con.sql(f"select * from ({sql}) limit 0").columns:
+            return f"(select instance_id as doc_id, text, n_bytes from ({sql}))", None
+        docs = f"({sql})"
+    uncut = f"select count(*) from {docs} as d where d.n_bytes > 0 and d.doc_id not in (select doc_id from instance_spans)"
+    return (f"(select i.instance_id as doc_id, i.text, i.n_bytes from instances as i "
+            f"semi join {docs} as v on i.doc_id = v.doc_id)"), uncut
 
 
 def _weights_hash(model) -> str:
