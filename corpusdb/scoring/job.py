@@ -370,7 +370,10 @@ def run_score(
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # e.g. "pass an attention_mask": packing needs none
     threads_before = _set_threads(device, threads)
-    report.threads = threads or default_threads()
+    if threads_before is not None:
+        import torch
+
+        report.threads = torch.get_num_threads()  # what was set: the default samples the machine once
     scoring_started = time.perf_counter()
     producer.start()
     try:
