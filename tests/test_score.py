@@ -361,3 +361,14 @@ def test_bf16_scoring_on_gpu_agrees_with_fp32_on_cpu(small_db, tiny_models):
     assert len(rows) == 297
     for cpu, gpu, n in rows:
         assert abs(cpu - gpu) / n < 0.05  # bf16 matmuls: per-token log-probabilities within a few hundredths
+
+
+def test_cpu_threads_are_set_for_the_job_and_loading_is_not_in_tokens_per_second(small_db, tiny_models):
+    before = torch.get_num_threads()
+    report = small_db.score(str(tiny_models["gpt2"]), "one_thread", threads=1, device="cpu", progress=False)
+    assert report.threads == 1 and ", 1 thread)" in report.summary() and torch.get_num_threads() == before
+    assert 0 < report.load_seconds < report.seconds
+    assert report.tokens_per_second == pytest.approx(report.n_tokens / (report.seconds - report.load_seconds))
+    assert f"({report.load_seconds:.1f} s loading the model)" in report.summary()
+    with pytest.raises(ValueError, match="threads 0 must be positive"):
+        small_db.score(str(tiny_models["gpt2"]), "zero", threads=0, progress=False)
