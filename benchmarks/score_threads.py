@@ -1,7 +1,7 @@
 """CPU scoring threads: tokens/s of `corpusdb score` with each --threads value, side by side, and the ratio to the default.
 
     python benchmarks/score_threads.py                                   # small GPT-2, fixture corpus
-    python benchmarks/score_threads.py --model "$(python -c 'from train.demo import smollm2_gguf; print(smollm2_gguf())')" \
+    python benchmarks/score_threads.py --model "$(python -c 'from corpusdb.train.demo import smollm2_gguf; print(smollm2_gguf())')" \
         --db demo/db --docs 40                                           # SmolLM2-135M on demo documents
 
 Each setting scores the same documents under its own score name in a fresh copy of the database,
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import corpusdb  # noqa: E402
 from corpusdb.scoring import load_model, run_score  # noqa: E402
 from corpusdb.scoring.job import default_threads  # noqa: E402
-from train.models import build_model, read_texts, train_tokenizer  # noqa: E402
+from corpusdb.train.models import build_model, read_texts, train_tokenizer  # noqa: E402
 
 
 def main() -> None:

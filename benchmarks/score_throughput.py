@@ -31,7 +31,7 @@ import torch.nn.functional as F  # noqa: E402
 import corpusdb  # noqa: E402
 from corpusdb.scoring import load_model, run_score  # noqa: E402
 from corpusdb.scoring.windows import windows  # noqa: E402
-from train.models import build_model, read_texts, train_tokenizer  # noqa: E402
+from corpusdb.train.models import build_model, read_texts, train_tokenizer  # noqa: E402
 
 
 def plain_loop(loaded, texts: list[str], context: int, stride: int, batch_tokens: int, device: str) -> tuple[np.ndarray, int]:
@@ -67,7 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", help="a corpusdb database to take documents from [default: the test fixture corpus]")
     parser.add_argument("--docs", type=int, default=0, help="score the first N documents (0: all)")
-    parser.add_argument("--size", default="small", help="train.models size: tiny, small, 5m, 20m, 100m")
+    parser.add_argument("--size", default="small", help="corpusdb.train.models size: tiny, small, 5m, 20m, 100m")
     parser.add_argument("--context", type=int, default=256)
     parser.add_argument("--batch-tokens", type=int, default=8192)
     parser.add_argument("--device", default="cpu")

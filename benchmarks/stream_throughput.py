@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 import corpusdb  # noqa: E402
 from corpusdb.train import ViewDataset  # noqa: E402
-from train.models import make_model, train_tokenizer  # noqa: E402
+from corpusdb.train.models import make_model, train_tokenizer  # noqa: E402
 
 SEQ, BATCH = 256, 16
 

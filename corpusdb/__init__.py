@@ -5,7 +5,7 @@
     db.sql("select source, count(*) from documents group by source").show()
 """
 
-from corpusdb.db import Database, init, open
+from corpusdb.api import Database, View, init, open
 from corpusdb.errors import (
     CatalogError,
     ConflictError,
@@ -19,7 +19,7 @@ from corpusdb.errors import (
     VersionError,
 )
 
-__version__ = "0.1.0"
+from corpusdb.release import VERSION as __version__
 
 __all__ = [
     "CatalogError",
@@ -33,6 +33,8 @@ __all__ = [
     "QueryError",
     "StorageError",
     "VersionError",
+    "View",
+    "__version__",
     "init",
     "open",
 ]

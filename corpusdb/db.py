@@ -19,54 +19,25 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import warnings
 from collections.abc import Callable, Iterable, Iterator
-from typing import TYPE_CHECKING
 
 import duckdb
 
 from corpusdb import versions
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
 from corpusdb.errors import QueryError, VersionError
+from corpusdb.policies import load_builtin_views
+from corpusdb.statements import check_select, check_statement, query_error, quote
 from corpusdb.storage import Location
+from corpusdb.tables import ANNOTATION_VIEW_PREFIX, ANNOTATIONS, TABLE_FOLDERS, VIEW_NAME_RE, annotation_prefix, annotation_view
 from corpusdb.versions import Snapshot
 
-if TYPE_CHECKING:
-    from corpusdb.dedup import MinhashReport
-    from corpusdb.scoring import ScoreReport
-    from corpusdb.views import View
-    from ingest.job import IngestReport
-
-# table name -> (folder, hive-partitioned)
-TABLE_FOLDERS: dict[str, tuple[str, bool]] = {
-    "documents": ("documents", False),
-    "scores": ("scores", True),
-    "signatures": ("minhash/signatures", False),
-    "minhash": ("minhash/clusters", False),
-    "instance_spans": ("instances", False),
-}
 MODEL_COLUMNS = {"model": "VARCHAR", "content_hash": "VARCHAR", "tokenizer_hash": "VARCHAR", "path": "VARCHAR", "unit": "VARCHAR"}
-
-
-def quote(text: str) -> str:
-    """A SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def _empty_select(columns: dict[str, str]) -> str:
     cols = ", ".join(f"null::{kind} as {name}" for name, kind in columns.items())
     return f"select {cols} where false"
-
-
-def query_error(exc: duckdb.Error) -> str:
-    """DuckDB's message on one line, its hints kept ("Did you mean", candidate bindings), its caret drawing dropped."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
-    kept = [line for line in lines if not set(line) <= {"^", " "}]
-    message = "; ".join(kept) if kept else type(exc).__name__
-    if isinstance(exc, duckdb.PermissionException):
-        message += ("; queries may read only the database's own files: pass --allow PATH (allow= in Python), "
-                    "or --unsafe for SQL you typed yourself")
-    return message
 
 
 def allowed_directories(location: Location) -> list[str]:
@@ -79,6 +50,9 @@ def allowed_directories(location: Location) -> list[str]:
 
 class Database:
     """An open corpus database at one version: its location, catalog, snapshot and a DuckDB connection.
+
+    This is what jobs receive (ingest, score, minhash, annotate, export): tables, SQL and commits.
+    `corpusdb.open` returns `corpusdb.api.Database`, which adds the jobs as methods.
 
     Args:
         as_of: a committed version to read instead of the latest (read-only).
@@ -94,12 +68,34 @@ class Database:
         self.unsafe = unsafe
         self._con = self._connect(allow)
         self.snapshot: Snapshot = versions.load(location, as_of)
-        from corpusdb.views import load_builtin_views
-
+        self._annotation_views: set[str] = set()
         self._loaded: int | None = self.snapshot.version  # the version the DuckDB views show
         self._create_tables()
         load_builtin_views(self._con)  # after the tables they read, before user views that may use them
         self._load_user_views()
+
+    @classmethod
+    def connect(cls, url: str, storage_options: dict | None = None, *, as_of: int | None = None,
+                allow: Iterable[str] = (), unsafe: bool = False):
+        """Open the database at `url`, at its latest version or at version `as_of` (read-only).
+
+        Raises:
+            DatabaseNotFoundError: no `corpusdb.json` there.
+            VersionError: `as_of` is not a committed version.
+            StorageError: the URL cannot be reached or read.
+        """
+        location = Location(url, storage_options or {})
+        return cls(location, _catalog(location), as_of=as_of, allow=allow, unsafe=unsafe)
+
+    @classmethod
+    def create(cls, url: str, storage_options: dict | None = None):
+        """Create a database at `url` (a local path or fsspec URL), or open it if one is there already."""
+        location = Location(url, storage_options or {})
+        if not location.exists(CATALOG_FILE):
+            if location.is_local:
+                location.fs.makedirs(location.path, exist_ok=True)
+            location.create_exclusive(catalog_bytes(Catalog.new()), CATALOG_FILE)
+        return cls(location, _catalog(location))
 
     def _connect(self, allow: Iterable[str]) -> duckdb.DuckDBPyConnection:
         config = {} if self.unsafe else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
@@ -158,8 +154,8 @@ class Database:
 
     def parts(self, table: str) -> list[str]:
         """Paths (inside the filesystem) of the Parquet parts of `table` at this version, sorted."""
-        if table not in TABLE_FOLDERS:
-            raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLE_FOLDERS)}")
+        if table not in TABLE_FOLDERS and table != ANNOTATIONS:
+            raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLE_FOLDERS)}, {ANNOTATIONS}")
         return [self.location.join(path) for path in self.snapshot.parts(table)]
 
     def refresh(self) -> None:
@@ -185,22 +181,8 @@ class Database:
     def _create_tables(self) -> None:
         for table, (_, hive) in TABLE_FOLDERS.items():
             paths = self.parts(table)
-            if paths:
-                urls = ", ".join(quote(self.location.url_of(path)) for path in paths)
-                options = "union_by_name = true" + (", hive_partitioning = true" if hive else "")
-                body = f"select * from read_parquet([{urls}], {options})"
-            else:
-                body = _empty_select(TABLE_SCHEMAS[table])
-            try:
-                self._con.execute(f"create or replace view {table} as {body}")
-            except duckdb.IOException as exc:
-                missing = [p for p in paths if not self.location.fs.exists(p)]
-                if not missing:
-                    raise
-                raise VersionError(
-                    f"{self.url}: version {self.version} lists {len(missing)} part(s) of {table} that are missing "
-                    f"(e.g. {self.location.url_of(missing[0])}); restore them, or read an earlier version with --as-of"
-                ) from exc
+            self._create_view(table, paths, TABLE_SCHEMAS[table], hive)
+        self._create_annotation_views()
         rows = [
             f"({quote(name)}, {quote(str(entry.get('content_hash') or ''))}, {quote(str(entry.get('tokenizer_hash') or ''))}, "
             f"{quote(str(entry.get('model') or ''))}, {quote(entry.get('unit') or 'documents')})"
@@ -210,10 +192,70 @@ class Database:
         body = f"select * from (values {', '.join(rows)}) as t({columns})" if rows else _empty_select(MODEL_COLUMNS)
         self._con.execute(f"create or replace view models as {body}")
 
-    def _load_user_views(self) -> None:
-        from corpusdb.views import load_user_views
+    def _create_view(self, view: str, paths: list[str], columns: dict[str, str], hive: bool = False) -> None:
+        """The view VIEW over the Parquet parts `paths` (an empty relation of `columns` without parts)."""
+        if paths:
+            urls = ", ".join(quote(self.location.url_of(path)) for path in paths)
+            options = "union_by_name = true" + (", hive_partitioning = true" if hive else "")
+            body = f"select * from read_parquet([{urls}], {options})"
+        else:
+            body = _empty_select(columns)
+        try:
+            self._con.execute(f"create or replace view {view} as {body}")
+        except duckdb.IOException as exc:
+            missing = [p for p in paths if not self.location.fs.exists(p)]
+            if not missing:
+                raise
+            raise VersionError(
+                f"{self.url}: version {self.version} lists {len(missing)} part(s) of {view} that are missing "
+                f"(e.g. {self.location.url_of(missing[0])}); restore them, or read an earlier version with --as-of"
+            ) from exc
 
-        self.broken_views = load_user_views(self)
+    def _create_annotation_views(self) -> None:
+        """One view `annotations_NAME` per annotation of the version; views of annotations it lacks are dropped."""
+        wanted = {}
+        for name, entry in sorted(self.snapshot.annotations.items()):
+            prefix = annotation_prefix(name)
+            paths = [self.location.join(p) for p in self.snapshot.parts(ANNOTATIONS, prefix)]
+            self._create_view(annotation_view(name), paths, {"doc_id": "BIGINT", **(entry.get("columns") or {})})
+            wanted[annotation_view(name)] = name
+        for view in self._annotation_views - set(wanted):
+            self._con.execute(f"drop view if exists {view}")
+        self._annotation_views = set(wanted)
+
+    def annotation_parts(self, name: str) -> list[str]:
+        """Paths (inside the filesystem) of annotation NAME's parts at this version, sorted."""
+        return [self.location.join(path) for path in self.snapshot.parts(ANNOTATIONS, annotation_prefix(name))]
+
+    def _load_user_views(self) -> None:
+        """Create the version's user views (in any order they resolve); `broken_views` lists those that failed.
+
+        Each is held to the rule `view create` applies (exactly one select) before DuckDB sees it.
+        Files in `views/` are copies for people and other engines; they are never executed.
+        """
+        pending = {}
+        for name, entry in self.snapshot.views.items():
+            try:
+                if not VIEW_NAME_RE.match(name):
+                    raise QueryError(f"bad view name {name!r}")
+                pending[name] = f"create or replace view {name} as {check_select(entry.get('sql', ''))}"
+                check_statement(pending[name], "create")
+            except QueryError:
+                pending.pop(name, None)
+                continue
+        broken = set(self.snapshot.views) - set(pending)
+        while pending:
+            progress = False
+            for name, statement in list(pending.items()):
+                try:
+                    self._con.execute(statement)
+                except duckdb.Error:
+                    continue
+                del pending[name]
+                progress = True
+            if not progress:
+                break
+        self.broken_views = sorted(broken | set(pending))
 
     def sql(self, query: str, params: Iterable | dict | None = None) -> duckdb.DuckDBPyRelation:
         """Run SQL over the database; returns a DuckDB relation (`.pl()`, `.to_arrow_table()`, `.fetchall()`).
@@ -247,6 +289,12 @@ class Database:
                 guess = None
             if not guess:
                 message += f"; tables and views: {', '.join(relations)}"
+            missing = re.search(rf'name {ANNOTATION_VIEW_PREFIX}(\w+) does not exist', message)
+            if missing and missing.group(1) not in self.snapshot.annotations:
+                known = ", ".join(sorted(self.snapshot.annotations)) or "none yet"
+                message += (f"; no annotation named {missing.group(1)!r} at version {self.version} (annotations: {known}): "
+                            f"compute it with `corpusdb annotate DB {missing.group(1)}` (built-ins: quality, language; "
+                            "or --fn module:function, --from URL)")
             for name in self.broken_views:  # a saved view that no longer runs reads as "does not exist"
                 if re.search(rf"\b{name}\b", message):
                     message += (f"; view {name!r} is saved but does not run over this version "
@@ -297,65 +345,10 @@ class Database:
         if self.read_only:
             raise VersionError(f"{self.url} is open as of version {self.as_of}, read-only; open the latest version to change it")
 
-    def ingest(self, sources: list[str], **options) -> IngestReport:
-        """Ingest files, folders or globs into `documents`; see `ingest.job.run_ingest` for options."""
-        from ingest.job import run_ingest
-
-        self.writable()
-        report = run_ingest(self, sources, **options)
-        self.refresh()
-        return report
-
-    def score(self, model: str, name: str, **options) -> ScoreReport:
-        """Score the documents not yet scored under `name` with a causal LM; see `corpusdb.scoring.run_score`."""
-        from corpusdb.scoring import run_score
-
-        self.writable()
-        return run_score(self, model, name, **options)
-
-    def minhash(self, **options) -> MinhashReport:
-        """MinHash signatures of new documents, then near-duplicate clusters; see `corpusdb.dedup.run_minhash`."""
-        from corpusdb.dedup import run_minhash
-
-        self.writable()
-        return run_minhash(self, **options)
-
-    def create_view(self, name: str, sql: str, replace: bool = False) -> View:
-        """Validate and commit a user view (a warning if it selects no rows); see `corpusdb.views.create_view`."""
-        from corpusdb.views import create_view
-
-        if not create_view(self, name, sql, replace=replace):
-            warnings.warn(f"view {name!r} selects no rows now; check its filters and score names", stacklevel=2)
-        return self.view(name)
-
-    def drop_view(self, name: str) -> None:
-        """Remove a user view."""
-        from corpusdb.views import drop_view
-
-        drop_view(self, name)
-
-    def views(self) -> list[dict]:
-        """Built-in and user views with their descriptions."""
-        from corpusdb.views import list_views
-
-        return list_views(self)
-
-    def view(self, view: str) -> View:
-        """A view by name, a macro call (`difference('teacher', 'ref', alpha := 0.3)`) or a select."""
-        from corpusdb.views import View
-
-        return View(self, view)
-
-    def models(self) -> list[dict]:
-        """Score names with their model's identity, documents scored, tokens and bits per byte."""
-        from corpusdb.models import list_models
-
-        return list_models(self)
-
     def stats(self) -> dict:
         """Documents and bytes in all and per source, the version, the scored models (documents or
-        instances scored by each, and which), documents with near-duplicate clusters, the instances
-        and the views."""
+        instances scored by each, and which), documents with near-duplicate clusters, the instances,
+        the annotations and the views."""
         total = self.con.execute("select count(*), coalesce(sum(n_bytes), 0) from documents").fetchall()[0]
         rows = self.con.execute(
             "select source, count(*) as n_documents, sum(n_bytes) as n_bytes from documents group by source order by source"
@@ -372,8 +365,19 @@ class Database:
             "n_clustered": sum(int(info.get("rows") or 0) for info in self.snapshot.tables.get("minhash", {}).values()),
             "units": {name: entry.get("unit") or "documents" for name, entry in sorted(self.snapshot.models.items())},
             "instances": self._instances(),
+            "annotations": self._annotations(),
             "views": sorted(self.snapshot.views),
         }
+
+    def _annotations(self) -> dict[str, dict]:
+        """Each annotation's kind, columns and rows, from the version's records (no file is read)."""
+        out = {}
+        for name, entry in sorted(self.snapshot.annotations.items()):
+            rows = sum(int(self.snapshot.tables[ANNOTATIONS][p].get("rows") or 0)
+                       for p in self.snapshot.parts(ANNOTATIONS, annotation_prefix(name)))
+            out[name] = {"kind": entry.get("kind"), "view": annotation_view(name), "n_rows": rows,
+                         "columns": list(entry.get("columns") or {})}
+        return out
 
     def _instances(self) -> dict | None:
         """How the documents were cut into instances (`corpusdb instances`) and how many there are, or None."""
@@ -406,25 +410,13 @@ def _catalog(location: Location) -> Catalog:
 
 def init(url: str, storage_options: dict | None = None) -> Database:
     """Create a database at `url` (a local path or fsspec URL), or open it if one is there already."""
-    location = Location(url, storage_options or {})
-    if not location.exists(CATALOG_FILE):
-        if location.is_local:
-            location.fs.makedirs(location.path, exist_ok=True)
-        location.create_exclusive(catalog_bytes(Catalog.new()), CATALOG_FILE)
-    return Database(location, _catalog(location))
+    return Database.create(url, storage_options)
 
 
 def open(url: str, storage_options: dict | None = None, *, as_of: int | None = None, allow: Iterable[str] = (),  # noqa: A001
          unsafe: bool = False) -> Database:
-    """Open the database at `url`, at its latest version or at version `as_of` (read-only).
-
-    Raises:
-        DatabaseNotFoundError: no `corpusdb.json` there.
-        VersionError: `as_of` is not a committed version.
-        StorageError: the URL cannot be reached or read.
-    """
-    location = Location(url, storage_options or {})
-    return Database(location, _catalog(location), as_of=as_of, allow=allow, unsafe=unsafe)
+    """Open the database at `url`, at its latest version or at version `as_of` (read-only); see `Database.connect`."""
+    return Database.connect(url, storage_options, as_of=as_of, allow=allow, unsafe=unsafe)
 
 
 __all__ = ["Database", "init", "open"]

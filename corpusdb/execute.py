@@ -19,54 +19,34 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
+from corpusdb.workers import worker_context
+
 EXECUTORS = ("local", "ray")
-JOBS = ("ingest", "minhash")
+JOBS = ("ingest", "minhash", "annotate")
 
 
 def run_shard(job: str, url: str, storage_options: dict, shard: tuple[int, int], options: dict) -> dict:
     """Run shard `shard` of `job` against the database at `url`; returns the shard's report (anywhere: a process, a Ray task)."""
-    import corpusdb
+    from corpusdb.db import Database
 
     if job == "ingest":
-        db = corpusdb.init(url, storage_options=storage_options)
+        from corpusdb.ingest.job import run_ingest
+
         options = dict(options)
         sources = options.pop("sources")
-        return db.ingest(sources, shard=shard, progress=False, **options).to_dict()
+        return run_ingest(Database.create(url, storage_options), sources, shard=shard, progress=False, **options).to_dict()
     if job == "minhash":
-        db = corpusdb.open(url, storage_options=storage_options)
-        return db.minhash(shard=shard, workers=1, progress=False, **options).to_dict()
+        from corpusdb.dedup.job import run_minhash
+
+        return run_minhash(Database.connect(url, storage_options), shard=shard, workers=1, progress=False, **options).to_dict()
+    if job == "annotate":
+        from corpusdb.annotations.job import run_annotate
+
+        options = dict(options)
+        name, annotator = options.pop("name"), options.pop("annotator")
+        return run_annotate(Database.connect(url, storage_options), name, annotator, shard=shard, workers=1, progress=False,
+                            **options).to_dict()
     raise ValueError(f"unknown job {job!r}; jobs are {', '.join(JOBS)}")
-
-
-def worker_context() -> multiprocessing.context.BaseContext:
-    """The start method of corpusdb's worker processes: fork where there is one.
-
-    Workers only touch numpy, pyarrow and fsspec (all fork-safe), and unlike spawn fork needs no
-    `if __name__ == "__main__"` guard in the user's script. A forked child holds only the forking
-    thread, so a lock another thread held at that instant stays held for ever: tqdm's monitor
-    thread takes tqdm's lock every few seconds, and a child creating a progress bar would wait on
-    it (a shard of `test_cli_shards` hung once in tqdm's constructor on a loaded machine).
-    Children therefore get a fresh tqdm lock.
-    """
-    global _FORK_HOOK
-    if "fork" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    if not _FORK_HOOK:
-        import os
-
-        os.register_at_fork(after_in_child=_fresh_tqdm_lock)
-        _FORK_HOOK = True
-    return multiprocessing.get_context("fork")
-
-
-_FORK_HOOK = False
-
-
-def _fresh_tqdm_lock() -> None:
-    from tqdm import tqdm
-    from tqdm.std import TqdmDefaultWriteLock
-
-    tqdm.set_lock(TqdmDefaultWriteLock())
 
 
 def _local(job: str, url: str, storage_options: dict, shards: int, options: dict, workers: int, retries: int) -> list[dict]:
@@ -135,13 +115,13 @@ def _cluster_on_ray(url: str, storage_options: dict, settings: dict) -> dict:
     """Build the clusters with Ray tasks from the settings the signature shards resolved."""
     import ray
 
-    import corpusdb
+    from corpusdb.db import Database
     from corpusdb.dedup.job import publish_clusters, verification_of
     from corpusdb.dedup.ray_cluster import cluster_with_ray
 
     if not ray.is_initialized():
         ray.init(include_dashboard=False, log_to_driver=False)
-    db = corpusdb.open(url, storage_options=storage_options)
+    db = Database.connect(url, storage_options)
     table = cluster_with_ray(db, bands=settings["bands"], rows=settings["rows"], num_perm=settings["num_perm"],
                              verification=verification_of(db, settings), max_bucket=settings["max_bucket"],
                              method=settings.get("method", "components"))

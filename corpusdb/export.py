@@ -46,10 +46,10 @@ import pyarrow.compute as pc
 import xxhash
 from tqdm.auto import tqdm
 
-import corpusdb
 from corpusdb import failpoint
 from corpusdb.errors import ExportError
 from corpusdb.provenance import is_ordered, provenance
+from corpusdb.release import VERSION
 from corpusdb.storage import Location, temporary_of
 from corpusdb.views import relation_sql
 
@@ -242,7 +242,7 @@ def export_view(
             "format": format, "view": view, "key": key, **settings, **record, "database": db.url, "parts": sink.parts,
             "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
             "tokenizer": tokenizer, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "corpusdb": corpusdb.__version__, "seconds": round(time.perf_counter() - started, 3),
+            "corpusdb": VERSION, "seconds": round(time.perf_counter() - started, 3),
         }
         if format in TOKENIZED:
             manifest.update(

@@ -19,7 +19,7 @@ from corpusdb.versions import Snapshot, commit, existing_part, version_numbers
 
 def upgrade(location: Location, catalog: Catalog) -> Catalog:
     """Commit version 1 from a format-1 database's files and catalog; returns the format-2 catalog."""
-    from corpusdb.db import TABLE_FOLDERS
+    from corpusdb.tables import TABLE_FOLDERS
 
     if not version_numbers(location):
         def change(snapshot: Snapshot) -> str:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 
-from corpusdb.views import builtin_views
+from corpusdb.policies import builtin_views
 
 if TYPE_CHECKING:
     from corpusdb.db import Database

@@ -29,10 +29,10 @@ import orjson
 
 from corpusdb.errors import VersionError
 from corpusdb.storage import Location, WrittenFile, content_hash
+from corpusdb.tables import TABLES
 
 VERSIONS = "_versions"
 VERSION_RE = re.compile(r"^(\d{20})\.json$")
-TABLES = ("documents", "scores", "signatures", "minhash", "instance_spans")
 MAX_ATTEMPTS = 200
 
 
@@ -45,8 +45,9 @@ class Snapshot:
     """The catalog at one version: parts per table, models, views, ingested inputs, settings.
 
     `tables[table][path]` is `{"size", "hash", "rows", ...}` for each live part (path relative to
-    the database); ingest parts also carry their `input` key and `chunk`, signature parts the
-    documents part they sign (`of`).
+    the database); ingest parts also carry their `input` key and `chunk`, signature and annotation
+    parts the documents part they cover (`of`). `annotations[name]` is an annotation's producer
+    identity and columns (`corpusdb.annotations`), as `models[name]` is a score name's model.
     """
 
     version: int = 0
@@ -56,14 +57,15 @@ class Snapshot:
     summary: str = ""
     tables: dict[str, dict[str, dict]] = field(default_factory=lambda: {table: {} for table in TABLES})
     models: dict[str, dict] = field(default_factory=dict)
+    annotations: dict[str, dict] = field(default_factory=dict)
     views: dict[str, dict] = field(default_factory=dict)
     inputs: dict[str, dict] = field(default_factory=dict)
     settings: dict[str, dict] = field(default_factory=dict)
 
     def content(self) -> dict:
         """What the version holds (everything but its number, time and description)."""
-        return {"tables": self.tables, "models": self.models, "views": self.views, "inputs": self.inputs,
-                "settings": self.settings}
+        return {"tables": self.tables, "models": self.models, "annotations": self.annotations, "views": self.views,
+                "inputs": self.inputs, "settings": self.settings}
 
     def to_dict(self) -> dict:
         return {"format": "corpusdb-version", "version": self.version, "parent": self.parent, "created_at": self.created_at,
@@ -75,14 +77,16 @@ class Snapshot:
         tables.update(data.get("tables") or {})
         return cls(version=data["version"], parent=data.get("parent"), created_at=data.get("created_at", ""),
                    operation=data.get("operation", ""), summary=data.get("summary", ""), tables=tables,
-                   models=data.get("models") or {}, views=data.get("views") or {}, inputs=data.get("inputs") or {},
+                   models=data.get("models") or {}, annotations=data.get("annotations") or {},
+                   views=data.get("views") or {}, inputs=data.get("inputs") or {},
                    settings=data.get("settings") or {})
 
     def child(self, operation: str) -> Snapshot:
         """A deep copy to become the next version."""
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
         return Snapshot(version=self.version + 1, parent=self.version, created_at=now, operation=operation,
-                        tables=copy.deepcopy(self.tables), models=copy.deepcopy(self.models), views=copy.deepcopy(self.views),
+                        tables=copy.deepcopy(self.tables), models=copy.deepcopy(self.models),
+                        annotations=copy.deepcopy(self.annotations), views=copy.deepcopy(self.views),
                         inputs=copy.deepcopy(self.inputs), settings=copy.deepcopy(self.settings))
 
     def parts(self, table: str, prefix: str = "") -> list[str]:

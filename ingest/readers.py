@@ -1,6 +1,6 @@
 """Read documents out of JSONL (plain, .gz, .zst, ...), Parquet and plain-text input files.
 
-    python -c "from ingest.readers import *; print(ReadOptions())"
+    python -c "from corpusdb.ingest.readers import *; print(ReadOptions())"
 
 Readers yield `(text, meta)` pairs. A bad record (malformed JSON, missing, null or non-string text
 field, bytes that are not UTF-8) either raises `InputError` naming the file and line and the fix,
@@ -35,7 +35,7 @@ import zstandard
 
 from corpusdb.errors import InputError
 from corpusdb.storage import resolve, storage_errors
-from ingest.sources import InputFile
+from corpusdb.ingest.sources import InputFile
 
 ON_ERROR = ("raise", "skip")
 BOM = b"\xef\xbb\xbf"

@@ -1,6 +1,6 @@
 """Turn ingest SOURCE arguments (files, folders, globs on any fsspec filesystem) into input files.
 
-    python -c "from ingest.sources import list_inputs; print(list_inputs(['tests/data'], 'auto', {}))"
+    python -c "from corpusdb.ingest.sources import list_inputs; print(list_inputs(['tests/data'], 'auto', {}))"
 """
 
 from __future__ import annotations

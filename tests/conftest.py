@@ -73,7 +73,7 @@ def bucket(s3_options) -> str:
 
 def fixture_texts(*sources: str) -> list[str]:
     """Texts of the fixture corpus files named by source (all files if none named)."""
-    from train.models import read_texts
+    from corpusdb.train.models import read_texts
 
     paths = [CORPUS / f"{s}.jsonl" for s in sources] if sources else sorted(CORPUS.glob("*.jsonl"))
     return read_texts(paths)
@@ -86,7 +86,7 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     gpt2: byte-level BPE of 1000 tokens, 64 positions; llama: BPE of 400 tokens trained on other
     text, 48 positions (rotary). Both are loaded later through the real from_pretrained path.
     """
-    from train.models import build_model, train_tokenizer
+    from corpusdb.train.models import build_model, train_tokenizer
 
     root = tmp_path_factory.mktemp("models")
     build_model(root / "gpt2", train_tokenizer(fixture_texts(), 1000), arch="gpt2", context=64, seed=1)

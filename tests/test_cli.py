@@ -37,7 +37,7 @@ def test_every_command_has_help_with_an_example(path):
 
 
 def test_every_sql_file_has_its_header_and_is_named_after_what_it_creates():
-    from corpusdb.views import builtin_dir, parse
+    from corpusdb.policies import builtin_dir, parse
 
     files = sorted(builtin_dir().glob("*.sql"))
     assert len(files) >= 12

@@ -1,4 +1,4 @@
-"""`make demo`'s MiniPLM steps (`train.demo`) on the fixture corpus, with a tiny teacher instead of SmolLM2."""
+"""`make demo`'s MiniPLM steps (`corpusdb.train.demo`) on the fixture corpus, with a tiny teacher instead of SmolLM2."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import corpusdb
 from tests.conftest import CORPUS, ingest_per_source
-from train.demo import main
+from corpusdb.train.demo import main
 
 
 def test_demo_steps_select_instances_and_show_them(tmp_path, tiny_models, capsys):

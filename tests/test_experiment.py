@@ -8,7 +8,7 @@ import pytest
 
 import corpusdb
 from tests.conftest import CORPUS, ingest_per_source
-from train.experiment import SUBSETS, parse_args, run
+from corpusdb.train.experiment import SUBSETS, parse_args, run
 
 QUICK = ["--set", "pool_mb=0", "--set", "teacher_steps=20", "--set", "reference_steps=10", "--set", "student_steps=10",
          "--set", "seq_len=64", "--set", "vocab_size=400", "--set", "eval_docs_per_source=5", "--set", "num_workers=0"]

@@ -18,7 +18,7 @@ from corpusdb.cli import cli
 from corpusdb.errors import ExportError
 from tests.conftest import CORPUS, ingest_per_source
 from tests.views_fixture import build
-from train.dataset import Blocks
+from corpusdb.train.dataset import Blocks
 
 VIEW = "difference('teacher', 'reference', alpha := 1)"
 

@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 import corpusdb
 from corpusdb.text import doc_id, normalize
-from ingest import demo_corpus
-from ingest.docids import DocIdSet
+from corpusdb.ingest import demo_corpus
+from corpusdb.ingest.docids import DocIdSet
 from tests.conftest import rows
 
 texts = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 import corpusdb
 from corpusdb.cli import cli
 from tests.conftest import CORPUS, ingest_per_source
-from train.pretrain import TrainConfig, train
+from corpusdb.train.pretrain import TrainConfig, train
 
 COMMON = dict(view="dedup", eval_view="filter_source(['bible'])", seq_len=64, batch_size=8, vocab_size=512,
               block_mb=0.02, log_every=1, progress=False, warmup_steps=5, lr=3e-3, min_lr=3e-4)
@@ -54,7 +54,7 @@ def test_a_killed_run_resumes_exactly(train_db, tmp_path):
              "--eval-every", "1000", "--num-workers", "1", "--seq-len", "64", "--batch-size", "8", "--vocab-size", "512",
              "--block-mb", "0.02", "--log-every", "1", "--no-progress", "--warmup-steps", "5", "--lr", "3e-3",
              "--min-lr", "3e-4", "--eval-view", "filter_source(['bible'])"]
-    result = subprocess.run([sys.executable, "-m", "train.pretrain", *flags], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-m", "corpusdb.train.pretrain", *flags], capture_output=True, text=True,
                             env={**os.environ, "CORPUSDB_FAILPOINT": "train.after_part=1"})
     assert result.returncode == 75, result.stderr[-2000:]  # died right after its checkpoint at step 10
     train(TrainConfig(out=str(killed), **settings))
@@ -81,7 +81,7 @@ def test_a_resume_keeps_its_schedule_and_its_data(train_db, tmp_path):
         train(TrainConfig(out=str(out), max_steps=20, **settings))
     # killed after its first checkpoint; meanwhile the database changes: the resume reads the version it trained on
     killed = tmp_path / "killed"
-    result = subprocess.run([sys.executable, "-c", f"from train.pretrain import *; train(TrainConfig(out={str(killed)!r}, "
+    result = subprocess.run([sys.executable, "-c", f"from corpusdb.train.pretrain import *; train(TrainConfig(out={str(killed)!r}, "
                              f"max_steps=10, **{settings!r}))"], capture_output=True, text=True,
                             env={**os.environ, "CORPUSDB_FAILPOINT": "train.after_part=1"})
     assert result.returncode == 75, result.stderr[-2000:]

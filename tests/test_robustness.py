@@ -80,7 +80,7 @@ def test_doc_id_set_stays_a_few_runs_over_many_small_batches():
     """100k one-document inputs add 100k batches: merging must stay O(n log n), not re-sort all per batch."""
     import numpy as np
 
-    from ingest.docids import DocIdSet
+    from corpusdb.ingest.docids import DocIdSet
 
     rng = np.random.default_rng(0)
     batches = [rng.integers(-(2**62), 2**62, int(rng.integers(1, 6))) for _ in range(20_000)]
@@ -206,9 +206,9 @@ def test_the_next_run_removes_its_own_leftovers(tmp_path):
     inputs = tmp_path / "in"
     _small_files(inputs, 3)
     db = corpusdb.init(str(tmp_path / "db"))
-    from ingest.job import input_key
-    from ingest.readers import ReadOptions
-    from ingest.sources import list_inputs
+    from corpusdb.ingest.job import input_key
+    from corpusdb.ingest.readers import ReadOptions
+    from corpusdb.ingest.sources import list_inputs
 
     items, _ = list_inputs([str(inputs)], "auto", {})
     keys = [input_key(item, ReadOptions(), "pages") for item in items]
@@ -243,7 +243,7 @@ def test_help_lists_and_summaries(tmp_path, tiny_models):
     help_text = runner.invoke(cli, ["train", "--help"], terminal_width=200).output
     assert "--warmup-steps" in help_text and "linear warmup steps [default: 20]" in help_text
     assert "--shuffle / --no-shuffle" in help_text and "--db " not in help_text  # DB is the argument
-    module = subprocess.run([sys.executable, "-m", "train.pretrain", "--help"], capture_output=True, text=True, cwd=ROOT,
+    module = subprocess.run([sys.executable, "-m", "corpusdb.train.pretrain", "--help"], capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "COLUMNS": "200"})
     assert re.search(r"--max-steps MAX_STEPS\s+optimizer steps \(default: 200\)", module.stdout), module.stdout
 
@@ -259,7 +259,7 @@ def test_help_lists_and_summaries(tmp_path, tiny_models):
     assert "…" not in listed and "per := 'byte'" in listed and "docs := 'documents'" in block
 
     with pytest.warns(UserWarning, match="--warmup-steps 50 is not shorter than --max-steps 2"):
-        from train.pretrain import TrainConfig, train
+        from corpusdb.train.pretrain import TrainConfig, train
 
         train(TrainConfig(db=db.url, out=str(tmp_path / "student"), max_steps=2, warmup_steps=50, batch_size=2,
                           seq_len=32, vocab_size=300, tokenizer_docs=6, progress=False, eval_every=0,

@@ -118,7 +118,7 @@ def test_case_7_export_targets_and_empty_score_names(db, tmp_path):
                             env={**__import__("os").environ, "CORPUSDB_FAILPOINT": "export.after_part=2"})
     assert killed.returncode == 75, killed.stderr
     assert json.loads((tmp_path / "old" / "manifest.json").read_bytes()) == json.loads(before["manifest.json"])
-    from train.dataset import Blocks
+    from corpusdb.train.dataset import Blocks
 
     assert len(Blocks(str(tmp_path / "old"))) == 1 and Blocks(str(tmp_path / "old")).read(0)[0].size == 5
     done = db.view("documents").export(str(tmp_path / "old"), overwrite=True, part_size_mb=0.00001)

@@ -9,7 +9,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpusdb.views import load_builtin_views
+from corpusdb.policies import load_builtin_views
 
 SOURCES = ["web", "books", "code"]
 

@@ -115,10 +115,9 @@ class ViewDataset(IterableDataset):
 
     def __init__(self, db, view: str, tokenizer, seq_len: int, *, batch_size: int = 1, shuffle: bool = True,
                  seed: int = 0, epochs: int | None = None, block_mb: float = 4.0, cache_dir: str | None = None):
+        from corpusdb.export import export_view, unit_order
         from corpusdb.provenance import provenance
         from corpusdb.views import relation_sql
-
-        from corpusdb.export import unit_order
 
         sql = relation_sql(db, view)
         order = f"order by {unit_order(db.sql(f'select * from ({sql}) limit 0').columns)}" if shuffle else ""
@@ -132,11 +131,11 @@ class ViewDataset(IterableDataset):
 
         distributed = dist.is_available() and dist.is_initialized()
         if not distributed or dist.get_rank() == 0:
-            db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
+            export_view(db, select, str(cache), part_size_mb=block_mb, storage_options={})
         if distributed:
             dist.barrier()
             if dist.get_rank() != 0:
-                db.view(select).export(str(cache), part_size_mb=block_mb, storage_options={})
+                export_view(db, select, str(cache), part_size_mb=block_mb, storage_options={})
         self._setup(Blocks(str(cache)), tokenizer, seq_len, batch_size, shuffle, seed, epochs, what=f"view {view!r}")
         self.view = view
         self.version = db.version

@@ -1,6 +1,6 @@
 """The MiniPLM recipe on a sample of the demo database, with a real pretrained teacher (`make demo`'s last step).
 
-    python -m train.demo --db demo/db --out demo/miniplm
+    python -m corpusdb.train.demo --db demo/db --out demo/miniplm
 
 Every step is a `corpusdb` command, printed before it runs, so the output reads as a recipe:
 
@@ -127,7 +127,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sample-kb", type=float, default=60,
                         help="instances scored by the teacher, in kB of text (about 3.5 bytes a token)")
     parser.add_argument("--reference-mb", type=float, default=8, help="text the reference is trained on, in MB")
-    parser.add_argument("--reference-size", default="5m", help="reference model size (train.models.SIZES)")
+    parser.add_argument("--reference-size", default="5m", help="reference model size (corpusdb.train.models.SIZES)")
     parser.add_argument("--reference-steps", type=int, default=150, help="reference training steps (16 x --tokens tokens each)")
     parser.add_argument("--vocab-size", type=int, default=4096, help="the reference's (and students') BPE vocabulary")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per instance (and the reference's sequence length)")

@@ -1,12 +1,12 @@
 """The MiniPLM recipe end to end on a corpusdb database: teacher, reference, scores, subsets, students, held-out loss.
 
-    python -m train.experiment --db demo/db --preset cpu --out results/cpu      # a few minutes on 2 cores
-    python -m train.experiment --db demo/db --preset gpu --out results/gpu      # about 20 minutes on one H100
+    python -m corpusdb.train.experiment --db demo/db --preset cpu --out results/cpu      # a few minutes on 2 cores
+    python -m corpusdb.train.experiment --db demo/db --preset gpu --out results/gpu      # about 20 minutes on one H100
 
 1. Split: near-duplicate clusters (`corpusdb minhash`) are split whole into train and held-out by a
    seeded hash of cluster_id, so no held-out document has a near-copy in training.
 2. Models: a teacher trained on the whole training split (or a pretrained one, --teacher PATH),
-   and a much smaller reference trained on a small random slice of it, both with `train.pretrain`.
+   and a much smaller reference trained on a small random slice of it, both with `corpusdb.train.pretrain`.
 3. Scores: `corpusdb score` of every training document under both.
 4. Subsets, each alpha of the training split's text bytes (budget=bytes, `difference_bytes`: the
    same token budget for all, as MiniPLM's equal-length instances give) or of its documents
@@ -166,7 +166,7 @@ def _subsets(db, config: ExperimentConfig) -> dict[str, tuple[str, bool]]:
 
 def _train(db_url: str, view: str, out: Path, config: ExperimentConfig, *, size: str, steps: int, seed: int, shuffle: bool = True,
            tokenizer: str | None = None) -> Path:
-    from train.pretrain import TrainConfig, train
+    from corpusdb.train.pretrain import TrainConfig, train
 
     if not (out / "model" / "config.json").exists():
         train(TrainConfig(
@@ -208,7 +208,7 @@ def _evaluate(model_dir: Path, heldout: dict[str, list[str]], config: Experiment
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from train.pretrain import evaluate
+    from corpusdb.train.pretrain import evaluate
 
     device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else None

@@ -1,6 +1,6 @@
 """Small language models and byte-level BPE tokenizers built locally (no hub download needed).
 
-    python -m train.models out/tiny --size tiny --texts tests/data/corpus/bible.jsonl
+    python -m corpusdb.train.models out/tiny --size tiny --texts tests/data/corpus/bible.jsonl
 
 Tests, benchmarks and the CPU experiment preset build their teacher, reference and student models
 here and save them with `save_pretrained`, so every later step loads them through the real

@@ -1,10 +1,10 @@
 """Student pre-training on any view of a corpusdb database: a compact loop in the spirit of nanoGPT.
 
-    python -m train.pretrain --db demo/db --view dedup --out out/student --max-steps 200
-    torchrun --nproc_per_node 8 -m train.pretrain --db s3://bkt/db --view refined --out out/student --size 20m
+    python -m corpusdb.train.pretrain --db demo/db --view dedup --out out/student --max-steps 200
+    torchrun --nproc_per_node 8 -m corpusdb.train.pretrain --db s3://bkt/db --view refined --out out/student --size 20m
 
 Every setting is in `TrainConfig` below, one line each. The model is a transformers GPT-2 or
-Llama built from `train.models` (random init), the data a `ViewDataset`; AdamW with a cosine
+Llama built from `corpusdb.train.models` (random init), the data a `ViewDataset`; AdamW with a cosine
 schedule and warmup, gradient accumulation, bf16 autocast on GPU, DDP under torchrun (gloo on
 CPU). Checkpoints (`OUT/checkpoint.pt`, written atomically) hold the model, optimizer, step,
 RNG state, the dataset position and the database version trained on, so a killed run re-run
@@ -50,7 +50,7 @@ class TrainConfig:
     vocab_size: int = 4096  # vocabulary of a tokenizer trained here
     tokenizer_docs: int = 20000  # documents the tokenizer is trained on
     arch: str = "gpt2"  # gpt2 or llama
-    size: str = "tiny"  # a train.models.SIZES preset: tiny, small, 5m, 20m, 100m
+    size: str = "tiny"  # a corpusdb.train.models.SIZES preset: tiny, small, 5m, 20m, 100m
     seq_len: int = 256  # tokens per training sequence
     batch_size: int = 16  # sequences per micro-batch on each rank
     grad_accum: int = 1  # micro-batches per optimizer step
@@ -121,7 +121,7 @@ def _tokenizer(config: TrainConfig, db, rank: int, world_size: int):
     from transformers import AutoTokenizer
 
     from corpusdb.views import relation_sql
-    from train.models import train_tokenizer
+    from corpusdb.train.models import train_tokenizer
 
     if config.tokenizer:
         return AutoTokenizer.from_pretrained(config.tokenizer)
@@ -199,7 +199,7 @@ def train(config: TrainConfig) -> dict:
     import corpusdb
     from corpusdb import failpoint
     from corpusdb.train import ViewDataset
-    from train.models import make_model
+    from corpusdb.train.models import make_model
 
     rank, world_size, device = _setup_distributed(config)
     if config.warmup_steps >= config.max_steps and rank == 0:

@@ -94,7 +94,7 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
         pairs.append((column, field_path))
     if shards:
         from corpusdb.execute import run_sharded
-        from ingest.job import default_source
+        from corpusdb.ingest.job import default_source
 
         reports = run_sharded(
             "ingest", db, shards=shards, executor=executor, address=address, storage_options=options,
@@ -151,7 +151,7 @@ def sql(db: str, query: str, fmt: str, as_of: int | None, allow: tuple[str, ...]
 @storage_option
 def stats(db: str, fmt: str, as_of: int | None, storage_options: tuple[str, ...]) -> None:
     """Summarise DB: documents, bytes and parts, in all and per source; its version, the scored models (and how
-    many documents each has scored), near-duplicate clusters and views.
+    many documents each has scored), near-duplicate clusters, instances, annotations and views.
 
     \b
     Example:
@@ -182,9 +182,11 @@ def stats(db: str, fmt: str, as_of: int | None, storage_options: tuple[str, ...]
             instances_line = ""
         clustered = (f"near-duplicate clusters for {summary['n_clustered']:,} documents" if summary["n_clustered"]
                      else "no near-duplicate clusters (corpusdb minhash)")
+        annotated = ", ".join(f"{name} ({a['kind']}, {a['n_rows']:,} rows)" for name, a in summary["annotations"].items())
         click.echo(f"{summary['url']} at version {summary['version']}: {total:,} documents, "
                    f"{summary['n_bytes'] / 1e6:,.1f} MB of text, {summary['n_parts']} parts\n"
-                   f"scored by: {scored}\n{clustered}{instances_line}\nviews: {', '.join(summary['views']) or 'none'}")
+                   f"scored by: {scored}\n{clustered}{instances_line}\n"
+                   f"annotations: {annotated or 'none (corpusdb annotate)'}\nviews: {', '.join(summary['views']) or 'none'}")
     click.echo(render(["source", "n_documents", "n_bytes", "pct_bytes"], rows, fmt))
 
 

@@ -16,7 +16,7 @@ class TrainCommand(click.Command):
     """`corpusdb train`: its help also lists the training settings it passes through."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        from train.pretrain import config_help
+        from corpusdb.train.pretrain import config_help
 
         passed = {"--db", "--view", "--out"}  # given as DB, --view and --out above
         rows = [(f"{flag} / --no-{flag[2:]}" if isinstance(default, bool) else flag, f"{text} [default: {default}]")
@@ -35,11 +35,11 @@ class TrainCommand(click.Command):
 def train(db, view, out, nproc_per_node, options):
     """Pre-train a causal LM on VIEW of DB, from scratch, with a compact AdamW loop.
 
-    OPTIONS are the flags of `python -m train.pretrain --help` (every TrainConfig setting):
+    OPTIONS are the flags of `python -m corpusdb.train.pretrain --help` (every TrainConfig setting):
     --size, --arch, --seq-len, --batch-size, --grad-accum, --max-steps, --lr, --eval-view,
     --tokenizer (default: train a byte-level BPE on the view), --num-workers, --device, ...
     A re-run with the same --out continues from the last checkpoint; the final model is saved
-    to OUT/model for `corpusdb score`. For several GPUs: `torchrun -m train.pretrain ...`.
+    to OUT/model for `corpusdb score`. For several GPUs: `torchrun -m corpusdb.train.pretrain ...`.
 
     \b
     Examples:
@@ -47,15 +47,15 @@ def train(db, view, out, nproc_per_node, options):
       corpusdb train demo/db --view refined --out out/student --size 20m --nproc-per-node 8
       corpusdb score demo/db --model out/student/model --as student
     """
-    from train.pretrain import parse_args
-    from train.pretrain import train as run
+    from corpusdb.train.pretrain import parse_args
+    from corpusdb.train.pretrain import train as run
 
     argv = ["--db", db, "--view", view, "--out", out, *options]
     config = parse_args(argv)  # check the flags before launching anything
     if nproc_per_node:
         from corpusdb.execute import launch_torchrun
 
-        if launch_torchrun(argv, nproc_per_node, module="train.pretrain"):
+        if launch_torchrun(argv, nproc_per_node, module="corpusdb.train.pretrain"):
             raise click.ClickException("torchrun failed; see its output above")
         return
     click.echo(json.dumps(run(config), indent=1, default=str))

@@ -41,12 +41,12 @@ from corpusdb.dedup.exact import ExactJaccard
 from corpusdb.dedup.minhash import HASHES, MinHasher
 from corpusdb.storage import Location, WrittenFile, content_hash, storage_errors
 from corpusdb.versions import Snapshot
+from corpusdb.workers import CHUNK_DOCS, die_with_parent, row_group_chunks
 from corpusdb.world import parse_shard
 
 SIGNATURES = "minhash/signatures"
 CLUSTERS = "minhash/clusters"
 BATCH_DOCS = 2048  # documents per vectorised signing batch
-CHUNK_DOCS = 32768  # documents per worker task (whole row groups of a documents part)
 
 
 @dataclass
@@ -132,55 +132,6 @@ def write_signatures(location: Location, out_name: str, pieces: list[tuple[np.nd
     # random 32-bit values do not compress: store them plain
     return location.write_parquet(pa.table({"doc_id": pa.array(ids, pa.int64()), "signature": column}), SIGNATURES, out_name,
                                   compression="none")
-
-
-def row_group_chunks(location: Location, part: str, docs: int = CHUNK_DOCS) -> list[tuple[int, ...]]:
-    """A documents part's row groups in consecutive runs of about `docs` rows: one task each."""
-    with storage_errors(location.url_of(part)):
-        with location.fs.open(part, "rb") as f:
-            metadata = pq.ParquetFile(f).metadata
-    chunks: list[tuple[int, ...]] = []
-    current: list[int] = []
-    rows = 0
-    for group in range(metadata.num_row_groups):
-        current.append(group)
-        rows += metadata.row_group(group).num_rows
-        if rows >= docs:
-            chunks.append(tuple(current))
-            current, rows = [], 0
-    if current or not chunks:
-        chunks.append(tuple(current))
-    return chunks
-
-
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: end this process when the job that started it ends, even by SIGKILL.
-
-    Linux delivers SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); elsewhere, and as a
-    second guard, a thread notices the parent is gone (re-parented) and exits.
-    """
-    import os
-    import signal
-    import sys
-    import threading
-
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent:  # the parent died before the guard was in place
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(0.5)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="corpusdb-parent-watch").start()
 
 
 def run_minhash(
@@ -322,10 +273,10 @@ def run_minhash(
                 for task in tasks:
                     done(task[0], sign_rows(*arguments(task)))
             else:
-                from corpusdb.execute import worker_context
+                from corpusdb.workers import worker_context
 
                 processes = min(workers, len(tasks))
-                with ProcessPoolExecutor(max_workers=processes, mp_context=worker_context(), initializer=_die_with_parent,
+                with ProcessPoolExecutor(max_workers=processes, mp_context=worker_context(), initializer=die_with_parent,
                                          initargs=(os.getpid(),)) as pool:
                     queue: deque = deque()
                     for task in tasks:  # a bounded window of tasks in flight: results wait in memory only briefly

@@ -1,0 +1,95 @@
+"""Worker processes of corpusdb's jobs: how they start (fork, with a fresh tqdm lock) and that they end with the job.
+
+    python -c "from corpusdb.workers import worker_context; print(worker_context().get_start_method())"
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import pyarrow.parquet as pq
+
+from corpusdb.storage import Location, storage_errors
+
+CHUNK_DOCS = 32768  # documents per worker task (whole row groups of a documents part)
+
+
+def worker_context() -> multiprocessing.context.BaseContext:
+    """The start method of corpusdb's worker processes: fork where there is one.
+
+    Workers only touch numpy, pyarrow and fsspec (all fork-safe), and unlike spawn fork needs no
+    `if __name__ == "__main__"` guard in the user's script. A forked child holds only the forking
+    thread, so a lock another thread held at that instant stays held for ever: tqdm's monitor
+    thread takes tqdm's lock every few seconds, and a child creating a progress bar would wait on
+    it (a shard of `test_cli_shards` hung once in tqdm's constructor on a loaded machine).
+    Children therefore get a fresh tqdm lock.
+    """
+    global _FORK_HOOK
+    if "fork" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    if not _FORK_HOOK:
+        import os
+
+        os.register_at_fork(after_in_child=_fresh_tqdm_lock)
+        _FORK_HOOK = True
+    return multiprocessing.get_context("fork")
+
+
+_FORK_HOOK = False
+
+
+def _fresh_tqdm_lock() -> None:
+    from tqdm import tqdm
+    from tqdm.std import TqdmDefaultWriteLock
+
+    tqdm.set_lock(TqdmDefaultWriteLock())
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when the job that started it ends, even by SIGKILL.
+
+    Linux delivers SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG); elsewhere, and as a
+    second guard, a thread notices the parent is gone (re-parented) and exits.
+    """
+    import os
+    import signal
+    import sys
+    import threading
+
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the parent died before the guard was in place
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="corpusdb-parent-watch").start()
+
+
+def row_group_chunks(location: Location, part: str, docs: int = CHUNK_DOCS) -> list[tuple[int, ...]]:
+    """A documents part's row groups in consecutive runs of about `docs` rows: one task each."""
+    with storage_errors(location.url_of(part)):
+        with location.fs.open(part, "rb") as f:
+            metadata = pq.ParquetFile(f).metadata
+    chunks: list[tuple[int, ...]] = []
+    current: list[int] = []
+    rows = 0
+    for group in range(metadata.num_row_groups):
+        current.append(group)
+        rows += metadata.row_group(group).num_rows
+        if rows >= docs:
+            chunks.append(tuple(current))
+            current, rows = [], 0
+    if current or not chunks:
+        chunks.append(tuple(current))
+    return chunks
