@@ -29,7 +29,15 @@ from corpusdb.errors import QueryError, VersionError
 from corpusdb.policies import load_builtin_views
 from corpusdb.statements import check_select, check_statement, query_error, quote
 from corpusdb.storage import Location
-from corpusdb.tables import ANNOTATION_VIEW_PREFIX, ANNOTATIONS, TABLE_FOLDERS, VIEW_NAME_RE, annotation_prefix, annotation_view
+from corpusdb.tables import (
+    ANNOTATION_VIEW_PREFIX,
+    ANNOTATIONS,
+    TABLE_FOLDERS,
+    VIEW_NAME_RE,
+    annotation_columns,
+    annotation_prefix,
+    annotation_view,
+)
 from corpusdb.versions import Snapshot
 
 MODEL_COLUMNS = {"model": "VARCHAR", "content_hash": "VARCHAR", "tokenizer_hash": "VARCHAR", "path": "VARCHAR", "unit": "VARCHAR"}
@@ -217,7 +225,7 @@ class Database:
         for name, entry in sorted(self.snapshot.annotations.items()):
             prefix = annotation_prefix(name)
             paths = [self.location.join(p) for p in self.snapshot.parts(ANNOTATIONS, prefix)]
-            self._create_view(annotation_view(name), paths, {"doc_id": "BIGINT", **(entry.get("columns") or {})})
+            self._create_view(annotation_view(name), paths, {"doc_id": "BIGINT", **annotation_columns(entry)})
             wanted[annotation_view(name)] = name
         for view in self._annotation_views - set(wanted):
             self._con.execute(f"drop view if exists {view}")
@@ -376,7 +384,7 @@ class Database:
             rows = sum(int(self.snapshot.tables[ANNOTATIONS][p].get("rows") or 0)
                        for p in self.snapshot.parts(ANNOTATIONS, annotation_prefix(name)))
             out[name] = {"kind": entry.get("kind"), "view": annotation_view(name), "n_rows": rows,
-                         "columns": list(entry.get("columns") or {})}
+                         "columns": list(annotation_columns(entry))}
         return out
 
     def _instances(self) -> dict | None:

@@ -11,7 +11,8 @@ change `inputs_hash`, and a reuse is only ever of exactly the same thing.
 `definitions` are the user views and built-in views and macros the query reads, transitively,
 with their SQL as they are now (a view's name is taken as read wherever it appears in the text,
 also inside a string such as `docs := 'refined'`, and a macro's wherever it is called, so the
-record may name more than is read, never less). The data is the content hashes of every part of each table those texts name.
+record may name more than is read, never less). The data is the content hashes of every part of each table those texts name,
+and of each annotation whose view (`annotations_NAME`) they name, with its producer.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from typing import TYPE_CHECKING
 import duckdb
 
 from corpusdb.policies import builtin_views
+from corpusdb.tables import ANNOTATIONS, TABLE_FOLDERS, annotation_prefix, annotation_view
 
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-TABLES = ("documents", "scores", "signatures", "minhash", "instance_spans")
+TABLES = tuple(TABLE_FOLDERS)
 IDENTITY_KEYS = ("model", "content_hash", "tokenizer_hash", "context", "stride", "precision", "architecture", "unit", "instances")
 
 
@@ -88,8 +90,19 @@ def provenance(db: Database, sql: str) -> dict:
     data = {table: sorted((path, info["hash"]) for path, info in db.snapshot.tables[table].items()) for table in tables}
     registry = {name: {k: entry.get(k) for k in ("content_hash", "tokenizer_hash")}
                 for name, entry in sorted(db.snapshot.models.items())} if "models" in words else {}
-    digest = hashlib.sha256(json.dumps([sql, found, data, models, registry], sort_keys=True).encode()).hexdigest()[:32]
-    return {"version": db.version, "sql": sql, "definitions": found, "tables": tables, "models": models, "inputs_hash": digest}
+    # annotations read: their producers and the content hashes of their parts
+    annotations = {
+        name: {"kind": entry.get("kind"), "producer": entry.get("producer"), "columns": entry.get("columns"),
+               "parts": sorted((path, db.snapshot.tables[ANNOTATIONS][path]["hash"])
+                               for path in db.snapshot.parts(ANNOTATIONS, annotation_prefix(name)))}
+        for name, entry in sorted(db.snapshot.annotations.items()) if annotation_view(name) in words
+    }
+    payload = [sql, found, data, models, registry] + ([annotations] if annotations else [])
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
+    tables += [annotation_view(name) for name in annotations]
+    return {"version": db.version, "sql": sql, "definitions": found, "tables": tables, "models": models,
+            "annotations": {name: {k: v for k, v in a.items() if k != "parts"} for name, a in annotations.items()},
+            "inputs_hash": digest}
 
 
 def is_ordered(db: Database, sql: str) -> bool:

@@ -1,10 +1,13 @@
-"""An HTML report of a database: loss histograms per source, teacher vs reference, view shares.
+"""An HTML report of a selection: losses in bits per byte, the difference ranking and its cut, what it keeps.
 
     corpusdb report demo/db --teacher teacher --reference reference --out demo/report.html
 
-One self-contained HTML file (plots embedded as PNG) that people can open and share: what is in
-the corpus, how each scoring model sees each source, where MiniPLM's difference selection draws
-its boundary, and what each view keeps of each source.
+One self-contained HTML file (plots embedded as PNG) that people can open and share. Everything is
+drawn over the rows a selection is made from (`docs`: documents, the instances the teacher scored,
+or any view): each model's bits per byte by source on one shared axis, teacher against reference
+with the selection boundary, the distribution of difference scores with the cut, the fraction of
+each source the selection keeps, the top and bottom of the ranking with excerpts, the
+distributions of the annotations' columns, and the per-source shares of each view.
 """
 
 from __future__ import annotations
@@ -13,15 +16,26 @@ import base64
 import datetime as dt
 import html
 import io
+import math
+import random
 from typing import TYPE_CHECKING
 
 from corpusdb.analysis import view_stats
+from corpusdb.statements import quote
 from corpusdb.storage import Location
+from corpusdb.tables import annotation_columns, annotation_view
+from corpusdb.views import relation_sql
 
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
 MAX_POINTS = 20000  # scatter points drawn (a seeded sample beyond that)
+EXAMPLES = 3  # rows shown at each end of the ranking
+EXCERPT = 300  # characters of each example
+MAX_ANNOTATION_PLOTS = 36  # columns drawn per annotation
+LN2 = math.log(2)
+NUMERIC = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT", "FLOAT",
+           "DOUBLE", "REAL")
 
 
 def _png(figure) -> str:
@@ -33,75 +47,192 @@ def _png(figure) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _histograms(db: Database, models: list[str]) -> str | None:
-    import matplotlib.pyplot as plt
-
-    if not models:
-        return None
-    figure, axes = plt.subplots(len(models), 1, figsize=(8, 2.8 * len(models)), squeeze=False)
-    for axis, model in zip(axes[:, 0], models):
-        units = "(select instance_id as doc_id, source from instances)" if _unit(db, model) == "instances" else "documents"
-        rows = db.sql(
-            f"select d.source, l.loss_per_byte from losses l join {units} d using (doc_id) where l.model = ? and l.loss_per_byte is not null",
-            params=[model],
-        ).fetchall()
-        by_source: dict[str, list[float]] = {}
-        for source, loss in rows:
-            by_source.setdefault(source, []).append(loss)
-        low = min(v for values in by_source.values() for v in values)
-        high = max(v for values in by_source.values() for v in values)
-        bins = [low + (high - low) * i / 40 for i in range(41)] if high > low else 10
-        for source, values in sorted(by_source.items()):
-            axis.hist(values, bins=bins, histtype="step", linewidth=1.4, density=True, label=f"{source} ({len(values)})")
-        axis.set_title(f"loss per byte (nats) under {model}")
-        axis.set_ylabel("density")
-        axis.legend(fontsize=7, ncol=2)
-    figure.tight_layout()
-    return _png(figure)
-
-
 def _unit(db: Database, model: str) -> str:
     """What a score name scored: documents or instances."""
     return (db.snapshot.models.get(model) or {}).get("unit") or "documents"
 
 
-def _docs(db: Database, teacher: str) -> str:
-    """The docs argument of policies over the teacher's unit."""
-    return ", docs := 'instances'" if _unit(db, teacher) == "instances" else ""
+def _pool_rows(db: Database, docs: str) -> str:
+    """SQL of (unit_id, doc_id, source) for the rows of `docs`: scores join on unit_id, annotations on doc_id."""
+    return (f"select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id, doc_id, source "
+            f"from ({relation_sql(db, docs)})")
 
 
-def _scatter(db: Database, teacher: str, reference: str, alpha: float) -> str | None:
+def _histograms(db: Database, models: list[str], docs: str) -> str | None:
+    """Bits per byte of each model over `docs`, by source, on one shared x-axis."""
     import matplotlib.pyplot as plt
 
-    docs = _docs(db, teacher)
-    rows = db.sql(
-        f"""
-        with scored as (select unit_id, source, score, n_bytes, teacher_logprob, reference_logprob
-                        from difference_scores('{teacher}', '{reference}'{docs})),
-             kept as materialized (select score from difference('{teacher}', '{reference}', alpha := {alpha}{docs}))
-        select -reference_logprob / n_bytes, -teacher_logprob / n_bytes, score >= (select min(score) from kept),
-               (select min(score) from kept)
-        from scored where n_bytes > 0
-        order by uniform(unit_id, 0) limit {MAX_POINTS}
-        """
-    ).fetchall()
+    values: dict[str, dict[str, list[float]]] = {}
+    for model in models:
+        rows = db.sql(
+            f"select p.source, l.bits_per_byte from losses l join ({_pool_rows(db, docs)}) p on l.doc_id = p.unit_id "
+            "where l.model = ? and l.bits_per_byte is not null", params=[model]).fetchall()
+        for source, bits in rows:
+            values.setdefault(model, {}).setdefault(source, []).append(bits)
+    values = {m: v for m, v in values.items() if v}
+    if not values:
+        return None
+    everything = [x for by_source in values.values() for xs in by_source.values() for x in xs]
+    low, high = min(everything), max(everything)
+    bins = [low + (high - low) * i / 40 for i in range(41)] if high > low else 10
+    figure, axes = plt.subplots(len(values), 1, figsize=(8, 2.6 * len(values)), squeeze=False, sharex=True)
+    for axis, (model, by_source) in zip(axes[:, 0], values.items()):
+        for source, xs in sorted(by_source.items()):
+            axis.hist(xs, bins=bins, histtype="step", linewidth=1.4, density=True, label=f"{source} ({len(xs)})")
+        axis.set_title(f"{model}: bits per byte over {docs}", fontsize=10)
+        axis.set_ylabel("density")
+        axis.legend(fontsize=7, ncol=2)
+    axes[-1, 0].set_xlabel("bits per byte (lower: the model predicts the text better)")
+    figure.tight_layout()
+    return _png(figure)
+
+
+def _scored(db: Database, teacher: str, reference: str, alpha: float, docs: str) -> list[tuple]:
+    """(unit_id, source, reference bits/byte, teacher bits/byte, score in bits/byte, kept) of every scored row of `docs`."""
+    kept = f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}, docs := {quote(docs)})"
+    return db.sql(f"""
+        with scored as (select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id, source,
+                               n_bytes, score, teacher_logprob, reference_logprob
+                        from difference_scores({quote(teacher)}, {quote(reference)}, docs := {quote(docs)})),
+             kept as materialized (select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id
+                                   from {kept})
+        select s.unit_id, s.source, -s.reference_logprob / s.n_bytes / ln(2), -s.teacher_logprob / s.n_bytes / ln(2),
+               s.score / ln(2), s.unit_id in (select unit_id from kept)
+        from scored s where s.n_bytes > 0
+    """).fetchall()
+
+
+def _scatter(rows: list[tuple], teacher: str, reference: str, alpha: float) -> str | None:
+    import matplotlib.pyplot as plt
+
     if not rows:
         return None
-    threshold = rows[0][3]  # the boundary: the lowest kept score
+    cut = min((r[4] for r in rows if r[5]), default=None)
+    sample = random.Random(0).sample(rows, MAX_POINTS) if len(rows) > MAX_POINTS else rows
     figure, axis = plt.subplots(figsize=(6.5, 6))
     for selected, color, label in ((False, "#bbbbbb", "dropped"), (True, "#d62728", f"kept (top {alpha:.0%})")):
-        points = [(x, y) for x, y, s, _ in rows if s == selected]
+        points = [(r[2], r[3]) for r in sample if r[5] == selected]
         if points:
             axis.scatter([p[0] for p in points], [p[1] for p in points], s=6, c=color, label=label, alpha=0.7)
-    xs = [r[0] for r in rows]
-    low, high = min(xs), max(xs)
-    axis.plot([low, high], [low - threshold, high - threshold], "k--", linewidth=1,
-              label=f"boundary: reference - teacher = {threshold:.3f} nats/byte")
-    axis.set_xlabel(f"reference loss per byte ({reference})")
-    axis.set_ylabel(f"teacher loss per byte ({teacher})")
+    if cut is not None:
+        xs = [r[2] for r in sample]
+        low, high = min(xs), max(xs)
+        axis.plot([low, high], [low - cut, high - cut], "k--", linewidth=1,
+                  label=f"boundary: reference - teacher = {cut:.3f} bits/byte")
+    axis.set_xlabel(f"reference bits per byte ({reference})")
+    axis.set_ylabel(f"teacher bits per byte ({teacher})")
     axis.set_title("MiniPLM difference sampling")
     axis.legend(fontsize=8)
     return _png(figure)
+
+
+def _score_histogram(rows: list[tuple], alpha: float) -> str | None:
+    """Difference scores (bits per byte), kept and dropped, with the cut."""
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    scores = [r[4] for r in rows]
+    low, high = min(scores), max(scores)
+    bins = [low + (high - low) * i / 50 for i in range(51)] if high > low else 10
+    figure, axis = plt.subplots(figsize=(8, 3.2))
+    axis.hist([[r[4] for r in rows if not r[5]], [r[4] for r in rows if r[5]]], bins=bins, stacked=True,
+              color=["#bbbbbb", "#d62728"], label=["dropped", f"kept (top {alpha:.0%})"])
+    cut = min((r[4] for r in rows if r[5]), default=None)
+    if cut is not None:
+        axis.axvline(cut, color="k", linestyle="--", linewidth=1, label=f"cut: {cut:.3f} bits/byte")
+    axis.set_xlabel("difference score: reference - teacher, bits per byte (higher: the teacher knows it better)")
+    axis.set_ylabel("rows")
+    axis.legend(fontsize=8)
+    return _png(figure)
+
+
+def _kept_by_source(rows: list[tuple]) -> str | None:
+    """The fraction of each source's scored rows the selection keeps."""
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        return None
+    totals: dict[str, list[int]] = {}
+    for r in rows:
+        counts = totals.setdefault(r[1], [0, 0])
+        counts[0] += 1
+        counts[1] += int(r[5])
+    sources = sorted(totals)
+    fractions = [totals[s][1] / totals[s][0] for s in sources]
+    figure, axis = plt.subplots(figsize=(8, 0.35 * len(sources) + 1.2))
+    axis.barh(range(len(sources)), fractions, color="#d62728")
+    axis.set_yticks(range(len(sources)), [f"{s} ({totals[s][1]}/{totals[s][0]})" for s in sources], fontsize=8)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("fraction of the source's scored rows kept")
+    return _png(figure)
+
+
+def _examples(db: Database, rows: list[tuple], docs: str) -> str:
+    """HTML tables of the top and bottom rows of the ranking, with an excerpt of each."""
+    if not rows:
+        return ""
+    ranked = sorted(rows, key=lambda r: (-r[4], r[0]))
+    picks = [("top", ranked[:EXAMPLES]), ("bottom", ranked[-EXAMPLES:][::-1])]
+    ids = [r[0] for _, group in picks for r in group]
+    texts = dict(db.sql(
+        f"select unit_id, text from (select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id, "
+        f"text from ({relation_sql(db, docs)})) where unit_id in ({', '.join(str(int(i)) for i in ids)})").fetchall())
+    out = []
+    for end, group in picks:
+        cells = "".join(
+            f"<tr><td>{html.escape(str(r[0]))}</td><td>{html.escape(r[1])}</td><td>{r[4]:.3f}</td>"
+            f"<td class='text'>{html.escape((texts.get(r[0]) or '')[:EXCERPT])}</td></tr>"
+            for r in group)
+        out.append(f"<h3>The {end} of the ranking</h3><table><tr><th>id</th><th>source</th><th>score (bits/byte)</th>"
+                   f"<th>excerpt</th></tr>{cells}</table>")
+    return "".join(out)
+
+
+def _annotation_plots(db: Database, docs: str) -> list[tuple[str, str | None]]:
+    """Per annotation, its columns' distributions over `docs` (numbers: histograms; text: top values; booleans: share true)."""
+    import matplotlib.pyplot as plt
+
+    out = []
+    for name, entry in sorted(db.snapshot.annotations.items()):
+        columns = [(c, t) for c, t in annotation_columns(entry).items()
+                   if t.upper() in NUMERIC or t.upper() in ("VARCHAR", "BOOLEAN")][:MAX_ANNOTATION_PLOTS]
+        if not columns:
+            continue
+        pool = f"(select distinct doc_id from ({_pool_rows(db, docs)}))"
+        table = db.sql(f"select {', '.join(f'a.{c}' for c, _ in columns)} from {annotation_view(name)} a semi join {pool} p "
+                       "on a.doc_id = p.doc_id").fetchall()
+        if not table:
+            continue
+        ncols = min(4, len(columns))
+        nrows = math.ceil(len(columns) / ncols)
+        figure, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 2.3 * nrows), squeeze=False)
+        for index, (column, kind) in enumerate(columns):
+            axis = axes[index // ncols, index % ncols]
+            values = [row[index] for row in table if row[index] is not None]
+            if kind.upper() == "VARCHAR":
+                counts: dict[str, int] = {}
+                for v in values:
+                    counts[v] = counts.get(v, 0) + 1
+                top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+                axis.barh([k for k, _ in top][::-1], [v for _, v in top][::-1], color="#1f77b4")
+            elif kind.upper() == "BOOLEAN":
+                share = sum(bool(v) for v in values) / max(len(values), 1)
+                axis.barh(["true", "false"], [share, 1 - share], color=["#d62728", "#bbbbbb"])
+                axis.set_xlim(0, 1)
+            else:
+                finite = [float(v) for v in values if math.isfinite(float(v))]
+                if finite:
+                    axis.hist(finite, bins=30, color="#1f77b4")
+            missing = len(table) - len(values)
+            axis.set_title(column + (f" ({missing} null)" if missing else ""), fontsize=8)
+            axis.tick_params(labelsize=7)
+        for index in range(len(columns), nrows * ncols):
+            axes[index // ncols, index % ncols].axis("off")
+        figure.tight_layout()
+        out.append((f"Annotation {name} ({entry.get('kind')}) over {docs}: {len(table):,} documents", _png(figure)))
+    return out
 
 
 def _shares(stats: list[dict]) -> str:
@@ -124,13 +255,15 @@ def _shares(stats: list[dict]) -> str:
 
 
 def build_report(db: Database, *, teacher: str | None = None, reference: str | None = None, alpha: float = 0.5,
-                 views: list[str] | None = None) -> str:
+                 views: list[str] | None = None, docs: str | None = None) -> str:
     """The report as an HTML string.
 
     Args:
-        teacher, reference: score names for the difference plot and view [default: the models
+        teacher, reference: score names for the difference plots and view [default: the models
             named "teacher" and "reference" if scored].
         views: views to summarise [default: documents, dedup, every user view, and difference].
+        docs: the rows the plots and the selection are drawn from (a view name) [default:
+            documents, or instances when the teacher scored instances].
     """
     import matplotlib
 
@@ -145,17 +278,29 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
     for name in (teacher, reference):
         if name is not None and name not in models:
             raise ValueError(f"no scores named {name!r}; scored models: {', '.join(models) or 'none'} (run corpusdb score)")
+    if docs is None:
+        docs = "instances" if teacher and _unit(db, teacher) == "instances" else "documents"
+    columns = db.sql(f"select * from ({relation_sql(db, docs)}) limit 0").columns  # an unknown view fails here
+    unit = "instances" if "instance_id" in columns else "documents"
+    plotted = [teacher, reference] if teacher and reference else [m for m in models if _unit(db, m) == unit]
+    pool = "" if docs == "documents" else f", docs := {quote(docs)}"
     if views is None:
         views = ["documents", "dedup", *sorted(db.snapshot.views)]
         if teacher and reference:
-            views.append(f"difference('{teacher}', '{reference}', alpha := {alpha}{_docs(db, teacher)})")
+            views.append(f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}{pool})")
     stats = [view_stats(db, v) for v in views]
-    images = [("Loss per byte by source", _histograms(db, models))]
+    images = [(f"Bits per byte by source, over {docs}", _histograms(db, plotted, docs))]
+    examples = ""
     if teacher and reference:
-        images.append(("Teacher vs reference, with the selection boundary", _scatter(db, teacher, reference, alpha)))
+        rows = _scored(db, teacher, reference, alpha, docs)
+        images += [("Teacher vs reference, with the selection boundary", _scatter(rows, teacher, reference, alpha)),
+                   ("Difference scores, with the cut", _score_histogram(rows, alpha)),
+                   ("Kept fraction of each source", _kept_by_source(rows))]
+        examples = _examples(db, rows, docs)
+    images += _annotation_plots(db, docs)
     images.append(("Per-source shares of each view", _shares(stats)))
 
-    rows = "".join(
+    table = "".join(
         f"<tr><td>{html.escape(s['view'])}</td><td>{s['n_documents']:,}</td><td>{s['n_bytes']:,}</td>"
         f"<td>{s['share_of_corpus_bytes']:.1%}</td><td>{html.escape(', '.join(f'{m}: {t:,}' for m, t in s['n_tokens'].items()))}</td></tr>"
         for s in stats
@@ -164,17 +309,22 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
         f'<h2>{html.escape(title)}</h2><img alt="{html.escape(title)}" src="data:image/png;base64,{png}">'
         for title, png in images if png
     )
+    ranking = f"<h2>Examples</h2>{examples}" if examples else ""
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>corpusdb report: {html.escape(db.url)}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;color:#222}}
-table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}
-td:first-child,th:first-child{{text-align:left}}img{{max-width:100%}}</style></head>
+table{{border-collapse:collapse;margin-bottom:1em}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right;vertical-align:top}}
+td:first-child,th:first-child{{text-align:left}}td.text{{text-align:left;white-space:pre-wrap;font-family:monospace;font-size:12px}}
+img{{max-width:100%}}</style></head>
 <body><h1>corpusdb report</h1>
 <p>{html.escape(db.url)} at version {db.version}, {now}. Scored models: {html.escape(', '.join(models) or 'none')}.
-{html.escape(f'Score names without scores: {", ".join(empty)}.' if empty else '')}</p>
-<h2>Views</h2><table><tr><th>view</th><th>documents</th><th>bytes</th><th>share of corpus bytes</th><th>tokens per model</th></tr>{rows}</table>
+Annotations: {html.escape(', '.join(sorted(db.snapshot.annotations)) or 'none')}.
+{html.escape(f'Score names without scores: {", ".join(empty)}.' if empty else '')}
+Losses are in bits per byte (the negative log2-likelihood of the text per UTF-8 byte), comparable across tokenizers.</p>
+<h2>Views</h2><table><tr><th>view</th><th>documents</th><th>bytes</th><th>share of corpus bytes</th><th>tokens per model</th></tr>{table}</table>
 {figures}
+{ranking}
 </body></html>
 """
 

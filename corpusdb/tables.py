@@ -46,3 +46,13 @@ def check_annotation_name(name: str) -> str:
     if not ANNOTATION_NAME_RE.match(name or ""):
         raise ValueError(f"annotation name {name!r} must be 1-48 lowercase letters, digits or '_', starting with a letter")
     return name
+
+
+def annotation_columns(entry: dict) -> dict[str, str]:
+    """{column: DuckDB type} of an annotation's entry, in order (stored as [name, type] pairs: versions sort keys)."""
+    return {name: kind for name, kind in entry.get("columns") or []}
+
+
+def column_pairs(columns: dict[str, str]) -> list[list[str]]:
+    """Columns as the version stores them: [name, type] pairs, in order."""
+    return [[name, kind] for name, kind in columns.items()]

@@ -8,6 +8,7 @@ import random
 import pytest
 
 import corpusdb
+from corpusdb.annotations import annotator_for
 from corpusdb.execute import run_sharded, torchrun_command
 from tests.conftest import CORPUS, fixture_texts
 
@@ -88,6 +89,13 @@ def test_ray_over_s3_equals_the_local_executor(ray_cluster, tmp_path, s3_options
     reports = run_sharded("minhash", url, shards=2, executor="ray", storage_options=s3_options)
     assert reports[-1]["clustered_on"] == "ray"
     assert _tables(corpusdb.open(url, storage_options=s3_options)) == _tables(local)
+    # the annotate job as Ray tasks: the same rows as one local process
+    reports = run_sharded("annotate", url, shards=2, executor="ray", storage_options=s3_options, name="language",
+                          annotator=annotator_for("language"))
+    assert sum(r["n_documents"] for r in reports) == local.sql("select count(*) from documents").fetchall()[0][0]
+    local.annotate("language", progress=False, workers=1)
+    query = "select doc_id, language, language_score from annotations_language order by doc_id"
+    assert corpusdb.open(url, storage_options=s3_options).sql(query).fetchall() == local.sql(query).fetchall()
 
 
 @pytest.mark.parametrize("ray_cluster", [{"CORPUSDB_FAILPOINT": "ingest.after_part=1"}], indirect=True)

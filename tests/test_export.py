@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -127,14 +128,27 @@ def test_export_to_s3(tmp_path, s3_options, bucket):
 def test_report_renders_plots(scored_db, tmp_path):
     scored_db.minhash(workers=1, progress=False)
     scored_db.create_view("short", "select * from documents where n_bytes < 1000")
+    scored_db.annotate("shout", "tests.annotators:shouting", progress=False, workers=1)
     out = tmp_path / "report.html"
-    result = CliRunner().invoke(cli, ["report", scored_db.url, "--out", str(out)])
+    result = CliRunner().invoke(cli, ["report", scored_db.url, "--out", str(out), "--docs", "dedup"])
     assert result.exit_code == 0, result.output
     page = out.read_text()
-    assert page.count('src="data:image/png;base64,') == 3
-    for title in ("Loss per byte by source", "Teacher vs reference, with the selection boundary", "Per-source shares of each view"):
-        assert f"<h2>{title}</h2>" in page
-    assert "<td>short</td>" in page and "difference(&#x27;teacher&#x27;, &#x27;reference&#x27;, alpha := 0.5)" in page
+    titles = ("Bits per byte by source, over dedup", "Teacher vs reference, with the selection boundary",
+              "Difference scores, with the cut", "Kept fraction of each source", "Annotation shout (python) over dedup: ",
+              "Per-source shares of each view")
+    for title in titles:
+        assert f"<h2>{title}" in page
+    assert page.count('src="data:image/png;base64,') == len(titles)
+    assert "<td>short</td>" in page and "difference(&#x27;teacher&#x27;, &#x27;reference&#x27;, alpha := 0.5, docs := &#x27;dedup&#x27;)" in page
+    # the examples: the top of the ranking is the row with the highest difference score over dedup, with its text
+    (top_id, top_text), = scored_db.sql("select doc_id, text from difference_scores('teacher', 'reference', docs := 'dedup') "
+                                        "order by score desc, doc_id limit 1").fetchall()
+    top = page[page.index("<h3>The top of the ranking</h3>"):page.index("<h3>The bottom of the ranking</h3>")]
+    first_row = top.split("<tr>")[2]  # after the header row
+    assert first_row.startswith(f"<td>{top_id}</td>") and html.escape(top_text[:100]) in first_row
+    assert "bits per byte" in page and "nats" not in page
+    result = CliRunner().invoke(cli, ["report", scored_db.url, "--out", str(tmp_path / "x.html"), "--docs", "nope"])
+    assert result.exit_code == 1 and "no table or view named 'nope'" in result.output
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         pytest.skip("no headless Chromium here (apt-get install chromium) to open the report")

@@ -246,7 +246,8 @@ def test_stats_compare_and_report_count_instances(inst_db):
     with pytest.raises(ValueError, match="holds documents and .* instances; compare views of one unit"):
         compare_views(inst_db, "documents", view)
     page = build_report(inst_db, teacher="teacher", reference="reference")
-    assert "docs := &#x27;instances&#x27;" in page and page.count("<img") == 3
+    assert "docs := &#x27;instances&#x27;" in page and page.count("<img") == 5  # histograms, scatter, scores, kept, shares
+    assert "<h2>Bits per byte by source, over instances</h2>" in page
     assert inst_db.stats()["instances"] == {"n_instances": total, "tokens": 24, "tokenizer": inst_db.snapshot.settings[
         "instances"]["tokenizer"], "tokenizer_hash": inst_db.snapshot.settings["instances"]["tokenizer_hash"]}
 

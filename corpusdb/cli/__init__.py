@@ -5,7 +5,7 @@
     corpusdb score demo/db --model out/teacher --as teacher
 """
 
-from corpusdb.cli import catalog, data, dedup, score, train, views  # noqa: F401 - registers the commands
+from corpusdb.cli import annotate, catalog, data, dedup, score, train, views  # noqa: F401 - registers the commands
 from corpusdb.cli.base import cli
 
 

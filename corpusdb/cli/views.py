@@ -229,18 +229,29 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_
 @click.option("--alpha", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="difference sampling's keep fraction, in (0, 1]")
 @click.option("--view", "views", multiple=True, help="views to summarise (repeatable) [default: documents, dedup, user views, difference]")
+@click.option("--docs", help="the rows the plots and the selection are drawn from, a view name (e.g. dedup) "
+                             "[default: documents, or instances when the teacher scored instances]")
 @as_of_option
 @storage_option
-def report(db, out, teacher, reference, alpha, views, as_of, storage_options):
-    """Write an HTML report: loss histograms per source, teacher vs reference with the selection
-    boundary, and per-source shares of each view.
+def report(db, out, teacher, reference, alpha, views, docs, as_of, storage_options):
+    """Write an HTML report of a selection, losses in bits per byte, over the rows it is drawn from (--docs).
 
     \b
-    Example:
+    It shows:
+      each model's bits per byte by source, on one shared axis
+      teacher against reference, with the selection boundary (difference sampling, --alpha)
+      the difference scores with the cut, and the fraction of each source kept
+      the top and bottom of the ranking, with excerpts
+      the distributions of the annotations' columns (corpusdb annotate)
+      the per-source shares of each view
+
+    \b
+    Examples:
       corpusdb report demo/db --teacher teacher --reference reference --out demo/report.html
+      corpusdb report demo/db --docs dedup --alpha 0.3 --out s3://bkt/reports/refined.html
     """
     from corpusdb.report import write_report
 
     with open_db(db, storage_options, as_of) as database:
-        write_report(database, out, teacher=teacher, reference=reference, alpha=alpha, views=list(views) or None)
+        write_report(database, out, teacher=teacher, reference=reference, alpha=alpha, views=list(views) or None, docs=docs)
     click.echo(f"report written to {out}")
