@@ -7,7 +7,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 SUDO_N := $(shell [ "$$(id -u)" = 0 ] || echo sudo -n)  # never waits for a password (tests)
 TEXT_PACKAGES := linux-source-6.1 python3.11-doc perl-doc git-doc bible-kjv fortunes
 
-.PHONY: setup demo demo-text test test-browser bench clean
+.PHONY: setup demo demo-text test test-browser bench bench-datatrove clean
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,14 @@ demo: setup demo-text
 	$(BIN)/corpusdb minhash $(DEMO)/db
 	$(BIN)/corpusdb dedup-report $(DEMO)/db
 	$(BIN)/corpusdb dedup-report $(DEMO)/db --by size
+	# annotations: the Gopher/C4/FineWeb rule values (as datatrove computes them) and fastText language id
+	$(BIN)/corpusdb annotate $(DEMO)/db quality
+	$(BIN)/corpusdb annotate $(DEMO)/db language
+	$(BIN)/corpusdb view create $(DEMO)/db english --replace --sql "select * from filter_language(['en'], 0.65, docs := 'dedup')"
+	$(BIN)/corpusdb view create $(DEMO)/db fineweb --replace --sql "select * from filter_quality(docs := 'english')"
+	$(BIN)/corpusdb sql $(DEMO)/db "select d.source, count(*) as docs, count(e.doc_id) as english, count(f.doc_id) as fineweb_kept, \
+	  round(100.0 * coalesce(sum(f.n_bytes), 0) / sum(d.n_bytes), 1) as pct_bytes_kept \
+	  from documents d left join english e using (doc_id) left join fineweb f using (doc_id) group by 1 order by 1"
 	$(BIN)/corpusdb view create $(DEMO)/db mid_length --replace \
 	  --sql "select * from filter_length(500, 20000, docs := 'dedup') where source <> 'fortunes'"
 	$(BIN)/corpusdb view stats $(DEMO)/db mid_length
@@ -57,6 +65,15 @@ bench: setup
 	$(BIN)/python benchmarks/score_threads.py
 	$(BIN)/python benchmarks/minhash_throughput.py
 	$(BIN)/python benchmarks/view_speed.py
+	$(BIN)/python benchmarks/annotate_throughput.py
+
+# datatrove, the peer the quality annotator is measured against, in its own venv (never a dependency of corpusdb)
+bench-datatrove: .venv-datatrove/.installed
+
+.venv-datatrove/.installed:
+	$(PYTHON) -m venv .venv-datatrove
+	.venv-datatrove/bin/pip install -q 'datatrove[processing]==0.10.1' 'xxhash<4'
+	touch $@
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-datatrove $(DEMO) .pytest_cache .hypothesis

@@ -23,6 +23,10 @@ replaced only once the new manifest is in place: a failed export leaves the fold
 pointers and document indices; each row is one sequence and one document); pass the parts'
 prefixes (`prefix` in the manifest) as Megatron's `--data-path`.
 
+`datatrove` writes, per part, datatrove's tokenized files (nanotron's `DatatroveFolderDataset`
+reads a folder of them): `datatrove-NNNNN-<key>.ds` (token ids, each document followed by EOS,
+uint16 or uint32), `.ds.index` (document ends in tokens, uint64) and `.ds.metadata`.
+
 `tokens` writes, per part, `tokens-NNNNN-<key>.bin` (the documents' token ids, each followed by
 EOS, little-endian uint16 when the vocabulary fits, else uint32: the layout training frameworks
 memory-map) and `tokens-NNNNN-<key>.idx.parquet` (doc_id, instance_id for instances, offset, and
@@ -56,8 +60,8 @@ from corpusdb.views import relation_sql
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
-FORMATS = ("parquet", "jsonl", "tokens", "megatron")
-TOKENIZED = ("tokens", "megatron")
+FORMATS = ("parquet", "jsonl", "tokens", "megatron", "datatrove")
+TOKENIZED = ("tokens", "megatron", "datatrove")
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
 MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 MANIFEST = "manifest.json"
@@ -118,8 +122,8 @@ class _PartSink:
             lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
             flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(lengths.sum()))
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-            if self.fmt == "megatron":
-                self._write_megatron(entry, index, flat, lengths)
+            if self.fmt in ("megatron", "datatrove"):
+                (self._write_megatron if self.fmt == "megatron" else self._write_datatrove)(entry, index, flat, lengths)
                 self.parts.append(entry)
                 failpoint.after_part("export", len(self.parts))
                 return
@@ -150,8 +154,23 @@ class _PartSink:
         self.out.write_atomic(idx, entry["index"])
 
 
+    def _write_datatrove(self, entry: dict, index: int, flat: np.ndarray, lengths: np.ndarray) -> None:
+        """datatrove's tokenized files, which nanotron's `DatatroveFolderDataset` reads: `PREFIX.ds` (the token ids,
+        each document followed by EOS), `PREFIX.ds.index` (each document's end, in tokens, uint64) and
+        `PREFIX.ds.metadata` (tokenizer|token size, token count)."""
+        prefix = f"datatrove-{index:05d}-{self.key}"
+        dtype = np.dtype(self.dtype)
+        entry.update(file=f"{prefix}.ds", index=f"{prefix}.ds.index", metadata=f"{prefix}.ds.metadata", prefix=prefix,
+                     tokens=int(lengths.sum()))
+        self._claim(entry["file"], entry["index"], entry["metadata"])
+        self.out.write_atomic(flat.astype(dtype.newbyteorder("<")).tobytes(), entry["file"])
+        self.out.write_atomic(np.cumsum(lengths).astype("<u8").tobytes(), entry["index"])
+        name = getattr(self.tokenizer, "name_or_path", "") or "Unknown Tokenizer"
+        self.out.write_atomic(f"{name}|{dtype.itemsize}\n{int(lengths.sum())}\n{int(lengths.sum()):,}T".encode(), entry["metadata"])
+
+
 def _files_of(manifest: dict) -> set[str]:
-    return {p["file"] for p in manifest.get("parts", [])} | {p["index"] for p in manifest.get("parts", []) if "index" in p}
+    return {p[key] for p in manifest.get("parts", []) for key in ("file", "index", "metadata") if key in p}
 
 
 def _read_json(out: Location, name: str) -> dict | None:

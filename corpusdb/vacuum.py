@@ -23,7 +23,7 @@ from corpusdb.versions import VERSIONS, read, version_file, version_numbers
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
-FOLDERS = ("documents", "scores", "minhash", "instances")
+FOLDERS = ("documents", "scores", "minhash", "instances", "annotations")
 
 
 def _age(info: dict, now: float) -> float:

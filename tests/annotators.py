@@ -25,3 +25,7 @@ def too_few_rows(batch: pa.Table) -> dict:
 
 def raises(batch: pa.Table) -> dict:
     raise RuntimeError("the classifier is not loaded")
+
+
+def all_none(batch: pa.Table) -> dict:
+    return {"label": [None] * batch.num_rows}

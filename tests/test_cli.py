@@ -101,6 +101,7 @@ def test_stats(small_db):
         f"{small_db} at version 1: 3 documents, 0.0 MB of text, 1 parts\n"
         "scored by: none\n"
         "no near-duplicate clusters (corpusdb minhash)\n"
+        "annotations: none (corpusdb annotate)\n"
         "views: none\n"
         "source  n_documents  n_bytes  pct_bytes\n"
         "------  -----------  -------  ---------\n"
@@ -121,6 +122,7 @@ def test_stats(small_db):
         "n_clustered": 0,
         "units": {},
         "instances": None,
+        "annotations": {},
         "views": [],
     }
 

@@ -218,3 +218,32 @@ def test_megatron_export_reads_back_token_exact_with_megatron_core(scored_db, tm
     assert read == expected and sum(len(r) for r in read) == manifest["n_tokens"]
     with pytest.raises(ValueError, match="is a Megatron-LM export"):
         Blocks(str(tmp_path / "mg"))  # not streamed back by ViewDataset: that one is for Megatron-LM
+
+
+def test_datatrove_export_has_datatroves_tokenized_layout(scored_db, tmp_path, tiny_models):
+    """`--format datatrove`: PREFIX.ds (tokens, EOS after each document), PREFIX.ds.index (uint64 document ends) and
+    PREFIX.ds.metadata, as datatrove's DocumentTokenizer writes them and nanotron's DatatroveFolderDataset reads them
+    (checked against that layout: datatrove is not installed beside corpusdb)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
+    out = tmp_path / "dt"
+    manifest = scored_db.view(VIEW).export(str(out), format="datatrove", tokenizer=str(tiny_models["gpt2"]), part_size_mb=0.05)
+    assert len(manifest["parts"]) > 1
+    texts = [t for (t,) in scored_db.sql(f"select text from {VIEW} order by doc_id").fetchall()]
+    read = []
+    for part in manifest["parts"]:
+        prefix = part["prefix"]
+        assert (part["file"], part["index"], part["metadata"]) == (f"{prefix}.ds", f"{prefix}.ds.index", f"{prefix}.ds.metadata")
+        tokens = np.fromfile(out / part["file"], dtype="<u2")
+        ends = np.fromfile(out / part["index"], dtype="<u8")
+        assert len(ends) == part["rows"] and ends[-1] == len(tokens) == part["tokens"]
+        read += [tokens[a:b].tolist() for a, b in zip([0, *ends[:-1].tolist()], ends.tolist())]
+        name, tokens_line, _ = (out / part["metadata"]).read_text().split("\n")
+        assert name == f"{tokenizer.name_or_path}|2" and int(tokens_line) == len(tokens)
+    expected = [tokenizer(t, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id] for t in texts]
+    assert read == expected and sum(map(len, read)) == manifest["n_tokens"]
+    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(p[k] for p in manifest["parts"]
+                                                                               for k in ("file", "index", "metadata"))])
+    with pytest.raises(ValueError, match="is a datatrove export"):
+        Blocks(str(out))

@@ -162,3 +162,18 @@ def test_language_of_known_sentences(tmp_path):
     db.ingest([str(more)], source="langs", progress=False)
     with pytest.raises(duckdb.Error, match="1 rows of documents have no language annotation.*corpusdb annotate DB language"):
         db.sql("select * from filter_language(['en'])").fetchall()
+
+
+def test_quality_and_language_filters_compose_with_other_policies(quality_db):
+    """filter_quality over filter_language, dedup and quota over filter_quality, through docs := (saved views)."""
+    quality_db.create_view("english", "select * from filter_language(['en'], 0.65)")
+    quality_db.create_view("clean", "select * from filter_quality(docs := 'english', rules := ['fineweb'])")
+    english = {k for (k,) in quality_db.sql("select doc_id from english").fetchall()}
+    fineweb = {k for (k,) in quality_db.sql("select doc_id from filter_quality(rules := ['fineweb'])").fetchall()}
+    clean = {k for (k,) in quality_db.sql("select doc_id from clean").fetchall()}
+    assert clean == english & fineweb and 0 < len(clean) < len(english)
+    assert {k for (k,) in quality_db.sql("select doc_id from dedup(docs := 'clean')").fetchall()} == clean  # no clusters yet
+    budget = quality_db.sql("select doc_id, n_bytes, source from quota(map {'bible': 20000, 'fortunes': 3000}, docs := 'clean')"
+                            ).fetchall()
+    assert {k for k, _, _ in budget} <= clean and {s for _, _, s in budget} <= {"bible", "fortunes"}
+    assert sum(b for _, b, s in budget if s == "bible") <= 20000 and sum(b for _, b, s in budget if s == "fortunes") <= 3000

@@ -63,9 +63,10 @@ class Blocks:
             raise FileNotFoundError(f"{url} has no manifest.json: not a (finished) corpusdb export; run `corpusdb export` first")
         self.manifest = json.loads(self.location.read_bytes("manifest.json"))
         self.format = self.manifest["format"]
-        if self.format == "megatron":
-            raise ValueError(f"{url} is a Megatron-LM export (for Megatron-LM, NeMo); stream the view itself, or an "
-                             "export made with --format tokens, parquet or jsonl")
+        if self.format in ("megatron", "datatrove"):
+            reader = {"megatron": "a Megatron-LM export (for Megatron-LM, NeMo)", "datatrove": "a datatrove export (for nanotron)"}
+            raise ValueError(f"{url} is {reader[self.format]}; stream the view itself, or an export made with "
+                             "--format tokens, parquet or jsonl")
         self.parts = self.manifest["parts"]
         for part in self.parts:  # a manifest may only name files next to it
             for name in (part.get("file"), *([part["index"]] if "index" in part else [])):

@@ -29,7 +29,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb import failpoint
-from corpusdb.annotations.annotators import annotator_for
+from corpusdb.annotations.annotators import BUILTINS, annotator_for
 from corpusdb.annotations.registry import arrow_schema, check_columns, check_producer, duckdb_columns, new_entry, register
 from corpusdb.db import Database
 from corpusdb.errors import ConflictError, InputError
@@ -149,9 +149,11 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
     """
     started = time.perf_counter()
     check_annotation_name(name)
-    if annotator is None or isinstance(annotator, str) and annotator in ("quality", "language"):
+    if annotator is None or (isinstance(annotator, str) and annotator in BUILTINS):
         annotator = annotator_for(name, annotator=annotator, model=model)
-    elif isinstance(annotator, str) or callable(annotator) and not hasattr(annotator, "annotate"):
+    elif model:
+        raise ValueError("--model is an option of the language annotator, not of --fn")
+    elif isinstance(annotator, str) or (callable(annotator) and not hasattr(annotator, "annotate")):
         annotator = annotator_for(name, fn=annotator)
     shard_index, num_shards = parse_shard(shard)
     if replace and num_shards > 1:
@@ -240,7 +242,11 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
                 return
             pieces = pending.pop(key)
             if not columns:  # the first part of a python annotation sets its columns
-                columns = duckdb_columns(next((p for p in pieces if p.num_rows), pieces[0]).drop_columns(["doc_id"]))
+                columns = duckdb_columns(pa.concat_tables(pieces, promote_options="permissive").drop_columns(["doc_id"]))
+                untyped = [c for c, kind in columns.items() if kind == '"NULL"' or kind.upper() == "NULL"]
+                if untyped:
+                    raise InputError(f"annotator column {untyped[0]!r} has only None values in the first documents part, so "
+                                     "no type; return a typed array for it (e.g. pa.array(values, pa.float64()))")
             table = pa.concat_tables([conform(p, columns, name) for p in pieces])
             part = location.write_parquet(table, prefix.rstrip("/"), f"part-{key}-{uuid.uuid4().hex[:8]}.parquet")
             path = location.relpath(part.path)

@@ -182,9 +182,11 @@ def compare(db, view_a, view_b, fmt, as_of, storage_options):
 @click.argument("name", metavar="VIEW")
 @click.argument("url")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="parquet", show_default=True,
-              help="parquet or jsonl (all columns), tokens (flat token array + index), or megatron (Megatron-LM's "
-                   ".bin + .idx indexed dataset); tokens and megatron need --tokenizer")
-@click.option("--tokenizer", help="for tokens and megatron: a folder, .gguf file or hub id with a tokenizer (EOS ends each row)")
+              help="parquet or jsonl (all columns), tokens (flat token array + index), megatron (Megatron-LM's "
+                   ".bin + .idx indexed dataset) or datatrove (datatrove's .ds + .ds.index, which nanotron reads); "
+                   "tokens, megatron and datatrove need --tokenizer")
+@click.option("--tokenizer", help="for tokens, megatron and datatrove: a folder, .gguf file or hub id with a tokenizer "
+                                  "(EOS ends each row)")
 @click.option("--part-size-mb", type=float, default=256.0, show_default=True, help="text bytes per part")
 @click.option("--overwrite", is_flag=True, help="replace an export of something else at URL")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
