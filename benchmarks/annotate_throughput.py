@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import pyarrow as pa  # noqa: E402
 
 import corpusdb  # noqa: E402
+from benchmarks.minhash_throughput import load_texts  # noqa: E402 - the same seeded sample of demo/db or the fixture
 from corpusdb.annotations.quality import QualityAnnotator  # noqa: E402
 
 DATATROVE = r'''
@@ -64,19 +65,6 @@ for row in rows:
 pipeline = time.perf_counter() - started
 print(json.dumps({"every": every, "pipeline": pipeline, "verdicts": verdicts}))
 '''
-
-
-def load_texts(docs: int) -> tuple[list[str], str]:
-    demo = ROOT / "demo" / "db"
-    if (demo / "corpusdb.json").exists():
-        db, where = corpusdb.open(str(demo)), "demo/db"
-    else:
-        db = corpusdb.init(tempfile.mkdtemp())
-        for path in sorted((ROOT / "tests/data/corpus").glob("*.jsonl")):
-            db.ingest([str(path)], source=path.stem, progress=False)
-        where = "the test fixture"
-    rows = db.sql(f"select text from documents using sample {docs} rows (reservoir, 7) order by doc_id").fetchall()
-    return [t for (t,) in rows], where
 
 
 def main() -> None:

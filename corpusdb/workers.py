@@ -6,7 +6,11 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ProcessPoolExecutor
 
 import pyarrow.parquet as pq
 
@@ -93,3 +97,30 @@ def row_group_chunks(location: Location, part: str, docs: int = CHUNK_DOCS) -> l
     if current or not chunks:
         chunks.append(tuple(current))
     return chunks
+
+
+def run_tasks(function: Callable, tasks: Iterable[tuple[str, tuple]], done: Callable[[str, object], None], *, workers: int,
+              in_process: bool = False) -> None:
+    """Run `function(*arguments)` for each (name, arguments) task and hand `done(name, result)` the results in task order.
+
+    With more than one worker the tasks run in worker processes (`worker_context`, ending with this
+    one), a bounded window of them in flight so results wait in memory only briefly; with one
+    worker, one task, or `in_process`, here.
+    """
+    tasks = list(tasks)
+    if in_process or workers <= 1 or len(tasks) <= 1:
+        for name, arguments in tasks:
+            done(name, function(*arguments))
+        return
+    processes = min(workers, len(tasks))
+    with ProcessPoolExecutor(max_workers=processes, mp_context=worker_context(), initializer=die_with_parent,
+                             initargs=(os.getpid(),)) as pool:
+        queue: deque = deque()
+        for name, arguments in tasks:
+            queue.append((name, pool.submit(function, *arguments)))
+            if len(queue) >= 2 * processes:
+                name, future = queue.popleft()
+                done(name, future.result())
+        while queue:
+            name, future = queue.popleft()
+            done(name, future.result())

@@ -27,12 +27,12 @@ from tqdm.auto import tqdm
 
 from corpusdb.annotations.annotators import COLUMN_RE
 from corpusdb.annotations.job import AnnotateReport
-from corpusdb.annotations.registry import check_columns, check_producer, duckdb_columns, new_entry, register
+from corpusdb.annotations.registry import check_columns, claim, duckdb_columns, new_entry, register
 from corpusdb.db import Database
-from corpusdb.errors import ConflictError, InputError
+from corpusdb.errors import InputError
 from corpusdb.ingest.sources import InputFile, list_inputs
 from corpusdb.storage import resolve, storage_errors
-from corpusdb.tables import ANNOTATIONS, annotation_columns, annotation_prefix, check_annotation_name, column_pairs
+from corpusdb.tables import ANNOTATIONS, annotation_columns, annotation_prefix, check_annotation_name
 from corpusdb.text import doc_id, normalize
 from corpusdb.versions import Snapshot
 
@@ -157,16 +157,8 @@ def run_import(db: Database, name: str, sources: list[str], *, key: str | None =
                 bar.update(1)
         _check_unique(ids_written)
         report.n_unmatched = _unmatched(db, np.concatenate(list(ids_written.values()))) if ids_written else 0
-        ours = {**entry, "columns": column_pairs(known_columns)}
-
         def change(snapshot: Snapshot) -> str:
-            old = snapshot.annotations.get(name)
-            if old is None:
-                raise ConflictError(f"annotation {name!r} was dropped by another job while this one ran; re-run the import")
-            check_producer(name, old, ours)
-            check_columns(name, annotation_columns(old), known_columns)
-            if not old.get("columns"):
-                snapshot.annotations[name] = {**old, "columns": column_pairs(known_columns)}
+            claim(snapshot, name, entry, known_columns)
             parts = snapshot.tables[ANNOTATIONS]
             theirs = [p for p in parts if p.startswith(prefix)]
             if theirs and ids_written:

@@ -19,8 +19,7 @@ import json
 import os
 import time
 import uuid
-from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pyarrow as pa
@@ -30,13 +29,13 @@ from tqdm.auto import tqdm
 
 from corpusdb import failpoint
 from corpusdb.annotations.annotators import BUILTINS, annotator_for
-from corpusdb.annotations.registry import arrow_schema, check_columns, check_producer, duckdb_columns, new_entry, register
+from corpusdb.annotations.registry import arrow_schema, check_columns, claim, duckdb_columns, new_entry, register
 from corpusdb.db import Database
-from corpusdb.errors import ConflictError, InputError
+from corpusdb.errors import InputError
 from corpusdb.storage import Location, storage_errors
-from corpusdb.tables import ANNOTATIONS, annotation_columns, annotation_prefix, check_annotation_name, column_pairs
+from corpusdb.tables import ANNOTATIONS, annotation_columns, annotation_prefix, check_annotation_name
 from corpusdb.versions import Snapshot
-from corpusdb.workers import CHUNK_DOCS, die_with_parent, row_group_chunks, worker_context
+from corpusdb.workers import CHUNK_DOCS, row_group_chunks, run_tasks
 from corpusdb.world import parse_shard
 
 BATCH_DOCS = 1024  # documents per call of the annotator
@@ -185,16 +184,8 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
         written.clear()
         if not batch:
             return
-        ours = {**entry, "columns": column_pairs(columns)}
-
         def change(snapshot: Snapshot) -> str:
-            old = snapshot.annotations.get(name)
-            if old is None:
-                raise ConflictError(f"annotation {name!r} was dropped by another job while this one ran; re-run the job")
-            check_producer(name, old, ours)
-            check_columns(name, annotation_columns(old), columns)
-            if not old.get("columns"):
-                snapshot.annotations[name] = {**old, "columns": column_pairs(columns)}
+            claim(snapshot, name, entry, columns)
             wanted = expected_keys(snapshot.tables["documents"], identity)
             parts = snapshot.tables[ANNOTATIONS]
             live = set()
@@ -261,24 +252,9 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
         def arguments(task: tuple[str, tuple[int, ...] | None]) -> tuple:
             return (location.url, location.storage_options, location.join(expected[task[0]]), task[1], annotator)
 
-        in_process = workers == 1 or len(tasks) <= 1 or not getattr(annotator, "picklable", True)
         try:
-            if in_process:
-                for task in tasks:
-                    done(task[0], annotate_rows(*arguments(task)))
-            else:
-                processes = min(workers, len(tasks))
-                with ProcessPoolExecutor(max_workers=processes, mp_context=worker_context(), initializer=die_with_parent,
-                                         initargs=(os.getpid(),)) as pool:
-                    queue: deque = deque()
-                    for task in tasks:  # a bounded window of tasks in flight: results wait in memory only briefly
-                        queue.append((task[0], pool.submit(annotate_rows, *arguments(task))))
-                        if len(queue) >= 2 * processes:
-                            key, future = queue.popleft()
-                            done(key, future.result())
-                    while queue:
-                        key, future = queue.popleft()
-                        done(key, future.result())
+            run_tasks(annotate_rows, [(task[0], arguments(task)) for task in tasks], done, workers=workers,
+                      in_process=not getattr(annotator, "picklable", True))
             commit()
         except BaseException:
             try:  # parts finished before the failure are kept; a re-run annotates only what is missing

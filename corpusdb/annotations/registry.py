@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import duckdb
 import pyarrow as pa
 
-from corpusdb.errors import CatalogError
+from corpusdb.errors import CatalogError, ConflictError
 from corpusdb.tables import ANNOTATIONS, annotation_columns, annotation_prefix, annotation_view, check_annotation_name, column_pairs
 from corpusdb.versions import Snapshot
 
@@ -103,6 +103,22 @@ def register(db: Database, name: str, entry: dict, replace: bool) -> Snapshot:
         return f"annotation {name}" + (" replaced" if replace else "")
 
     return db.commit("annotate", change)
+
+
+def claim(snapshot: Snapshot, name: str, entry: dict, columns: dict[str, str]) -> None:
+    """Inside a job's commit: NAME must still be registered to this producer, with these columns (set on its first rows).
+
+    Raises:
+        ConflictError: another job dropped NAME meanwhile.
+        CatalogError: another producer or other columns took NAME meanwhile.
+    """
+    old = snapshot.annotations.get(name)
+    if old is None:
+        raise ConflictError(f"annotation {name!r} was dropped by another job while this one ran; re-run the job")
+    check_producer(name, old, entry)
+    check_columns(name, annotation_columns(old), columns)
+    if not old.get("columns"):
+        snapshot.annotations[name] = {**old, "columns": column_pairs(columns)}
 
 
 def list_annotations(db: Database) -> list[dict]:

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import posixpath
 import time
-from collections import Counter, deque
-from concurrent.futures import ProcessPoolExecutor
+from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +39,7 @@ from corpusdb.dedup.exact import ExactJaccard
 from corpusdb.dedup.minhash import HASHES, MinHasher
 from corpusdb.storage import Location, WrittenFile, content_hash, storage_errors
 from corpusdb.versions import Snapshot
-from corpusdb.workers import CHUNK_DOCS, die_with_parent, row_group_chunks
+from corpusdb.workers import CHUNK_DOCS, row_group_chunks, run_tasks
 from corpusdb.world import parse_shard
 
 SIGNATURES = "minhash/signatures"
@@ -269,24 +267,7 @@ def run_minhash(
             return (location.url, location.storage_options, location.join(expected[task[0]]), task[1], settings)
 
         try:
-            if workers == 1 or len(tasks) <= 1:
-                for task in tasks:
-                    done(task[0], sign_rows(*arguments(task)))
-            else:
-                from corpusdb.workers import worker_context
-
-                processes = min(workers, len(tasks))
-                with ProcessPoolExecutor(max_workers=processes, mp_context=worker_context(), initializer=die_with_parent,
-                                         initargs=(os.getpid(),)) as pool:
-                    queue: deque = deque()
-                    for task in tasks:  # a bounded window of tasks in flight: results wait in memory only briefly
-                        queue.append((task[0], pool.submit(sign_rows, *arguments(task))))
-                        if len(queue) >= 2 * processes:
-                            name, future = queue.popleft()
-                            done(name, future.result())
-                    while queue:
-                        name, future = queue.popleft()
-                        done(name, future.result())
+            run_tasks(sign_rows, [(task[0], arguments(task)) for task in tasks], done, workers=workers)
         finally:
             commit_signatures()  # what is signed is kept, also when a part fails
     report.signature_seconds = time.perf_counter() - started
