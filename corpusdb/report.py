@@ -17,7 +17,6 @@ import datetime as dt
 import html
 import io
 import math
-import random
 from typing import TYPE_CHECKING
 
 from corpusdb.analysis import view_stats
@@ -87,35 +86,47 @@ def _histograms(db: Database, models: list[str], docs: str) -> str | None:
     return _png(figure)
 
 
-def _scored(db: Database, teacher: str, reference: str, alpha: float, docs: str) -> list[tuple]:
-    """(unit_id, source, reference bits/byte, teacher bits/byte, score in bits/byte, kept) of every scored row of `docs`."""
+SCORED = "_report_scored"  # a temp table: every scored row of the pool, its bits per byte and whether it is kept
+
+
+def _score(db: Database, teacher: str, reference: str, alpha: float, docs: str) -> int:
+    """Fill SCORED with (unit_id, source, reference and teacher bits/byte, score in bits/byte, kept); returns its rows."""
     kept = f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}, docs := {quote(docs)})"
-    return db.sql(f"""
-        with scored as (select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id, source,
-                               n_bytes, score, teacher_logprob, reference_logprob
-                        from difference_scores({quote(teacher)}, {quote(reference)}, docs := {quote(docs)})),
-             kept as materialized (select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id
-                                   from {kept})
-        select s.unit_id, s.source, -s.reference_logprob / s.n_bytes / ln(2), -s.teacher_logprob / s.n_bytes / ln(2),
-               s.score / ln(2), s.unit_id in (select unit_id from kept)
-        from scored s where s.n_bytes > 0
-    """).fetchall()
+    key = "unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$'))))"
+    with db.query_errors():
+        db.con.execute(f"""
+            create or replace temp table {SCORED} as
+            with scored as (select {key} as unit_id, source, n_bytes, score, teacher_logprob, reference_logprob
+                            from difference_scores({quote(teacher)}, {quote(reference)}, docs := {quote(docs)})),
+                 kept as (select {key} as unit_id from {kept})
+            select s.unit_id, s.source, -s.reference_logprob / s.n_bytes / ln(2) as reference_bpb,
+                   -s.teacher_logprob / s.n_bytes / ln(2) as teacher_bpb, s.score / ln(2) as score,
+                   s.unit_id in (select unit_id from kept) as kept
+            from scored s where s.n_bytes > 0
+        """)
+        return db.con.execute(f"select count(*) from {SCORED}").fetchall()[0][0]
 
 
-def _scatter(rows: list[tuple], teacher: str, reference: str, alpha: float) -> str | None:
+def _cut(db: Database) -> float | None:
+    """The lowest kept score: the selection's boundary."""
+    return db.con.execute(f"select min(score) filter (where kept) from {SCORED}").fetchall()[0][0]
+
+
+def _scatter(db: Database, teacher: str, reference: str, alpha: float) -> str | None:
     import matplotlib.pyplot as plt
 
+    rows = db.con.execute(f"select reference_bpb, teacher_bpb, kept from {SCORED} order by hash(unit_id, 11) "
+                          f"limit {MAX_POINTS}").fetchall()  # a seeded sample beyond MAX_POINTS
     if not rows:
         return None
-    cut = min((r[4] for r in rows if r[5]), default=None)
-    sample = random.Random(0).sample(rows, MAX_POINTS) if len(rows) > MAX_POINTS else rows
+    cut = _cut(db)
     figure, axis = plt.subplots(figsize=(6.5, 6))
     for selected, color, label in ((False, "#bbbbbb", "dropped"), (True, "#d62728", f"kept (top {alpha:.0%})")):
-        points = [(r[2], r[3]) for r in sample if r[5] == selected]
+        points = [(x, y) for x, y, k in rows if k == selected]
         if points:
             axis.scatter([p[0] for p in points], [p[1] for p in points], s=6, c=color, label=label, alpha=0.7)
     if cut is not None:
-        xs = [r[2] for r in sample]
+        xs = [r[0] for r in rows]
         low, high = min(xs), max(xs)
         axis.plot([low, high], [low - cut, high - cut], "k--", linewidth=1,
                   label=f"boundary: reference - teacher = {cut:.3f} bits/byte")
@@ -126,19 +137,24 @@ def _scatter(rows: list[tuple], teacher: str, reference: str, alpha: float) -> s
     return _png(figure)
 
 
-def _score_histogram(rows: list[tuple], alpha: float) -> str | None:
-    """Difference scores (bits per byte), kept and dropped, with the cut."""
+def _score_histogram(db: Database, alpha: float, bins: int = 50) -> str | None:
+    """Difference scores (bits per byte), kept and dropped, with the cut (the bins counted in DuckDB)."""
     import matplotlib.pyplot as plt
 
-    if not rows:
+    low, high = db.con.execute(f"select min(score), max(score) from {SCORED}").fetchall()[0]
+    if low is None:
         return None
-    scores = [r[4] for r in rows]
-    low, high = min(scores), max(scores)
-    bins = [low + (high - low) * i / 50 for i in range(51)] if high > low else 10
+    width = (high - low) / bins or 1.0
+    counts = db.con.execute(f"select least(floor((score - ?) / ?)::int, {bins - 1}) as bin, kept, count(*) from {SCORED} "
+                            "group by all", [low, width]).fetchall()
+    edges = [low + width * i for i in range(bins + 1)]
+    dropped, kept = [0] * bins, [0] * bins
+    for index, is_kept, n in counts:
+        (kept if is_kept else dropped)[index] += n
     figure, axis = plt.subplots(figsize=(8, 3.2))
-    axis.hist([[r[4] for r in rows if not r[5]], [r[4] for r in rows if r[5]]], bins=bins, stacked=True,
-              color=["#bbbbbb", "#d62728"], label=["dropped", f"kept (top {alpha:.0%})"])
-    cut = min((r[4] for r in rows if r[5]), default=None)
+    axis.bar(edges[:-1], dropped, width=width, align="edge", color="#bbbbbb", label="dropped")
+    axis.bar(edges[:-1], kept, width=width, align="edge", bottom=dropped, color="#d62728", label=f"kept (top {alpha:.0%})")
+    cut = _cut(db)
     if cut is not None:
         axis.axvline(cut, color="k", linestyle="--", linewidth=1, label=f"cut: {cut:.3f} bits/byte")
     axis.set_xlabel("difference score: reference - teacher, bits per byte (higher: the teacher knows it better)")
@@ -147,44 +163,37 @@ def _score_histogram(rows: list[tuple], alpha: float) -> str | None:
     return _png(figure)
 
 
-def _kept_by_source(rows: list[tuple]) -> str | None:
+def _kept_by_source(db: Database) -> str | None:
     """The fraction of each source's scored rows the selection keeps."""
     import matplotlib.pyplot as plt
 
+    rows = db.con.execute(f"select source, count(*), count(*) filter (where kept) from {SCORED} group by 1 order by 1").fetchall()
     if not rows:
         return None
-    totals: dict[str, list[int]] = {}
-    for r in rows:
-        counts = totals.setdefault(r[1], [0, 0])
-        counts[0] += 1
-        counts[1] += int(r[5])
-    sources = sorted(totals)
-    fractions = [totals[s][1] / totals[s][0] for s in sources]
-    figure, axis = plt.subplots(figsize=(8, 0.35 * len(sources) + 1.2))
-    axis.barh(range(len(sources)), fractions, color="#d62728")
-    axis.set_yticks(range(len(sources)), [f"{s} ({totals[s][1]}/{totals[s][0]})" for s in sources], fontsize=8)
+    figure, axis = plt.subplots(figsize=(8, 0.35 * len(rows) + 1.2))
+    axis.barh(range(len(rows)), [k / n for _, n, k in rows], color="#d62728")
+    axis.set_yticks(range(len(rows)), [f"{s} ({k}/{n})" for s, n, k in rows], fontsize=8)
     axis.invert_yaxis()
     axis.set_xlim(0, 1)
     axis.set_xlabel("fraction of the source's scored rows kept")
     return _png(figure)
 
 
-def _examples(db: Database, rows: list[tuple], docs: str) -> str:
+def _examples(db: Database, docs: str) -> str:
     """HTML tables of the top and bottom rows of the ranking, with an excerpt of each."""
-    if not rows:
-        return ""
-    ranked = sorted(rows, key=lambda r: (-r[4], r[0]))
-    picks = [("top", ranked[:EXAMPLES]), ("bottom", ranked[-EXAMPLES:][::-1])]
-    ids = [r[0] for _, group in picks for r in group]
-    texts = dict(db.sql(
-        f"select unit_id, text from (select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id, "
-        f"text from ({relation_sql(db, docs)})) where unit_id in ({', '.join(str(int(i)) for i in ids)})").fetchall())
+    key = "unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$'))))"
+    texts = f"(select {key} as unit_id, text from ({relation_sql(db, docs)}))"
     out = []
-    for end, group in picks:
+    for end, order in (("top", "score desc, unit_id"), ("bottom", "score, unit_id desc")):
+        rows = db.con.execute(f"select s.unit_id, s.source, s.score, left(t.text, {EXCERPT}) from "
+                              f"(select * from {SCORED} order by {order} limit {EXAMPLES}) s join {texts} t using (unit_id) "
+                              f"order by {order}").fetchall()
+        if not rows:
+            return ""
         cells = "".join(
-            f"<tr><td>{html.escape(str(r[0]))}</td><td>{html.escape(r[1])}</td><td>{r[4]:.3f}</td>"
-            f"<td class='text'>{html.escape((texts.get(r[0]) or '')[:EXCERPT])}</td></tr>"
-            for r in group)
+            f"<tr><td>{html.escape(str(unit_id))}</td><td>{html.escape(source)}</td><td>{score:.3f}</td>"
+            f"<td class='text'>{html.escape(text or '')}</td></tr>"
+            for unit_id, source, score, text in rows)
         out.append(f"<h3>The {end} of the ranking</h3><table><tr><th>id</th><th>source</th><th>score (bits/byte)</th>"
                    f"<th>excerpt</th></tr>{cells}</table>")
     return "".join(out)
@@ -291,12 +300,12 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
     stats = [view_stats(db, v) for v in views]
     images = [(f"Bits per byte by source, over {docs}", _histograms(db, plotted, docs))]
     examples = ""
-    if teacher and reference:
-        rows = _scored(db, teacher, reference, alpha, docs)
-        images += [("Teacher vs reference, with the selection boundary", _scatter(rows, teacher, reference, alpha)),
-                   ("Difference scores, with the cut", _score_histogram(rows, alpha)),
-                   ("Kept fraction of each source", _kept_by_source(rows))]
-        examples = _examples(db, rows, docs)
+    if teacher and reference and _score(db, teacher, reference, alpha, docs):
+        images += [("Teacher vs reference, with the selection boundary", _scatter(db, teacher, reference, alpha)),
+                   ("Difference scores, with the cut", _score_histogram(db, alpha)),
+                   ("Kept fraction of each source", _kept_by_source(db))]
+        examples = _examples(db, docs)
+    db.con.execute(f"drop table if exists {SCORED}")
     images += _annotation_plots(db, docs)
     images.append(("Per-source shares of each view", _shares(stats)))
 

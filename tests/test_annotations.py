@@ -131,8 +131,12 @@ def test_import_by_doc_id_or_text_counts_unmatched_rows_and_refuses_duplicates(t
     assert "1 imported rows match no document of the database" in result.output
     db.refresh()  # the CLI committed a version this handle has not read
     assert db.sql("select count(*) from annotations_edu_text semi join documents using (doc_id)").fetchall() == [(2,)]
-    # a re-run imports nothing; a file with a doc_id already annotated, or twice, is refused and leaves nothing
+    # another file adds rows (JSON integers into the DOUBLE column); a re-run imports nothing
+    (tmp_path / "edu2.jsonl").write_text(json.dumps({"doc_id": ID["F"], "edu": 2}) + "\n")
+    db.import_annotation("edu", str(tmp_path / "edu2.jsonl"), progress=False)
+    assert db.sql("select edu from annotations_edu where doc_id = ?", params=[ID["F"]]).fetchall() == [(2.0,)]
     assert db.import_annotation("edu", str(tmp_path / "edu.parquet"), progress=False).n_parts_done_before == 1
+    # a file with a doc_id already annotated, or twice, is refused and leaves nothing
     pq.write_table(pa.table({"doc_id": pa.array([ID["A"], ID["D"]], pa.int64()), "edu": [5.0, 6.0]}), tmp_path / "overlap.parquet")
     version = db.version
     with pytest.raises(InputError, match="1 doc_ids of this import are annotated under 'edu' already.*pass --replace"):
@@ -140,7 +144,7 @@ def test_import_by_doc_id_or_text_counts_unmatched_rows_and_refuses_duplicates(t
     pq.write_table(pa.table({"doc_id": pa.array([ID["D"], ID["D"]], pa.int64()), "edu": [5.0, 6.0]}), tmp_path / "twice.parquet")
     with pytest.raises(InputError, match="1 documents have more than one row.*deduplicate the input"):
         db.import_annotation("edu", str(tmp_path / "twice.parquet"), progress=False)
-    assert db.version == version and len(list((tmp_path / "db" / "annotations" / "edu").glob("*.parquet"))) == 1
+    assert db.version == version and len(list((tmp_path / "db" / "annotations" / "edu").glob("*.parquet"))) == 2
     (tmp_path / "bad.jsonl").write_text('{"text": "x", "edu": 1}\n{"text": \n')
     with pytest.raises(InputError, match="not valid JSON lines"):
         db.import_annotation("edu_bad", str(tmp_path / "bad.jsonl"), progress=False)

@@ -26,8 +26,8 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb.annotations.annotators import COLUMN_RE
-from corpusdb.annotations.job import AnnotateReport
-from corpusdb.annotations.registry import check_columns, claim, duckdb_columns, new_entry, register
+from corpusdb.annotations.job import AnnotateReport, conform
+from corpusdb.annotations.registry import claim, duckdb_columns, new_entry, register
 from corpusdb.db import Database
 from corpusdb.errors import InputError
 from corpusdb.ingest.sources import InputFile, list_inputs
@@ -146,7 +146,7 @@ def run_import(db: Database, name: str, sources: list[str], *, key: str | None =
                 part = _annotation_rows(table, key_of(table, key, item.url), chosen, item.url)
                 if not known_columns:
                     known_columns = duckdb_columns(part.drop_columns(["doc_id"]))
-                check_columns(name, known_columns, duckdb_columns(part.drop_columns(["doc_id"])))
+                part = conform(part, known_columns, name)  # e.g. JSON integers in one file, decimals in the next
                 out = location.write_parquet(part, prefix.rstrip("/"), f"import-{input_key}-{uuid.uuid4().hex[:8]}.parquet")
                 path = location.relpath(out.path)
                 written[path] = {"size": out.size, "hash": out.hash, "rows": part.num_rows, "input": input_key,
@@ -157,6 +157,7 @@ def run_import(db: Database, name: str, sources: list[str], *, key: str | None =
                 bar.update(1)
         _check_unique(ids_written)
         report.n_unmatched = _unmatched(db, np.concatenate(list(ids_written.values()))) if ids_written else 0
+
         def change(snapshot: Snapshot) -> str:
             claim(snapshot, name, entry, known_columns)
             parts = snapshot.tables[ANNOTATIONS]

@@ -179,11 +179,11 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
     uncommitted: set[str] = set()  # every file this job wrote that no version lists (removed on failure)
 
     def commit() -> None:
-        nonlocal columns
         batch = dict(written)
         written.clear()
         if not batch:
             return
+
         def change(snapshot: Snapshot) -> str:
             claim(snapshot, name, entry, columns)
             wanted = expected_keys(snapshot.tables["documents"], identity)

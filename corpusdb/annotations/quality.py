@@ -307,7 +307,7 @@ def _c4(text: str, tokens: Tokens, nlp) -> dict:
     for raw in text.splitlines(keepends=True):
         line_start = offset
         offset += len(raw)
-        body = raw.splitlines()[0] if raw.splitlines() else ""
+        body = (raw.splitlines() or [""])[0]  # the line without its ending
         line = body.strip()
         words = line.split()
         if len(words) < C4_MIN_WORDS_PER_LINE or any(len(w) > C4_MAX_WORD_LENGTH for w in words):
