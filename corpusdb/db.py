@@ -44,7 +44,7 @@ MODEL_COLUMNS = {"model": "VARCHAR", "content_hash": "VARCHAR", "tokenizer_hash"
 
 
 def _empty_select(columns: dict[str, str]) -> str:
-    cols = ", ".join(f"null::{kind} as {name}" for name, kind in columns.items())
+    cols = ", ".join(f'null::{kind} as "{name}"' for name, kind in columns.items())
     return f"select {cols} where false"
 
 
