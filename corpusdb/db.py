@@ -381,8 +381,7 @@ class Database:
         """Each annotation's kind, columns and rows, from the version's records (no file is read)."""
         out = {}
         for name, entry in sorted(self.snapshot.annotations.items()):
-            rows = sum(int(self.snapshot.tables[ANNOTATIONS][p].get("rows") or 0)
-                       for p in self.snapshot.parts(ANNOTATIONS, annotation_prefix(name)))
+            rows = self.snapshot.n_rows(ANNOTATIONS, annotation_prefix(name))
             out[name] = {"kind": entry.get("kind"), "view": annotation_view(name), "n_rows": rows,
                          "columns": list(annotation_columns(entry))}
         return out

@@ -93,8 +93,9 @@ class Snapshot:
         """Paths (relative to the database) of a table's live parts, sorted; optionally under `prefix`."""
         return sorted(path for path in self.tables.get(table, {}) if path.startswith(prefix))
 
-    def n_rows(self, table: str) -> int:
-        return sum(int(info.get("rows") or 0) for info in self.tables.get(table, {}).values())
+    def n_rows(self, table: str, prefix: str = "") -> int:
+        """Rows of a table's live parts (optionally only those under `prefix`), from the parts' records."""
+        return sum(int(info.get("rows") or 0) for path, info in self.tables.get(table, {}).items() if path.startswith(prefix))
 
     def add_part(self, table: str, location: Location, written: WrittenFile, rows: int, **extra) -> str:
         """Record a written file as a live part of `table`; returns its relative path."""

@@ -124,3 +124,17 @@ def run_tasks(function: Callable, tasks: Iterable[tuple[str, tuple]], done: Call
         while queue:
             name, future = queue.popleft()
             done(name, future.result())
+
+
+def document_tasks(location: Location, documents: dict[str, dict], todo: list[tuple[str, str]]) -> list[tuple[str, tuple[int, ...] | None]]:
+    """(name, row groups) tasks for `todo`'s (name, documents part) pairs, in order: a part of at most CHUNK_DOCS rows
+    (per the version's record, `documents`) is one task without a footer read (many small parts on S3), a larger one
+    is cut into runs of row groups (None: the whole part)."""
+    tasks: list[tuple[str, tuple[int, ...] | None]] = []
+    for name, part in todo:
+        rows = documents[part].get("rows")
+        if rows is not None and rows <= CHUNK_DOCS:
+            tasks.append((name, None))
+        else:
+            tasks += [(name, groups) for groups in row_group_chunks(location, location.join(part))]
+    return tasks

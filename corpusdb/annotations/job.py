@@ -35,7 +35,7 @@ from corpusdb.errors import InputError
 from corpusdb.storage import Location, storage_errors
 from corpusdb.tables import ANNOTATIONS, annotation_columns, annotation_prefix, check_annotation_name
 from corpusdb.versions import Snapshot
-from corpusdb.workers import CHUNK_DOCS, row_group_chunks, run_tasks
+from corpusdb.workers import document_tasks, run_tasks
 from corpusdb.world import parse_shard
 
 BATCH_DOCS = 1024  # documents per call of the annotator
@@ -207,13 +207,8 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
                 location.remove(location.join(path))  # another job committed the same documents part first
             uncommitted.discard(path)
 
-    tasks: list[tuple[str, tuple[int, ...] | None]] = []  # (key, row groups): documents parts in order, cut into runs
-    for key in todo:
-        rows = db.snapshot.tables["documents"][expected[key]].get("rows")
-        if rows is not None and rows <= CHUNK_DOCS:  # one task, no footer read here (many small parts on S3)
-            tasks.append((key, None))
-        else:
-            tasks += [(key, groups) for groups in row_group_chunks(location, location.join(expected[key]))]
+    # (key, row groups): documents parts in order, cut into runs
+    tasks = document_tasks(location, db.snapshot.tables["documents"], [(key, expected[key]) for key in todo])
     pending: dict[str, list[pa.Table]] = {}
     remaining = Counter(key for key, _ in tasks)
     total = sum(db.snapshot.tables["documents"][expected[key]].get("rows") or 0 for key in todo)
@@ -234,7 +229,7 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
             pieces = pending.pop(key)
             if not columns:  # the first part of a python annotation sets its columns
                 columns = duckdb_columns(pa.concat_tables(pieces, promote_options="permissive").drop_columns(["doc_id"]))
-                untyped = [c for c, kind in columns.items() if kind == '"NULL"' or kind.upper() == "NULL"]
+                untyped = [c for c, kind in columns.items() if kind.strip('"') == "NULL"]
                 if untyped:
                     raise InputError(f"annotator column {untyped[0]!r} has only None values in the first documents part, so "
                                      "no type; return a typed array for it (e.g. pa.array(values, pa.float64()))")

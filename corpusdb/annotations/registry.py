@@ -126,7 +126,7 @@ def list_annotations(db: Database) -> list[dict]:
     out = []
     for name, entry in sorted(db.snapshot.annotations.items()):
         parts = db.snapshot.parts(ANNOTATIONS, annotation_prefix(name))
-        rows = sum(int(db.snapshot.tables[ANNOTATIONS][p].get("rows") or 0) for p in parts)
+        rows = db.snapshot.n_rows(ANNOTATIONS, annotation_prefix(name))
         (matched,) = db.con.execute(
             f"select count(*) from {annotation_view(name)} semi join documents using (doc_id)").fetchall()[0] if parts else (0,)
         out.append({

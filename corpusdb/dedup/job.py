@@ -39,7 +39,7 @@ from corpusdb.dedup.exact import ExactJaccard
 from corpusdb.dedup.minhash import HASHES, MinHasher
 from corpusdb.storage import Location, WrittenFile, content_hash, storage_errors
 from corpusdb.versions import Snapshot
-from corpusdb.workers import CHUNK_DOCS, row_group_chunks, run_tasks
+from corpusdb.workers import document_tasks, run_tasks
 from corpusdb.world import parse_shard
 
 SIGNATURES = "minhash/signatures"
@@ -230,13 +230,8 @@ def run_minhash(
 
     # no clean-up of temporary files here: another job may be writing the same part right now
     # (`corpusdb vacuum` removes what killed jobs left)
-    tasks: list[tuple[str, tuple[int, ...] | None]] = []  # (signature part, row groups): parts in order, cut into runs
-    for name in todo:
-        rows = db.snapshot.tables["documents"][expected[name]].get("rows")
-        if rows is not None and rows <= CHUNK_DOCS:  # one task, no footer read here (many small parts on S3)
-            tasks.append((name, None))
-        else:
-            tasks += [(name, groups) for groups in row_group_chunks(location, location.join(expected[name]))]
+    # (signature part, row groups): documents parts in order, cut into runs
+    tasks = document_tasks(location, db.snapshot.tables["documents"], [(name, expected[name]) for name in todo])
     pending: dict[str, list] = {}  # signature part -> its pieces so far
     remaining = Counter(name for name, _ in tasks)  # pieces still to come per signature part
     with tqdm(total=sum(db.snapshot.tables["documents"][expected[name]].get("rows") or 0 for name in todo), unit="doc",
