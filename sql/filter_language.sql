@@ -3,7 +3,8 @@
 -- params: langs (a list of ISO 639 codes, e.g. ['en']); min_score := 0.65 (FineWeb's); docs := 'documents'
 -- Keeps a document when the probability of one of `langs` is at least min_score, as datatrove's
 -- LanguageFilter(languages, language_threshold) does (it asks for more than the threshold; the
--- probabilities are continuous). Probabilities under 0.01 are not stored and count as 0. Every
+-- probabilities are continuous). Probabilities under 0.01 are not stored, so min_score must be at
+-- least 0.01. Every
 -- row of `docs` needs a language row: documents ingested after the annotator ran are an error
 -- naming the fix, not silently dropped. Over instances each instance has its document's language.
 create or replace macro filter_language(langs, min_score := 0.65, docs := 'documents') as table
@@ -19,8 +20,9 @@ checks as (
             || coalesce(langs::varchar, 'NULL')
         )
         and require(
-            min_score >= 0 and min_score <= 1,
-            'filter_language: min_score must be in [0, 1], not ' || coalesce(min_score::varchar, 'NULL')
+            min_score >= 0.01 and min_score <= 1,
+            'filter_language: min_score must be in [0.01, 1] (probabilities under 0.01 are not stored, so a lower '
+            || 'threshold could not be told apart from them), not ' || coalesce(min_score::varchar, 'NULL')
         )
         and require(
             missing.n = 0,

@@ -40,6 +40,11 @@ checks as (
             || coalesce(rules::varchar, 'NULL')
         )
         and require(
+            c4_terminal_punct is not null,
+            'filter_quality: c4_terminal_punct must be true (C4: only lines ending in terminal punctuation) or false '
+            || '(FineWeb: lines kept whatever they end with), not NULL'
+        )
+        and require(
             missing.n = 0,
             'filter_quality: ' || missing.n || ' rows of ' || docs || ' have no quality annotation (documents '
             || 'ingested after it was computed?); run `corpusdb annotate DB quality` again to annotate them'

@@ -167,7 +167,7 @@ def test_a_policy_over_an_annotation_composes_with_difference(tmp_path):
     assert {NAME[i] for (i,) in db.sql("select doc_id from difference('teacher', 'reference')").fetchall()} == {"A", "B", "C"}
     db.annotate("language", progress=False, workers=1)
     both = db.sql("select doc_id from filter_language(['en', 'fr', 'de', 'la', 'it', 'es', 'pt', 'nl', 'no', 'sv', 'da', 'fi', "
-                  "'pl', 'hu', 'ro', 'ca', 'eo'], 0.0, docs := 'clean')").fetchall()
+                  "'pl', 'hu', 'ro', 'ca', 'eo'], 0.01, docs := 'clean')").fetchall()
     assert {NAME[i] for (i,) in both} <= {"A", "C", "D", "E", "F", "G"}
 
 

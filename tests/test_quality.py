@@ -88,6 +88,8 @@ def test_filter_quality_defaults_are_fineweb_pipeline_and_thresholds_are_paramet
     assert strict < loose < off
     with pytest.raises(duckdb.Error, match="rules must be a non-empty list of gopher_quality, gopher_repetition, c4, fineweb"):
         quality_db.sql("select * from filter_quality(rules := ['gopher'])").fetchall()
+    with pytest.raises(duckdb.Error, match="c4_terminal_punct must be true .* or false .*, not NULL"):
+        quality_db.sql("select * from filter_quality(c4_terminal_punct := null)").fetchall()
 
 
 def _values(db: corpusdb.Database, text: str) -> dict:
@@ -138,9 +140,11 @@ def test_language_hand_checked(quality_db):
     english = quality_db.sql("select count(*) from filter_language(['en'])").fetchall()[0][0]
     assert english == quality_db.sql("select count(*) from annotations_language where language = 'en' and language_score >= 0.65"
                                      ).fetchall()[0][0]
-    assert quality_db.sql("select count(*) from filter_language(['en', 'de'], 0.0)").fetchall()[0][0] > english
+    assert quality_db.sql("select count(*) from filter_language(['en', 'de'], 0.01)").fetchall()[0][0] > english
     with pytest.raises(duckdb.Error, match="min_score must be in"):
         quality_db.sql("select * from filter_language(['en'], 1.5)").fetchall()
+    with pytest.raises(duckdb.Error, match=r"min_score must be in \[0.01, 1\] \(probabilities under 0.01 are not stored"):
+        quality_db.sql("select * from filter_language(['en'], 0.001)").fetchall()
 
 
 def test_language_of_known_sentences(tmp_path):
