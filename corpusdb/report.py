@@ -53,7 +53,7 @@ def _unit(db: Database, model: str) -> str:
 
 def _pool_rows(db: Database, docs: str) -> str:
     """SQL of (unit_id, doc_id, source) for the rows of `docs`: scores join on unit_id, annotations on doc_id."""
-    return (f"select unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id, doc_id, source "
+    return (f"select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id, doc_id, source "
             f"from ({relation_sql(db, docs)})")
 
 
@@ -92,7 +92,7 @@ SCORED = "_report_scored"  # a temp table: every scored row of the pool, its bit
 def _score(db: Database, teacher: str, reference: str, alpha: float, docs: str) -> int:
     """Fill SCORED with (unit_id, source, reference and teacher bits/byte, score in bits/byte, kept); returns its rows."""
     kept = f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}, docs := {quote(docs)})"
-    key = "unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$'))))"
+    key = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$')))"
     with db.query_errors():
         db.con.execute(f"""
             create or replace temp table {SCORED} as
@@ -181,7 +181,7 @@ def _kept_by_source(db: Database) -> str | None:
 
 def _examples(db: Database, docs: str) -> str:
     """HTML tables of the top and bottom rows of the ranking, with an excerpt of each."""
-    key = "unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$'))))"
+    key = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$')))"
     texts = f"(select {key} as unit_id, text from ({relation_sql(db, docs)}))"
     out = []
     for end, order in (("top", "score desc, unit_id"), ("bottom", "score, unit_id desc")):

@@ -1,11 +1,12 @@
 -- purpose: MiniPLM Difference Sampling: the top alpha fraction of documents by teacher-minus-reference log-likelihood
--- depends: difference_scores, require
+-- depends: difference_keys, require, unit_key
 -- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents' (or 'instances')
 -- Keeps the first ceil(alpha * N) of the N documents (or instances) that have both scores in the
 -- order (score desc, unit_id asc), so ties are broken by doc_id (instance_id over instances) and
--- the result is deterministic. Rows come in no particular order (add `order by score desc, doc_id`
--- for rank order): finding the k-th document and filtering on it is about twice as fast as
--- ranking every document. alpha outside (0, 1] is an error.
+-- the result is deterministic. The ranking runs on keys and scores alone (`difference_keys`): the
+-- k-th unit is found, the units at or before it are kept, and only then is the text joined back,
+-- for the kept rows. Rows come in no particular order (add `order by score desc, doc_id` for rank
+-- order). alpha outside (0, 1] is an error.
 create or replace macro difference(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
 with checks as (
     select require(
@@ -13,29 +14,37 @@ with checks as (
     ) as ok
 ),
 
-scored as materialized (
-    select * from difference_scores(teacher, reference, per := per, docs := docs)
+keys as materialized (
+    select unit_id, n_bytes, teacher_logprob, reference_logprob, score
+    from difference_keys(teacher, reference, per := per, docs := docs)
 ),
 
 quota as (
-    select least(ceil(alpha * count(*)), count(*))::bigint as k from scored
+    select least(ceil(alpha * count(*)), count(*))::bigint as k from keys
 ),
 
 cut as (
-    -- the k-th document in selection order: everything at or before it is kept
+    -- the k-th unit in selection order: everything at or before it is kept
     select score, unit_id
-    from scored
+    from keys
     order by score desc, unit_id asc
     limit 1 offset (select greatest(k - 1, 0) from quota)
 ),
 
-final as (
-    select scored.* exclude (unit_id)
-    from scored, cut, quota
+kept as (
+    -- one row per unit, where docs repeats rows (each of its rows then joins back once)
+    select distinct keys.*
+    from keys, cut, quota
     where
         (select ok from checks)
         and quota.k > 0
-        and (scored.score > cut.score or (scored.score = cut.score and scored.unit_id <= cut.unit_id))
+        and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
+),
+
+final as (
+    select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
 )
 
 select * from final;

@@ -1,13 +1,13 @@
 -- purpose: MiniPLM Difference Sampling under a byte budget: the top documents by teacher-minus-reference log-likelihood until they hold alpha of the text
--- depends: difference_scores, require
+-- depends: difference_keys, require, unit_key
 -- params: teacher, reference (score names); alpha := 0.5 (fraction of the text bytes); per := 'byte' | 'token'; docs := 'documents'
 -- MiniPLM scores equal-length instances, so its top alpha of instances is also alpha of the tokens.
 -- With whole documents of very different lengths, `difference` (alpha of the documents) can hold
 -- far less or far more text than a uniform sample of alpha of them; this view keeps documents in
 -- (score desc, doc_id asc) order while the bytes before them are under alpha of all scored bytes,
 -- so it holds at least alpha of the text and overshoots by less than one document. The running
--- sum runs over (doc_id, score, n_bytes) alone and finds the last kept document; the rows are then
--- filtered on it, as `difference` does, so no text is sorted. Rows come in no particular order.
+-- sum runs over the keys alone (`difference_keys`: unit_id, score, n_bytes) and finds the last kept
+-- document; the text is joined back for the kept rows only. Rows come in no particular order.
 create or replace macro difference_bytes(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
 with checks as (
     select require(
@@ -15,12 +15,13 @@ with checks as (
     ) as ok
 ),
 
-scored as materialized (
-    select * from difference_scores(teacher, reference, per := per, docs := docs)
+keys as materialized (
+    select unit_id, n_bytes, teacher_logprob, reference_logprob, score
+    from difference_keys(teacher, reference, per := per, docs := docs)
 ),
 
 budget as (
-    select alpha * sum(n_bytes) as bytes_budget from scored
+    select alpha * sum(n_bytes) as bytes_budget from keys
 ),
 
 ranked as (
@@ -29,11 +30,11 @@ ranked as (
         score,
         sum(n_bytes) over (order by score desc, unit_id asc rows between unbounded preceding and current row) - n_bytes
             as bytes_before
-    from scored
+    from keys
 ),
 
 cut as (
-    -- the last document, in selection order, that starts under the budget
+    -- the last unit, in selection order, that starts under the budget
     select ranked.score, ranked.unit_id
     from ranked, budget
     where ranked.bytes_before < budget.bytes_budget
@@ -41,12 +42,19 @@ cut as (
     limit 1
 ),
 
-final as (
-    select scored.* exclude (unit_id)
-    from scored, cut
+kept as (
+    -- one row per unit, where docs repeats rows (each of its rows then joins back once)
+    select distinct keys.*
+    from keys, cut
     where
         (select ok from checks)
-        and (scored.score > cut.score or (scored.score = cut.score and scored.unit_id <= cut.unit_id))
+        and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
+),
+
+final as (
+    select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
 )
 
 select * from final;

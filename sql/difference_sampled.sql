@@ -1,10 +1,12 @@
 -- purpose: stochastic difference sampling: alpha of the documents drawn without replacement with probability proportional to exp(score / temperature)
--- depends: difference_scores, uniform, require
+-- depends: difference_keys, uniform, require, unit_key
 -- params: teacher, reference; alpha := 0.5; temperature := 1.0; seed := 0; per; docs
 -- Gumbel top-k: adding Gumbel noise -ln(-ln(u)) to score / temperature and keeping the top k
 -- draws k documents without replacement with these probabilities. u is seeded per document
 -- (`uniform`), so a seed gives the same subset everywhere; temperature -> 0 gives `difference`.
--- alpha outside (0, 1] or a temperature that is not positive is an error.
+-- The draw runs on keys alone (`difference_keys`); the text is joined back for the drawn rows,
+-- which come in draw order (sample_rank). alpha outside (0, 1] or a temperature that is not
+-- positive is an error.
 create or replace macro difference_sampled(
     teacher, reference, alpha := 0.5, temperature := 1.0, seed := 0, per := 'byte', docs := 'documents'
 ) as table
@@ -20,15 +22,11 @@ with checks as (
         ) as ok
 ),
 
-scored as (
-    select * from difference_scores(teacher, reference, per := per, docs := docs)
-),
-
-keyed as (
+keys as (
     select
-        *,
+        unit_id, n_bytes, teacher_logprob, reference_logprob, score,
         score / temperature - ln(-ln(uniform(unit_id, seed))) as sample_key
-    from scored
+    from difference_keys(teacher, reference, per := per, docs := docs)
 ),
 
 ranked as (
@@ -36,14 +34,22 @@ ranked as (
         *,
         row_number() over (order by sample_key desc, unit_id asc) as sample_rank,
         count(*) over () as n_scored
-    from keyed
+    from keys
+),
+
+kept as (
+    -- one row per unit, where docs repeats rows (each of its rows then joins back once)
+    select distinct on (unit_id, n_bytes) * exclude (n_scored)
+    from ranked
+    where (select ok from checks) and sample_rank <= ceil(alpha * n_scored)
+    order by unit_id, n_bytes, sample_rank
 ),
 
 final as (
-    select * exclude (n_scored, unit_id)
-    from ranked
-    where (select ok from checks) and sample_rank <= ceil(alpha * n_scored)
-    order by sample_rank
+    select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score, kept.sample_key, kept.sample_rank
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
+    order by kept.sample_rank, d.unit_id
 )
 
 select * from final;

@@ -36,7 +36,7 @@ final as (
     -- the bounds come through `checks`, so DuckDB must evaluate it (see filter_length); the
     -- second branch never has a row but keeps the checks when no file holds the model's scores
     select d.* exclude (unit_id)
-    from (select *, unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id from query_table(docs)) as d
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
     inner join model_losses as l on d.unit_id = l.doc_id, checks
     where checks.ok and l.filter_loss >= checks.low and l.filter_loss <= checks.high
     union all by name

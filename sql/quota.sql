@@ -3,7 +3,8 @@
 -- params: budgets := map {'source': budget, ...}; unit := 'bytes' | 'tokens' | 'documents'; model := null (score name whose n_tokens count, for unit 'tokens'); seed := 0; docs := 'documents'
 -- A document is kept when the running total of its source, in seeded random order, stays within
 -- the budget (the order is a prefix, so no source ever exceeds its budget). Sources not named in
--- budgets are dropped. With unit 'tokens', documents without a score of `model` are dropped.
+-- budgets are dropped. With unit 'tokens', documents without a score of `model` are dropped. The
+-- running totals run over keys alone (unit, source, size); the text is joined back for the kept rows.
 -- A budget that is not positive, an unknown unit, or unit 'tokens' without a scored model is an error.
 create or replace macro quota(budgets, unit := 'bytes', model := null, seed := 0, docs := 'documents') as table
 with checks as (
@@ -30,8 +31,11 @@ model_tokens as (
 ),
 
 sized as (
+    -- keys alone: unit, source and size; the text is joined back for the kept rows
     select
-        d.*,
+        d.unit_id,
+        d.n_bytes,
+        d.source,
         case unit
             when 'bytes' then d.n_bytes
             when 'tokens' then t.model_tokens
@@ -39,7 +43,7 @@ sized as (
             else error('quota: unit must be ''bytes'', ''tokens'' or ''documents'', not ''' || unit || '''')
         end as quota_units,
         budgets[d.source] as quota_budget
-    from (select *, unit_key(to_json(struct_pack(*columns('^(instance_id|doc_id)$')))) as unit_id from query_table(docs)) as d
+    from (select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id, n_bytes, source from query_table(docs)) as d
     left join model_tokens as t on d.unit_id = t.doc_id
 ),
 
@@ -53,11 +57,19 @@ ordered as (
     where quota_budget is not null and quota_units is not null
 ),
 
-final as (
-    -- the second branch never has a row, but keeps the checks where DuckDB proves the rest empty
-    select * exclude (quota_budget, unit_id)
+kept as (
+    -- one row per unit, where docs repeats rows (each of its rows then joins back once)
+    select distinct on (unit_id, n_bytes, source) unit_id, n_bytes, source, quota_units, quota_running
     from ordered
     where (select ok from checks) and quota_running <= quota_budget
+    order by unit_id, n_bytes, source, quota_running
+),
+
+final as (
+    -- the second branch never has a row, but keeps the checks where DuckDB proves the rest empty
+    select d.* exclude (unit_id), kept.quota_units, kept.quota_running
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes and d.source = kept.source
     union all by name
     select null::bigint as doc_id from checks where not checks.ok
 )

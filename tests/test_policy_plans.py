@@ -1,0 +1,165 @@
+"""The policies rank on keys alone: the text column enters DuckDB's plan only after the cut.
+
+MiniPLM's pool is ~200 GB of text; a policy that carries the text through its ranking sorts, hashes
+or materialises all of it. These tests read DuckDB's own physical plan (`explain (format json)`) of
+each cutting policy over a database whose documents hold a large text column, and check that every
+scan that reads `text` streams straight into a join whose other side holds the ranking (the join
+that brings the kept rows' text back), and that no window, top-N, grouping or materialised CTE sits
+above it: only the kept rows' text is sorted, hashed or buffered.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+import corpusdb
+from corpusdb.text import doc_id
+
+# Operators that consume every input row before the policy knows its cut.
+RANKING = {"WINDOW", "STREAMING_WINDOW", "TOP_N", "HASH_GROUP_BY", "PERFECT_HASH_GROUP_BY", "PARTITIONED_AGGREGATE"}
+# Operators that pass rows through one at a time.
+STREAMING = {"PROJECTION", "FILTER"}
+N_DOCS = 300
+
+
+def _commit_scores(db: corpusdb.Database, model: str, ids: list[int], sizes: list[int], rng: random.Random,
+                   unit: str = "documents") -> None:
+    table = pa.table({
+        "doc_id": pa.array(ids, pa.int64()),
+        "sum_logprob": pa.array([-rng.uniform(0.1, 2.0) * size for size in sizes], pa.float64()),
+        "n_tokens": pa.array([max(size // 4, 1) for size in sizes], pa.int64()),
+        "n_bytes": pa.array(sizes, pa.int64()),
+    })
+    written = db.location.write_parquet(table, "scores", f"model={model}", "part-plan.parquet")
+    entry = {"model": f"plans/{model}", "content_hash": f"plans-{model}", "tokenizer_hash": "plans-tokenizer",
+             "unit": unit}
+    db.register_parts("scores", [written.path], models={model: entry})
+
+
+def _commit_halves(db: corpusdb.Database, texts: list[str]) -> tuple[list[int], list[int]]:
+    """Instances as `corpusdb instances` writes them: here every document cut into two byte spans."""
+    rows = {"instance_id": [], "doc_id": [], "position": [], "byte_start": [], "byte_end": [], "n_tokens": [],
+            "n_bytes": []}
+    for i, text in enumerate(texts):
+        size, half = len(text.encode()), len(text.encode()) // 2
+        for position, (start, end) in enumerate(((0, half), (half, size))):
+            for key, value in zip(rows, (2 * i + position + 1, doc_id(text), position, start, end,
+                                         max((end - start) // 4, 1), end - start)):
+                rows[key].append(value)
+    table = pa.table(rows, schema=pa.schema([("instance_id", pa.int64()), ("doc_id", pa.int64()),
+                                             ("position", pa.int32()), ("byte_start", pa.int64()),
+                                             ("byte_end", pa.int64()), ("n_tokens", pa.int64()),
+                                             ("n_bytes", pa.int64())]))
+    written = db.location.write_parquet(table, "instances", "part-plan.parquet")
+    db.register_parts("instance_spans", [written.path])
+    return rows["instance_id"], rows["n_bytes"]
+
+
+@pytest.fixture(scope="module")
+def big_text_db(tmp_path_factory) -> corpusdb.Database:
+    """Documents of 2-8 KB each in two sources, scored by a teacher and a reference."""
+    root = tmp_path_factory.mktemp("plans")
+    rng = random.Random(7)
+    words = ["corpus", "teacher", "reference", "token", "byte", "policy", "view", "parquet", "duckdb", "instance"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(300, 1200))) + f" #{i}" for i in range(N_DOCS)]
+    db = corpusdb.init(str(root / "db"))
+    for source, chunk in (("web", texts[::2]), ("books", texts[1::2])):
+        path = root / f"{source}.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in chunk))
+        db.ingest([str(path)], source=source, progress=False)
+    ids, sizes = [doc_id(t) for t in texts], [len(t.encode()) for t in texts]
+    instance_ids, instance_sizes = _commit_halves(db, texts)
+    for model in ("teacher", "reference"):
+        _commit_scores(db, model, ids, sizes, rng)
+        _commit_scores(db, f"{model}_i", instance_ids, instance_sizes, rng, unit="instances")
+    return db
+
+
+def _text_scans(node: dict, path: tuple = ()) -> list[tuple]:
+    """For every scan of the plan that reads `text`: its path from the root, as (operator, child index) pairs."""
+    found = []
+    projections = (node.get("extra_info") or {}).get("Projections", [])
+    if node.get("name") in ("READ_PARQUET", "TABLE_SCAN", "PARQUET_SCAN") and "text" in (
+            projections if isinstance(projections, list) else [projections]):
+        found.append(path)
+    for index, child in enumerate(node.get("children", [])):
+        found.extend(_text_scans(child, path + ((node, index),)))
+    return found
+
+
+def _operators(node: dict) -> set[str]:
+    return {node.get("name", "")}.union(*(_operators(child) for child in node.get("children", [])))
+
+
+def _joined_back_after_the_cut(path: tuple) -> str | None:
+    """None when the text scan only streams into a join whose other side holds the ranking; else what is wrong."""
+    names = [node.get("name") for node, _ in path]
+    steps = list(reversed(path))
+    for depth, (node, index) in enumerate(steps):
+        name = node.get("name")
+        if name in STREAMING:
+            continue
+        if name != "HASH_JOIN":
+            return f"the text reaches {name} before any join ({' > '.join(names)})"
+        other = node["children"][1 - index]
+        if not RANKING & _operators(other):
+            return f"the text is joined to an unranked side ({' > '.join(names)})"
+        above = {n.get("name") for n, _ in steps[depth + 1:]}
+        # Above the join back only the kept rows flow; a CTE node's first child is what it materialises.
+        materialised = any(n.get("name") == "CTE" and i == 0 for n, i in steps[depth + 1:])
+        if RANKING & above or materialised:
+            return f"the joined text still flows into {sorted(RANKING & above) or ['a materialised CTE']}"
+        return None
+    return "the text is never joined back"
+
+
+# Over instances the ranking is on keys, but the join back goes through the `instances` view (spans joined
+# to documents, then the span text cut), which DuckDB will not reorder to join the kept spans first: every
+# document's text is hashed and every span cut before the kept ones are picked (issue 24, open).
+INSTANCES_GAP = pytest.mark.xfail(strict=True, reason="instances' text is joined before the kept spans are")
+
+POLICIES = [
+    "difference('teacher', 'reference', alpha := 0.2)",
+    "difference_bytes('teacher', 'reference', alpha := 0.2)",
+    "difference_bytes('teacher', 'reference', alpha := 0.2, per := 'token')",
+    "difference_sampled('teacher', 'reference', alpha := 0.2, seed := 3)",
+    "difference_by_source('teacher', 'reference', alphas := map {'web': 0.1}, alpha := 0.3)",
+    pytest.param("difference('teacher_i', 'reference_i', alpha := 0.2, docs := 'instances')", marks=INSTANCES_GAP),
+    pytest.param("difference_bytes('teacher_i', 'reference_i', alpha := 0.2, docs := 'instances')",
+                 marks=INSTANCES_GAP),
+    "quota(map {'web': 20000, 'books': 40000})",
+    "quota(map {'web': 10, 'books': 20}, unit := 'documents', seed := 1)",
+    "mixture(map {'web': 1, 'books': 3}, 50000)",
+]
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+def test_policy_reads_text_only_after_its_cut(big_text_db, policy):
+    query = f"select * from {policy}"
+    n_rows = big_text_db.sql(f"select count(*) from {policy}").fetchall()[0][0]
+    assert 0 < n_rows < N_DOCS * 4, f"{policy} kept {n_rows} rows: the fixture should make it cut"
+    [(_, plan)] = big_text_db.con.sql("explain (format json) " + query).fetchall()
+    scans = [path for tree in json.loads(plan) for path in _text_scans(tree)]
+    assert scans, f"{policy}: no scan of text in its plan (it must return the kept rows' text)"
+    for path in scans:
+        problem = _joined_back_after_the_cut(path)
+        assert problem is None, f"{policy}: {problem}"
+
+
+def test_the_check_sees_a_policy_that_carries_text(big_text_db):
+    """The same check fails a hand-written ranking that sorts the text with the keys (the old plan)."""
+    query = """
+        select * from (
+            select d.*, row_number() over (order by t.sum_logprob - r.sum_logprob desc, d.doc_id) as rank
+            from documents d
+            join scores t on t.doc_id = d.doc_id and t.model = 'teacher'
+            join scores r on r.doc_id = d.doc_id and r.model = 'reference'
+        ) where rank <= 60"""
+    [(_, plan)] = big_text_db.con.sql("explain (format json) " + query).fetchall()
+    scans = [path for tree in json.loads(plan) for path in _text_scans(tree)]
+    assert scans and all("WINDOW" in (_joined_back_after_the_cut(path) or "") for path in scans)
