@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable, Iterator
 
 import duckdb
 
-from corpusdb import versions
+from corpusdb import docindex, versions
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
 from corpusdb.errors import QueryError, VersionError
 from corpusdb.policies import load_builtin_views
 from corpusdb.statements import check_select, check_statement, query_error, quote
-from corpusdb.storage import Location
+from corpusdb.storage import Location, storage_errors
 from corpusdb.tables import (
     ANNOTATION_VIEW_PREFIX,
     ANNOTATIONS,
@@ -343,10 +343,19 @@ class Database:
                 snapshot.tables["minhash"] = {}
             for written, rows in found:
                 snapshot.add_part(table, self.location, written, rows)
+            if table == "documents":
+                docindex.update(self.location, snapshot, self._read_doc_ids)
             snapshot.models.update(models or {})
             return f"{len(found)} parts of {table} registered"
 
         return self.commit("register", change)
+
+    def _read_doc_ids(self, path: str):
+        import pyarrow.parquet as pq
+
+        full = self.location.join(path)
+        with storage_errors(self.location.url_of(full)):
+            return pq.read_table(full, columns=["doc_id"], filesystem=self.location.fs).column("doc_id").to_numpy()
 
     def writable(self) -> None:
         """Raise unless this database may be changed (it was not opened `as_of` a version)."""

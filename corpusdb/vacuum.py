@@ -23,7 +23,7 @@ from corpusdb.versions import VERSIONS, read, version_file, version_numbers
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
-FOLDERS = ("documents", "scores", "minhash", "instances", "annotations")
+FOLDERS = ("documents", "scores", "minhash", "instances", "annotations", "_index")
 
 
 def _age(info: dict, now: float) -> float:
@@ -53,6 +53,8 @@ def vacuum(db: Database, *, keep_versions: int | None = None, grace_seconds: flo
         snapshot = read(location, number)
         for parts in snapshot.tables.values():
             referenced.update(parts)
+        for runs in snapshot.indexes.values():
+            referenced.update(entry["path"] for entry in runs.values())
     if not dry_run:
         for number in dropped_versions:
             location.remove(location.join(VERSIONS, version_file(number)))

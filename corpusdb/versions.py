@@ -4,7 +4,8 @@
 
 A version is one JSON file, `_versions/<20-digit number>.json`, holding the catalog as that commit
 left it: the live parts of every table (path, size, content hash, rows), the score names with
-their models' identities, the user views' SQL, the ingested inputs and the MinHash settings.
+their models' identities, the user views' SQL, the ingested inputs, the MinHash settings and the
+runs of the doc_id index (`corpusdb.docindex`).
 Parts never change once written, so a version pins the data exactly: reading version N later
 gives the same rows, whatever was ingested, scored or dropped since (`--as-of N`).
 
@@ -61,11 +62,12 @@ class Snapshot:
     views: dict[str, dict] = field(default_factory=dict)
     inputs: dict[str, dict] = field(default_factory=dict)
     settings: dict[str, dict] = field(default_factory=dict)
+    indexes: dict[str, dict] = field(default_factory=dict)  # index name -> its runs (`corpusdb.docindex`)
 
     def content(self) -> dict:
         """What the version holds (everything but its number, time and description)."""
         return {"tables": self.tables, "models": self.models, "annotations": self.annotations, "views": self.views,
-                "inputs": self.inputs, "settings": self.settings}
+                "inputs": self.inputs, "settings": self.settings, "indexes": self.indexes}
 
     def to_dict(self) -> dict:
         return {"format": "corpusdb-version", "version": self.version, "parent": self.parent, "created_at": self.created_at,
@@ -79,7 +81,7 @@ class Snapshot:
                    operation=data.get("operation", ""), summary=data.get("summary", ""), tables=tables,
                    models=data.get("models") or {}, annotations=data.get("annotations") or {},
                    views=data.get("views") or {}, inputs=data.get("inputs") or {},
-                   settings=data.get("settings") or {})
+                   settings=data.get("settings") or {}, indexes=data.get("indexes") or {})
 
     def child(self, operation: str) -> Snapshot:
         """A deep copy to become the next version."""
@@ -87,7 +89,8 @@ class Snapshot:
         return Snapshot(version=self.version + 1, parent=self.version, created_at=now, operation=operation,
                         tables=copy.deepcopy(self.tables), models=copy.deepcopy(self.models),
                         annotations=copy.deepcopy(self.annotations), views=copy.deepcopy(self.views),
-                        inputs=copy.deepcopy(self.inputs), settings=copy.deepcopy(self.settings))
+                        inputs=copy.deepcopy(self.inputs), settings=copy.deepcopy(self.settings),
+                        indexes=copy.deepcopy(self.indexes))
 
     def parts(self, table: str, prefix: str = "") -> list[str]:
         """Paths (relative to the database) of a table's live parts, sorted; optionally under `prefix`."""

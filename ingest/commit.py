@@ -25,6 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpusdb import docindex
 from corpusdb.db import Database
 from corpusdb.storage import storage_errors
 from corpusdb.versions import Snapshot
@@ -66,7 +67,9 @@ class Committer:
         sharded: this is one shard of a job.
 
     `seen` holds the doc_ids the job deduplicates against as it writes: those of the base
-    version's parts outside the job, then of every concurrent part a commit has checked.
+    version's parts outside the job (probed in the doc_id index, `corpusdb.docindex`, where it
+    covers them; read where not), then of every concurrent part a commit has checked. Every commit
+    that adds parts indexes them (and any part still unindexed).
     """
 
     def __init__(self, db: Database, keys: list[str], write_part, sharded: bool = False):
@@ -79,7 +82,9 @@ class Committer:
         # whole deduplicates against everything committed before it, so a re-run over a folder
         # with one new file never moves documents out of parts committed earlier.
         self.known = {path for path, info in parts.items() if not sharded or info.get("input") not in self.order}
-        self.seen = DocIdSet(read_doc_ids(db.location.fs, [db.location.join(path) for path in sorted(self.known)]))
+        self.seen = docindex.CommittedIds(
+            db.location, db.snapshot, self.known, memory=DocIdSet(),
+            read_ids=lambda paths: read_doc_ids(db.location.fs, [db.location.join(path) for path in paths]))
         self.finished: list[FinishedInput] = []
         self.uncommitted: set[str] = set()  # files this run wrote that no version references
         self.lock = threading.Lock()
@@ -117,6 +122,9 @@ class Committer:
         for path in outcome["concurrent"]:
             self.seen.add(self._ids[path])
         written = {path for attempt in attempts for path in attempt["written"]}
+        indexed = {entry["path"] for entry in committed.indexes.get(docindex.INDEX, {}).values()}
+        for path in {path for attempt in attempts for path in attempt["index_written"]} - indexed:
+            self.db.location.remove(self.db.location.join(path))  # runs of attempts that lost the race
         with self.lock:
             for path in [p for p in self.uncommitted if self.db.location.relpath(p) in live]:
                 self.uncommitted.discard(path)
@@ -135,6 +143,10 @@ class Committer:
                 self._ids[path] = pq.read_table(full, columns=["doc_id"], filesystem=self.db.location.fs).column("doc_id").to_numpy()
         return self._ids[path]
 
+    def _read_ids(self, path: str) -> np.ndarray:
+        """A part's doc_ids, read for the index (not kept: these are parts committed long ago)."""
+        return self._ids[path] if path in self._ids else read_doc_ids(self.db.location.fs, [self.db.location.join(path)])
+
     def _rank(self, info: dict, mine: bool) -> tuple:
         """Which copy of a document wins: lower ranks keep it."""
         key = info.get("input")
@@ -144,7 +156,8 @@ class Committer:
 
     def _apply(self, snapshot: Snapshot, batch: list[FinishedInput]) -> dict:
         parts = snapshot.tables[TABLE]
-        outcome = {"removed": 0, "taken": 0, "written": [], "mine": [], "concurrent": [], "summary": ""}
+        outcome = {"removed": 0, "taken": 0, "written": [], "mine": [], "concurrent": [], "summary": "",
+                   "index_written": []}
         todo = []
         for item in batch:
             if all(key in snapshot.inputs for key in item.keys):  # another job committed them all meanwhile
@@ -188,6 +201,11 @@ class Committer:
                 outcome["mine"].append(path)
             for key, url in zip(item.keys, item.urls):
                 snapshot.inputs[key] = {"url": url}
+        if outcome["mine"]:
+            own = {part.path: part.ids for item in todo for part in item.parts}
+            own.update({path: self._ids[path] for path in outcome["written"] if path in self._ids})
+            outcome["index_written"] = docindex.update(
+                self.db.location, snapshot, lambda path: own[path] if path in own else self._read_ids(path))
         rows = sum(part.info["rows"] for item in todo for part in item.parts) - outcome["removed"]
         outcome["summary"] = f"{sum(len(item.keys) for item in todo)} inputs, {rows:,} documents" + (
             f"; {outcome['removed']:,} duplicates of concurrent commits removed" if outcome["removed"] else "")
@@ -210,6 +228,7 @@ class Committer:
         new_path = location.relpath(written.path)
         outcome["written"].append(new_path)
         kept_info = {**info, "size": written.size, "hash": written.hash, "rows": int(keep.sum())}
+        kept_info.pop(docindex.FIELD, None)  # a new part: indexed at this commit
         self._ids[new_path] = table.column("doc_id").to_numpy()[keep]
         return new_path, kept_info
 

@@ -67,6 +67,8 @@ class IngestReport:
     n_cross_shard_duplicates_removed: int = 0  # rows removed at commit: held by a concurrent commit too
     n_inputs_taken: int = 0  # inputs another job committed while this one read them
     version: int = 0  # the version the job's last commit made
+    n_id_parts_read: int = 0  # committed parts whose doc_ids were read for the duplicate check (not indexed)
+    n_index_bytes_read: int = 0  # bytes of the doc_id index the duplicate check read
     bad_records: dict = field(default_factory=dict)
     bad_examples: list = field(default_factory=list)
     seconds: float = 0.0
@@ -415,5 +417,6 @@ def run_ingest(
     report.n_cross_shard_duplicates_removed = committer.n_rows_removed
     report.n_inputs_taken = committer.n_inputs_taken
     report.version = db.version
+    report.n_id_parts_read, report.n_index_bytes_read = len(seen.parts_read), seen.bytes_read
     report.seconds = time.perf_counter() - started
     return report
