@@ -41,6 +41,7 @@ import posixpath
 import re
 import struct
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -65,6 +66,7 @@ TOKENIZED = ("tokens", "megatron", "datatrove")
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
 MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 MANIFEST = "manifest.json"
+TOKENIZE_BYTES = 8 * 1024 * 1024  # text per tokenizer call (and per slice of a JSONL part made Python objects)
 JOURNAL = ".corpusdb-export.json"
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -111,16 +113,13 @@ class _PartSink:
             entry["file"] = f"part-{index:05d}-{self.key}.parquet"
             self._claim(entry["file"])
             self.out.write_parquet(table, entry["file"])
-        elif self.fmt == "jsonl":
-            lines = b"".join(orjson.dumps(row) + b"\n" for row in table.to_pylist())
+        elif self.fmt == "jsonl":  # rows become Python objects a slice at a time
+            lines = b"".join(orjson.dumps(row) + b"\n" for piece in _slices(table) for row in piece.to_pylist())
             entry["file"] = f"part-{index:05d}-{self.key}.jsonl"
             self._claim(entry["file"])
             self.out.write_atomic(lines, entry["file"])
         else:
-            eos = self.tokenizer.eos_token_id
-            encoded = self.tokenizer(table.column("text").to_pylist(), add_special_tokens=False, verbose=False)["input_ids"]
-            lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
-            flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(lengths.sum()))
+            flat, lengths = self._tokenize(table)
             offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
             if self.fmt in ("megatron", "datatrove"):
                 (self._write_megatron if self.fmt == "megatron" else self._write_datatrove)(entry, index, flat, lengths)
@@ -137,6 +136,24 @@ class _PartSink:
         self.parts.append(entry)
         failpoint.after_part("export", len(self.parts))
 
+
+    def _tokenize(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids with EOS after each row, tokens per row) of the rows' text, tokenized a slice at a time.
+
+        A 256 MB part in one tokenizer call held ~12 GB (an Encoding and Python ints per token);
+        slices of TOKENIZE_BYTES of text hold what one slice needs, then become numpy arrays.
+        """
+        eos = self.tokenizer.eos_token_id
+        flats, lengths = [], []
+        for piece in _slices(table):
+            encoded = self.tokenizer(piece.column("text").to_pylist(), add_special_tokens=False, verbose=False)["input_ids"]
+            sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
+            flats.append(np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(sizes.sum())))
+            lengths.append(sizes)
+            del encoded
+        if not flats:
+            return np.empty(0, dtype=self.dtype), np.empty(0, dtype=np.int64)
+        return np.concatenate(flats), np.concatenate(lengths)
 
     def _write_megatron(self, entry: dict, index: int, flat: np.ndarray, lengths: np.ndarray) -> None:
         """One Megatron-LM indexed dataset (`PREFIX.bin` + `PREFIX.idx`): each row a sequence and a document."""
@@ -167,6 +184,18 @@ class _PartSink:
         self.out.write_atomic(np.cumsum(lengths).astype("<u8").tobytes(), entry["index"])
         name = getattr(self.tokenizer, "name_or_path", "") or "Unknown Tokenizer"
         self.out.write_atomic(f"{name}|{dtype.itemsize}\n{int(lengths.sum())}\n{int(lengths.sum()):,}T".encode(), entry["metadata"])
+
+
+def _slices(table: pa.Table, limit: int | None = None) -> Iterator[pa.Table]:
+    """Consecutive slices of `table` holding about `limit` bytes of text each (at least one row)."""
+    limit = TOKENIZE_BYTES if limit is None else limit
+    sizes = np.cumsum(table.column("n_bytes").to_numpy(zero_copy_only=False)) if table.num_rows else np.empty(0)
+    start = 0
+    while start < table.num_rows:
+        base = sizes[start - 1] if start else 0
+        end = max(int(np.searchsorted(sizes, base + limit, side="right")), start + 1)
+        yield table.slice(start, end - start)
+        start = end
 
 
 def _files_of(manifest: dict) -> set[str]:

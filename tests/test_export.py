@@ -60,9 +60,15 @@ def test_parquet_and_jsonl_exports_round_trip(scored_db, tmp_path):
     )
 
 
-def test_token_export_decodes_back_to_the_text(scored_db, tmp_path, tiny_models):
+@pytest.mark.parametrize("slice_bytes", [None, 2000])
+def test_token_export_decodes_back_to_the_text(scored_db, tmp_path, tiny_models, monkeypatch, slice_bytes):
+    """Whole parts in one tokenizer call, or (as a 256 MB part is) in many slices of text: the same tokens."""
     from transformers import AutoTokenizer
 
+    import corpusdb.export
+
+    if slice_bytes:
+        monkeypatch.setattr(corpusdb.export, "TOKENIZE_BYTES", slice_bytes)
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
     manifest = scored_db.view("dedup").export(str(tmp_path / "tok"), format="tokens", tokenizer=str(tiny_models["gpt2"]),
                                               part_size_mb=0.1)
