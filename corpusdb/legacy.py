@@ -25,7 +25,8 @@ def upgrade(location: Location, catalog: Catalog) -> Catalog:
         def change(snapshot: Snapshot) -> str:
             for table, (folder, _) in TABLE_FOLDERS.items():
                 for path in location.list_files(folder, suffix=".parquet"):
-                    snapshot.add_part(table, location, *existing_part(location, path))
+                    written, rows, fields = existing_part(location, path)
+                    snapshot.add_part(table, location, written, rows, **fields)
             for name in catalog.legacy.get("views", {}):
                 sql = location.read_bytes("views", f"{name}.sql").decode().strip()
                 snapshot.views[name] = {"sql": sql, "created_at": catalog.legacy["views"][name].get("created_at", "")}

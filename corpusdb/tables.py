@@ -27,6 +27,15 @@ ANNOTATION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 TABLES = (*TABLE_FOLDERS, ANNOTATIONS)
 
 
+def schema_key(schema) -> str:
+    """A short key of a part's Arrow schema (column names and types): parts with equal keys are read
+    as one `read_parquet` without `union_by_name`, so DuckDB binds them from one file's footer."""
+    import xxhash
+
+    text = "|".join(f"{field.name}:{field.type}" for field in schema)
+    return xxhash.xxh3_64_hexdigest(text.encode())[:12]
+
+
 def annotation_view(name: str) -> str:
     """The DuckDB view of annotation NAME: `annotations_NAME`."""
     return ANNOTATION_VIEW_PREFIX + name

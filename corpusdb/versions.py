@@ -107,14 +107,19 @@ class Snapshot:
         return path
 
 
-def existing_part(location: Location, path: str) -> tuple[WrittenFile, int]:
-    """(size and content hash, rows) of a Parquet file already under `location`, to be recorded as a part."""
+def existing_part(location: Location, path: str) -> tuple[WrittenFile, int, dict]:
+    """(size and content hash, rows, other fields of its record) of a Parquet file already under `location`,
+    to be recorded as a part: `snapshot.add_part(table, location, written, rows, **fields)`."""
     import io
 
     import pyarrow.parquet as pq
 
+    from corpusdb.tables import schema_key
+
     data = location.read_bytes(location.relpath(path))
-    return WrittenFile(path, len(data), content_hash(data)), pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+    metadata = pq.ParquetFile(io.BytesIO(data)).metadata
+    return (WrittenFile(path, len(data), content_hash(data)), metadata.num_rows,
+            {"schema": schema_key(metadata.schema.to_arrow_schema())})
 
 
 def read(location: Location, number: int) -> Snapshot:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from corpusdb import failpoint
 from corpusdb.db import Database
 from corpusdb.storage import Location, WriteQueue, WrittenFile
+from corpusdb.tables import schema_key
 from corpusdb.text import doc_id, normalize
 from corpusdb.world import parse_shard
 from corpusdb.ingest.commit import Committer, FinishedInput, NewPart, part_key, part_name
@@ -243,7 +244,8 @@ class PartWriter:
             self.failed = True
             raise
         self.committer.wrote(written.path)
-        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows, "input": self.key, "chunk": chunk}
+        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows, "input": self.key, "chunk": chunk,
+                "schema": schema_key(table.schema)}
         self.written.append(NewPart(self.location.relpath(written.path), info, table.column("doc_id").to_numpy()))
         return written.path
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusdb.errors import CatalogError, ConflictError
+from corpusdb.tables import schema_key
 from corpusdb.storage import WrittenFile
 from corpusdb.versions import Snapshot
 
@@ -88,7 +89,7 @@ class ScoreCommitter:
 
     def add(self, written: WrittenFile, table: pa.Table) -> None:
         self.uncommitted.add(written.path)
-        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows}
+        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows, "schema": schema_key(table.schema)}
         self.pending.append((self.db.location.relpath(written.path), info, table.column("doc_id").to_numpy()))
 
     def commit(self) -> None:
@@ -142,4 +143,5 @@ class ScoreCommitter:
         table = pq.read_table(location.join(path), filesystem=location.fs).filter(pa.array(keep))
         written = location.write_parquet(table, "scores", f"model={self.name}", f"part-{uuid.uuid4().hex}.parquet")
         self.uncommitted.add(written.path)
-        return location.relpath(written.path), {"size": written.size, "hash": written.hash, "rows": table.num_rows}
+        return location.relpath(written.path), {"size": written.size, "hash": written.hash, "rows": table.num_rows,
+                                                "schema": schema_key(table.schema)}
