@@ -28,7 +28,7 @@ from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes
 from corpusdb.errors import QueryError, VersionError
 from corpusdb.policies import load_builtin_views
 from corpusdb.statements import check_select, check_statement, query_error, quote
-from corpusdb.storage import Location, storage_errors
+from corpusdb.storage import Location
 from corpusdb.tables import (
     ANNOTATION_VIEW_PREFIX,
     ANNOTATIONS,
@@ -361,18 +361,11 @@ class Database:
             for written, rows, fields in found:
                 snapshot.add_part(table, self.location, written, rows, **fields)
             if table == "documents":
-                docindex.update(self.location, snapshot, self._read_doc_ids)
+                docindex.update(self.location, snapshot, lambda path: docindex.read_doc_ids(self.location, [path]))
             snapshot.models.update(models or {})
             return f"{len(found)} parts of {table} registered"
 
         return self.commit("register", change)
-
-    def _read_doc_ids(self, path: str):
-        import pyarrow.parquet as pq
-
-        full = self.location.join(path)
-        with storage_errors(self.location.url_of(full)):
-            return pq.read_table(full, columns=["doc_id"], filesystem=self.location.fs).column("doc_id").to_numpy()
 
     def writable(self) -> None:
         """Raise unless this database may be changed (it was not opened `as_of` a version)."""

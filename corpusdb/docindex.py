@@ -39,13 +39,32 @@ BLOCK = 1024  # ids per block: one range read of 8 KB
 TABLE = "documents"
 
 
+def read_doc_ids(location: Location, paths: list[str]) -> np.ndarray:
+    """The doc_id column of parts (paths relative to the database), concatenated (reads only that column)."""
+    import pyarrow.parquet as pq
+
+    arrays = []
+    for path in paths:
+        full = location.join(path)
+        with storage_errors(location.url_of(full)):
+            arrays.append(pq.read_table(full, columns=["doc_id"], filesystem=location.fs).column("doc_id").to_numpy())
+    return np.concatenate(arrays).astype(np.int64, copy=False) if arrays else np.empty(0, dtype=np.int64)
+
+
+def members(snapshot: Snapshot) -> dict[str, list[str]]:
+    """The live documents parts each run name is recorded for, in one pass over the parts."""
+    found: dict[str, list[str]] = {}
+    for path, info in snapshot.tables.get(TABLE, {}).items():
+        if FIELD in info:
+            found.setdefault(info[FIELD], []).append(path)
+    return found
+
+
 def runs_of(snapshot: Snapshot) -> dict[str, dict]:
     """The valid runs of `snapshot`'s index, by name (a run is valid while every part it covers is live)."""
-    live: dict[str, int] = {}
-    for info in snapshot.tables.get(TABLE, {}).values():
-        if FIELD in info:
-            live[info[FIELD]] = live.get(info[FIELD], 0) + 1
-    return {name: entry for name, entry in snapshot.indexes.get(INDEX, {}).items() if live.get(name) == entry["parts"]}
+    live = members(snapshot)
+    return {name: entry for name, entry in snapshot.indexes.get(INDEX, {}).items()
+            if len(live.get(name, ())) == entry["parts"]}
 
 
 def unindexed(snapshot: Snapshot) -> list[str]:
@@ -86,10 +105,11 @@ class Run:
         found = np.zeros(len(ids), dtype=bool)
         if self.rows == 0 or len(ids) == 0:
             return found
-        fences = self.fences()
-        block = np.searchsorted(fences, ids, side="right") - 1
-        wanted = np.unique(block[block >= 0])
-        missing = [int(b) for b in wanted if int(b) not in self._blocks]
+        block = np.searchsorted(self.fences(), ids, side="right") - 1
+        wanted = np.unique(block[block >= 0]).tolist()
+        if not wanted:
+            return found  # every id is below the run's first
+        missing = [b for b in wanted if b not in self._blocks]
         if missing:
             starts = [b * BLOCK * 8 for b in missing]
             ends = [min((b + 1) * BLOCK, self.rows) * 8 for b in missing]
@@ -97,12 +117,11 @@ class Run:
                 self._blocks.clear()
             for b, data in zip(missing, self._read(starts, ends)):
                 self._blocks[b] = np.frombuffer(data, dtype="<i8")
-        for b in wanted.tolist():
-            mine = np.flatnonzero(block == b)
-            values = self._blocks[b]
-            pos = np.minimum(np.searchsorted(values, ids[mine]), len(values) - 1)
-            found[mine] = values[pos] == ids[mine]
-        return found
+        # the wanted blocks in order are a sorted slice of the run holding every id that can match:
+        # one search for all ids, however many blocks they touch
+        values = np.concatenate([self._blocks[b] for b in wanted])
+        pos = np.minimum(np.searchsorted(values, ids), len(values) - 1)
+        return values[pos] == ids
 
     def all_ids(self) -> np.ndarray:
         [data] = self._read([0], [self.rows * 8])
@@ -136,18 +155,18 @@ def update(location: Location, snapshot: Snapshot, ids_of: Callable[[str], np.nd
             snapshot.indexes[INDEX] = valid
         return []
     ids = np.sort(np.concatenate([np.asarray(ids_of(path), dtype=np.int64) for path in todo]))
-    members = list(todo)
+    covered, covers = list(todo), members(snapshot)
     by_size = sorted(valid.items(), key=lambda item: (item[1]["rows"], item[0]))
     while by_size and by_size[0][1]["rows"] <= 2 * len(ids):
         name, entry = by_size.pop(0)
         old = Run(location, entry).all_ids()
         ids = np.concatenate([old, ids])
         ids.sort(kind="stable")
-        members += [path for path, info in parts.items() if info.get(FIELD) == name]
+        covered += covers[name]
         del valid[name]
     name, entry = write_run(location, ids)
-    entry["parts"] = len(members)
-    for path in members:
+    entry["parts"] = len(covered)
+    for path in covered:
         parts[path][FIELD] = name
     valid[name] = entry
     snapshot.indexes[INDEX] = valid
@@ -163,11 +182,10 @@ class CommittedIds:
 
     def __init__(self, location: Location, snapshot: Snapshot, paths: set[str], read_ids: Callable[[list[str]], np.ndarray],
                  memory):
-        valid = runs_of(snapshot)
+        valid, covers = runs_of(snapshot), members(snapshot)
         parts = snapshot.tables.get(TABLE, {})
-        names = {parts[path].get(FIELD) for path in paths} & set(valid)
         # a run counts only where it covers nothing but parts of `paths` (otherwise read those parts)
-        whole = {name for name in names if all(path in paths for path, info in parts.items() if info.get(FIELD) == name)}
+        whole = {name for name in valid if all(path in paths for path in covers[name])}
         self.runs = [Run(location, valid[name]) for name in sorted(whole)]
         self.parts_read = sorted(path for path in paths if parts[path].get(FIELD) not in whole)
         self.memory = memory

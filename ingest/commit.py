@@ -29,7 +29,7 @@ from corpusdb import docindex
 from corpusdb.db import Database
 from corpusdb.storage import storage_errors
 from corpusdb.versions import Snapshot
-from corpusdb.ingest.docids import DocIdSet, read_doc_ids
+from corpusdb.ingest.docids import DocIdSet
 
 PART_RE = re.compile(r"^part-([0-9a-f]{16})-(\d{5})(?:-([0-9a-f]{8}))?\.parquet$")
 TABLE = "documents"
@@ -84,7 +84,7 @@ class Committer:
         self.known = {path for path, info in parts.items() if not sharded or info.get("input") not in self.order}
         self.seen = docindex.CommittedIds(
             db.location, db.snapshot, self.known, memory=DocIdSet(),
-            read_ids=lambda paths: read_doc_ids(db.location.fs, [db.location.join(path) for path in paths]))
+            read_ids=lambda paths: docindex.read_doc_ids(db.location, paths))
         self.finished: list[FinishedInput] = []
         self.uncommitted: set[str] = set()  # files this run wrote that no version references
         self.lock = threading.Lock()
@@ -138,14 +138,12 @@ class Committer:
 
     def _doc_ids(self, path: str) -> np.ndarray:
         if path not in self._ids:
-            full = self.db.location.join(path)
-            with storage_errors(self.db.location.url_of(full)):
-                self._ids[path] = pq.read_table(full, columns=["doc_id"], filesystem=self.db.location.fs).column("doc_id").to_numpy()
+            self._ids[path] = docindex.read_doc_ids(self.db.location, [path])
         return self._ids[path]
 
     def _read_ids(self, path: str) -> np.ndarray:
         """A part's doc_ids, read for the index (not kept: these are parts committed long ago)."""
-        return self._ids[path] if path in self._ids else read_doc_ids(self.db.location.fs, [self.db.location.join(path)])
+        return self._ids[path] if path in self._ids else docindex.read_doc_ids(self.db.location, [path])
 
     def _rank(self, info: dict, mine: bool) -> tuple:
         """Which copy of a document wins: lower ranks keep it."""

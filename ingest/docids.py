@@ -12,7 +12,6 @@ batches.
 from __future__ import annotations
 
 import numpy as np
-import pyarrow.parquet as pq
 
 
 def _unique(ids: np.ndarray) -> np.ndarray:
@@ -57,10 +56,3 @@ class DocIdSet:
             found |= run[pos] == ids
         return found
 
-
-def read_doc_ids(fs, paths: list[str]) -> np.ndarray:
-    """The doc_id column of Parquet parts, concatenated (reads only that column)."""
-    if not paths:
-        return np.empty(0, dtype=np.int64)
-    arrays = [pq.read_table(path, columns=["doc_id"], filesystem=fs).column("doc_id").to_numpy() for path in paths]
-    return np.concatenate(arrays).astype(np.int64, copy=False)
