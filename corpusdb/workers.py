@@ -27,7 +27,10 @@ def worker_context() -> multiprocessing.context.BaseContext:
     thread, so a lock another thread held at that instant stays held for ever: tqdm's monitor
     thread takes tqdm's lock every few seconds, and a child creating a progress bar would wait on
     it (a shard of `test_cli_shards` hung once in tqdm's constructor on a loaded machine).
-    Children therefore get a fresh tqdm lock.
+    Children therefore get a fresh tqdm lock. And the parent's objects are frozen for the garbage
+    collector across the fork (`gc.freeze`, as Python's docs advise): a child that collected them
+    would run destructors of the parent's DuckDB connections and Arrow buffers, whose threads and
+    locks it does not have (a shard's process segfaulted in "Garbage-collecting" that way).
     """
     global _FORK_HOOK
     if "fork" not in multiprocessing.get_all_start_methods():
@@ -35,7 +38,9 @@ def worker_context() -> multiprocessing.context.BaseContext:
     if not _FORK_HOOK:
         import os
 
-        os.register_at_fork(after_in_child=_fresh_tqdm_lock)
+        import gc
+
+        os.register_at_fork(before=gc.freeze, after_in_parent=gc.unfreeze, after_in_child=_fresh_tqdm_lock)
         _FORK_HOOK = True
     return multiprocessing.get_context("fork")
 
