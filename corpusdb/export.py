@@ -7,8 +7,11 @@ Parts are numbered in row order (`part-00000-<key>.parquet`, ...), each written 
 manifest (`manifest.json`: the parts with row, byte and token counts, and the selection's
 provenance: database version, SQL with every view and policy it reads, model identities,
 `inputs_hash`) is written only after every part is in place. Rows come in the view's own order
-where it has one (curricula) and by doc_id otherwise (an instance view: by doc_id, then byte_start),
-so an export is byte-identical run to run.
+where it has one (curricula); a view that hands out documents' or instances' text unchanged (every
+built-in policy, `corpusdb.cut`) comes in *place* order, the order of its rows in the committed
+documents parts: DuckDB sorts its other columns by place and the text is read from the parts a
+batch at a time, so no text is sorted or held; any other view comes by doc_id (an instance view:
+by doc_id, then byte_start). So an export is byte-identical run to run.
 
 An export never deletes or overwrites a file it did not write. Before its first part it records
 the files it will write in `.corpusdb-export.json` (the journal); a folder holding anything else
@@ -36,6 +39,7 @@ n_tokens per row, its EOS included).
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import posixpath
 import re
@@ -52,6 +56,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb import failpoint
+from corpusdb.cut import placed_batches, text_kind
 from corpusdb.errors import ExportError
 from corpusdb.provenance import is_ordered, provenance
 from corpusdb.release import VERSION
@@ -260,12 +265,15 @@ def export_view(
         if needed not in columns:
             raise ValueError(f"{view!r} has no {needed!r} column; export needs rows of documents (doc_id, text, n_bytes)")
     ordered = is_ordered(db, sql)
-    select = sql if ordered else f"select * from ({sql}) order by {unit_order(columns)}"
+    # a view that hands out documents' text unchanged streams it from the parts, in place order
+    kind = None if ordered else text_kind(db, sql)[0]
+    select = sql if ordered or kind else f"select * from ({sql}) order by {unit_order(columns)}"
     record = provenance(db, sql)
     loaded = load_tokenizer(tokenizer) if tokenizer else None
     from corpusdb.scoring.identity import tokenizer_hash
 
-    settings = {"format": format, "part_size_mb": part_size_mb, "order": "view" if ordered else unit_order(columns),
+    settings = {"format": format, "part_size_mb": part_size_mb,
+                "order": "view" if ordered else "place" if kind else unit_order(columns),
                 "tokenizer_hash": tokenizer_hash(loaded) if loaded is not None else None}
     key = xxhash.xxh3_64_hexdigest(json.dumps([record["inputs_hash"], settings], sort_keys=True).encode())[:8]
     out = Location(url, db.location.storage_options if storage_options is None else storage_options)
@@ -285,7 +293,7 @@ def export_view(
     sink = _PartSink(out, format, key, journal, loaded)
     try:
         with db.query_errors():
-            _write_parts(db, select, view, sink, int(part_size_mb * 1024 * 1024), progress)
+            _write_parts(db, select, kind, view, sink, int(part_size_mb * 1024 * 1024), progress)
         manifest = {
             "format": format, "view": view, "key": key, **settings, **record, "database": db.url, "parts": sink.parts,
             "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
@@ -349,10 +357,22 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
     return old, journal
 
 
-def _write_parts(db: Database, select: str, view: str, sink: _PartSink, limit: int, progress: bool | None) -> None:
+def _write_parts(db: Database, select: str, kind: str | None, view: str, sink: _PartSink, limit: int,
+                 progress: bool | None) -> None:
     cursor = db.con.cursor()
     try:
-        reader = cursor.sql(select).to_arrow_reader(4096)
+        if kind:  # DuckDB sorts the keys by place; the text is read from the parts a batch at a time
+            batches = placed_batches(db, select, kind, cursor)
+            first = next(batches, None)
+            if first is None:
+                schema = cursor.sql(f"select * from ({select}) limit 0").to_arrow_table().schema
+                schema = schema.set(schema.get_field_index("text"), pa.field("text", pa.string()))
+            else:
+                schema = first.schema
+            reader = itertools.chain([first] if first is not None else [], batches)
+        else:
+            reader = cursor.sql(select).to_arrow_reader(4096)
+            schema = reader.schema
         held: list[pa.RecordBatch] = []
         held_bytes = 0
         with tqdm(unit="doc", desc=f"export {view}", disable=(not progress) if progress is not None else None,
@@ -372,6 +392,6 @@ def _write_parts(db: Database, select: str, view: str, sink: _PartSink, limit: i
                     held, held_bytes = [], 0
                     batch = batch.slice(cut)
             if held or not sink.parts:
-                sink.write(held or [pa.RecordBatch.from_pylist([], schema=reader.schema)])
+                sink.write(held or [pa.RecordBatch.from_pylist([], schema=schema)])
     finally:
         cursor.close()

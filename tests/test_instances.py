@@ -170,8 +170,12 @@ def test_tokens_export_of_instances_is_miniplms_instances(inst_db, tiny_models, 
     manifest = inst_db.view(view).export(str(tmp_path / "out"), format="tokens", tokenizer=str(tiny_models["gpt2"]))
     part = manifest["parts"][0]
     index = pq.read_table(tmp_path / "out" / part["index"]).to_pylist()
-    rows = inst_db.sql(f"select doc_id, n_tokens from {view} order by doc_id, byte_start").fetchall()
-    assert [r["doc_id"] for r in index] == [d for d, _ in rows]  # instances in document order
+    # instances in the order of their documents in the parts, each document's in text order
+    place = {d: i for i, d in enumerate(d for part in inst_db.parts("documents")
+                                        for d in pq.read_table(part, columns=["doc_id"]).column("doc_id").to_pylist())}
+    rows = sorted(inst_db.sql(f"select doc_id, byte_start, n_tokens from {view}").fetchall(), key=lambda r: (place[r[0]], r[1]))
+    rows = [(d, n) for d, _, n in rows]
+    assert [r["doc_id"] for r in index] == [d for d, _ in rows]
     assert len({r["instance_id"] for r in index}) == len(index)
     lengths = np.array([r["n_tokens"] - 1 for r in index])  # each instance's tokens, then EOS
     assert lengths.max() <= 24 and np.mean(lengths == np.array([n for _, n in rows])) > 0.95

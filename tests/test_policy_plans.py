@@ -46,7 +46,7 @@ def _commit_halves(db: corpusdb.Database, texts: list[str]) -> tuple[list[int], 
     rows = {"instance_id": [], "doc_id": [], "position": [], "byte_start": [], "byte_end": [], "n_tokens": [],
             "n_bytes": []}
     for i, text in enumerate(texts):
-        size, half = len(text.encode()), len(text.encode()) // 2
+        size, half = len(text.encode()), len(text[: len(text) // 2].encode())  # on a character boundary
         for position, (start, end) in enumerate(((0, half), (half, size))):
             for key, value in zip(rows, (2 * i + position + 1, doc_id(text), position, start, end,
                                          max((end - start) // 4, 1), end - start)):

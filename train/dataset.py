@@ -3,15 +3,19 @@
     python -c "from corpusdb.train import ViewDataset; import corpusdb; \
       ds = ViewDataset(corpusdb.open('demo/db'), 'dedup', tokenizer='out/student', seq_len=256); print(next(iter(ds)).shape)"
 
-The view is first exported (`corpusdb.export`) to a local cache folder of small Parquet parts,
-ordered by doc_id (or in the view's own order with `shuffle=False`, for curricula). The cache key
-is the export's key: the selection's provenance (`corpusdb.provenance`: its SQL with every view
-and policy it reads, the content of the data and the models' identities) and the block size, so
-the cache is reused exactly while all of those are unchanged and rebuilt otherwise, never stale.
-A pre-tokenized export (`format tokens`) or any export folder can be streamed directly with
-`ViewDataset.from_export`.
+A view that hands out documents' (or instances') text unchanged, as every built-in policy does,
+is streamed straight from the committed documents parts: the view runs for its keys alone, each
+kept row is placed in its part (`corpusdb.cut`), and a block's text is read from its row groups when
+a stream reaches it, so the first batch waits for the policy's cut and one block, never for the
+selection's text. The cut is kept in a local cache folder named for the selection's provenance
+(`corpusdb.provenance`: its SQL with every view and policy it reads, the content of the data and
+the models' identities) and the block size, so the same view at the same version starts at once.
+Any other view (one that rewrites text, joins, groups; or `shuffle=False`, which keeps the
+view's own order) is first exported (`corpusdb.export`) to such a folder, ordered by doc_id (or in
+the view's order), and `why_exported` says why. A pre-tokenized export (`format tokens`) or any
+export folder can be streamed directly with `ViewDataset.from_export`.
 
-Each part is a *block*. An epoch's block order is a seeded permutation (or the view's order), and
+Each block of the cut (or part of the export) is a *block*. An epoch's block order is a seeded permutation (or the view's order), and
 block b goes to stream b % num_streams of the (rank, worker) streams (`corpusdb.world.World`), so
 streams never overlap and together read every document. Within a block documents are shuffled
 with a seed of (seed, epoch, block). Each stream tokenizes its documents, appends EOS, and cuts the
@@ -50,6 +54,18 @@ def _load_tokenizer(tokenizer):
     from corpusdb.export import load_tokenizer
 
     return load_tokenizer(str(tokenizer))
+
+
+def _on_rank_zero_first(make):
+    """`make()` on rank 0 first, then on the other ranks, which find its finished result (under DDP), so
+    every rank streams the same blocks even where the view's row order is not deterministic."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return make()
+    made = make() if dist.get_rank() == 0 else None
+    dist.barrier()
+    return made if dist.get_rank() == 0 else make()
 
 
 class Blocks:
@@ -116,28 +132,28 @@ class ViewDataset(IterableDataset):
 
     def __init__(self, db, view: str, tokenizer, seq_len: int, *, batch_size: int = 1, shuffle: bool = True,
                  seed: int = 0, epochs: int | None = None, block_mb: float = 4.0, cache_dir: str | None = None):
+        from corpusdb.cut import make_cut, text_kind
         from corpusdb.export import export_view, unit_order
         from corpusdb.provenance import provenance
         from corpusdb.views import relation_sql
 
         sql = relation_sql(db, view)
-        order = f"order by {unit_order(db.sql(f'select * from ({sql}) limit 0').columns)}" if shuffle else ""
-        select = f"select doc_id, source, text, n_bytes from ({sql}) {order}"
-        record = provenance(db, select)
-        key = hashlib.sha256(json.dumps([db.url, record["inputs_hash"], block_mb]).encode()).hexdigest()[:16]
-        cache = Path(cache_dir or Path(tempfile.gettempdir()) / "corpusdb-cache") / key
-        # Under DDP rank 0 exports first and the others then find its finished export, so every
-        # rank streams the same blocks even where the view's row order is not deterministic.
-        import torch.distributed as dist
-
-        distributed = dist.is_available() and dist.is_initialized()
-        if not distributed or dist.get_rank() == 0:
-            export_view(db, select, str(cache), part_size_mb=block_mb, storage_options={})
-        if distributed:
-            dist.barrier()
-            if dist.get_rank() != 0:
-                export_view(db, select, str(cache), part_size_mb=block_mb, storage_options={})
-        self._setup(Blocks(str(cache)), tokenizer, seq_len, batch_size, shuffle, seed, epochs, what=f"view {view!r}")
+        self.text_kind, self.why_exported = text_kind(db, sql) if shuffle else (None, "shuffle=False keeps the view's order")
+        if self.text_kind:  # stream the kept rows' text straight from the parts: no export first
+            record = provenance(db, sql)
+            block_bytes = int(block_mb * 1024 * 1024)
+            key = hashlib.sha256(json.dumps([db.url, record["inputs_hash"], block_bytes, "cut"]).encode()).hexdigest()[:16]
+            folder = Path(cache_dir or Path(tempfile.gettempdir()) / "corpusdb-cache") / key
+            blocks = _on_rank_zero_first(lambda: make_cut(db, sql, self.text_kind, folder, block_bytes, record))
+        else:
+            order = f"order by {unit_order(db.sql(f'select * from ({sql}) limit 0').columns)}" if shuffle else ""
+            select = f"select doc_id, source, text, n_bytes from ({sql}) {order}"
+            record = provenance(db, select)
+            key = hashlib.sha256(json.dumps([db.url, record["inputs_hash"], block_mb]).encode()).hexdigest()[:16]
+            cache = Path(cache_dir or Path(tempfile.gettempdir()) / "corpusdb-cache") / key
+            _on_rank_zero_first(lambda: export_view(db, select, str(cache), part_size_mb=block_mb, storage_options={}))
+            blocks = Blocks(str(cache))
+        self._setup(blocks, tokenizer, seq_len, batch_size, shuffle, seed, epochs, what=f"view {view!r}")
         self.view = view
         self.version = db.version
 
