@@ -7,7 +7,9 @@ Jobs never delete a part once it is committed, so every version can be read back
 a killed job leaves its uncommitted parts behind, unread. Vacuum deletes, under the tables'
 folders, exactly the files that no kept version lists and that are older than `grace_seconds`
 (a job still running may not have committed its newest parts yet). With `keep_versions`, the
-older version files are deleted first, so no remaining version ever names a missing file.
+older version files are deleted first, so no remaining version ever names a missing file; where
+the oldest kept version is a delta (`corpusdb.versions`), its file is first rewritten whole (the
+same catalog), so it no longer needs the versions before it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from typing import TYPE_CHECKING
 
 from corpusdb.storage import TMP_PREFIX, storage_errors
-from corpusdb.versions import VERSIONS, read, version_file, version_numbers
+from corpusdb.versions import VERSIONS, checkpoint, depends_on, read, version_file, version_numbers
 
 if TYPE_CHECKING:
     from corpusdb.db import Database
@@ -48,6 +50,8 @@ def vacuum(db: Database, *, keep_versions: int | None = None, grace_seconds: flo
     numbers = version_numbers(location)
     kept = numbers if keep_versions is None else numbers[-keep_versions:]
     dropped_versions = [n for n in numbers if n not in kept]
+    if dropped_versions and not dry_run and len(depends_on(location, kept[0])) > 1:
+        checkpoint(location, kept[0])  # the oldest kept version is a delta on a dropped one: make it whole
     referenced: set[str] = set()
     for number in kept:
         snapshot = read(location, number)

@@ -2,10 +2,15 @@
 
     corpusdb versions demo/db
 
-A version is one JSON file, `_versions/<20-digit number>.json`, holding the catalog as that commit
+A version is one JSON file, `_versions/<20-digit number>.json`, for the catalog as that commit
 left it: the live parts of every table (path, size, content hash, rows), the score names with
 their models' identities, the user views' SQL, the ingested inputs, the MinHash settings and the
-runs of the doc_id index (`corpusdb.docindex`).
+runs of the doc_id index (`corpusdb.docindex`). Every CHECKPOINT_EVERY-th version (and version 1)
+is a checkpoint holding all of it; the others hold only their change to the version before
+(`delta`: per table the parts added and removed, per other entry the keys set and dropped), as
+Delta Lake's log does, so a commit that adds one part to a table of 30k parts writes a few
+hundred bytes, not megabytes, and reading a version reads its checkpoint and at most
+CHECKPOINT_EVERY - 1 small deltas. Files written before deltas (all checkpoints) read as before.
 Parts never change once written, so a version pins the data exactly: reading version N later
 gives the same rows, whatever was ingested, scored or dropped since (`--as-of N`).
 
@@ -35,6 +40,8 @@ from corpusdb.tables import TABLES
 VERSIONS = "_versions"
 VERSION_RE = re.compile(r"^(\d{20})\.json$")
 MAX_ATTEMPTS = 200
+CHECKPOINT_EVERY = 16
+NESTED = ("tables",)  # content entries whose values are diffed one level deeper (table -> part path)
 
 
 def version_file(number: int) -> str:
@@ -122,16 +129,97 @@ def existing_part(location: Location, path: str) -> tuple[WrittenFile, int, dict
             {"schema": schema_key(metadata.schema.to_arrow_schema())})
 
 
-def read(location: Location, number: int) -> Snapshot:
-    """Version `number` (retried for a moment where a writer without atomic creation is still writing it)."""
+def _read_file(location: Location, number: int) -> dict:
+    """The JSON of version `number`'s file (retried for a moment where a writer without atomic creation is still writing it)."""
     name = version_file(number)
     for attempt in range(20):
         try:
-            return Snapshot.from_dict(orjson.loads(location.read_bytes(VERSIONS, name)))
+            return orjson.loads(location.read_bytes(VERSIONS, name))
         except orjson.JSONDecodeError as exc:
             if attempt == 19:
                 raise VersionError(f"{location.url}/{VERSIONS}/{name}: not valid JSON ({exc}); restore it from a backup") from exc
             time.sleep(0.05)
+    raise AssertionError("unreachable")
+
+
+def _chain(location: Location, number: int) -> list[dict]:
+    """The files version `number` is read from: its own, then its parents' back to a checkpoint."""
+    chain = [_read_file(location, number)]
+    while "delta" in chain[-1]:
+        chain.append(_read_file(location, chain[-1]["parent"]))
+    return chain
+
+
+def depends_on(location: Location, number: int) -> list[int]:
+    """The versions whose files reading version `number` needs (its own included), newest first."""
+    return [data["version"] for data in _chain(location, number)]
+
+
+def read(location: Location, number: int) -> Snapshot:
+    """Version `number`: its checkpoint with the deltas after it applied."""
+    chain = _chain(location, number)
+    snapshot = Snapshot.from_dict(chain.pop())
+    while chain:
+        snapshot = apply_delta(snapshot, chain.pop())
+    return snapshot
+
+
+def checkpoint(location: Location, number: int) -> None:
+    """Rewrite version `number`'s file whole (the same catalog), so reading it needs no earlier version."""
+    snapshot = read(location, number)
+    location.write_atomic(orjson.dumps(snapshot.to_dict(), option=orjson.OPT_SORT_KEYS), VERSIONS, version_file(number))
+
+
+def diff(old: dict, new: dict, nested: bool = False) -> dict:
+    """{"set": {key: value}, "drop": [key]} turning `old` into `new` (with `nested`, per key one level deeper)."""
+    out: dict = {}
+    if nested:
+        changed = {key: diff(old.get(key, {}), value) for key, value in new.items()}
+        changed = {key: change for key, change in changed.items() if change}
+        if changed:
+            out["change"] = changed
+    else:
+        changed = {key: value for key, value in new.items() if key not in old or old[key] != value}
+        if changed:
+            out["set"] = changed
+    dropped = sorted(key for key in old if key not in new)
+    if dropped:
+        out["drop"] = dropped
+    return out
+
+
+def _patch(old: dict, change: dict, nested: bool = False) -> dict:
+    out = dict(old)
+    for key in change.get("drop", []):
+        out.pop(key, None)
+    if nested:
+        for key, inner in change.get("change", {}).items():
+            out[key] = _patch(out.get(key, {}), inner)
+    out.update(change.get("set", {}))
+    return out
+
+
+def apply_delta(snapshot: Snapshot, data: dict) -> Snapshot:
+    """The version a delta file describes, from the snapshot of its parent (which is not changed)."""
+    if data.get("parent") != snapshot.version:
+        raise VersionError(f"version {data.get('version')} is a delta on version {data.get('parent')}, "
+                           f"not on {snapshot.version}")
+    content = snapshot.content()
+    delta = data["delta"]
+    patched = {key: _patch(value, delta.get(key, {}), key in NESTED) if key in delta else value
+               for key, value in content.items()}
+    return Snapshot.from_dict({**data, **patched})
+
+
+def encode(new: Snapshot, parent: Snapshot) -> bytes:
+    """The file of version `new`: a checkpoint, or its delta on `parent` (the version before it)."""
+    data = new.to_dict()
+    if new.version % CHECKPOINT_EVERY and new.version > 1 and parent.version == new.version - 1:
+        old = parent.content()
+        delta = {key: diff(old[key], value, key in NESTED) for key, value in new.content().items()}
+        data = {key: value for key, value in data.items() if key not in old}
+        data["delta"] = {key: change for key, change in delta.items() if change}
+    return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
 
 
 def version_numbers(location: Location) -> list[int]:
@@ -164,9 +252,17 @@ def load(location: Location, as_of: int | None = None) -> Snapshot:
 
 
 def history(location: Location, limit: int | None = None) -> list[Snapshot]:
-    """Committed versions, newest first (the `limit` newest)."""
-    numbers = version_numbers(location)[::-1]
-    return [read(location, n) for n in (numbers[:limit] if limit else numbers)]
+    """Committed versions, newest first (the `limit` newest), each file read once."""
+    numbers = version_numbers(location)
+    numbers = numbers[-limit:] if limit else numbers
+    out: list[Snapshot] = []
+    for number in numbers:
+        data = _read_file(location, number) if out else None
+        if data is not None and "delta" in data and data.get("parent") == out[-1].version:
+            out.append(apply_delta(out[-1], data))
+        else:
+            out.append(read(location, number))
+    return out[::-1]
 
 
 def commit(location: Location, operation: str, change: Callable[[Snapshot], str | None]) -> Snapshot:
@@ -189,7 +285,7 @@ def commit(location: Location, operation: str, change: Callable[[Snapshot], str 
         new.summary = change(new) or ""
         if new.content() == latest.content():
             return latest
-        data = orjson.dumps(new.to_dict(), option=orjson.OPT_SORT_KEYS)
+        data = encode(new, latest)
         if location.create_exclusive(data, VERSIONS, version_file(new.version)):
             return new
         time.sleep(random.uniform(0, min(0.02 * 2 ** min(attempt, 6), 1.0)))  # another job committed first

@@ -243,3 +243,50 @@ def test_a_format_1_database_is_upgraded_on_first_open(tmp_path):
     assert upgraded.version == 1 and rows(upgraded) == rows(db)
     assert upgraded.sql("select count(*) from short").fetchall() == db.sql("select count(*) from short").fetchall()
     assert json.loads((old / "corpusdb.json").read_text())["format_version"] == 2
+
+
+def _add_parts(location: Location, table: str, n: int, start: int = 0) -> None:
+    """One commit recording `n` made-up parts (the version log is tested on its own; no file is read)."""
+    def change(snapshot):
+        for i in range(start, start + n):
+            snapshot.tables[table][f"{table}/part-{i:06d}.parquet"] = {"size": 100 + i, "hash": f"{i:032x}", "rows": i}
+    versions.commit(location, "test", change)
+
+
+def test_a_commit_writes_its_change_and_every_version_reads_back_whole(tmp_path):
+    """Versions between checkpoints are deltas: one part added to a table of 5,000 writes a file of its own
+    size, and every version (as of it, in history, after parts were dropped) reads back as committed."""
+    location = Location(str(tmp_path / "db"))
+    _add_parts(location, "documents", 5000)
+    expected = {1: versions.load(location).content()}
+    for step in range(2, 40):
+        if step % 7 == 0:  # a drop and a setting, not only additions
+            versions.commit(location, "drop", lambda s, k=step: (s.tables["documents"].pop(f"documents/part-{k:06d}.parquet"),
+                                                                 s.settings.update({"step": {"n": k}}))[1])
+        else:
+            _add_parts(location, "scores" if step % 2 else "documents", 1, start=10_000 + step)
+        expected[step] = versions.load(location).content()
+    sizes = {n: (tmp_path / "db" / "_versions" / versions.version_file(n)).stat().st_size for n in expected}
+    checkpoints = [n for n in expected if n == 1 or n % versions.CHECKPOINT_EVERY == 0]
+    assert checkpoints == [1, 16, 32] and all(sizes[n] > 300_000 for n in checkpoints)
+    assert all(sizes[n] < 1_000 for n in expected if n not in checkpoints)
+    for number, content in expected.items():
+        assert versions.load(location, as_of=number).content() == content
+    assert [s.content() for s in versions.history(location)] == [expected[n] for n in sorted(expected, reverse=True)]
+    assert [s.version for s in versions.history(location, limit=5)] == [39, 38, 37, 36, 35]
+    assert versions.depends_on(location, 39) == [39, 38, 37, 36, 35, 34, 33, 32]
+
+
+def test_vacuum_makes_the_oldest_kept_version_whole(tmp_path):
+    """Dropping the versions a kept delta was read from first rewrites that delta as a checkpoint."""
+    db = corpusdb.init(str(tmp_path / "db"))
+    for step in range(20):
+        versions.commit(db.location, "test", lambda s, k=step: s.settings.setdefault("steps", {}).update({str(k): k}))
+    before = {n: versions.load(db.location, as_of=n).content() for n in (19, 20)}
+    assert versions.depends_on(db.location, 19) == [19, 18, 17, 16]
+    from corpusdb.vacuum import vacuum
+
+    report = vacuum(corpusdb.open(db.url), keep_versions=2, grace_seconds=0)
+    assert report["versions_removed"] == list(range(1, 19))
+    assert versions.version_numbers(db.location) == [19, 20] and versions.depends_on(db.location, 20) == [20, 19]
+    assert {n: versions.load(db.location, as_of=n).content() for n in (19, 20)} == before
