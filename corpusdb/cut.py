@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusdb.statements import quote
@@ -168,22 +169,26 @@ class PartReader:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_groups": {}}
 
-    def texts(self, parts: np.ndarray, rows: np.ndarray, doc_ids: np.ndarray, spans: tuple | None = None) -> list[str]:
-        """The texts of the rows (sorted by place), checked against their doc_ids; an instance's is its byte span."""
-        texts: list[str] = []
+    def texts(self, parts: np.ndarray, rows: np.ndarray, doc_ids: np.ndarray, spans: tuple | None = None) -> pa.Array:
+        """The texts of the rows (sorted by place) as an Arrow string array, checked against their doc_ids;
+        an instance's text is its byte span."""
+        pieces: list[pa.Array] = []
         bounds = np.flatnonzero(np.diff(parts)) + 1
         for start, end in zip([0, *bounds], [*bounds, len(parts)]):
             if end > start:
-                texts += self._read(int(parts[start]), rows[start:end], doc_ids[start:end])
-        if spans is not None:
-            try:
-                texts = [text.encode()[int(s):int(e)].decode() for text, s, e in zip(texts, *spans)]
-            except UnicodeDecodeError as exc:  # as the instances view's decode() refuses it
-                raise ValueError(f"an instance's byte span cuts a character in two ({exc}); instance spans must "
-                                 "start and end on character boundaries, as `corpusdb instances` cuts them") from exc
-        return texts
+                piece = self._read(int(parts[start]), rows[start:end], doc_ids[start:end])
+                pieces.append(piece if piece.type == pa.string() else piece.cast(pa.string()))
+        texts = pa.concat_arrays(pieces) if pieces else pa.array([], pa.string())
+        if spans is None:
+            return texts
+        try:
+            return pa.array([text.encode()[int(s):int(e)].decode() for text, s, e in zip(texts.to_pylist(), *spans)],
+                            pa.string())
+        except UnicodeDecodeError as exc:  # as the instances view's decode() refuses it
+            raise ValueError(f"an instance's byte span cuts a character in two ({exc}); instance spans must "
+                             "start and end on character boundaries, as `corpusdb instances` cuts them") from exc
 
-    def _read(self, part: int, rows: np.ndarray, doc_ids: np.ndarray) -> list[str]:
+    def _read(self, part: int, rows: np.ndarray, doc_ids: np.ndarray) -> pa.Array:
         url = self.location.url_of(self.location.join(self.parts[part]))
         with storage_errors(url), self.location.fs.open(self.location.join(self.parts[part]), "rb") as f:
             parquet = pq.ParquetFile(f)
@@ -201,7 +206,7 @@ class PartReader:
         if not np.array_equal(taken.column("doc_id").to_numpy(), doc_ids):
             raise RuntimeError(f"{url} does not hold the rows its place names (a part changed after it was "
                                "committed?); run `corpusdb check` on the database")
-        return taken.column("text").to_pylist()
+        return taken.column("text").combine_chunks()
 
 
 class Cut:
@@ -241,7 +246,7 @@ class Cut:
         lo, hi = int(self.starts[index]), int(self.starts[index + 1])
         block = {name: np.asarray(values[lo:hi]) for name, values in self.arrays.items()}
         spans = (block["byte_start"], block["byte_end"]) if self.kind == "instances" else None
-        return block["doc_id"], self.reader.texts(block["part"], block["row"], block["doc_id"], spans)
+        return block["doc_id"], self.reader.texts(block["part"], block["row"], block["doc_id"], spans).to_pylist()
 
 
 def places_sql(db: Database, sql: str, kind: str, columns: str) -> str:
@@ -259,8 +264,6 @@ def places_sql(db: Database, sql: str, kind: str, columns: str) -> str:
 def placed_batches(db: Database, sql: str, kind: str, cursor, batch_rows: int = 1 << 16):
     """The rows of `sql` (pass-through, of `kind`) as Arrow batches in place order, every column of the view,
     the text read from the parts a batch at a time: DuckDB sorts only the other columns."""
-    import pyarrow as pa
-
     names = db.sql(f"select * from ({sql}) limit 0").columns
     others = [name for name in names if name != "text"]
     reader = PartReader(db.location, db.snapshot.parts("documents"), kind)
@@ -270,7 +273,7 @@ def placed_batches(db: Database, sql: str, kind: str, cursor, batch_rows: int = 
         spans = (batch.column("byte_start").to_numpy(), batch.column("byte_end").to_numpy()) if kind == "instances" else None
         texts = reader.texts(parts, rows, batch.column("doc_id").to_numpy(), spans)
         columns = {name: batch.column(name) for name in others}
-        columns["text"] = pa.array(texts, pa.string())
+        columns["text"] = texts
         yield pa.RecordBatch.from_arrays([columns[name] for name in names], names=names)
 
 
