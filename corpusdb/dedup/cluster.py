@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import duckdb
@@ -39,6 +40,8 @@ import numpy as np
 import pyarrow as pa
 
 EMPTY = 4294967295
+CHAIN = 2  # components mode: each member of a bucket first meets its next CHAIN members in signature order
+EXACT_BATCH = 262_144  # pairs checked on their true Jaccard at a time
 WINDOW = 32  # in a bucket larger than max_bucket, each member meets the next WINDOW members in signature order
 VERIFY_MODES = ("estimate", "exact", "off")
 CLUSTER_METHODS = ("components", "star")
@@ -107,7 +110,8 @@ def verify_mode(value: str | bool) -> str:
 
 
 def cluster(con: duckdb.DuckDBPyConnection, signatures: str, *, bands: int, rows: int, num_perm: int,
-            verification: Verification, max_bucket: int = 256, window: int = WINDOW, method: str = "components") -> dict:
+            verification: Verification, max_bucket: int = 256, window: int = WINDOW, method: str = "components",
+            memory_limit: str | None = None, chain: int = CHAIN) -> dict:
     """Create temp table `clusters(doc_id, cluster_id, cluster_size)` from the relation `signatures`.
 
     Args:
@@ -117,103 +121,229 @@ def cluster(con: duckdb.DuckDBPyConnection, signatures: str, *, bands: int, rows
         max_bucket: buckets larger than this pair each member with its `window` neighbours in
             signature order instead of with all members.
         method: "components" or "star" (see the module's docstring).
+        memory_limit: DuckDB's memory limit while clustering ("4GB"); what does not fit spills to
+            the connection's temp_directory. None: the connection's own limit.
+        chain: components mode compares each member of a bucket with its next `chain` members in
+            signature order first, and the rest of a small bucket's pairs only between members
+            still in different clusters.
 
     Returns:
-        counts: candidate pairs (of which from large buckets), pairs checked exactly, edges,
-        iterations, documents in clusters.
+        counts: pairs compared (of which from large buckets), pairs checked exactly, edges found,
+        propagation iterations, documents in clusters. Components mode never compares two
+        documents already in one cluster, so these count the work done, not every pair of a bucket.
     """
     if bands < 1 or rows < 1 or bands * rows > num_perm:
         raise ValueError(f"bands {bands} x rows {rows} must be at least 1 x 1 and use at most num_perm = {num_perm} values")
     if method not in CLUSTER_METHODS:
         raise ValueError(f"cluster method {method!r} is not one of {', '.join(CLUSTER_METHODS)}")
-    if max_bucket < 2 or window < 1:
-        raise ValueError(f"max_bucket ({max_bucket}) must be at least 2 and window ({window}) at least 1")
-    run = con.execute
-    run(f"""
-        create or replace temp table _bands as
-        with s as (
-            select doc_id, signature from {signatures} where list_min(signature) < {EMPTY}
-        )
-        select doc_id, band, hash(list_slice(signature, band * {rows} + 1, (band + 1) * {rows})) as bucket
-        from s, range({bands}) t(band)
-    """)
-    run("""
-        create or replace temp table _buckets as
-        select band, bucket, count(*) as n from _bands group by band, bucket having count(*) > 1
-    """)
-    # small buckets: all pairs; large ones: each member and its next `window` members in the order of
-    # the signature values after the band (rotated), ties by doc_id
-    run(f"""
-        create or replace temp table _candidates as
-        with small as (
-            select b.doc_id, b.band, b.bucket from _bands b
-            join _buckets k using (band, bucket) where k.n <= {max_bucket}
-        ),
-        small_pairs as (
-            select x.doc_id as a, y.doc_id as b, false as large
-            from small x join small y on x.band = y.band and x.bucket = y.bucket and x.doc_id < y.doc_id
-        ),
-        big as (
-            select b.doc_id, b.band, b.bucket,
+    if max_bucket < 2 or window < 1 or chain < 1:
+        raise ValueError(f"max_bucket ({max_bucket}) must be at least 2, window ({window}) and chain ({chain}) at least 1")
+    with memory_limited(con, memory_limit):
+        work = _Clustering(con, signatures, rows=rows, num_perm=num_perm, verification=verification,
+                           max_bucket=max_bucket, window=window, chain=chain, components=method == "components")
+        try:
+            for band in range(bands):
+                work.band(band)
+            if method == "star":
+                work.star()
+            con.execute(f"""
+                create or replace temp table clusters as
+                with labelled as (
+                    select s.doc_id, coalesce(l.label, s.doc_id) as cluster_id
+                    from {signatures} s left join _labels l on l.node = s.doc_id
+                )
+                select doc_id, cluster_id, count(*) over (partition by cluster_id) as cluster_size from labelled
+            """)
+        finally:
+            work.drop()
+        work.counts["n_documents_in_clusters"] = con.execute("select count(*) from clusters where cluster_size > 1").fetchall()[0][0]
+    return work.counts
+
+
+@contextmanager
+def memory_limited(con: duckdb.DuckDBPyConnection, limit: str | None):
+    """DuckDB's memory_limit set to `limit` inside the block (None: unchanged), then restored."""
+    if limit is None:
+        yield
+        return
+    before = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
+    try:
+        con.execute("set memory_limit = ?", [str(limit)])
+    except duckdb.Error as error:
+        raise ValueError(f"memory limit {limit!r} is not a size DuckDB reads; give a number and a unit, e.g. 4GB or 500MB") from error
+    try:
+        yield
+    finally:
+        con.execute("set memory_limit = ?", [before.replace(" ", "")])
+
+
+class _Clustering:
+    """One clustering's working tables, a band at a time, so that the working set is one band's
+    buckets and the pairs compared in it:
+
+    - `_signatures`: the non-empty signatures, read once;
+    - `_labels(node, label)`: the clusters so far (components) or their centers (star), members
+      only: a document in none is its own;
+    - `_found(a, b, large)`: every candidate pair (star: verified once, after every band; components
+      verifies and merges them a band at a time).
+
+    Components mode skips a bucket whose members are already one cluster and never compares two
+    documents of one cluster: an edge inside a cluster changes nothing. So a group of k copies
+    costs about k * chain comparisons in the first band it shares and none after, not k^2 per band.
+    """
+
+    TABLES = ("_signatures", "_band", "_members", "_pairs", "_kept", "_found", "_labels", "_edges", "_component", "_next")
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, signatures: str, *, rows: int, num_perm: int, verification: Verification,
+                 max_bucket: int, window: int, chain: int, components: bool):
+        self.con, self.rows, self.num_perm, self.verification = con, rows, num_perm, verification
+        self.max_bucket, self.window, self.chain, self.components = max_bucket, window, chain, components
+        self.counts = {"n_candidate_pairs": 0, "n_large_bucket_pairs": 0, "n_exact_checks": 0, "n_edges": 0, "n_iterations": 0}
+        run = con.execute
+        run(f"create or replace temp table _signatures as select doc_id, signature from {signatures} where list_min(signature) < {EMPTY}")
+        run("create or replace temp table _labels (node bigint, label bigint)")
+        run("create or replace temp table _found (a bigint, b bigint, large boolean)")
+
+    def band(self, band: int) -> None:
+        """Compare the pairs of band `band`'s buckets and record what they join."""
+        large = self.max_bucket
+        if not self.members(band):
+            return
+        # each member and its next neighbours in signature order: `window` of them in a large
+        # bucket; in a small one (components) `chain` of them, to join most of a group cheaply
+        chain = self.chain if self.components else 0
+        self.compare(f"""
+            from (select * from _members where n > {large} or {chain} > 0) x cross join range(1, {max(self.window, chain) + 1}) o(k)
+            join _members y on y.bucket = x.bucket and y.position = x.position + o.k
+            where o.k <= (case when x.n > {large} then {self.window} else {chain} end) and y.label <> x.label
+        """)
+        # the rest of a small bucket's pairs (components: between members still in different clusters)
+        if self.components and self.merged and not self.members(band, small_only=True):
+            return
+        self.compare(f"""
+            from (select * from _members where n <= {large}) x join (select * from _members where n <= {large}) y
+              on y.bucket = x.bucket and y.position > x.position + {chain} and y.label <> x.label
+        """)
+
+    def members(self, band: int, small_only: bool = False) -> int:
+        """`_members`: the documents of band `band`'s buckets that hold more than one cluster, with
+        their cluster, their bucket's size and their position in it in the order of the signature
+        values after the band (rotated), ties by doc_id. Returns their number."""
+        rows, run = self.rows, self.con.execute
+        self.merged = False
+        run(f"""
+            create or replace temp table _band as
+            select s.doc_id, hash(list_slice(s.signature, {band * rows + 1}, {(band + 1) * rows})) as bucket,
+                   coalesce(l.label, s.doc_id) as label
+            from _signatures s left join _labels l on l.node = s.doc_id
+        """)
+        size = f"and count(*) <= {self.max_bucket}" if small_only else ""
+        run(f"""
+            create or replace temp table _members as
+            with k as (select bucket, count(*) as n from _band group by bucket having min(label) < max(label) {size})
+            select b.doc_id, b.bucket, b.label, k.n,
                    row_number() over (
-                       partition by b.band, b.bucket
-                       order by list_concat(list_slice(s.signature, (b.band + 1) * {rows} + 1, {num_perm}),
-                                            list_slice(s.signature, 1, (b.band + 1) * {rows})), b.doc_id
+                       partition by b.bucket
+                       order by list_concat(list_slice(s.signature, {(band + 1) * rows + 1}, {self.num_perm}),
+                                            list_slice(s.signature, 1, {(band + 1) * rows})), b.doc_id
                    ) as position
-            from _bands b join _buckets k using (band, bucket) join {signatures} s on s.doc_id = b.doc_id
-            where k.n > {max_bucket}
-        ),
-        big_pairs as (
-            select least(x.doc_id, y.doc_id) as a, greatest(x.doc_id, y.doc_id) as b, true as large
-            from big x cross join range(1, {window + 1}) o(k)
-            join big y on y.band = x.band and y.bucket = x.bucket and y.position = x.position + o.k
-        )
-        select a, b, bool_and(large) as large from (select * from small_pairs union all select * from big_pairs)
-        group by a, b
-    """)
-    n_candidates, n_large = run("select count(*), count(*) filter (where large) from _candidates").fetchall()[0]
-    estimate = -1.0 if verification.estimate is None else verification.estimate
-    run(f"""
-        create or replace temp table _kept as
-        select c.a, c.b from _candidates c
-        join {signatures} sa on sa.doc_id = c.a
-        join {signatures} sb on sb.doc_id = c.b
-        where list_count(list_filter(list_zip(sa.signature, sb.signature), lambda v: v[1] = v[2]))
-              >= (case when c.large then {float(verification.large)!r}::double else {float(estimate)!r}::double end) * {num_perm}
-    """)
-    n_checked = 0
-    if verification.exact is not None:
-        pairs = run("select a, b from _kept order by a, b").fetchnumpy()
-        pairs = np.stack([pairs["a"], pairs["b"]], axis=1).astype(np.int64) if len(pairs["a"]) else np.empty((0, 2), np.int64)
-        n_checked = len(pairs)
-        similar = verification.exact(pairs) >= verification.threshold if len(pairs) else np.zeros(0, dtype=bool)
-        accepted = pa.table({"a": pa.array(pairs[similar, 0], pa.int64()), "b": pa.array(pairs[similar, 1], pa.int64())})
-        con.register("_accepted", accepted)
-        run("create or replace temp table _kept as select a, b from _accepted")
-        con.unregister("_accepted")
-    if method == "star":
-        kept = run("select a, b from _kept").fetchnumpy()
+            from _band b join k using (bucket) join _signatures s on s.doc_id = b.doc_id
+        """)
+        run("drop table _band")
+        return run("select count(*) from _members").fetchall()[0][0]
+
+    def compare(self, pairs_sql: str) -> None:
+        """Verify the pairs `pairs_sql` selects (x, y: members of one bucket) and record the edges."""
+        run = self.con.execute
+        run(f"""
+            create or replace temp table _pairs as
+            select least(x.doc_id, y.doc_id) as a, greatest(x.doc_id, y.doc_id) as b,
+                   x.label as la, y.label as lb, x.n > {self.max_bucket} as large
+            {pairs_sql}
+        """)
+        if not self.components:  # star: every band's candidates first, each pair verified once
+            run("insert into _found select a, b, large from _pairs")
+            return
+        self.verify()
+
+    def verify(self) -> None:
+        """`_kept`: the `_pairs` that are edges; counted, then merged (components) or kept (star)."""
+        run = self.con.execute
+        n, n_large = run("select count(*), count(*) filter (where large) from _pairs").fetchall()[0]
+        self.counts["n_candidate_pairs"] += n
+        self.counts["n_large_bucket_pairs"] += n_large
+        if not n:
+            return
+        estimate = -1.0 if self.verification.estimate is None else self.verification.estimate
+        run(f"""
+            create or replace temp table _kept as
+            select p.a, p.b, p.la, p.lb from _pairs p
+            join _signatures sa on sa.doc_id = p.a
+            join _signatures sb on sb.doc_id = p.b
+            where list_count(list_filter(list_zip(sa.signature, sb.signature), lambda v: v[1] = v[2]))
+                  >= (case when p.large then {float(self.verification.large)!r}::double else {float(estimate)!r}::double end) * {self.num_perm}
+        """)
+        run("drop table _pairs")
+        if self.verification.exact is not None:
+            self.check_exactly()
+        found = run("select count(*) from _kept").fetchall()[0][0]
+        self.counts["n_edges"] += found
+        if self.components and found:
+            self.merge()
+            self.merged = True
+
+    def check_exactly(self) -> None:
+        """Keep the `_kept` pairs whose true Jaccard reaches the threshold, EXACT_BATCH pairs at a time."""
+        run, verification = self.con.execute, self.verification
+        run("create or replace temp table _kept as select row_number() over (order by a, b) as i, * from _kept")
+        total = run("select count(*) from _kept").fetchall()[0][0]
+        accepted = []
+        for low in range(0, total, EXACT_BATCH):
+            batch = run(f"select a, b, la, lb from _kept where i > {low} and i <= {low + EXACT_BATCH} order by i").fetchnumpy()
+            pairs = np.stack([batch["a"], batch["b"]], axis=1).astype(np.int64)
+            self.counts["n_exact_checks"] += len(pairs)
+            similar = verification.exact(pairs) >= verification.threshold
+            accepted.append(pa.table({c: pa.array(np.asarray(batch[c])[similar], pa.int64()) for c in ("a", "b", "la", "lb")}))
+        table = pa.concat_tables(accepted) if accepted else pa.table({c: pa.array([], pa.int64()) for c in ("a", "b", "la", "lb")})
+        self.con.register("_accepted", table)
+        run("create or replace temp table _kept as select a, b, la, lb from _accepted")
+        self.con.unregister("_accepted")
+
+    def merge(self) -> None:
+        """Join the clusters the `_kept` pairs link: components of the graph of their labels, then
+        every member of a merged cluster relabelled with the smallest label (= smallest doc_id)."""
+        run = self.con.execute
+        run("create or replace temp table _edges as select distinct least(la, lb) as a, greatest(la, lb) as b from _kept where la <> lb")
+        self.counts["n_iterations"] += _components(self.con)
+        run("""
+            create or replace temp table _labels as
+            with nodes as (
+                select node, label from _labels
+                union all
+                select n, n from (select a as n from _kept union select b from _kept) anti join _labels l on l.node = n
+            )
+            select nodes.node, coalesce(c.label, nodes.label) as label from nodes left join _component c on c.node = nodes.label
+        """)
+
+    def star(self) -> None:
+        """`_labels` from every verified candidate pair: greedy centers (`star_centers`). A pair
+        met in a small bucket in any band is verified as from a small one."""
+        run = self.con.execute
+        run("create or replace temp table _pairs as select a, b, a as la, b as lb, bool_and(large) as large from _found group by a, b")
+        run("drop table _found")
+        self.verify()
+        kept = run("select a, b from _kept").fetchnumpy() if self.counts["n_candidate_pairs"] else {"a": []}
         pairs = np.stack([kept["a"], kept["b"]], axis=1).astype(np.int64) if len(kept["a"]) else np.empty((0, 2), np.int64)
-        n_edges, iterations = len(pairs), 0
+        del kept
         nodes, centers = star_centers(pairs)
-        con.register("_centers", pa.table({"node": pa.array(nodes, pa.int64()), "label": pa.array(centers, pa.int64())}))
-        run("create or replace temp table _labels as select * from _centers")
-        con.unregister("_centers")
-    else:
-        n_edges, iterations = _components(con)
-    run(f"""
-        create or replace temp table clusters as
-        with labelled as (
-            select s.doc_id, coalesce(l.label, s.doc_id) as cluster_id
-            from {signatures} s left join _labels l on l.node = s.doc_id
-        )
-        select doc_id, cluster_id, count(*) over (partition by cluster_id) as cluster_size from labelled
-    """)
-    in_clusters = run("select count(*) from clusters where cluster_size > 1").fetchall()[0][0]
-    for table in ("_bands", "_buckets", "_candidates", "_kept", "_edges", "_labels", "_next"):
-        run(f"drop table if exists {table}")
-    return {"n_candidate_pairs": n_candidates, "n_large_bucket_pairs": n_large, "n_exact_checks": n_checked,
-            "n_edges": n_edges, "n_iterations": iterations, "n_documents_in_clusters": in_clusters}
+        del pairs
+        self.con.register("_centers", pa.table({"node": pa.array(nodes, pa.int64()), "label": pa.array(centers, pa.int64())}))
+        self.con.execute("create or replace temp table _labels as select * from _centers")
+        self.con.unregister("_centers")
+
+    def drop(self) -> None:
+        for table in self.TABLES:
+            self.con.execute(f"drop table if exists {table}")
 
 
 def star_centers(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -240,27 +370,27 @@ def star_centers(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return nodes, nodes[center]
 
 
-def _components(con: duckdb.DuckDBPyConnection) -> tuple[int, int]:
-    """Connected components of the `_kept` pairs into `_labels(node, label)`: min-label propagation
-    with pointer jumping. Returns (edges, iterations)."""
+def _components(con: duckdb.DuckDBPyConnection) -> int:
+    """Connected components of the `_edges(a, b)` graph into `_component(node, label)` (label: the
+    component's smallest node), by min-label propagation with pointer jumping. Returns the iterations."""
     run = con.execute
-    run("create or replace temp table _edges as select a, b from _kept union all select b, a from _kept")
-    n_edges = run("select count(*) // 2 from _edges").fetchall()[0][0]
-    run("create or replace temp table _labels as select a as node, least(a, min(b)) as label from _edges group by a")
+    run("create or replace temp table _directed as select a, b from _edges union all select b, a from _edges")
+    run("create or replace temp table _component as select a as node, least(a, min(b)) as label from _directed group by a")
     iterations = 0
     while True:
         iterations += 1
         run("""
             create or replace temp table _next as
             with neighbour as (
-                select e.a as node, min(l.label) as label from _edges e join _labels l on l.node = e.b group by e.a
+                select e.a as node, min(l.label) as label from _directed e join _component l on l.node = e.b group by e.a
             ),
             spread as (
-                select l.node, least(l.label, n.label) as label from _labels l join neighbour n using (node)
+                select l.node, least(l.label, n.label) as label from _component l join neighbour n using (node)
             )
             select s.node, least(s.label, j.label) as label from spread s join spread j on j.node = s.label
         """)
-        changed = run("select count(*) from _next join _labels using (node) where _next.label <> _labels.label").fetchall()[0][0]
-        run("create or replace temp table _labels as select * from _next")
+        changed = run("select count(*) from _next join _component using (node) where _next.label <> _component.label").fetchall()[0][0]
+        run("create or replace temp table _component as select * from _next")
         if not changed:
-            return n_edges, iterations
+            run("drop table _directed")
+            return iterations
