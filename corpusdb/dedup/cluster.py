@@ -174,7 +174,11 @@ def memory_limited(con: duckdb.DuckDBPyConnection, limit: str | None):
     try:
         yield
     finally:
-        con.execute("set memory_limit = ?", [before.replace(" ", "")])
+        # DuckDB shows a limit rounded ("18.8 GiB"): the default comes back exactly by a reset,
+        # another one as shown
+        con.execute("reset memory_limit")
+        if con.execute("select current_setting('memory_limit')").fetchall()[0][0] != before:
+            con.execute("set memory_limit = ?", [before.replace(" ", "")])
 
 
 class _Clustering:
@@ -192,7 +196,8 @@ class _Clustering:
     costs about k * chain comparisons in the first band it shares and none after, not k^2 per band.
     """
 
-    TABLES = ("_signatures", "_band", "_members", "_pairs", "_kept", "_found", "_labels", "_edges", "_component", "_next")
+    TABLES = ("_signatures", "_band", "_members", "_pairs", "_kept", "_found", "_labels", "_edges", "_directed",
+              "_component", "_next")
 
     def __init__(self, con: duckdb.DuckDBPyConnection, signatures: str, *, rows: int, num_perm: int, verification: Verification,
                  max_bucket: int, window: int, chain: int, components: bool):
@@ -212,13 +217,15 @@ class _Clustering:
         # each member and its next neighbours in signature order: `window` of them in a large
         # bucket; in a small one (components) `chain` of them, to join most of a group cheaply
         chain = self.chain if self.components else 0
-        self.compare(f"""
-            from (select * from _members where n > {large} or {chain} > 0) x cross join range(1, {max(self.window, chain) + 1}) o(k)
+        near = "_members" if chain else f"(select * from _members where n > {large})"
+        merged = self.compare(f"""
+            from {near} x cross join range(1, {max(self.window, chain) + 1}) o(k)
             join _members y on y.bucket = x.bucket and y.position = x.position + o.k
             where o.k <= (case when x.n > {large} then {self.window} else {chain} end) and y.label <> x.label
         """)
-        # the rest of a small bucket's pairs (components: between members still in different clusters)
-        if self.components and self.merged and not self.members(band, small_only=True):
+        # the rest of a small bucket's pairs (components: between members still in different clusters,
+        # so the members are read again when the first pairs merged some)
+        if merged and not self.members(band, small_only=True):
             return
         self.compare(f"""
             from (select * from _members where n <= {large}) x join (select * from _members where n <= {large}) y
@@ -230,7 +237,6 @@ class _Clustering:
         their cluster, their bucket's size and their position in it in the order of the signature
         values after the band (rotated), ties by doc_id. Returns their number."""
         rows, run = self.rows, self.con.execute
-        self.merged = False
         run(f"""
             create or replace temp table _band as
             select s.doc_id, hash(list_slice(s.signature, {band * rows + 1}, {(band + 1) * rows})) as bucket,
@@ -252,8 +258,9 @@ class _Clustering:
         run("drop table _band")
         return run("select count(*) from _members").fetchall()[0][0]
 
-    def compare(self, pairs_sql: str) -> None:
-        """Verify the pairs `pairs_sql` selects (x, y: members of one bucket) and record the edges."""
+    def compare(self, pairs_sql: str) -> bool:
+        """Verify the pairs `pairs_sql` selects (x, y: members of one bucket) and record the edges.
+        Returns whether clusters merged (components)."""
         run = self.con.execute
         run(f"""
             create or replace temp table _pairs as
@@ -263,17 +270,18 @@ class _Clustering:
         """)
         if not self.components:  # star: every band's candidates first, each pair verified once
             run("insert into _found select a, b, large from _pairs")
-            return
-        self.verify()
+            return False
+        return self.verify()
 
-    def verify(self) -> None:
-        """`_kept`: the `_pairs` that are edges; counted, then merged (components) or kept (star)."""
+    def verify(self) -> bool:
+        """`_kept`: the `_pairs` that are edges, counted; components merges the clusters they link.
+        Returns whether any did."""
         run = self.con.execute
         n, n_large = run("select count(*), count(*) filter (where large) from _pairs").fetchall()[0]
         self.counts["n_candidate_pairs"] += n
         self.counts["n_large_bucket_pairs"] += n_large
         if not n:
-            return
+            return False
         estimate = -1.0 if self.verification.estimate is None else self.verification.estimate
         run(f"""
             create or replace temp table _kept as
@@ -290,7 +298,7 @@ class _Clustering:
         self.counts["n_edges"] += found
         if self.components and found:
             self.merge()
-            self.merged = True
+        return self.components and found > 0
 
     def check_exactly(self) -> None:
         """Keep the `_kept` pairs whose true Jaccard reaches the threshold, EXACT_BATCH pairs at a time."""
