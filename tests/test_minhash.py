@@ -211,7 +211,16 @@ def test_dedup_report_and_errors(planted, tmp_path):
     assert result.exit_code == 1 and "threshold 1.5 must be between 0 and 1" in result.output
     result = runner.invoke(cli, ["minhash", db.url, "--bands", "20", "--rows", "9"])
     assert result.exit_code == 1 and "bands 20 x rows 9 must use at most num_perm = 128 signature values" in result.output
+    result = runner.invoke(cli, ["minhash", db.url, "--memory-limit", "lots"])
+    assert result.exit_code == 1 and result.output.strip() == (
+        "Error: memory limit 'lots' is not a size DuckDB reads; give a number and a unit, e.g. 4GB or 500MB")
+    assert not corpusdb.open(db.url).snapshot.tables["signatures"]  # the bad limit failed before any signing
     assert runner.invoke(cli, ["minhash", db.url, "--no-progress"]).exit_code == 0
+    clusters = _clusters(corpusdb.open(db.url))
+    # a memory limit bounds the clustering's working tables, not what it finds
+    result = runner.invoke(cli, ["minhash", db.url, "--no-progress", "--memory-limit", "64MB"])
+    assert result.exit_code == 0, result.output
+    assert _clusters(corpusdb.open(db.url)) == clusters
     result = runner.invoke(cli, ["dedup-report", db.url, "--format", "json"])
     assert result.exit_code == 0, result.output
     report = {row["source"]: row for row in json.loads(result.output)}

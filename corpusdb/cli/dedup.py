@@ -38,6 +38,8 @@ from corpusdb.storage import parse_storage_options
 @click.option("--max-bucket", type=int, default=256, show_default=True,
               help="LSH buckets larger than this pair each member with its 32 neighbours in signature order instead of "
                    "all members (bounds the join; pages sharing a template)")
+@click.option("--memory-limit", help="DuckDB's memory limit while clustering, e.g. 4GB; the working tables spill to disk "
+                                     "beyond it (same clusters) [default: DuckDB's, 80% of RAM]")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: sign every n-th documents part starting at i")
 @click.option("--workers", type=int, help="processes computing signatures [default: CPU count]")
 @click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
@@ -45,8 +47,8 @@ from corpusdb.storage import parse_storage_options
 @commit_option
 @executor_options
 @storage_option
-def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, no_verify, method, max_bucket, shard,
-            workers, as_json, progress, commit_seconds, shards, executor, address, storage_options):
+def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, no_verify, method, max_bucket, memory_limit,
+            shard, workers, as_json, progress, commit_seconds, shards, executor, address, storage_options):
     """Find near-duplicate documents: MinHash signatures, LSH banding, verified pairs, clusters.
 
     Signatures (datasketch-compatible) are computed for documents parts that have none, in
@@ -60,6 +62,7 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
       corpusdb minhash demo/db
       corpusdb minhash demo/db --threshold 0.7 --num-perm 256
       corpusdb minhash demo/db --verify exact --cluster star   # highest precision
+      corpusdb minhash big/db --memory-limit 4GB   # heavy duplication: bounded memory, spills
       corpusdb minhash s3://bkt/db --shards 64 --executor ray --address auto   # clusters as Ray tasks too
       corpusdb sql demo/db "select cluster_size, count(*) from minhash group by 1 order by 1"
     """
@@ -70,7 +73,8 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
         from corpusdb.execute import run_sharded
 
         reports = run_sharded("minhash", db, shards=shards, executor=executor, address=address, workers=workers,
-                              storage_options=parse_storage_options(storage_options), **settings)
+                              storage_options=parse_storage_options(storage_options), memory_limit=memory_limit,
+                              **settings)
         click.echo(json.dumps(reports, indent=2, default=str) if as_json else
                    f"signed {sum(r.get('n_documents_signed', 0) for r in reports):,} documents in {shards} shards ({executor}); "
                    f"clusters rebuilt")
@@ -79,7 +83,7 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
         report = database.minhash(
             ngram=ngram, num_perm=num_perm, seed=seed, hash=hash_name, threshold=threshold, bands=bands, rows=rows,
             verify=verify, method=method, max_bucket=max_bucket, shard=shard, workers=workers, progress=progress,
-            commit_seconds=commit_seconds,
+            commit_seconds=commit_seconds, memory_limit=memory_limit,
         )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from corpusdb import failpoint
 from corpusdb.db import Database
-from corpusdb.dedup.cluster import CLUSTER_METHODS, Verification, cluster, optimal_bands, verify_mode
+from corpusdb.dedup.cluster import CLUSTER_METHODS, Verification, cluster, memory_limited, optimal_bands, verify_mode
 from corpusdb.dedup.exact import ExactJaccard
 from corpusdb.dedup.minhash import HASHES, MinHasher
 from corpusdb.storage import Location, WrittenFile, content_hash, storage_errors
@@ -150,6 +150,7 @@ def run_minhash(
     cluster_when_done: bool = True,
     progress: bool | None = None,
     commit_seconds: float = 60.0,
+    memory_limit: str | None = None,
 ) -> MinhashReport:
     """Compute missing MinHash signatures, then (when all are there) near-duplicate clusters.
 
@@ -173,6 +174,9 @@ def run_minhash(
         cluster_when_done: build the clusters in DuckDB once every part has signatures (False
             when an executor clusters elsewhere, e.g. with Ray).
         commit_seconds: commit finished signature parts at least this often, and at the end.
+        memory_limit: DuckDB's memory limit while clustering ("4GB"); the working tables spill
+            beyond it. Bounds clustering's memory whatever the duplicate structure; the clusters
+            do not depend on it [default: the connection's limit].
 
     Raises:
         ValueError: bad settings (the message names the valid range).
@@ -194,6 +198,8 @@ def run_minhash(
     if bands < 1 or rows < 1 or bands * rows > num_perm:
         raise ValueError(f"bands {bands} x rows {rows} must use at most num_perm = {num_perm} signature values")
     shard_index, num_shards = parse_shard(shard)
+    with memory_limited(db.con, memory_limit):
+        pass  # a bad size fails here, before any signature is computed
     workers = workers or multiprocessing.cpu_count()
     settings = {"ngram": ngram, "num_perm": num_perm, "seed": seed, "hash": hash}
     report = MinhashReport(bands=bands, rows=rows, settings={
@@ -269,7 +275,7 @@ def run_minhash(
 
     if set(expected) <= set(db.snapshot.tables["signatures"]) and cluster_when_done:
         started = time.perf_counter()
-        _write_clusters(db, report)
+        _write_clusters(db, report, memory_limit)
         report.cluster_seconds = time.perf_counter() - started
         report.clustered = True
     return report
@@ -307,12 +313,12 @@ def verification_of(db: Database, settings: dict) -> Verification:
     return Verification.of(mode, settings["threshold"], settings["num_perm"], exact)
 
 
-def _write_clusters(db: Database, report: MinhashReport) -> None:
+def _write_clusters(db: Database, report: MinhashReport, memory_limit: str | None = None) -> None:
     con, settings = db.con, report.settings
     report.cluster_counts = cluster(
         con, "signatures", bands=settings["bands"], rows=settings["rows"], num_perm=settings["num_perm"],
         verification=verification_of(db, settings), max_bucket=settings["max_bucket"],
-        method=settings.get("method", "components"),
+        method=settings.get("method", "components"), memory_limit=memory_limit,
     )
     publish_clusters(db, con.sql("select * from clusters").to_arrow_table(), settings)
     n_docs, n_clusters, n_dupes = con.execute(
