@@ -116,7 +116,8 @@ def is_ordered(db: Database, sql: str) -> bool:
         name = str(node.get("name", "")).strip().upper()
         if name in ("ORDER_BY", "TOP_N"):
             return True
-        if name not in ("PROJECTION", "FILTER", "STREAMING_LIMIT", "LIMIT") or not node.get("children"):
+        if name not in ("PROJECTION", "FILTER", "STREAMING_LIMIT", "LIMIT", "CTE") or not node.get("children"):
             return False
-        node = node["children"][0]
+        # a materialised CTE's first child is what it materialises, its last the query's rows
+        node = node["children"][-1]
     return False

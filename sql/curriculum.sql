@@ -3,7 +3,9 @@
 -- params: model (score name, or null to order by a column of docs); key := 'loss_per_byte' (or 'loss_per_token', 'bits_per_byte', or any column of docs such as difference's 'score'); descending := false; stages := 1; docs := 'documents'
 -- Rows come out in curriculum order; curriculum_rank (1 = easiest) and stage (1..stages, equal
 -- counts, as ntile gives them) let consumers re-establish it. Documents without a value of key
--- come last. A model without scores or stages < 1 is an error.
+-- come last. The ranking runs on keys and losses alone; the text is joined back to the ranked keys
+-- and sorted once. A unit that docs repeats is ranked once, and its rows share its rank. A model
+-- without scores or stages < 1 is an error.
 create or replace macro curriculum(
     model, key := 'loss_per_byte', descending := false, stages := 1, docs := 'documents'
 ) as table
@@ -28,42 +30,81 @@ model_losses as (
     where scored_by = model
 ),
 
-joined as (
-    select d.*, l.* exclude (doc_id)
-    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
-    left join model_losses as l on d.unit_id = l.doc_id
+units as not materialized (
+    select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)
+),
+
+keyed as (
+    -- the ranking's inputs only, one row per unit (a unit that docs repeats is ranked once, and each
+    -- of its rows comes back with that rank): DuckDB reads no text here.
+    -- Ordered by the model's loss: the units of docs joined to the model's losses (one row a unit)
+    select
+        u.unit_id,
+        case key
+            when 'loss_per_token' then l.loss_per_token
+            when 'bits_per_byte' then l.bits_per_byte
+            else l.loss_per_byte
+        end as sort_key,
+        l.loss_per_token,
+        l.loss_per_byte,
+        l.bits_per_byte
+    from (select distinct unit_id from units) as u
+    left join model_losses as l on u.unit_id = l.doc_id
+    where model is not null and key in ('loss_per_byte', 'loss_per_token', 'bits_per_byte')
+    union all
+    -- ordered by any other column (of docs, or of the losses)
+    select
+        unit_id,
+        min(columns(key)) as sort_key,
+        any_value(loss_per_token) as loss_per_token,
+        any_value(loss_per_byte) as loss_per_byte,
+        any_value(bits_per_byte) as bits_per_byte
+    from (
+        select u.*, l.* exclude (doc_id)
+        from (select columns(lambda c: c <> 'text') from units) as u
+        left join model_losses as l on u.unit_id = l.doc_id
+        where not (model is not null and key in ('loss_per_byte', 'loss_per_token', 'bits_per_byte'))
+    )
+    group by unit_id
 ),
 
 ranked as (
-    -- one sort of the rows (DuckDB sorts the text along, spilling where it must): a curriculum keeps
-    -- every row, so ranking keys and joining every row back would only add a join
+    -- the one sort of the keys; the text is joined back to the ranked keys and sorted once, in final
     select
-        *,
+        unit_id,
+        loss_per_token,
+        loss_per_byte,
+        bits_per_byte,
         row_number() over (
             order by
-                (columns(key) is null),
-                case when descending then -columns(key) else columns(key) end asc,
+                (sort_key is null),
+                case when descending then -sort_key else sort_key end asc,
                 unit_id asc
         ) as curriculum_rank
-    from joined
+    from keyed
 ),
 
 sizes as (
-    -- every row of docs is ranked once (the losses join at most one row to each)
-    select count(*) // stages as per_stage, count(*) % stages as longer from query_table(docs)
+    select count(*) // stages as per_stage, count(*) % stages as longer from ranked
 ),
 
 final as (
     -- ntile(stages) by arithmetic: the first (n % stages) stages hold one row more
     select
-        ranked.* exclude (unit_id),
+        d.* exclude (unit_id),
+        r.loss_per_token,
+        r.loss_per_byte,
+        r.bits_per_byte,
+        r.curriculum_rank,
         case
-            when curriculum_rank <= longer * (per_stage + 1) then (curriculum_rank - 1) // (per_stage + 1) + 1
-            else longer + (curriculum_rank - 1 - longer * (per_stage + 1)) // per_stage + 1
+            when r.curriculum_rank <= longer * (per_stage + 1) then (r.curriculum_rank - 1) // (per_stage + 1) + 1
+            else longer + (r.curriculum_rank - 1 - longer * (per_stage + 1)) // per_stage + 1
         end as stage
-    from ranked, sizes
+    from units as d
+    inner join ranked as r on d.unit_id = r.unit_id
+    cross join sizes
     where (select ok from checks)
-    order by curriculum_rank
+    order by r.curriculum_rank
 )
 
 select * from final;

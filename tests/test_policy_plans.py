@@ -92,11 +92,25 @@ def _text_scans(node: dict, path: tuple = ()) -> list[tuple]:
     return found
 
 
-def _operators(node: dict) -> set[str]:
-    return {node.get("name", "")}.union(*(_operators(child) for child in node.get("children", [])))
+def _ctes(node: dict) -> dict[str, dict]:
+    """Every materialised CTE of a plan by its table index: what its first child materialises."""
+    found = {}
+    if node.get("name") == "CTE":
+        found[(node.get("extra_info") or {}).get("Table Index")] = node["children"][0]
+    for child in node.get("children", []):
+        found.update(_ctes(child))
+    return found
 
 
-def _joined_back_after_the_cut(path: tuple) -> str | None:
+def _operators(node: dict, ctes: dict[str, dict]) -> set[str]:
+    """The operators under `node`, through the CTEs it scans."""
+    names = {node.get("name", "")}
+    if node.get("name") == "CTE_SCAN":
+        names |= _operators(ctes[(node.get("extra_info") or {}).get("CTE Index")], ctes)
+    return names.union(*(_operators(child, ctes) for child in node.get("children", [])))
+
+
+def _joined_back_after_the_cut(path: tuple, ctes: dict[str, dict]) -> str | None:
     """None when the text scan only streams into a join whose other side holds the ranking; else what is wrong."""
     names = [node.get("name") for node, _ in path]
     steps = list(reversed(path))
@@ -107,7 +121,7 @@ def _joined_back_after_the_cut(path: tuple) -> str | None:
         if name != "HASH_JOIN":
             return f"the text reaches {name} before any join ({' > '.join(names)})"
         other = node["children"][1 - index]
-        if not RANKING & _operators(other):
+        if not RANKING & _operators(other, ctes):
             return f"the text is joined to an unranked side ({' > '.join(names)})"
         above = {n.get("name") for n, _ in steps[depth + 1:]}
         # Above the join back only the kept rows flow; a CTE node's first child is what it materialises.
@@ -135,6 +149,9 @@ POLICIES = [
     "quota(map {'web': 20000, 'books': 40000})",
     "quota(map {'web': 10, 'books': 20}, unit := 'documents', seed := 1)",
     "mixture(map {'web': 1, 'books': 3}, 50000)",
+    # a curriculum keeps every row: its keys are ranked alone, then the text joined back and sorted once
+    "curriculum('reference', stages := 3)",
+    "curriculum(null, key := 'n_bytes', descending := true)",
 ]
 
 
@@ -144,10 +161,12 @@ def test_policy_reads_text_only_after_its_cut(big_text_db, policy):
     n_rows = big_text_db.sql(f"select count(*) from {policy}").fetchall()[0][0]
     assert 0 < n_rows < N_DOCS * 4, f"{policy} kept {n_rows} rows: the fixture should make it cut"
     [(_, plan)] = big_text_db.con.sql("explain (format json) " + query).fetchall()
-    scans = [path for tree in json.loads(plan) for path in _text_scans(tree)]
+    trees = json.loads(plan)
+    ctes = {index: node for tree in trees for index, node in _ctes(tree).items()}
+    scans = [path for tree in trees for path in _text_scans(tree)]
     assert scans, f"{policy}: no scan of text in its plan (it must return the kept rows' text)"
     for path in scans:
-        problem = _joined_back_after_the_cut(path)
+        problem = _joined_back_after_the_cut(path, ctes)
         assert problem is None, f"{policy}: {problem}"
 
 
@@ -161,5 +180,7 @@ def test_the_check_sees_a_policy_that_carries_text(big_text_db):
             join scores r on r.doc_id = d.doc_id and r.model = 'reference'
         ) where rank <= 60"""
     [(_, plan)] = big_text_db.con.sql("explain (format json) " + query).fetchall()
-    scans = [path for tree in json.loads(plan) for path in _text_scans(tree)]
-    assert scans and all("WINDOW" in (_joined_back_after_the_cut(path) or "") for path in scans)
+    trees = json.loads(plan)
+    ctes = {index: node for tree in trees for index, node in _ctes(tree).items()}
+    scans = [path for tree in trees for path in _text_scans(tree)]
+    assert scans and all("WINDOW" in (_joined_back_after_the_cut(path, ctes) or "") for path in scans)

@@ -87,6 +87,20 @@ def test_curriculum_orders_easy_to_hard_with_unscored_last(db):
     assert names(db, "select doc_id from curriculum(null, key := 'score', docs := 'kept')")[0] == "E"  # lowest score first
 
 
+def test_curriculum_ranks_a_repeated_unit_once(db):
+    """A docs relation that repeats a row ranks its unit once; each copy comes back with that rank."""
+    db.con.execute("create or replace temp view twice as select * from documents union all "
+                   "select * from documents where doc_id in (select doc_id from documents where n_bytes = 20)")
+    rows = db.sql("select doc_id, curriculum_rank, stage from curriculum('reference', stages := 2, docs := 'twice')").fetchall()
+    unscored = sorted(["F", "G"], key=lambda n: ID[n])
+    order = ["E", "D", "B", "C", "A", *unscored]
+    repeated = {n for n in order if db.sql(f"select n_bytes from documents where doc_id = {ID[n]}").fetchall() == [(20,)]}
+    assert repeated and [names_of(i) for i, _, _ in rows] == [n for n in order for _ in range(1 + (n in repeated))]
+    ranks = {names_of(i): r for i, r, _ in rows}
+    assert [ranks[n] for n in order] == list(range(1, 8))  # one rank a unit: ntile over the 7 units
+    assert {names_of(i): s for i, _, s in rows} == dict(zip(order, [1, 1, 1, 1, 2, 2, 2]))
+
+
 def test_dedup_quota_mixture_and_filters(db):
     representative = min(["A", "B", "C"], key=lambda n: ID[n])
     assert sorted(names(db, "select doc_id from dedup")) == sorted([representative, "D", "E", "F", "G"])
