@@ -38,6 +38,7 @@ n_tokens per row, its EOS included).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -52,6 +53,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
@@ -60,7 +62,7 @@ from corpusdb.cut import placed_batches, text_kind
 from corpusdb.errors import ExportError
 from corpusdb.provenance import is_ordered, provenance
 from corpusdb.release import VERSION
-from corpusdb.storage import Location, temporary_of
+from corpusdb.storage import Location, WriteQueue, temporary_of
 from corpusdb.views import relation_sql
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), ve
 MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 MANIFEST = "manifest.json"
 TOKENIZE_BYTES = 8 * 1024 * 1024  # text per tokenizer call (and per slice of a JSONL part made Python objects)
+ROW_GROUP_ROWS, ROW_GROUP_BYTES = 65536, 32 * 1024 * 1024  # a Parquet part's row groups: rows, or bytes of text
 JOURNAL = ".corpusdb-export.json"
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -96,11 +99,17 @@ def load_tokenizer(name: str):
 
 
 class _PartSink:
-    """Writes buffered record batches as numbered parts in one format, each recorded in the journal first."""
+    """Streams record batches into numbered parts in one format, each file recorded in the journal first.
+
+    A part is open from its first batch (`add`) to `finish`: its files are written as the batches
+    come (Parquet row groups, JSON lines, token ids) and published atomically at the end, so memory
+    holds a batch and a row group, never a whole part.
+    """
 
     def __init__(self, out: Location, fmt: str, key: str, journal: dict, tokenizer=None):
         self.out, self.fmt, self.key, self.journal, self.tokenizer = out, fmt, key, journal, tokenizer
         self.parts: list[dict] = []
+        self._stack: contextlib.ExitStack | None = None
         if tokenizer is not None:
             # Megatron-LM reads uint16 or int32 token ids (no uint32)
             self.dtype = np.uint16 if len(tokenizer) <= 65536 else (np.int32 if fmt == "megatron" else np.uint32)
@@ -110,88 +119,141 @@ class _PartSink:
         self.journal["files"] = sorted(set(self.journal["files"]) | set(names))
         self.out.write_atomic(json.dumps(self.journal).encode(), JOURNAL)
 
-    def write(self, batches: list[pa.RecordBatch]) -> None:
-        table = pa.Table.from_batches(batches).combine_chunks()
+    def _open(self, schema: pa.Schema) -> None:
         index = len(self.parts)
-        entry = {"rows": table.num_rows, "bytes": int(pc.sum(table.column("n_bytes")).as_py() or 0)}
+        entry = self._entry = {"rows": 0, "bytes": 0}
+        self._stack = contextlib.ExitStack()
         if self.fmt == "parquet":
             entry["file"] = f"part-{index:05d}-{self.key}.parquet"
             self._claim(entry["file"])
-            self.out.write_parquet(table, entry["file"])
-        elif self.fmt == "jsonl":  # rows become Python objects a slice at a time
-            lines = b"".join(orjson.dumps(row) + b"\n" for piece in _slices(table) for row in piece.to_pylist())
+            self._file = self._stack.enter_context(self.out.open_atomic(entry["file"]))
+            self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
+            self._group: list[pa.RecordBatch] = []
+            self._group_rows = self._group_bytes = 0
+            return
+        if self.fmt == "jsonl":
             entry["file"] = f"part-{index:05d}-{self.key}.jsonl"
             self._claim(entry["file"])
-            self.out.write_atomic(lines, entry["file"])
         else:
-            flat, lengths = self._tokenize(table)
-            offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-            if self.fmt in ("megatron", "datatrove"):
-                (self._write_megatron if self.fmt == "megatron" else self._write_datatrove)(entry, index, flat, lengths)
-                self.parts.append(entry)
-                failpoint.after_part("export", len(self.parts))
+            prefix = f"{self.fmt if self.fmt != 'tokens' else 'tokens'}-{index:05d}-{self.key}"
+            names = {"tokens": (f"{prefix}.bin", f"{prefix}.idx.parquet"), "megatron": (f"{prefix}.bin", f"{prefix}.idx"),
+                     "datatrove": (f"{prefix}.ds", f"{prefix}.ds.index", f"{prefix}.ds.metadata")}[self.fmt]
+            entry.update(zip(("file", "index", "metadata"), names))
+            if self.fmt != "tokens":
+                entry["prefix"] = prefix
+            self._claim(*names)
+            self._lengths: list[np.ndarray] = []
+            self._keys: dict[str, list[pa.Array]] = {name: [] for name in ("doc_id", "instance_id") if name in schema.names}
+        self._file = self._stack.enter_context(self.out.open_atomic(entry["file"]))
+
+    @property
+    def open(self) -> bool:
+        """Whether a part is open (it has had a batch and is not finished)."""
+        return self._stack is not None
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        """Append rows to the open part (opening the next one first)."""
+        if self._stack is None:
+            self._open(batch.schema)
+        entry = self._entry
+        entry["rows"] += batch.num_rows
+        entry["bytes"] += int(pc.sum(batch.column("n_bytes")).as_py() or 0)
+        if self.fmt == "parquet":
+            self._add_rows(batch)
+        elif self.fmt == "jsonl":  # rows become Python objects a slice at a time
+            for piece in _slices(batch):
+                self._file.write(b"".join(orjson.dumps(row) + b"\n" for row in piece.to_pylist()))
+        else:
+            for piece in _slices(batch):
+                flat, lengths = self._tokenize(piece)
+                self._file.write(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes())
+                self._lengths.append(lengths)
+            for name, arrays in self._keys.items():
+                arrays.append(batch.column(name))
+
+    def _add_rows(self, batch: pa.RecordBatch) -> None:
+        """Parquet: rows into row groups of ROW_GROUP_ROWS rows or ROW_GROUP_BYTES of text, whichever comes
+        first, cut at the same rows however the batches come."""
+        while batch.num_rows:
+            rows = np.arange(1, batch.num_rows + 1) + self._group_rows
+            sizes = self._group_bytes + np.cumsum(batch.column("n_bytes").to_numpy(zero_copy_only=False))
+            full = np.flatnonzero((rows >= ROW_GROUP_ROWS) | (sizes >= ROW_GROUP_BYTES))
+            if not len(full):
+                self._group.append(batch)
+                self._group_rows, self._group_bytes = int(rows[-1]), int(sizes[-1])
                 return
-            entry["file"] = f"tokens-{index:05d}-{self.key}.bin"
-            entry["index"] = f"tokens-{index:05d}-{self.key}.idx.parquet"
-            entry["tokens"] = int(lengths.sum())
-            self._claim(entry["file"], entry["index"])
-            self.out.write_atomic(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes(), entry["file"])
-            keys = {name: table.column(name) for name in ("doc_id", "instance_id") if name in table.column_names}
-            self.out.write_parquet(pa.table({**keys, "offset": offsets, "n_tokens": lengths}), entry["index"])
+            cut = int(full[0]) + 1
+            self._group.append(batch.slice(0, cut))
+            self._flush_group()
+            batch = batch.slice(cut)
+
+    def _flush_group(self) -> None:
+        if self._group:
+            self._writer.write_table(pa.Table.from_batches(self._group), row_group_size=ROW_GROUP_ROWS)
+        self._group, self._group_rows, self._group_bytes = [], 0, 0
+
+    def finish(self, schema: pa.Schema | None = None) -> None:
+        """Publish the open part (an empty one with `schema` where no row came at all)."""
+        if self._stack is None:
+            self._open(schema)
+        entry, stack = self._entry, self._stack
+        with stack:
+            if self.fmt == "parquet":
+                self._flush_group()
+                self._writer.close()
+            elif self.fmt in TOKENIZED:
+                lengths = np.concatenate(self._lengths) if self._lengths else np.empty(0, np.int64)
+                entry["tokens"] = int(lengths.sum())
+                self._write_index(entry, lengths)
+        self._stack = None
         self.parts.append(entry)
         failpoint.after_part("export", len(self.parts))
 
+    def abort(self) -> None:
+        """Drop the open part: its files are never published."""
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.__exit__(ExportError, ExportError("export failed"), None)
 
-    def _tokenize(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
-        """(token ids with EOS after each row, tokens per row) of the rows' text, tokenized a slice at a time.
+    def _write_index(self, entry: dict, lengths: np.ndarray) -> None:
+        """The index next to a part's token ids, in its format."""
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        dtype = np.dtype(self.dtype)
+        if self.fmt == "tokens":
+            keys = {name: pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays])
+                    if arrays else pa.array([], pa.int64()) for name, arrays in self._keys.items()}
+            self.out.write_parquet(pa.table({**keys, "offset": offsets, "n_tokens": lengths}), entry["index"])
+        elif self.fmt == "megatron":
+            # Megatron-LM's indexed dataset: each row one sequence and one document
+            idx = b"".join([
+                MEGATRON_HEADER, struct.pack("<Q", 1), struct.pack("<B", MEGATRON_DTYPES[dtype]),
+                struct.pack("<Q", len(lengths)), struct.pack("<Q", len(lengths) + 1),
+                lengths.astype("<i4").tobytes(), (offsets * dtype.itemsize).astype("<i8").tobytes(),
+                np.arange(len(lengths) + 1, dtype="<i8").tobytes(),
+            ])
+            self.out.write_atomic(idx, entry["index"])
+        else:
+            # datatrove's tokenized files, which nanotron's `DatatroveFolderDataset` reads: document ends
+            # in tokens (uint64) and `tokenizer|token size`, token count
+            self.out.write_atomic(np.cumsum(lengths).astype("<u8").tobytes(), entry["index"])
+            name = getattr(self.tokenizer, "name_or_path", "") or "Unknown Tokenizer"
+            total = int(lengths.sum())
+            self.out.write_atomic(f"{name}|{dtype.itemsize}\n{total}\n{total:,}T".encode(), entry["metadata"])
+
+    def _tokenize(self, piece: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+        """(token ids with EOS after each row, tokens per row) of the rows' text.
 
         A 256 MB part in one tokenizer call held ~12 GB (an Encoding and Python ints per token);
-        slices of TOKENIZE_BYTES of text hold what one slice needs, then become numpy arrays.
+        callers pass slices of TOKENIZE_BYTES of text, which become numpy arrays at once.
         """
         eos = self.tokenizer.eos_token_id
-        flats, lengths = [], []
-        for piece in _slices(table):
-            encoded = self.tokenizer(piece.column("text").to_pylist(), add_special_tokens=False, verbose=False)["input_ids"]
-            sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
-            flats.append(np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(sizes.sum())))
-            lengths.append(sizes)
-            del encoded
-        if not flats:
-            return np.empty(0, dtype=self.dtype), np.empty(0, dtype=np.int64)
-        return np.concatenate(flats), np.concatenate(lengths)
-
-    def _write_megatron(self, entry: dict, index: int, flat: np.ndarray, lengths: np.ndarray) -> None:
-        """One Megatron-LM indexed dataset (`PREFIX.bin` + `PREFIX.idx`): each row a sequence and a document."""
-        prefix = f"megatron-{index:05d}-{self.key}"
-        entry.update(file=f"{prefix}.bin", index=f"{prefix}.idx", prefix=prefix, tokens=int(lengths.sum()))
-        self._claim(entry["file"], entry["index"])
-        dtype = np.dtype(self.dtype)
-        pointers = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64) * dtype.itemsize
-        idx = b"".join([
-            MEGATRON_HEADER, struct.pack("<Q", 1), struct.pack("<B", MEGATRON_DTYPES[dtype]),
-            struct.pack("<Q", len(lengths)), struct.pack("<Q", len(lengths) + 1),
-            lengths.astype("<i4").tobytes(), pointers.astype("<i8").tobytes(), np.arange(len(lengths) + 1, dtype="<i8").tobytes(),
-        ])
-        self.out.write_atomic(flat.astype(dtype.newbyteorder("<")).tobytes(), entry["file"])
-        self.out.write_atomic(idx, entry["index"])
+        encoded = self.tokenizer(piece.column("text").to_pylist(), add_special_tokens=False, verbose=False)["input_ids"]
+        sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
+        flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(sizes.sum()))
+        return flat, sizes
 
 
-    def _write_datatrove(self, entry: dict, index: int, flat: np.ndarray, lengths: np.ndarray) -> None:
-        """datatrove's tokenized files, which nanotron's `DatatroveFolderDataset` reads: `PREFIX.ds` (the token ids,
-        each document followed by EOS), `PREFIX.ds.index` (each document's end, in tokens, uint64) and
-        `PREFIX.ds.metadata` (tokenizer|token size, token count)."""
-        prefix = f"datatrove-{index:05d}-{self.key}"
-        dtype = np.dtype(self.dtype)
-        entry.update(file=f"{prefix}.ds", index=f"{prefix}.ds.index", metadata=f"{prefix}.ds.metadata", prefix=prefix,
-                     tokens=int(lengths.sum()))
-        self._claim(entry["file"], entry["index"], entry["metadata"])
-        self.out.write_atomic(flat.astype(dtype.newbyteorder("<")).tobytes(), entry["file"])
-        self.out.write_atomic(np.cumsum(lengths).astype("<u8").tobytes(), entry["index"])
-        name = getattr(self.tokenizer, "name_or_path", "") or "Unknown Tokenizer"
-        self.out.write_atomic(f"{name}|{dtype.itemsize}\n{int(lengths.sum())}\n{int(lengths.sum()):,}T".encode(), entry["metadata"])
-
-
-def _slices(table: pa.Table, limit: int | None = None) -> Iterator[pa.Table]:
+def _slices(table: pa.Table | pa.RecordBatch, limit: int | None = None) -> Iterator[pa.Table | pa.RecordBatch]:
     """Consecutive slices of `table` holding about `limit` bytes of text each (at least one row)."""
     limit = TOKENIZE_BYTES if limit is None else limit
     sizes = np.cumsum(table.column("n_bytes").to_numpy(zero_copy_only=False)) if table.num_rows else np.empty(0)
@@ -373,25 +435,35 @@ def _write_parts(db: Database, select: str, kind: str | None, view: str, sink: _
         else:
             reader = cursor.sql(select).to_arrow_reader(4096)
             schema = reader.schema
-        held: list[pa.RecordBatch] = []
         held_bytes = 0
-        with tqdm(unit="doc", desc=f"export {view}", disable=(not progress) if progress is not None else None,
-                  dynamic_ncols=True) as bar:
-            for batch in reader:
-                bar.update(batch.num_rows)
-                while batch.num_rows:
-                    # cut the batch where the part reaches its size, so parts are about part_size_mb
-                    running = held_bytes + np.cumsum(batch.column("n_bytes").to_numpy(zero_copy_only=False))
-                    cut = int(np.searchsorted(running, limit, side="left")) + 1
-                    if cut > batch.num_rows:
-                        held.append(batch)
-                        held_bytes = int(running[-1])
-                        break
-                    held.append(batch.slice(0, cut))
-                    sink.write(held)
-                    held, held_bytes = [], 0
-                    batch = batch.slice(cut)
-            if held or not sink.parts:
-                sink.write(held or [pa.RecordBatch.from_pylist([], schema=schema)])
+        # the parts are encoded and written on a thread of their own (pyarrow and the tokenizer release
+        # the GIL) while the next batch is read; the queue's depth bounds what waits
+        writes = WriteQueue(depth=2)
+        try:
+            with tqdm(unit="doc", desc=f"export {view}", disable=(not progress) if progress is not None else None,
+                      dynamic_ncols=True) as bar:
+                for batch in reader:
+                    bar.update(batch.num_rows)
+                    while batch.num_rows:
+                        # cut the batch where the part reaches its size, so parts are about part_size_mb
+                        running = held_bytes + np.cumsum(batch.column("n_bytes").to_numpy(zero_copy_only=False))
+                        cut = int(np.searchsorted(running, limit, side="left")) + 1
+                        if cut > batch.num_rows:
+                            writes.submit(sink.add, batch)
+                            held_bytes = int(running[-1])
+                            break
+                        writes.submit(sink.add, batch.slice(0, cut))
+                        writes.submit(sink.finish)
+                        held_bytes = 0
+                        batch = batch.slice(cut)
+                writes.drain()
+                if sink.open or not sink.parts:
+                    sink.finish(schema)
+        except BaseException:
+            writes.abort()
+            sink.abort()
+            raise
+        finally:
+            writes.close()
     finally:
         cursor.close()

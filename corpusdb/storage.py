@@ -2,14 +2,16 @@
 
     python -c "from corpusdb.storage import Location; print(Location('memory://db').join('documents'))"
 
-Every write goes through `write_atomic`: on a local disk a temporary file renamed into place, on
-object storage a single PUT (a multipart upload is invisible until completed), so a reader never
-sees half a file and a crashed writer leaves nothing behind but, at worst, a hidden `.tmp` file.
+Every write goes through `write_atomic` (bytes) or `open_atomic` (a file written in pieces): on a
+local disk a temporary file renamed into place, on object storage one upload (a multipart upload is
+invisible until completed, and aborted on failure), so a reader never sees half a file and a
+crashed writer leaves nothing behind but, at worst, a hidden `.tmp` file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import posixpath
 import re
@@ -156,6 +158,35 @@ class WrittenFile:
     hash: str
 
 
+class AtomicFile(io.RawIOBase):
+    """A write-only file that counts and hashes (xxh3-128, as `content_hash`) what passes through it."""
+
+    def __init__(self, handle, path: str, url: str):
+        self._handle, self.path, self.url = handle, path, url
+        self._hash, self.size = xxhash.xxh3_128(), 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        with storage_errors(self.url):
+            self._handle.write(view)
+        self._hash.update(view)
+        self.size += len(view)
+        return len(view)
+
+    def tell(self) -> int:
+        return self.size
+
+    def close(self) -> None:  # the publishing block closes the file underneath, not a writer
+        pass
+
+    @property
+    def written(self) -> WrittenFile:
+        return WrittenFile(self.path, self.size, self._hash.hexdigest())
+
+
 @dataclass(frozen=True)
 class Location:
     """A folder on any fsspec filesystem: the filesystem plus the path inside it."""
@@ -277,17 +308,57 @@ class Location:
             _write_synced(handle, data)
         return tmp
 
+    @contextlib.contextmanager
+    def open_atomic(self, *parts: str) -> Iterator[AtomicFile]:
+        """A file to write in pieces that readers see whole or not at all, published when the block ends.
+
+        Local disk: a temporary file, made durable and renamed into place. Object storage: one
+        upload (multipart for a large file), completed only when the block ends and aborted when it
+        raises. The yielded file hashes what is written; `.written` is the `WrittenFile` afterwards.
+        """
+        path, url = self.join(*parts), self.url_of(self.join(*parts))
+        with storage_errors(url):
+            if self.is_local:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                tmp = os.path.join(os.path.dirname(path), f"{TMP_PREFIX}{os.path.basename(path)}-{uuid.uuid4().hex}")
+                handle = open(tmp, "wb")
+            elif self.protocol == "memory":  # its files are visible while written: put it in one piece
+                tmp, handle = None, io.BytesIO()
+            else:
+                tmp, handle = None, self.fs.open(path, "wb")
+        out = AtomicFile(handle, path, url)
+        try:
+            yield out  # the caller's own errors pass through as they are; the file's are storage errors
+            with storage_errors(url):
+                if tmp is not None:
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                    handle.close()
+                    os.replace(tmp, path)
+                elif isinstance(handle, io.BytesIO):
+                    self.fs.pipe_file(path, handle.getvalue())
+                else:
+                    handle.close()
+        except BaseException:
+            if tmp is not None:
+                handle.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(tmp)
+            elif not isinstance(handle, io.BytesIO):  # abort the upload: nothing is published
+                with contextlib.suppress(Exception):
+                    handle.discard()
+            raise
+
     def write_parquet(self, table, *parts: str, **options) -> WrittenFile:
-        """Write a pyarrow table as one Parquet file (zstd), atomically.
+        """Write a pyarrow table as one Parquet file (zstd), atomically, encoded straight into the file.
 
         `options` go to `pyarrow.parquet.write_table` (e.g. row_group_size).
         """
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, **{"compression": "zstd", **options})
-        return self.write_atomic(sink.getvalue().to_pybytes(), *parts)
+        with self.open_atomic(*parts) as out:
+            pq.write_table(table, out, **{"compression": "zstd", **options})
+        return out.written
 
     def list_files(self, *parts: str, suffix: str = "") -> list[str]:
         """Paths of the files under a folder (recursively), sorted, skipping temporary files."""
