@@ -13,9 +13,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import corpusdb
-from corpusdb.cut import make_cut, places_sql, text_kind
+from corpusdb.cut import byte_spans, make_cut, places_sql, text_kind
 from corpusdb.provenance import provenance
 from corpusdb.text import doc_id
 from corpusdb.train import ViewDataset, World
@@ -141,3 +143,21 @@ def test_a_changed_part_is_an_error_not_other_text(parts_db, tmp_path):
         with open(part, "wb") as f:
             f.write(original)
     assert np.array_equal(cut.read(0)[0], cut.arrays["doc_id"][: cut.starts[1]])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=40), st.integers(0, 200), st.integers(0, 200)), max_size=30),
+       st.integers(0, 3))
+def test_byte_spans_are_the_texts_bytes(rows, skip):
+    """An instance's text is its document's bytes [start, end), cut as SQL slices (clamped to the text)."""
+    texts = pa.array([t for t, _, _ in rows], pa.string()).slice(min(skip, len(rows)))
+    rows = rows[min(skip, len(rows)):]
+    starts, ends = np.array([s for _, s, _ in rows], np.int64), np.array([e for _, _, e in rows], np.int64)
+    wanted = [t.encode()[s:e] for t, s, e in rows]
+    try:
+        expected = [w.decode() for w in wanted]
+    except UnicodeDecodeError:
+        with pytest.raises(ValueError, match="byte span cuts a character in two"):
+            byte_spans(texts, starts, ends)
+        return
+    assert byte_spans(texts, starts, ends).to_pylist() == expected
