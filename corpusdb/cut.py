@@ -158,8 +158,10 @@ def _check_columns(select_list: list[dict], needed: tuple[str, ...]) -> None:
         raise NotPassThrough(f"no {missing[0]!r} column")
 
 
-def byte_spans(texts: pa.StringArray, starts: np.ndarray, ends: np.ndarray) -> pa.StringArray:
-    """Each text's bytes [start, end) (clamped to the text, as SQL's slicing is), gathered with numpy.
+def byte_spans(texts: pa.Array, starts: np.ndarray, ends: np.ndarray, rows: np.ndarray | None = None
+               ) -> pa.StringArray:
+    """The bytes [start, end) of text `rows[i]` (of text i where rows is None) for each span, clamped to
+    the text as SQL's slicing is, gathered with numpy.
 
     Raises:
         ValueError: a span cuts a UTF-8 character in two (as the instances view's `decode` refuses it).
@@ -167,15 +169,22 @@ def byte_spans(texts: pa.StringArray, starts: np.ndarray, ends: np.ndarray) -> p
     texts = texts.cast(pa.large_string()) if texts.type != pa.large_string() else texts
     offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
     data = np.frombuffer(texts.buffers()[2], dtype=np.uint8) if texts.buffers()[2] is not None else np.empty(0, np.uint8)
-    sizes = np.diff(offsets)
-    ends = np.clip(np.asarray(ends, dtype=np.int64), 0, sizes)
+    rows = np.arange(len(texts)) if rows is None else np.asarray(rows, dtype=np.int64)
+    ends = np.clip(np.asarray(ends, dtype=np.int64), 0, offsets[rows + 1] - offsets[rows])
     starts = np.clip(np.asarray(starts, dtype=np.int64), 0, ends)
-    lengths = ends - starts
-    out = np.zeros(len(texts) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=out[1:])
-    # every output byte's source: the span's first byte plus its place in the span
-    source = np.repeat(offsets[:-1] + starts - out[:-1], lengths) + np.arange(out[-1], dtype=np.int64)
-    result = pa.LargeStringArray.from_buffers(len(texts), pa.py_buffer(out), pa.py_buffer(data[source]))
+    low, high = offsets[rows] + starts, offsets[rows] + ends
+    out = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum(high - low, out=out[1:])
+    if np.all(low[1:] >= high[:-1]):
+        # spans in text order that do not overlap (instances as cut): a mask of gaps and spans, one pass
+        bounds = np.empty(2 * len(low) + 2, dtype=np.int64)
+        bounds[0], bounds[1:-1:2], bounds[2:-1:2], bounds[-1] = 0, low, high, len(data)
+        pattern = np.zeros(len(bounds) - 1, dtype=np.bool_)
+        pattern[1::2] = True
+        picked = data[np.repeat(pattern, np.diff(bounds))]
+    else:  # every output byte's source: its span's first byte plus its place in the span
+        picked = data[np.repeat(low - out[:-1], high - low) + np.arange(out[-1], dtype=np.int64)]
+    result = pa.LargeStringArray.from_buffers(len(rows), pa.py_buffer(out), pa.py_buffer(picked))
     try:
         result.validate(full=True)
     except pa.ArrowInvalid as exc:
@@ -202,12 +211,14 @@ class PartReader:
         bounds = np.flatnonzero(np.diff(parts)) + 1
         for start, end in zip([0, *bounds], [*bounds, len(parts)]):
             if end > start:
-                piece = self._read(int(parts[start]), rows[start:end], doc_ids[start:end])
+                texts, at = self._read(int(parts[start]), rows[start:end], doc_ids[start:end])
+                piece = texts.take(at) if spans is None else byte_spans(texts, spans[0][start:end], spans[1][start:end], at)
                 pieces.append(piece if piece.type == pa.string() else piece.cast(pa.string()))
-        texts = pa.concat_arrays(pieces) if pieces else pa.array([], pa.string())
-        return texts if spans is None else byte_spans(texts, *spans)
+        return pa.concat_arrays(pieces) if pieces else pa.array([], pa.string())
 
-    def _read(self, part: int, rows: np.ndarray, doc_ids: np.ndarray) -> pa.Array:
+    def _read(self, part: int, rows: np.ndarray, doc_ids: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+        """The text of the row groups of `part` that hold `rows`, and each row's index in it (checked
+        against `doc_ids`)."""
         url = self.location.url_of(self.location.join(self.parts[part]))
         with storage_errors(url), self.location.fs.open(self.location.join(self.parts[part]), "rb") as f:
             parquet = pq.ParquetFile(f)
@@ -221,11 +232,11 @@ class PartReader:
         self.row_groups_read += len(groups)
         # the rows' positions in the concatenation of the row groups read
         offsets = np.concatenate([[0], np.cumsum(firsts[groups + 1] - firsts[groups])])
-        taken = table.take(offsets[np.searchsorted(groups, group_of)] + rows - firsts[group_of])
-        if not np.array_equal(taken.column("doc_id").to_numpy(), doc_ids):
+        at = offsets[np.searchsorted(groups, group_of)] + rows - firsts[group_of]
+        if not np.array_equal(table.column("doc_id").to_numpy()[at], doc_ids):
             raise RuntimeError(f"{url} does not hold the rows its place names (a part changed after it was "
                                "committed?); run `corpusdb check` on the database")
-        return taken.column("text").combine_chunks()
+        return table.column("text").combine_chunks(), at
 
 
 class Cut:

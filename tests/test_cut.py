@@ -161,3 +161,19 @@ def test_byte_spans_are_the_texts_bytes(rows, skip):
             byte_spans(texts, starts, ends)
         return
     assert byte_spans(texts, starts, ends).to_pylist() == expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=30), min_size=1, max_size=10), st.data())
+def test_byte_spans_of_instances_in_text_order(texts, data):
+    """Instances as `corpusdb instances` cuts them (consecutive spans on character boundaries), some kept,
+    in text order, each naming its document's row: the fast path for spans that do not overlap."""
+    spans = []
+    for row, text in enumerate(texts):
+        bounds = sorted(set(data.draw(st.lists(st.integers(0, len(text)), max_size=4))) | {0, len(text)})
+        spans += [(row, len(text[:a].encode()), len(text[:b].encode())) for a, b in zip(bounds, bounds[1:])]
+    kept = [span for span in spans if data.draw(st.booleans())]
+    rows, starts, ends = (np.array(column, np.int64).reshape(-1) for column in zip(*kept)) if kept else (
+        np.empty(0, np.int64),) * 3
+    got = byte_spans(pa.array(texts, pa.string()), starts, ends, rows).to_pylist()
+    assert got == [texts[r].encode()[s:e].decode() for r, s, e in kept]
