@@ -20,6 +20,15 @@ def _unique(ids: np.ndarray) -> np.ndarray:
     return ids[np.concatenate(([True], ids[1:] != ids[:-1]))] if len(ids) else ids
 
 
+def first_occurrences(ids: np.ndarray) -> np.ndarray:
+    """Boolean mask of the first occurrence of each id, by a stable sort (not numpy's hash path)."""
+    order = np.argsort(ids, kind="stable")
+    first = np.ones(len(ids), dtype=bool)
+    sorted_ids = ids[order]
+    first[order[1:][sorted_ids[1:] == sorted_ids[:-1]]] = False
+    return first
+
+
 class DocIdSet:
     """Membership of doc_ids, batch at a time."""
 

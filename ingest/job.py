@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 from tqdm.auto import tqdm
 
@@ -38,10 +39,10 @@ from corpusdb import failpoint
 from corpusdb.db import Database
 from corpusdb.storage import Location, WriteQueue, WrittenFile
 from corpusdb.tables import schema_key
-from corpusdb.text import doc_id, normalize
+from corpusdb.text import doc_ids, normalize_texts
 from corpusdb.world import parse_shard
 from corpusdb.ingest.commit import Committer, FinishedInput, NewPart, part_key, part_name
-from corpusdb.ingest.docids import DocIdSet
+from corpusdb.ingest.docids import DocIdSet, first_occurrences
 from corpusdb.ingest.readers import Reader, ReadOptions
 from corpusdb.ingest.sources import InputFile, list_inputs
 
@@ -179,63 +180,74 @@ class PartWriter:
         self._reset()
 
     def _reset(self) -> None:
-        self.ids: list[int] = []
-        self.texts: list[str] = []
-        self.sizes: list[int] = []
-        self.metas: dict[str, list] = {column: [] for column in self.meta_columns}
+        # the buffered documents, as chunks of (texts, doc_ids, sizes, meta arrays)
+        self.chunks: list[tuple[pa.Array, np.ndarray, np.ndarray, dict[str, pa.Array]]] = []
+        self.n_buffered = 0
         self.buffered = 0
         self.current_start = 0
 
-    def add(self, text: str, meta: dict) -> None:
-        text = normalize(text)
-        encoded = text.encode("utf-8")
-        self.ids.append(doc_id(encoded))
-        self.texts.append(text)
-        self.sizes.append(len(encoded))
-        for column in self.meta_columns:
-            self.metas[column].append(meta.get(column))
-        self.buffered += len(encoded) + 64
-        if self.buffered >= self.part_bytes:
-            if self.pending:  # the finished inputs first, as their own part; this one's documents stay
-                self.flush(upto=self.current_start)
-                self.hand_over()
+    def add(self, texts: pa.Array, meta: dict[str, pa.Array]) -> None:
+        """Buffer a batch of one input's records (texts and meta values), writing a part each time the
+        buffer fills, at the same documents as adding them one at a time would."""
+        texts = normalize_texts(texts)
+        ids = doc_ids(texts)
+        sizes = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
+        costs = np.cumsum(sizes + 64)  # buffered bytes after each document
+        start = 0
+        while start < len(texts):
+            base = int(costs[start - 1]) if start else 0
+            # up to the document that fills the part (the buffer holds less than a part between batches)
+            end = min(int(np.searchsorted(costs, base + self.part_bytes - self.buffered, side="left")) + 1, len(texts))
+            self.chunks.append((texts.slice(start, end - start), ids[start:end], sizes[start:end],
+                                {column: meta[column].slice(start, end - start) if column in meta
+                                 else pa.nulls(end - start, pa.string()) for column in self.meta_columns}))
+            self.n_buffered += end - start
+            self.buffered += int(costs[end - 1]) - base
             if self.buffered >= self.part_bytes:
-                self.flush()
+                if self.pending:  # the finished inputs first, as their own part; this one's documents stay
+                    self.flush(upto=self.current_start)
+                    self.hand_over()
+                if self.buffered >= self.part_bytes:
+                    self.flush()
+            start = end
 
     def flush(self, upto: int | None = None) -> None:
         """Queue the first `upto` buffered documents (all by default) not seen before as the next
         part (none if all were); the rest stay buffered."""
-        upto = len(self.ids) if upto is None else upto
+        upto = self.n_buffered if upto is None else upto
         if not upto:
             return
-        ids = np.array(self.ids[:upto], dtype=np.int64)
-        _, first = np.unique(ids, return_index=True)
-        keep = np.zeros(len(ids), dtype=bool)
-        keep[first] = True
-        keep &= ~self.seen.contains(ids)
-        self.n_duplicates += int(len(ids) - keep.sum())
+        texts = pa.concat_arrays([chunk[0] for chunk in self.chunks])
+        ids = np.concatenate([chunk[1] for chunk in self.chunks])
+        sizes = np.concatenate([chunk[2] for chunk in self.chunks])
+        metas = {column: pa.concat_arrays([chunk[3][column] for chunk in self.chunks]) for column in self.meta_columns}
+        keep = first_occurrences(ids[:upto])
+        keep &= ~self.seen.contains(ids[:upto])
+        self.n_duplicates += int(upto - keep.sum())
         if keep.any():
             index = np.flatnonzero(keep)
-            sizes = np.array(self.sizes[:upto], dtype=np.int64)[index]
+            taken = None if len(index) == upto else pa.array(index)
+            part = lambda array: array.slice(0, upto) if taken is None else array.take(taken)  # noqa: E731
             columns = {
                 "doc_id": pa.array(ids[index]),
                 "source": pa.array([self.source] * len(index), pa.string()),
-                "text": pa.array([self.texts[i] for i in index], pa.string()),
-                "n_bytes": pa.array(sizes),
+                "text": part(texts),
+                "n_bytes": pa.array(sizes[index]),
             }
             for column in self.meta_columns:
-                values = self.metas[column]
-                columns[column] = pa.array([values[i] for i in index], pa.string())
+                columns[column] = part(metas[column])
             name = part_name(self.key, self.chunk, self.token)
             self.writes.submit(self._write, pa.table(columns), name, self.chunk, on_done=self.on_part)
             self.seen.add(ids[index])
             self.n_docs_written += len(index)
-            self.n_bytes_written += int(sizes.sum())
+            self.n_bytes_written += int(sizes[index].sum())
         self.chunk += 1
-        rest = (self.ids[upto:], self.texts[upto:], self.sizes[upto:], {c: v[upto:] for c, v in self.metas.items()})
+        rest = self.n_buffered - upto
         self._reset()
-        self.ids, self.texts, self.sizes, self.metas = rest
-        self.buffered = sum(self.sizes) + 64 * len(self.sizes)
+        if rest:
+            self.chunks = [(texts.slice(upto), ids[upto:], sizes[upto:], {c: m.slice(upto) for c, m in metas.items()})]
+            self.n_buffered = rest
+            self.buffered = int(sizes[upto:].sum()) + 64 * rest
 
     def _write(self, table: pa.Table, name: str, chunk: int) -> str:
         try:
@@ -252,7 +264,7 @@ class PartWriter:
     def finish(self, key: str, url: str) -> None:
         """Input `key` is read whole: hand it over now, or (packing) once its part is full."""
         self.pending.append((key, url))
-        self.current_start = len(self.ids)
+        self.current_start = self.n_buffered
         if not self.pack or self.buffered >= self.part_bytes or len(self.pending) >= self.max_inputs:
             self.flush()
             self.hand_over()
@@ -366,8 +378,8 @@ def run_ingest(
                                       committer, on_part, pack=pack, on_handed=handed))
             return writers[-1]
 
+        writer: PartWriter | None = None
         try:
-            writer: PartWriter | None = None
             for position, (item, key) in enumerate(todo):
                 reader, ahead = ahead or Reader(item, options, input_options, on_bytes), None
                 if position + 1 < len(todo):
@@ -375,12 +387,11 @@ def run_ingest(
                     ahead.start()
                 if writer is None or not pack:
                     writer = new_writer(key)
-                for text, values in reader:
-                    report.n_docs_read += 1
-                    writer.add(text, values)
-                    if report.n_docs_read % 2048 == 0:
-                        rate = report.n_docs_read / max(time.perf_counter() - started, 1e-9)
-                        bar.set_postfix(docs=f"{report.n_docs_read:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
+                for batch in reader.batches():
+                    report.n_docs_read += len(batch)
+                    writer.add(batch.texts, batch.meta)
+                    rate = report.n_docs_read / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(docs=f"{report.n_docs_read:,}", docs_per_s=f"{rate:,.0f}", refresh=False)
                 bad_total.update(reader.bad.counts)
                 report.bad_examples.extend(reader.bad.examples[: 5 - len(report.bad_examples)])
                 # The input is handed over behind its parts on the writer thread; the next one is read meanwhile.
@@ -396,8 +407,16 @@ def run_ingest(
                 writer.hand_over()
             writes.drain()
             committer.commit()
-        except BaseException:
-            # Inputs finished before the failure are committed; the failing one leaves nothing behind.
+        except BaseException as exc:
+            # Inputs read whole before the failure are committed, those that share a part with the
+            # failing one's documents too; the failing one leaves nothing behind.
+            if writer is not None and isinstance(exc, Exception) and not writer.failed:
+                try:
+                    writer.flush(upto=writer.current_start)
+                    writer.hand_over()
+                    writes.drain()
+                except Exception:  # noqa: BLE001 - the original error is the one to report
+                    pass
             writes.abort()
             try:
                 committer.commit()

@@ -2,7 +2,9 @@
 
     python -c "from corpusdb.ingest.readers import *; print(ReadOptions())"
 
-Readers yield `(text, meta)` pairs. A bad record (malformed JSON, missing, null or non-string text
+Readers yield batches of records (Arrow arrays of texts and meta values; `Reader.batches`), or
+`(text, meta)` pairs one at a time. JSON lines are parsed by Arrow a block at a time where that
+gives exactly what reading each line alone gives (`corpusdb.ingest.jsonl`). A bad record (malformed JSON, missing, null or non-string text
 field, bytes that are not UTF-8) either raises `InputError` naming the file and line and the fix,
 or, with `on_error="skip"`, is counted in `BadRecords` by reason and skipped. A damaged compressed
 file (truncated, corrupt, or another compression than its name says) is one error naming the
@@ -17,9 +19,7 @@ its meta column gets the number as written (meta columns are text).
 from __future__ import annotations
 
 import io
-import json
 import lzma
-import math
 import queue
 import threading
 import zlib
@@ -29,19 +29,19 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import fsspec
-import orjson
+import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
 
 from corpusdb.errors import InputError
 from corpusdb.storage import resolve, storage_errors
+from corpusdb.ingest.jsonl import BLOCK_BYTES, BOM, arrow_block, line_count, lookup, meta_value, records, split_lines, utf8_problem
 from corpusdb.ingest.sources import InputFile
 
 ON_ERROR = ("raise", "skip")
-BOM = b"\xef\xbb\xbf"
+BATCH_RECORDS = 4096  # records of Parquet rows or JSON lines read one by one handed over at once
 MAGIC = {b"\x1f\x8b": ("gzip", ".gz"), b"BZh": ("bz2", ".bz2"), b"\xfd7zXZ\x00": ("xz", ".xz"),
          b"\x28\xb5\x2f\xfd": ("zstd", ".zst")}
-_MISSING = object()
 SPECIAL_FIELDS = ("@file", "@line")
 SKIP_HINT = "or pass --on-error skip to skip and count bad records"
 
@@ -78,6 +78,21 @@ class BadRecords:
     @property
     def total(self) -> int:
         return sum(self.counts.values())
+
+
+@dataclass
+class Batch:
+    """Records of one input, in order: their texts and, per meta column, their values (Arrow strings)."""
+
+    texts: pa.Array
+    meta: dict[str, pa.Array]
+
+    @classmethod
+    def of(cls, texts: list[str], meta: dict[str, list]) -> Batch:
+        return cls(pa.array(texts, pa.string()), {column: pa.array(values, pa.string()) for column, values in meta.items()})
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
 class PrefetchReader(io.RawIOBase):
@@ -139,55 +154,6 @@ class PrefetchReader(io.RawIOBase):
         super().close()
 
 
-def _lookup(record: dict, path: str, missing: object = None) -> object:
-    value: object = record
-    for key in path.split("."):
-        if not isinstance(value, dict) or key not in value:
-            return missing
-        value = value[key]
-    return value
-
-
-class _Number(str):
-    """A JSON number no double or 64-bit integer holds, kept as written."""
-
-
-def _meta_value(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # an integer beyond 64 bits, alone or inside a list or object
-        return json.dumps(value, default=str, separators=(",", ":"))  # as compact as orjson's
-
-
-def _float_or_text(literal: str) -> float | str:
-    number = float(literal)
-    return number if math.isfinite(number) else _Number(literal)
-
-
-def _int_or_text(literal: str) -> int | str:
-    number = int(literal)
-    return number if -(2**63) <= number < 2**64 else _Number(literal)
-
-
-def _loads_lenient(line: bytes) -> object:
-    """Parse a line orjson refused only for a number it cannot hold; raise ValueError otherwise."""
-    return json.loads(line, parse_float=_float_or_text, parse_int=_int_or_text,
-                      parse_constant=lambda c: (_ for _ in ()).throw(ValueError(f"{c} is not JSON")))
-
-
-def _rounded_integer(value: object) -> bool:
-    """Whether orjson may have parsed an integer beyond 64 bits into a float (it does so silently)."""
-    if isinstance(value, float):
-        return value.is_integer() and abs(value) >= 2**63
-    if isinstance(value, list):
-        return any(_rounded_integer(v) for v in value)
-    if isinstance(value, dict):
-        return any(_rounded_integer(v) for v in value.values())
-    return False
-
-
 def _compression_of(head: bytes) -> tuple[str, str] | None:
     return next((found for magic, found in MAGIC.items() if head.startswith(magic)), None)
 
@@ -230,14 +196,6 @@ class ZstdFrames(io.RawIOBase):
         return n
 
 
-def _utf8_problem(data: bytes) -> str | None:
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return f"not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-    return None
-
-
 class Reader:
     """Reads one input file into `(text, meta)` records, handling bad records per `ReadOptions`."""
 
@@ -253,6 +211,9 @@ class Reader:
         self.bytes_read = 0  # of the file as stored (compressed), so far
         self._line = 0  # lines read whole so far
         self._meta_paths = [path for _, path in options.meta if path not in SPECIAL_FIELDS]
+        # JSON lines go to Arrow a block at a time where every field asked for is a top-level one
+        plain = "." not in options.text_field and not any("." in path for path in self._meta_paths)
+        self._arrow_fields = tuple(dict.fromkeys(self._meta_paths)) if plain else None
 
         def counted(n: int) -> None:
             self.bytes_read += n
@@ -307,13 +268,21 @@ class Reader:
             return io.BufferedReader(ZstdFrames(counted), buffer_size=1 << 20)
         return fsspec.compression.compr[self.item.compression](counted, mode="rb")
 
-    def __iter__(self) -> Iterator[tuple[str, dict]]:
+    def batches(self) -> Iterator[Batch]:
+        """The input's good records, in order, a batch at a time."""
         reader = {"jsonl": self._jsonl, "parquet": self._parquet, "text": self._text}[self.item.format]
         try:
             with storage_errors(self.item.url, self.fs):
                 yield from reader()
         finally:
             self.close()
+
+    def __iter__(self) -> Iterator[tuple[str, dict]]:
+        """The input's good records one at a time: (text, {meta column: value})."""
+        for batch in self.batches():
+            meta = {column: values.to_pylist() for column, values in batch.meta.items()}
+            for i, text in enumerate(batch.texts.to_pylist()):
+                yield text, {column: values[i] for column, values in meta.items()}
 
     def _meta(self, record: dict, number: int) -> dict:
         """Meta column values of one record (`number` is its line or row)."""
@@ -324,8 +293,22 @@ class Reader:
             elif path == "@line":
                 values[column] = str(number)
             else:
-                values[column] = _meta_value(_lookup(record, path))
+                values[column] = meta_value(lookup(record, path))
         return values
+
+    def _batched(self, found: Iterator[tuple[int, str, dict]]) -> Iterator[Batch]:
+        """Batches of BATCH_RECORDS records from (number, text, record) triples."""
+        texts: list[str] = []
+        meta: dict[str, list] = {column: [] for column, _ in self.options.meta}
+        for number, text, record in found:
+            texts.append(text)
+            for column, value in self._meta(record, number).items():
+                meta[column].append(value)
+            if len(texts) >= BATCH_RECORDS:
+                yield Batch.of(texts, meta)
+                texts, meta = [], {column: [] for column in meta}
+        if texts:
+            yield Batch.of(texts, meta)
 
     def _damaged(self, exc: BaseException, lines: int) -> bool:
         """Report a damaged compressed input (raise, or count it with skip); False if `exc` is not that."""
@@ -361,65 +344,65 @@ class Reader:
         except Exception:  # noqa: BLE001 - only a hint for a message
             return None
 
-    def _jsonl(self) -> Iterator[tuple[str, dict]]:
+    def _jsonl(self) -> Iterator[Batch]:
         try:
-            yield from self._jsonl_lines()
+            yield from self._jsonl_blocks()
         except Exception as exc:
             if not self._damaged(exc, self._line):
                 raise
 
-    def _jsonl_lines(self) -> Iterator[tuple[str, dict]]:
-        text_field = self.options.text_field
-        self._line = 0
+    def _jsonl_blocks(self) -> Iterator[Batch]:
+        """Blocks of whole lines (BLOCK_BYTES), each parsed by Arrow or, where Arrow's answer might
+        differ, line by line (`corpusdb.ingest.jsonl`). A read that fails (damaged compressed data)
+        first gives the records of the whole lines before it."""
+        self._line = 0  # lines read whole so far: an error in reading comes after them
+        pending = bytearray()
         with self._open() as handle:
-            for number, line in enumerate(handle, start=1):
-                self._line = number  # an error in reading the next line comes after this one
-                if number == 1 and line.startswith(BOM):
-                    line = line[len(BOM):]
-                if not line.strip():
-                    continue
+            while True:
                 try:
-                    record = orjson.loads(line)
-                except orjson.JSONDecodeError as exc:
-                    problem = _utf8_problem(line)
-                    if problem:
-                        self._bad("not_utf8", f"line {number}", problem, "re-encode the file as UTF-8")
+                    chunk = handle.read1(1 << 20)  # one read of the stream: what came before an error is kept
+                except Exception:
+                    yield from self._block(bytes(pending[: pending.rfind(b"\n") + 1]))
+                    raise
+                if chunk:
+                    pending += chunk
+                    if len(pending) < BLOCK_BYTES or (cut := pending.rfind(b"\n") + 1) == 0:
                         continue
-                    try:  # a number orjson cannot hold (1e400, 2**70) is still JSON
-                        record = _loads_lenient(line)
-                    except ValueError:
-                        self._bad("malformed_json", f"line {number}", f"malformed JSON ({exc})", "fix the line")
-                        continue
-                if not isinstance(record, dict):
-                    self._bad("malformed_json", f"line {number}", "not a JSON object", "write one object per line")
-                    continue
-                if any(_rounded_integer(_lookup(record, path)) for path in self._meta_paths):
-                    record = _loads_lenient(line)  # keep the integer's digits, as text
-                text = _lookup(record, text_field, _MISSING)
-                if text is _MISSING:
-                    fields = ", ".join(list(record)[:8])
-                    self._bad(
-                        "missing_field",
-                        f"line {number}",
-                        f"no field {text_field!r} (fields: {fields})",
-                        "name the text field with --text-field",
-                    )
-                    continue
-                if text is None:
-                    self._bad("null_text", f"line {number}", f"field {text_field!r} is null",
-                              "give every record a text, or name another field with --text-field")
-                    continue
-                if not isinstance(text, str):
-                    self._bad(
-                        "wrong_type",
-                        f"line {number}",
-                        f"field {text_field!r} is {type(text).__name__}, not a string",
-                        "name a string field with --text-field",
-                    )
-                    continue
-                yield text, self._meta(record, number)
+                else:
+                    cut = len(pending)
+                data = bytes(pending[:cut])
+                del pending[:cut]
+                yield from self._block(data)
+                if not chunk:
+                    return
 
-    def _parquet(self) -> Iterator[tuple[str, dict]]:
+    def _block(self, data: bytes) -> Iterator[Batch]:
+        """The records of a block of whole lines that follows line `self._line`."""
+        if not data:
+            return
+        first = self._line + 1
+        if first == 1 and data.startswith(BOM):
+            data = data[len(BOM):]
+        n_lines = line_count(data)
+        table = None
+        if self._arrow_fields is not None:
+            table = arrow_block(data, self.options.text_field, self._arrow_fields)
+        if table is None:
+            found = records(split_lines(data), first, self.options.text_field, self._meta_paths, self._bad)
+            yield from self._batched(found)
+        else:
+            meta = {}
+            for column, path in self.options.meta:
+                if path == "@file":
+                    meta[column] = pa.array([self.item.url] * table.num_rows, pa.string())
+                elif path == "@line":
+                    meta[column] = pa.array([str(first + row) for row in range(table.num_rows)], pa.string())
+                else:
+                    meta[column] = table.column(path).combine_chunks()
+            yield Batch(table.column(self.options.text_field).combine_chunks(), meta)
+        self._line += n_lines
+
+    def _parquet(self) -> Iterator[Batch]:
         text_field = self.options.text_field
         with storage_errors(self.item.url, self.fs):
             handle = self._with_details(self.fs.open(self.item.path, "rb", **self._open_options))
@@ -436,18 +419,33 @@ class Reader:
                 )
             columns = [name for name in wanted if name in names]
             row = 0
-            for batch in parquet.iter_batches(columns=columns, batch_size=4096):
-                for record in batch.to_pylist():
+            simple = all(path in SPECIAL_FIELDS or path in names and pa.types.is_string(parquet.schema_arrow.field(path).type)
+                         for _, path in self.options.meta)
+            for batch in parquet.iter_batches(columns=columns, batch_size=BATCH_RECORDS):
+                column = batch.column(text_field)
+                if simple and column.null_count == 0 and column.type in (pa.string(), pa.large_string()):
+                    # every text a string, every meta field a string column: the batch as it is
+                    meta = {name: (pa.array([self.item.url if path == "@file" else str(row + 1 + i)
+                                             for i in range(batch.num_rows)], pa.string())
+                                   if path in SPECIAL_FIELDS else batch.column(path))
+                            for name, path in self.options.meta}
+                    row += batch.num_rows
+                    yield Batch(column, meta)
+                    continue
+                texts = column.to_pylist()
+                rows = batch.select(sorted(top & set(columns))).to_pylist() if top else None
+                found = []
+                for i, text in enumerate(texts):
                     row += 1
-                    text = record.get(text_field)
                     if not isinstance(text, str):
                         problem = "is null" if text is None else f"is {type(text).__name__}, not a string"
                         self._bad("wrong_type", f"row {row}", f"column {text_field!r} {problem}", "clean the column")
                         continue
-                    yield text, self._meta(record, row)
+                    found.append((row, text, rows[i] if rows else {}))
+                yield from self._batched(iter(found))
         self._on_bytes(self.item.size)
 
-    def _text(self) -> Iterator[tuple[str, dict]]:
+    def _text(self) -> Iterator[Batch]:
         try:
             with self._open() as handle:
                 data = handle.read()
@@ -459,6 +457,6 @@ class Reader:
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:
-            self._bad("not_utf8", "", _utf8_problem(data) or "not valid UTF-8", "re-encode the file as UTF-8")
+            self._bad("not_utf8", "", utf8_problem(data) or "not valid UTF-8", "re-encode the file as UTF-8")
             return
-        yield text, self._meta({}, 1)
+        yield Batch.of([text], {column: [value] for column, value in self._meta({}, 1).items()})

@@ -101,6 +101,19 @@ def test_a_failing_input_removes_the_parts_it_wrote(tmp_path, corpus_dir):
 
 
 
+def test_an_input_read_whole_is_committed_when_the_next_fails_at_once(tmp_path):
+    """Small inputs share a part; one that fails on its first line still leaves those read before it done."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "a.jsonl").write_text('{"text": "first input"}\n')
+    (inputs / "b.jsonl").write_text('{"text": oops}\n{"text": "never read"}\n')
+    result = ingest(tmp_path, str(inputs))
+    assert result.exit_code == 1 and "b.jsonl line 1: malformed JSON" in result.output
+    db = corpusdb.open(str(tmp_path / "db"))
+    assert [entry["url"].endswith("a.jsonl") for entry in db.snapshot.inputs.values()] == [True]
+    assert [row[2] for row in rows(db)] == ["first input"]
+
+
 def test_inputs_before_a_failing_one_stay_done_and_the_fixed_rerun_equals_a_clean_run(tmp_path, corpus_dir):
     # Parts and markers are written behind the parsing, across inputs: the first input's marker
     # may still be in flight when the second fails. It must land; the second's parts must not.

@@ -64,3 +64,58 @@ def test_demo_corpus_builds_jsonl_from_real_text(tmp_path):
     again = tmp_path / "again"
     demo_corpus.build(str(again), ["python-code"], max_kb=30, seed=1, plain=False)
     assert gzip.decompress((again / "python-code.jsonl.gz").read_bytes()) == gzip.decompress(path.read_bytes())
+
+
+ws_texts = st.lists(st.sampled_from(["a", "\u00e9", " ", "\t", "\r", "\n", "\x1c", "\u3000", "e\u0301", "\x0b", "Z"]),
+                   max_size=12).map("".join)
+
+
+@given(st.lists(st.one_of(texts, ws_texts), max_size=30), st.integers(0, 3))
+def test_vectorised_normalize_and_doc_ids_are_the_per_text_ones(values, skip):
+    import pyarrow as pa
+
+    from corpusdb.text import doc_ids, normalize_texts
+
+    array = pa.array(values, pa.string()).slice(min(skip, len(values)))
+    normalized = normalize_texts(array)
+    assert normalized.to_pylist() == [normalize(v) for v in values[min(skip, len(values)):]]
+    assert doc_ids(normalized).tolist() == [doc_id(normalize(v)) for v in values[min(skip, len(values)):]]
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False) | texts,
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("abc"), inner, max_size=3),
+                           max_leaves=6)
+json_lines = st.one_of(
+    st.builds(lambda text, title, extra: json.dumps({"text": text, "title": title, "x": extra}),
+              st.one_of(texts, texts, json_values), st.one_of(texts, json_values), json_values),
+    st.builds(lambda text: json.dumps({"text": text}), ws_texts),
+    st.sampled_from(["", "   ", '{"text": oops}', "[1, 2]", '{"text": "a"} {"text": "b"}', '{"text": "n", "x": NaN}',
+                     '{"title": "no text"}', '{"text": "a", "text": "dup"}', '{"text": "caf\\ud800"}', '"just a string"']),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(json_lines, max_size=25), st.booleans(), st.sampled_from(["title=title", "title=title,line=@line", ""]))
+def test_jsonl_blocks_read_as_each_line_alone(lines, crlf, meta):
+    """Arrow's block parse gives exactly the records, bad records and messages of reading line by line."""
+    from corpusdb.ingest.jsonl import records
+    from corpusdb.ingest.readers import Reader, ReadOptions
+    from corpusdb.ingest.sources import list_inputs
+
+    data = ("\r\n" if crlf else "\n").join(lines).encode()
+    pairs = tuple(tuple(item.split("=")) for item in meta.split(",") if item)
+    options = ReadOptions(meta=pairs, on_error="skip")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "in.jsonl"
+        path.write_bytes(data)
+        [item], _ = list_inputs([str(path)], "auto", {})
+        reader = Reader(item, options, {}, lambda n: None)
+        got = list(reader)
+        bad = []
+        paths = [p for _, p in pairs if not p.startswith("@")]
+        found = list(records([line + b"\n" for line in data.split(b"\n")][:-1] + [data.split(b"\n")[-1]] * bool(
+            data.split(b"\n")[-1]), 1, "text", paths, lambda *args: bad.append(args)))
+        expected = [(text, {c: (str(n) if p == "@line" else reader._meta(record, n)[c]) for c, p in pairs})
+                    for n, text, record in found]
+        assert got == expected
+        assert sum(reader.bad.counts.values()) == len(bad)
