@@ -5,8 +5,9 @@
 A block of whole lines (`BLOCK_BYTES`) is parsed by `pyarrow.json` in C++ with an explicit schema
 of the text field and the meta fields as strings (every other field is skipped unparsed). Arrow's
 answer is taken only where it is certainly what reading each line alone gives (`records`): one row
-per line, no blank line, every text a string, every meta value a string or absent, valid UTF-8, no
-`NaN` or `Infinity` (which Arrow takes and JSON does not). Anything else (a malformed line, a number in a
+per line, no blank line, every text a string, every meta value a string or absent, valid UTF-8, and
+a line that spells `NaN` or `Infinity` (which Arrow takes as numbers and JSON does not) only inside
+a string. Anything else (a malformed line, a number in a
 meta field, a duplicate key, bytes that are not UTF-8, a dotted field path) sends the whole block
 line by line, which keeps every record, bad-record reason and message exactly as before.
 """
@@ -101,10 +102,26 @@ def line_count(data: bytes) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
+def _json_constants_quoted(data: bytes) -> bool:
+    """Whether every line that spells NaN or Infinity is JSON (the words inside strings): Arrow takes
+    them as numbers, JSON does not. Only those lines are parsed again, with orjson."""
+    for token in (b"NaN", b"Infinity"):
+        at = data.find(token)
+        while at != -1:
+            start, end = data.rfind(b"\n", 0, at) + 1, data.find(b"\n", at)
+            end = len(data) if end == -1 else end
+            try:
+                orjson.loads(data[start:end])
+            except orjson.JSONDecodeError:
+                return False
+            at = data.find(token, end)
+    return True
+
+
 def arrow_block(data: bytes, text_field: str, fields: tuple[str, ...]) -> pa.Table | None:
     """The block's records as a table of `text_field` and `fields` (all strings), one row per line, or
     None where that might differ from reading each line alone (the caller then does that)."""
-    if b"NaN" in data or b"Infinity" in data or _BLANK_LINE.search(b"\n" + data + (b"" if data.endswith(b"\n") else b"\n")):
+    if _BLANK_LINE.search(b"\n" + data + (b"" if data.endswith(b"\n") else b"\n")) or not _json_constants_quoted(data):
         return None
     names = list(dict.fromkeys([text_field, *fields]))
     options = pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in names]),
