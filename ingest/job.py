@@ -189,7 +189,9 @@ class PartWriter:
     def add(self, texts: pa.Array, meta: dict[str, pa.Array]) -> None:
         """Buffer a batch of one input's records (texts and meta values), writing a part each time the
         buffer fills, at the same documents as adding them one at a time would."""
-        texts = normalize_texts(texts)
+        # one type for every chunk a part concatenates (a Parquet input's may be large_string)
+        texts = normalize_texts(texts if texts.type == pa.string() else texts.cast(pa.string()))
+        meta = {column: values if values.type == pa.string() else values.cast(pa.string()) for column, values in meta.items()}
         ids = doc_ids(texts)
         sizes = pc.binary_length(texts).to_numpy(zero_copy_only=False).astype(np.int64)
         costs = np.cumsum(sizes + 64)  # buffered bytes after each document

@@ -20,7 +20,8 @@ keys as materialized (
 ),
 
 quota as (
-    select least(ceil(alpha * count(*)), count(*))::bigint as k from keys
+    -- alpha clamped to [0, 1] here so that a huge one is refused by checks, not by an overflowing cast
+    select least(ceil(least(greatest(alpha, 0), 1) * count(*)), count(*))::bigint as k from keys
 ),
 
 cut as (

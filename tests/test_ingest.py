@@ -89,6 +89,22 @@ def test_compressed_parquet_and_text_inputs_give_the_same_documents(tmp_path, co
         assert report.n_docs_written == len(want)
 
 
+def test_inputs_of_other_string_types_share_a_part(tmp_path, corpus_dir):
+    """Small inputs of any format share parts: JSON lines and Parquet of large strings, with meta, in one part."""
+    records = jsonl_records(corpus_dir / "bible.jsonl")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records[:20]))
+    pq.write_table(pa.table({"text": pa.array([r["text"] for r in records[20:40]], pa.large_string()),
+                             "title": pa.array([r["title"] for r in records[20:40]], pa.string())}),
+                   folder / "b.parquet")
+    db = corpusdb.init(str(tmp_path / "db"))
+    report = db.ingest([str(folder)], source="bible", meta={"title": "title"}, progress=False)
+    assert report.n_parts_written == 1
+    got = {text: title for text, title in rows(db, "text, title")}
+    assert got == {normalize(r["text"]): r["title"] for r in records[:40]}
+
+
 def test_reingesting_the_same_inputs_changes_nothing(fixture_db, corpus_dir):
     before_rows = rows(fixture_db)
     before_parts = part_files(Path(fixture_db.url))
