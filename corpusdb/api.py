@@ -139,21 +139,25 @@ class View:
         return export_view(self.db, self.name, url, **options)
 
 
-def init(url: str, storage_options: dict | None = None) -> Database:
+def init(url: str, storage_options: dict | None = None, *, memory_limit: str | None = None) -> Database:
     """Create a database at `url` (a local path or fsspec URL), or open it if one is there already."""
-    return Database.create(url, storage_options)
+    return Database.create(url, storage_options, memory_limit=memory_limit)
 
 
 def open(url: str, storage_options: dict | None = None, *, as_of: int | None = None, allow: Iterable[str] = (),  # noqa: A001
-         unsafe: bool = False) -> Database:
+         unsafe: bool = False, memory_limit: str | None = None) -> Database:
     """Open the database at `url`, at its latest version or at version `as_of` (read-only).
+
+    `memory_limit` ("6GB") bounds DuckDB's memory for this database's queries (sorts, joins and
+    aggregates spill beyond it); default: the CORPUSDB_MEMORY_LIMIT environment variable, else
+    DuckDB's own (80% of RAM).
 
     Raises:
         DatabaseNotFoundError: no `corpusdb.json` there.
         VersionError: `as_of` is not a committed version.
         StorageError: the URL cannot be reached or read.
     """
-    return Database.connect(url, storage_options, as_of=as_of, allow=allow, unsafe=unsafe)
+    return Database.connect(url, storage_options, as_of=as_of, allow=allow, unsafe=unsafe, memory_limit=memory_limit)
 
 
 __all__ = ["Database", "View", "init", "open"]

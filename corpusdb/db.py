@@ -19,6 +19,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
+import tempfile
+import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 
 import duckdb
@@ -40,12 +44,27 @@ from corpusdb.tables import (
 )
 from corpusdb.versions import Snapshot
 
+MEMORY_LIMIT_ENV = "CORPUSDB_MEMORY_LIMIT"  # DuckDB's memory limit for every database a process opens
+TEMP_ENV = "CORPUSDB_TEMP_DIRECTORY"  # where DuckDB spills (default: the system's temporary folder)
 MODEL_COLUMNS = {"model": "VARCHAR", "content_hash": "VARCHAR", "tokenizer_hash": "VARCHAR", "path": "VARCHAR", "unit": "VARCHAR"}
 
 
 def _empty_select(columns: dict[str, str]) -> str:
     cols = ", ".join(f'null::{kind} as "{name}"' for name, kind in columns.items())
     return f"select {cols} where false"
+
+
+def set_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> None:
+    """DuckDB's memory limit on `con`.
+
+    Raises:
+        ValueError: `limit` is not a size DuckDB reads.
+    """
+    try:
+        con.execute("set memory_limit = ?", [str(limit)])
+    except duckdb.Error as error:
+        raise ValueError(f"memory limit {limit!r} is not a size DuckDB reads; give a number and a unit, e.g. 4GB or "
+                         "500MB") from error
 
 
 def allowed_directories(location: Location) -> list[str]:
@@ -66,15 +85,18 @@ class Database:
         as_of: a committed version to read instead of the latest (read-only).
         allow: more local paths or URLs DuckDB may read (e.g. a CSV the user joins against).
         unsafe: give DuckDB full access to files and extensions (SQL typed by the user).
+        memory_limit: DuckDB's memory limit for this database's queries ("6GB"); beyond it sorts,
+            joins and aggregates spill to a temporary folder of the connection's own. Default: the
+            CORPUSDB_MEMORY_LIMIT environment variable, else DuckDB's (80% of RAM).
     """
 
     def __init__(self, location: Location, catalog: Catalog, *, as_of: int | None = None,
-                 allow: Iterable[str] = (), unsafe: bool = False):
+                 allow: Iterable[str] = (), unsafe: bool = False, memory_limit: str | None = None):
         self.location = location
         self.catalog = catalog
         self.as_of = as_of
         self.unsafe = unsafe
-        self._con = self._connect(allow)
+        self._con = self._connect(allow, memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or None)
         self.snapshot: Snapshot = versions.load(location, as_of)
         self._annotation_views: set[str] = set()
         self._loaded: int | None = self.snapshot.version  # the version the DuckDB views show
@@ -84,7 +106,7 @@ class Database:
 
     @classmethod
     def connect(cls, url: str, storage_options: dict | None = None, *, as_of: int | None = None,
-                allow: Iterable[str] = (), unsafe: bool = False):
+                allow: Iterable[str] = (), unsafe: bool = False, memory_limit: str | None = None):
         """Open the database at `url`, at its latest version or at version `as_of` (read-only).
 
         Raises:
@@ -93,23 +115,30 @@ class Database:
             StorageError: the URL cannot be reached or read.
         """
         location = Location(url, storage_options or {})
-        return cls(location, _catalog(location), as_of=as_of, allow=allow, unsafe=unsafe)
+        return cls(location, _catalog(location), as_of=as_of, allow=allow, unsafe=unsafe, memory_limit=memory_limit)
 
     @classmethod
-    def create(cls, url: str, storage_options: dict | None = None):
+    def create(cls, url: str, storage_options: dict | None = None, *, memory_limit: str | None = None):
         """Create a database at `url` (a local path or fsspec URL), or open it if one is there already."""
         location = Location(url, storage_options or {})
         if not location.exists(CATALOG_FILE):
             if location.is_local:
                 location.fs.makedirs(location.path, exist_ok=True)
             location.create_exclusive(catalog_bytes(Catalog.new()), CATALOG_FILE)
-        return cls(location, _catalog(location))
+        return cls(location, _catalog(location), memory_limit=memory_limit)
 
-    def _connect(self, allow: Iterable[str]) -> duckdb.DuckDBPyConnection:
+    def _connect(self, allow: Iterable[str], memory_limit: str | None) -> duckdb.DuckDBPyConnection:
         config = {} if self.unsafe else {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
         con = duckdb.connect(config=config)
         # parts never change once written, so their footers can be cached for every later query
         con.execute("set parquet_metadata_cache = true")
+        if memory_limit is not None:
+            set_memory_limit(con, memory_limit)
+        # what spills goes to a folder of this connection's own (DuckDB's default is `.tmp` in the
+        # working directory), made only when something spills and removed with the connection
+        spill = os.path.join(os.environ.get(TEMP_ENV) or tempfile.gettempdir(), f"corpusdb-spill-{uuid.uuid4().hex}")
+        con.execute("set temp_directory = ?", [spill])
+        self._spilled = weakref.finalize(self, shutil.rmtree, spill, True)
         if not self.location.is_local:
             con.register_filesystem(self.location.fs)
         if not self.unsafe:
@@ -161,6 +190,7 @@ class Database:
 
     def close(self) -> None:
         self._con.close()
+        self._spilled()  # DuckDB's temporary files, if anything spilled
 
     def parts(self, table: str) -> list[str]:
         """Paths (inside the filesystem) of the Parquet parts of `table` at this version, sorted."""

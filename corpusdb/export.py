@@ -135,7 +135,7 @@ class _PartSink:
             entry["file"] = f"part-{index:05d}-{self.key}.jsonl"
             self._claim(entry["file"])
         else:
-            prefix = f"{self.fmt if self.fmt != 'tokens' else 'tokens'}-{index:05d}-{self.key}"
+            prefix = f"{self.fmt}-{index:05d}-{self.key}"
             names = {"tokens": (f"{prefix}.bin", f"{prefix}.idx.parquet"), "megatron": (f"{prefix}.bin", f"{prefix}.idx"),
                      "datatrove": (f"{prefix}.ds", f"{prefix}.ds.index", f"{prefix}.ds.metadata")}[self.fmt]
             entry.update(zip(("file", "index", "metadata"), names))

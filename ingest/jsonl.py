@@ -1,6 +1,6 @@
 """JSON lines into records: blocks of lines parsed by Arrow, and any block Arrow cannot take exactly, line by line.
 
-    python -c "from corpusdb.ingest.jsonl import arrow_block; print(arrow_block(b'{\"text\": \"a\"}\\n', 'text', ()))"
+    python -c "from corpusdb.ingest.jsonl import arrow_block; print(arrow_block(b'{\"text\": \"a\"}\\n', 1, 'text', ()))"
 
 A block of whole lines (`BLOCK_BYTES`) is parsed by `pyarrow.json` in C++ with an explicit schema
 of the text field and the meta fields as strings (every other field is skipped unparsed). Arrow's
@@ -118,9 +118,9 @@ def _json_constants_quoted(data: bytes) -> bool:
     return True
 
 
-def arrow_block(data: bytes, text_field: str, fields: tuple[str, ...]) -> pa.Table | None:
-    """The block's records as a table of `text_field` and `fields` (all strings), one row per line, or
-    None where that might differ from reading each line alone (the caller then does that)."""
+def arrow_block(data: bytes, n_lines: int, text_field: str, fields: tuple[str, ...]) -> pa.Table | None:
+    """The block's records (its `n_lines` lines) as a table of `text_field` and `fields` (all strings), one
+    row per line, or None where that might differ from reading each line alone (the caller then does that)."""
     if _BLANK_LINE.search(b"\n" + data + (b"" if data.endswith(b"\n") else b"\n")) or not _json_constants_quoted(data):
         return None
     names = list(dict.fromkeys([text_field, *fields]))
@@ -132,7 +132,7 @@ def arrow_block(data: bytes, text_field: str, fields: tuple[str, ...]) -> pa.Tab
         table.validate(full=True)  # Arrow's JSON reader may pass bytes that are not UTF-8 into a string
     except (pa.ArrowException, ValueError):
         return None
-    if table.num_rows != line_count(data) or table.column(text_field).null_count:
+    if table.num_rows != n_lines or table.column(text_field).null_count:
         return None
     return table
 

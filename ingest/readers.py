@@ -366,7 +366,9 @@ class Reader:
                     raise
                 if chunk:
                     pending += chunk
-                    if len(pending) < BLOCK_BYTES or (cut := pending.rfind(b"\n") + 1) == 0:
+                    # the last newline is in this chunk or was there when the block was still short: look in
+                    # the chunk only, so a line of any length costs one pass
+                    if len(pending) < BLOCK_BYTES or (cut := pending.rfind(b"\n", len(pending) - len(chunk)) + 1) == 0:
                         continue
                 else:
                     cut = len(pending)
@@ -386,7 +388,7 @@ class Reader:
         n_lines = line_count(data)
         table = None
         if self._arrow_fields is not None:
-            table = arrow_block(data, self.options.text_field, self._arrow_fields)
+            table = arrow_block(data, n_lines, self.options.text_field, self._arrow_fields)
         if table is None:
             found = records(split_lines(data), first, self.options.text_field, self._meta_paths, self._bad)
             yield from self._batched(found)

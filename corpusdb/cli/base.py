@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 import duckdb
 
 import corpusdb
+from corpusdb.db import MEMORY_LIMIT_ENV, set_memory_limit
 from corpusdb.errors import CorpusDBError
 from corpusdb.output import FORMATS, render
 from corpusdb.storage import parse_storage_options
@@ -68,7 +71,10 @@ def format_option(func):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(corpusdb.__version__, prog_name="corpusdb")
-def cli() -> None:
+@click.option("--memory-limit", metavar="SIZE", envvar=MEMORY_LIMIT_ENV,
+              help="DuckDB's memory limit for every database the command opens, e.g. 6GB; sorts, joins and aggregates "
+                   f"spill to disk beyond it (also ${MEMORY_LIMIT_ENV}) [default: DuckDB's, 80% of RAM]")
+def cli(memory_limit: str | None) -> None:
     """corpusdb: a corpus refinement database for language-model pre-training.
 
     A database is a folder (local path or fsspec URL: s3://, gs://, memory://) of Parquet tables
@@ -82,7 +88,11 @@ def cli() -> None:
       corpusdb view create demo/db refined --sql "select * from difference('teacher', 'reference', docs := 'dedup')"
       corpusdb export demo/db refined out/refined --format tokens --tokenizer out/student
       corpusdb train demo/db --view refined --out out/student
+      corpusdb --memory-limit 6GB sql big/db "select count(*) from curriculum('reference')"
     """
+    if memory_limit:
+        set_memory_limit(duckdb.connect(), memory_limit)  # a bad size fails here, in one line
+        os.environ[MEMORY_LIMIT_ENV] = memory_limit  # for this process and the workers and shards it starts
 
 
 def print_relation(relation, fmt: str) -> None:

@@ -39,6 +39,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from corpusdb.db import set_memory_limit
+
 EMPTY = 4294967295
 CHAIN = 2  # components mode: each member of a bucket first meets its next CHAIN members in signature order
 EXACT_BATCH = 262_144  # pairs checked on their true Jaccard at a time
@@ -167,10 +169,7 @@ def memory_limited(con: duckdb.DuckDBPyConnection, limit: str | None):
         yield
         return
     before = con.execute("select current_setting('memory_limit')").fetchall()[0][0]
-    try:
-        con.execute("set memory_limit = ?", [str(limit)])
-    except duckdb.Error as error:
-        raise ValueError(f"memory limit {limit!r} is not a size DuckDB reads; give a number and a unit, e.g. 4GB or 500MB") from error
+    set_memory_limit(con, limit)
     try:
         yield
     finally:
