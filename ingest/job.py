@@ -228,8 +228,8 @@ class PartWriter:
         self.n_duplicates += int(upto - keep.sum())
         if keep.any():
             index = np.flatnonzero(keep)
-            taken = None if len(index) == upto else pa.array(index)
-            part = lambda array: array.slice(0, upto) if taken is None else array.take(taken)  # noqa: E731
+            kept = None if len(index) == upto else pa.array(keep)
+            part = lambda array: array.slice(0, upto) if kept is None else array.slice(0, upto).filter(kept)  # noqa: E731
             columns = {
                 "doc_id": pa.array(ids[index]),
                 "source": pa.array([self.source] * len(index), pa.string()),
