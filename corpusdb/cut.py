@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 
 from corpusdb.statements import quote
 from corpusdb.storage import Location, storage_errors
+from corpusdb.text import string_buffers
 
 if TYPE_CHECKING:
     from corpusdb.db import Database
@@ -166,9 +167,7 @@ def byte_spans(texts: pa.Array, starts: np.ndarray, ends: np.ndarray, rows: np.n
     Raises:
         ValueError: a span cuts a UTF-8 character in two (as the instances view's `decode` refuses it).
     """
-    texts = texts.cast(pa.large_string()) if texts.type != pa.large_string() else texts
-    offsets = np.frombuffer(texts.buffers()[1], dtype=np.int64)[texts.offset : texts.offset + len(texts) + 1]
-    data = np.frombuffer(texts.buffers()[2], dtype=np.uint8) if texts.buffers()[2] is not None else np.empty(0, np.uint8)
+    offsets, data = string_buffers(texts)
     rows = np.arange(len(texts)) if rows is None else np.asarray(rows, dtype=np.int64)
     ends = np.clip(np.asarray(ends, dtype=np.int64), 0, offsets[rows + 1] - offsets[rows])
     starts = np.clip(np.asarray(starts, dtype=np.int64), 0, ends)

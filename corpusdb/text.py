@@ -39,8 +39,9 @@ _ASCII_SPACE = np.zeros(256, dtype=np.bool_)
 _ASCII_SPACE[[ord(c) for c in map(chr, range(128)) if c.isspace()]] = True
 
 
-def _offsets_and_data(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """A string array's offsets (one past each text's end included) and its whole data buffer."""
+def string_buffers(texts: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A string array's offsets into its data (int64, one past each text's end included) and its whole
+    data buffer (uint8), without a copy of the data."""
     width = np.int64 if pa.types.is_large_string(texts.type) else np.int32
     offsets = np.frombuffer(texts.buffers()[1], dtype=width)[texts.offset : texts.offset + len(texts) + 1]
     data = texts.buffers()[2]
@@ -52,7 +53,7 @@ def normalize_texts(texts: pa.Array) -> pa.Array:
     found with vectorised checks (not ASCII, a carriage return, whitespace at either end)."""
     if not len(texts):
         return texts
-    offsets, data = _offsets_and_data(texts)
+    offsets, data = string_buffers(texts)
     used = data[offsets[0] : offsets[-1]]
     sizes = np.diff(offsets)
     filled = sizes > 0
@@ -71,7 +72,7 @@ def normalize_texts(texts: pa.Array) -> pa.Array:
 
 def doc_ids(texts: pa.Array) -> np.ndarray:
     """`doc_id` of every text of a string array of normalised texts (no nulls), as int64."""
-    offsets, data = _offsets_and_data(texts)
+    offsets, data = string_buffers(texts)
     view, bounds = memoryview(data), offsets.tolist()
     hashes = map(xxhash.xxh3_64_intdigest, map(view.__getitem__, map(slice, bounds[:-1], bounds[1:])))
     return np.fromiter(hashes, dtype=np.uint64, count=len(texts)).view(np.int64)
