@@ -32,7 +32,7 @@ def _setting(db: corpusdb.Database, name: str) -> str:
 
 
 def test_a_limit_spills_to_the_connections_own_folder_and_changes_no_row(synthetic, monkeypatch):
-    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "")  # unset for the test (an empty value sets no limit), restored after
     query = "select doc_id, curriculum_rank, length(text) from curriculum('reference')"
     free = corpusdb.open(synthetic)
     expected = free.sql(query).fetchall()
@@ -60,7 +60,7 @@ def test_the_environment_sets_the_limit_and_an_argument_wins(synthetic, monkeypa
 
 
 def test_the_cli_option_applies_to_the_command_and_a_bad_size_is_one_line(synthetic, monkeypatch):
-    monkeypatch.delenv(MEMORY_LIMIT_ENV, raising=False)
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "")  # unset for the test (an empty value sets no limit), restored after
     runner = CliRunner()
     result = runner.invoke(cli, ["--memory-limit", "lots", "sql", synthetic, "select 1"])
     assert result.exit_code == 1 and result.output == (
