@@ -17,6 +17,8 @@ from pathlib import Path
 import duckdb
 
 HEADER_KEYS = ("purpose", "depends", "params")
+# A CTE of a chain: `name as (`, `name as materialized (` or `with name as (`, alone on its line.
+STEP_RE = re.compile(r"^(?:with\s+)?([a-z_][a-z0-9_]*)\s+as\s+(?:not\s+)?(?:materialized\s+)?\($", re.M)
 
 
 def builtin_dir() -> Path:
@@ -37,6 +39,7 @@ class ViewFile:
     depends: tuple[str, ...]
     params: str
     text: str
+    steps: tuple[str, ...]  # the names of its CTEs
 
 
 def parse(path: Path) -> ViewFile:
@@ -61,7 +64,8 @@ def parse(path: Path) -> ViewFile:
     else:
         kind = "scalar macro"
     depends = tuple(d.strip() for d in header["depends"].split(",") if d.strip())
-    return ViewFile(path.stem, kind, header["purpose"], depends, header["params"], text)
+    steps = tuple(dict.fromkeys(STEP_RE.findall(text)))
+    return ViewFile(path.stem, kind, header["purpose"], depends, header["params"], text, steps)
 
 
 @functools.cache

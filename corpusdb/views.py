@@ -51,6 +51,10 @@ def create_view(db: Database, name: str, sql: str, replace: bool = False) -> int
         raise ValueError(f"view name {name!r} must be lowercase letters, digits and '_', starting with a letter or '_'")
     if name in reserved_names():
         raise ValueError(f"{name!r} is a table or built-in view; choose another name")
+    inside = [v.name for v in builtin_views() if "create or replace macro" in v.text and name in v.steps]
+    if inside:  # query_table(docs) inside a macro finds its own CTE of that name before any view
+        raise ValueError(f"{name!r} names a step (CTE) of the built-in {', '.join(inside)}, which would read that step "
+                         f"instead of your view when passed docs := {name!r}; choose another name")
     if name.startswith(ANNOTATION_VIEW_PREFIX):
         raise ValueError(f"{name!r}: names starting with {ANNOTATION_VIEW_PREFIX!r} are the annotations' views; choose another name")
     if name in db.snapshot.views and not replace:

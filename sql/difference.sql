@@ -1,5 +1,5 @@
 -- purpose: MiniPLM Difference Sampling: the top alpha fraction of documents by teacher-minus-reference log-likelihood
--- depends: difference_keys, require, unit_key
+-- depends: instances_of, difference_keys, require, unit_key
 -- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents' (or 'instances')
 -- Keeps the first ceil(alpha * N) of the N documents (or instances) that have both scores in the
 -- order (score desc, unit_id asc), so ties are broken by doc_id (instance_id over instances) and
@@ -27,9 +27,8 @@ quota as (
 cut as (
     -- the k-th unit in selection order: everything at or before it is kept
     select score, unit_id
-    from keys
-    order by score desc, unit_id asc
-    limit 1 offset (select greatest(k - 1, 0) from quota)
+    from (select score, unit_id, row_number() over (order by score desc, unit_id asc) as position from keys)
+    where position = (select greatest(k, 1) from quota)
 ),
 
 kept as (
@@ -42,9 +41,28 @@ kept as (
         and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
 ),
 
+kept_spans as materialized (
+    -- docs := 'instances': only the kept spans are joined to their documents and cut (kept_instances).
+    -- Materialised, so that DuckDB cannot join every span to its document before the kept keys. Every
+    -- kept span has bytes (its score divides by them): DuckDB estimates that the condition keeps a
+    -- fifth of the rows, so it hashes the kept spans and streams the documents' text (it hashes the
+    -- side it estimates smaller, and without this the documents whenever the kept spans outnumber them)
+    select i.*
+    from instance_spans as i
+    semi join kept on i.instance_id = kept.unit_id
+    where i.byte_end > i.byte_start
+),
+
+kept_instances as (
+    select * from instances_of('kept_spans')
+),
+
 final as (
     select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score
-    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    from (
+        select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id
+        from query_table(case when docs = 'instances' then 'kept_instances' else docs end)
+    ) as d
     inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
 )
 

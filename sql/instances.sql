@@ -1,5 +1,5 @@
 -- purpose: documents cut into instances of at most N tokens (`corpusdb instances`): one row per span, with its text and its document's columns
--- depends:
+-- depends: instances_of
 -- params: none (a view over instance_spans and documents; empty until `corpusdb instances` has run)
 -- An instance is the bytes [byte_start, byte_end) of its document's text: consecutive spans of
 -- n_tokens tokens of the instances' tokenizer (`settings` in `corpusdb stats`) that end on token
@@ -8,18 +8,7 @@
 -- instance. Policies take `docs := 'instances'`.
 create or replace view instances as
 with final as (
-    select
-        i.instance_id,
-        i.doc_id,
-        i.position,
-        i.byte_start,
-        i.byte_end,
-        i.n_tokens,
-        d.* exclude (doc_id, text, n_bytes),
-        decode(encode(d.text)[i.byte_start + 1:i.byte_end]) as text,
-        i.n_bytes
-    from instance_spans as i
-    inner join documents as d on i.doc_id = d.doc_id
+    select * from instances_of('instance_spans')
 )
 
 select * from final;

@@ -21,7 +21,7 @@ from corpusdb.cut import byte_spans, make_cut, places_sql, text_kind
 from corpusdb.provenance import provenance
 from corpusdb.text import doc_id
 from corpusdb.train import ViewDataset, World
-from tests.test_policy_plans import _commit_halves, _commit_scores, _text_scans
+from tests.test_policy_plans import _commit_spans, _commit_scores, _text_scans
 
 N_DOCS = 600
 ROW_GROUP = 50
@@ -40,7 +40,7 @@ def parts_db(tmp_path_factory) -> corpusdb.Database:
         written = db.location.write_parquet(table, "documents", f"part-{index}.parquet", row_group_size=ROW_GROUP)
         db.register_parts("documents", [written.path])
     ids, sizes = [doc_id(t) for t in texts], [len(t.encode()) for t in texts]
-    instance_ids, instance_sizes = _commit_halves(db, texts)
+    instance_ids, instance_sizes = _commit_spans(db, texts)
     for model in ("teacher", "reference"):
         _commit_scores(db, model, ids, sizes, rng)
         _commit_scores(db, f"{model}_i", instance_ids, instance_sizes, rng, unit="instances")

@@ -128,6 +128,24 @@ def test_views_compose_as_ordinary_sql(db):
     assert names(reopened, "select doc_id from curriculum('reference', docs := 'refined')") == ordered
 
 
+def test_a_view_may_not_take_the_name_of_a_policys_step(db):
+    # query_table(docs) inside a table macro finds the macro's own CTE of that name before any view:
+    # a user view named `kept` passed as docs would silently be the policy's kept rows
+    plain = "select * from documents where source = 'web'"
+    db.con.execute(f"create temp view kept as {plain}")
+    with pytest.raises(Exception, match="unit_id"):  # the policy reads its own `kept`, not this view
+        db.sql("select * from difference('teacher', 'reference', alpha := 1.0, docs := 'kept')").fetchall()
+    db.con.execute("drop view kept")
+    for name in ("kept", "final", "keys", "units", "kept_instances"):
+        with pytest.raises(ValueError, match=rf"'{name}' names a step \(CTE\) of the built-in .*difference.*; choose "
+                                             "another name"):
+            db.create_view(name, plain)
+    assert "kept" not in db.snapshot.views and db.create_view("kept_web", plain).name == "kept_web"
+    expected = names(db, "select doc_id from difference('teacher', 'reference', alpha := 1.0) where source = 'web'")
+    got = names(db, "select doc_id from difference('teacher', 'reference', alpha := 1.0, docs := 'kept_web')")
+    assert sorted(got) == sorted(expected)
+
+
 @pytest.mark.parametrize("sql, message", [
     ("difference('teachr', 'reference')", "difference: no scores named 'teachr'; scored models: reference, teacher"),
     ("difference('teacher', 'referense')", "difference: no scores named 'referense'; scored models: reference, teacher"),
