@@ -90,6 +90,7 @@ json_lines = st.one_of(
               st.one_of(texts, texts, json_values), st.one_of(texts, json_values), json_values),
     st.builds(lambda text: json.dumps({"text": text}), ws_texts),
     st.sampled_from(["", "   ", '{"text": oops}', "[1, 2]", '{"text": "a"} {"text": "b"}', '{"text": "n", "x": NaN}',
+                     '{"text": "NaN, Infinity and -Infinity are words here"}', '{"text": "Infinity", "x": -Infinity}',
                      '{"title": "no text"}', '{"text": "a", "text": "dup"}', '{"text": "caf\\ud800"}', '"just a string"']),
 )
 
