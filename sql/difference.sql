@@ -1,5 +1,5 @@
 -- purpose: MiniPLM Difference Sampling: the top alpha fraction of documents by teacher-minus-reference log-likelihood
--- depends: instances_of, difference_keys, require, unit_key
+-- depends: instances_of_kept, difference_keys, require, unit_key
 -- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents' (or 'instances')
 -- Keeps the first ceil(alpha * N) of the N documents (or instances) that have both scores in the
 -- order (score desc, unit_id asc), so ties are broken by doc_id (instance_id over instances) and
@@ -41,20 +41,9 @@ kept as (
         and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
 ),
 
-kept_spans as materialized (
-    -- docs := 'instances': only the kept spans are joined to their documents and cut (kept_instances).
-    -- Materialised, so that DuckDB cannot join every span to its document before the kept keys. Every
-    -- kept span has bytes (its score divides by them): DuckDB estimates that the condition keeps a
-    -- fifth of the rows, so it hashes the kept spans and streams the documents' text (it hashes the
-    -- side it estimates smaller, and without this the documents whenever the kept spans outnumber them)
-    select i.*
-    from instance_spans as i
-    semi join kept on i.instance_id = kept.unit_id
-    where i.byte_end > i.byte_start
-),
-
 kept_instances as (
-    select * from instances_of('kept_spans')
+    -- docs := 'instances': only the kept spans are joined to their documents and cut
+    select * from instances_of_kept('kept')
 ),
 
 final as (

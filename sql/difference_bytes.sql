@@ -1,5 +1,5 @@
 -- purpose: MiniPLM Difference Sampling under a byte budget: the top documents by teacher-minus-reference log-likelihood until they hold alpha of the text
--- depends: instances_of, difference_keys, require, unit_key
+-- depends: instances_of_kept, difference_keys, require, unit_key
 -- params: teacher, reference (score names); alpha := 0.5 (fraction of the text bytes); per := 'byte' | 'token'; docs := 'documents'
 -- MiniPLM scores equal-length instances, so its top alpha of instances is also alpha of the tokens.
 -- With whole documents of very different lengths, `difference` (alpha of the documents) can hold
@@ -51,20 +51,9 @@ kept as (
         and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
 ),
 
-kept_spans as materialized (
-    -- docs := 'instances': only the kept spans are joined to their documents and cut (kept_instances).
-    -- Materialised, so that DuckDB cannot join every span to its document before the kept keys. Every
-    -- kept span has bytes (its score divides by them): DuckDB estimates that the condition keeps a
-    -- fifth of the rows, so it hashes the kept spans and streams the documents' text (it hashes the
-    -- side it estimates smaller, and without this the documents whenever the kept spans outnumber them)
-    select i.*
-    from instance_spans as i
-    semi join kept on i.instance_id = kept.unit_id
-    where i.byte_end > i.byte_start
-),
-
 kept_instances as (
-    select * from instances_of('kept_spans')
+    -- docs := 'instances': only the kept spans are joined to their documents and cut
+    select * from instances_of_kept('kept')
 ),
 
 final as (

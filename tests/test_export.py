@@ -55,8 +55,8 @@ def test_parquet_and_jsonl_exports_round_trip(scored_db, tmp_path):
     manifest = scored_db.view(VIEW).export(str(tmp_path / "pq"), part_size_mb=0.05)
     assert manifest["n_rows"] == 357 and len(manifest["parts"]) >= 5
     assert manifest["sql"] == f"select * from {VIEW}" and len(manifest["inputs_hash"]) == 32
-    assert set(manifest["definitions"]) == {"difference", "difference_keys", "instances_of", "require", "require_unit",
-                                            "scored_models", "unit_key", "unit_of"}
+    assert set(manifest["definitions"]) == {"difference", "difference_keys", "instances_of", "instances_of_kept", "require",
+                                            "require_unit", "scored_models", "unit_key", "unit_of"}
     assert set(manifest["models"]) == {"teacher", "reference"} and manifest["version"] == scored_db.version
     assert all(m["content_hash"] and m["tokenizer_hash"] for m in manifest["models"].values())
     back = [r for p in manifest["parts"] for r in pq.read_table(tmp_path / "pq" / p["file"]).to_pylist()]

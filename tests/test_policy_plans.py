@@ -7,7 +7,7 @@ scan that reads `text` streams straight into a join whose other side holds the r
 that brings the kept rows' text back), as the side the join probes with, not the one it hashes, and
 that no window, top-N, grouping or materialised CTE sits above it: only the kept rows' text is
 sorted, hashed or buffered. Over instances the kept spans are joined to their documents before the
-text is cut (`instances_of`), not the `instances` view (every span of every document) to the keys.
+text is cut (`instances_of_kept`), not the `instances` view (every span of every document) to the keys.
 """
 
 from __future__ import annotations
