@@ -6,7 +6,11 @@
 Jobs never delete a part once it is committed, so every version can be read back (`--as-of`), and
 a killed job leaves its uncommitted parts behind, unread. Vacuum deletes, under the tables'
 folders, exactly the files that no kept version lists and that are older than `grace_seconds`
-(a job still running may not have committed its newest parts yet). With `keep_versions`, the
+(a job still running may not have committed its newest parts yet), and only files named as
+corpusdb names its parts, index runs and temporaries: anything else (a user's notes, another
+tool's files) is kept and reported. On a local disk a table folder, or anything in one, that is a
+link leading out of the database folder is not entered (a folder moved to another disk and linked
+back may hold other files); vacuum reports it. With `keep_versions`, the
 older version files are deleted first, so no remaining version ever names a missing file; where
 the oldest kept version is a delta (`corpusdb.versions`), its file is first rewritten whole (the
 same catalog), so it no longer needs the versions before it.
@@ -15,7 +19,9 @@ same catalog), so it no longer needs the versions before it.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import posixpath
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -26,6 +32,17 @@ if TYPE_CHECKING:
     from corpusdb.db import Database
 
 FOLDERS = ("documents", "scores", "minhash", "instances", "annotations", "_index")
+# The names corpusdb gives the files of those folders: parts, imported annotation parts, doc_id index
+# runs, and temporaries (storage.TMP_PREFIX) of writes that never finished.
+OURS = re.compile(r"^(?:(?:part|import)-[\w.=-]*\.parquet|run-[0-9a-f]+\.bin|" + re.escape(TMP_PREFIX) + r".*)$")
+
+
+def _outside(location, path: str) -> bool:
+    """Whether a local `path` leads, through a link, out of the database's folder."""
+    if not location.is_local:
+        return False
+    root = os.path.realpath(location.path)
+    return os.path.commonpath([root, os.path.realpath(path)]) != root
 
 
 def _age(info: dict, now: float) -> float:
@@ -63,15 +80,24 @@ def vacuum(db: Database, *, keep_versions: int | None = None, grace_seconds: flo
         for number in dropped_versions:
             location.remove(location.join(VERSIONS, version_file(number)))
     now = time.time()
-    removed, kept_young, freed = [], 0, 0
+    removed, kept_young, freed, foreign, linked_out = [], 0, 0, [], []
     for folder in FOLDERS:
         path = location.join(folder)
+        if _outside(location, path):
+            linked_out.append(folder)
+            continue
         with storage_errors(location.url_of(path)):
             location.fs.invalidate_cache(path)
             found = location.fs.find(path, detail=True) if location.fs.exists(path) else {}
         for full, info in sorted(found.items()):
             relative = location.relpath(full)
             if relative in referenced or info.get("type") == "directory":
+                continue
+            if _outside(location, full):
+                linked_out.append(relative)
+                continue
+            if not OURS.match(posixpath.basename(full)):
+                foreign.append(relative)
                 continue
             if _age(info, now) < grace_seconds:
                 kept_young += 1
@@ -82,6 +108,7 @@ def vacuum(db: Database, *, keep_versions: int | None = None, grace_seconds: flo
                 location.remove(full)
     return {
         "versions_removed": dropped_versions, "files_removed": removed, "bytes_freed": freed,
-        "files_kept_as_recent": kept_young, "dry_run": dry_run,
+        "files_kept_as_recent": kept_young, "foreign_files_kept": foreign, "links_not_followed": sorted(set(linked_out)),
+        "dry_run": dry_run,
         "temporaries_removed": sum(1 for p in removed if posixpath.basename(p).startswith(TMP_PREFIX)),
     }

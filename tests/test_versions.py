@@ -290,3 +290,36 @@ def test_vacuum_makes_the_oldest_kept_version_whole(tmp_path):
     assert report["versions_removed"] == list(range(1, 19))
     assert versions.version_numbers(db.location) == [19, 20] and versions.depends_on(db.location, 20) == [20, 19]
     assert {n: versions.load(db.location, as_of=n).content() for n in (19, 20)} == before
+
+
+def test_vacuum_removes_only_corpusdb_files_and_never_through_a_link_out(tmp_path):
+    """A killed job's part goes; a user's file in a table folder stays, and a table folder moved to
+    another disk and linked back is not entered (vacuum once deleted every file of the link's target)."""
+    db = corpusdb.init(str(tmp_path / "db"))
+    (tmp_path / "in.jsonl").write_text('{"text": "one document"}\n{"text": "another document"}\n')
+    db.ingest([str(tmp_path / "in.jsonl")], source="web", progress=False)
+    documents = tmp_path / "db" / "documents"
+    orphan = documents / "part-0123456789abcdef-00000-deadbeef.parquet"  # as a killed ingest leaves it
+    orphan.write_bytes(b"PAR1 unfinished")
+    notes = documents / "notes.txt"
+    notes.write_text("mine")
+    elsewhere = tmp_path / "bigger-disk"
+    (elsewhere / "model=x").mkdir(parents=True)
+    outside = [elsewhere / "notes.txt", elsewhere / "model=x" / "part-0123.parquet"]
+    for path in outside:
+        path.write_text("not corpusdb's to delete")
+    (tmp_path / "db" / "annotations").symlink_to(elsewhere, target_is_directory=True)
+    (documents / "linked").symlink_to(elsewhere, target_is_directory=True)
+    before = rows(corpusdb.open(db.url))
+
+    result = CliRunner().invoke(cli, ["vacuum", db.url, "--grace", "0"])
+    assert result.exit_code == 0, result.output
+    assert not orphan.exists() and notes.read_text() == "mine" and all(path.exists() for path in outside)
+    assert "kept 1 files corpusdb did not name (documents/notes.txt)" in result.output
+    assert "did not enter annotations" in result.output
+    assert rows(corpusdb.open(db.url)) == before
+    from corpusdb.vacuum import vacuum
+
+    again = vacuum(corpusdb.open(db.url), grace_seconds=0)
+    assert again["files_removed"] == [] and again["foreign_files_kept"] == ["documents/notes.txt"]
+    assert "annotations" in again["links_not_followed"] and all(path.exists() for path in outside)

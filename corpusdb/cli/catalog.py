@@ -104,7 +104,8 @@ def vacuum(db, keep_versions, grace, dry_run, as_json, storage_options):
 
     Committed parts are never deleted by jobs, so every version stays readable with --as-of.
     With --keep-versions N, versions before the newest N are forgotten first, then the files only
-    they used.
+    they used. Only files named as corpusdb names its parts are deleted (others are listed), and a
+    table folder that is a link out of the database's folder is not entered.
 
     \b
     Examples:
@@ -122,3 +123,10 @@ def vacuum(db, keep_versions, grace, dry_run, as_json, storage_options):
     click.echo(f"{verb} {len(result['files_removed'])} files ({result['bytes_freed'] / 1e6:,.1f} MB) and "
                f"{len(result['versions_removed'])} versions; {result['files_kept_as_recent']} unreferenced files "
                f"younger than {grace:g} s left")
+    if result["foreign_files_kept"]:
+        shown = ", ".join(result["foreign_files_kept"][:5])
+        click.echo(f"kept {len(result['foreign_files_kept'])} files corpusdb did not name ({shown}); "
+                   "move them out of the database's folders")
+    if result["links_not_followed"]:
+        click.echo(f"did not enter {', '.join(result['links_not_followed'])}: a link out of the database's folder; "
+                   "vacuum the folder it leads to by hand, or copy it back into the database")
