@@ -37,12 +37,10 @@ FOLDERS = ("documents", "scores", "minhash", "instances", "annotations", "_index
 OURS = re.compile(r"^(?:(?:part|import)-[\w.=-]*\.parquet|run-[0-9a-f]+\.bin|" + re.escape(TMP_PREFIX) + r".*)$")
 
 
-def _outside(location, path: str) -> bool:
-    """Whether a local `path` leads, through a link, out of the database's folder."""
-    if not location.is_local:
-        return False
-    root = os.path.realpath(location.path)
-    return os.path.commonpath([root, os.path.realpath(path)]) != root
+def _outside(root: str | None, path: str) -> bool:
+    """Whether a local `path` leads, through a link, out of the database's folder `root` (its real
+    path; None on object storage, which has no links)."""
+    return root is not None and os.path.commonpath([root, os.path.realpath(path)]) != root
 
 
 def _age(info: dict, now: float) -> float:
@@ -81,9 +79,10 @@ def vacuum(db: Database, *, keep_versions: int | None = None, grace_seconds: flo
             location.remove(location.join(VERSIONS, version_file(number)))
     now = time.time()
     removed, kept_young, freed, foreign, linked_out = [], 0, 0, [], []
+    root = os.path.realpath(location.path) if location.is_local else None
     for folder in FOLDERS:
         path = location.join(folder)
-        if _outside(location, path):
+        if _outside(root, path):
             linked_out.append(folder)
             continue
         with storage_errors(location.url_of(path)):
@@ -93,7 +92,7 @@ def vacuum(db: Database, *, keep_versions: int | None = None, grace_seconds: flo
             relative = location.relpath(full)
             if relative in referenced or info.get("type") == "directory":
                 continue
-            if _outside(location, full):
+            if _outside(root, full):
                 linked_out.append(relative)
                 continue
             if not OURS.match(posixpath.basename(full)):
