@@ -41,8 +41,9 @@ def _view_stats(db: Database, view: str) -> dict:
     db.con.execute(f"create or replace temp table _stats_view as select {key} as unit_id, source, n_bytes from ({sql})")
     try:
         n_docs, n_bytes = db.con.execute("select count(*), coalesce(sum(n_bytes), 0) from _stats_view").fetchall()[0]
-        total_docs, total_bytes = db.con.execute(
-            f"select count(*), coalesce(sum(n_bytes), 0) from {'instances' if key == 'instance_id' else 'documents'}").fetchall()[0]
+        # the corpus is the documents' text, whatever the rows are: instances cover only the documents cut into them
+        total_docs = db.con.execute(f"select count(*) from {'instance_spans' if key == 'instance_id' else 'documents'}").fetchall()[0][0]
+        total_bytes = db.con.execute("select coalesce(sum(n_bytes), 0) from documents").fetchall()[0][0]
         sources = [
             {"source": s, "n_documents": n, "n_bytes": int(b), "share_documents": n / max(n_docs, 1),
              "share_bytes": int(b) / max(n_bytes, 1)}

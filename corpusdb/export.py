@@ -331,6 +331,7 @@ def export_view(
     kind = None if ordered else text_kind(db, sql)[0]
     select = sql if ordered or kind else f"select * from ({sql}) order by {unit_order(columns)}"
     record = provenance(db, sql)
+    warnings = _order_warnings(view, sql, record, columns, ordered, "place" if kind else unit_order(columns))
     loaded = load_tokenizer(tokenizer) if tokenizer else None
     from corpusdb.scoring.identity import tokenizer_hash
 
@@ -361,6 +362,7 @@ def export_view(
             "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
             "tokenizer": tokenizer, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "corpusdb": VERSION, "seconds": round(time.perf_counter() - started, 3),
+            **({"warnings": warnings} if warnings else {}),
         }
         if format in TOKENIZED:
             manifest.update(
@@ -380,6 +382,18 @@ def export_view(
     _clean(out, {JOURNAL})
     out.remove_temporaries("", (_files_of(manifest) | {MANIFEST, JOURNAL}).__contains__)
     return manifest
+
+
+def _order_warnings(view: str, sql: str, record: dict, columns: list[str], ordered: bool, order: str) -> list[str]:
+    """A warning when a curriculum's order does not reach the export: the view selects from
+    `curriculum(...)` but does not end in an ORDER BY (a join, filter or union after it may
+    reorder rows), so the rows are exported in `order` instead."""
+    texts = [sql, *record["definitions"].values()]
+    if ordered or not ("curriculum_rank" in columns or any(re.search(r"\bcurriculum\s*\(", text) for text in texts)):
+        return []
+    return [f"{view!r} selects from curriculum(...) but its rows have no order of their own (a join, filter or union after "
+            f"the curriculum may reorder them), so they are exported in {order} order, not the curriculum's; end the "
+            "view with `order by curriculum_rank` to keep it"]
 
 
 def _journal_files(journal: dict) -> set[str]:

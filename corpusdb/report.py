@@ -89,15 +89,27 @@ def _histograms(db: Database, models: list[str], docs: str) -> str | None:
 SCORED = "_report_scored"  # a temp table: every scored row of the pool, its bits per byte and whether it is kept
 
 
-def _score(db: Database, teacher: str, reference: str, alpha: float, docs: str) -> int:
+def _coverage(db: Database, teacher: str, reference: str, docs: str) -> tuple[int, int]:
+    """(units of `docs` with a score of both models, units of `docs`): a join on keys."""
+    key = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$')))"
+    with db.query_errors():
+        return db.con.execute(f"""
+            select count(*) filter (where t.doc_id is not null and r.doc_id is not null), count(*)
+            from (select {key} as unit_id from ({relation_sql(db, docs)})) as d
+            left join (select doc_id from scores where model = {quote(teacher)}) as t on t.doc_id = d.unit_id
+            left join (select doc_id from scores where model = {quote(reference)}) as r on r.doc_id = d.unit_id
+        """).fetchall()[0]
+
+
+def _score(db: Database, teacher: str, reference: str, alpha: float, docs: str, missing: str) -> int:
     """Fill SCORED with (unit_id, source, reference and teacher bits/byte, score in bits/byte, kept); returns its rows."""
-    kept = f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}, docs := {quote(docs)})"
+    kept = f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}, docs := {quote(docs)}{missing})"
     key = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$')))"
     with db.query_errors():
         db.con.execute(f"""
             create or replace temp table {SCORED} as
             with scored as (select {key} as unit_id, source, n_bytes, score, teacher_logprob, reference_logprob
-                            from difference_scores({quote(teacher)}, {quote(reference)}, docs := {quote(docs)})),
+                            from difference_scores({quote(teacher)}, {quote(reference)}, docs := {quote(docs)}{missing})),
                  kept as (select {key} as unit_id from {kept})
             select s.unit_id, s.source, -s.reference_logprob / s.n_bytes / ln(2) as reference_bpb,
                    -s.teacher_logprob / s.n_bytes / ln(2) as teacher_bpb, s.score / ln(2) as score,
@@ -263,6 +275,22 @@ def _shares(stats: list[dict]) -> str:
     return _png(figure)
 
 
+def _dedup_view(db: Database, notes: list[str]) -> list[str]:
+    """The deduplicated view for the report's table: `dedup` where every document has a minhash row, `dedup(missing
+    := 'keep')` with a note where some have none (ingested since), nothing before `corpusdb minhash` ran."""
+    with db.query_errors():
+        missing, total = db.con.execute(
+            "select count(*) filter (where m.doc_id is null), count(*) from (select doc_id from documents) d "
+            "left join (select doc_id from minhash) m on m.doc_id = d.doc_id").fetchall()[0]
+    if missing == total:
+        return []
+    if missing:
+        notes.append(f"{missing:,} of {total:,} documents have no minhash row (ingested after `corpusdb minhash` ran): "
+                     "dedup(missing := 'keep') below keeps them unchecked; run `corpusdb minhash DB` again.")
+        return ["dedup(missing := 'keep')"]
+    return ["dedup"]
+
+
 def build_report(db: Database, *, teacher: str | None = None, reference: str | None = None, alpha: float = 0.5,
                  views: list[str] | None = None, docs: str | None = None) -> str:
     """The report as an HTML string.
@@ -293,14 +321,22 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
     unit = "instances" if "instance_id" in columns else "documents"
     plotted = [teacher, reference] if teacher and reference else [m for m in models if _unit(db, m) == unit]
     pool = "" if docs == "documents" else f", docs := {quote(docs)}"
+    notes = []
+    # a selection over a partly scored pool ranks the scored units only: say so, with the counts
+    covered, n_units = _coverage(db, teacher, reference, docs) if teacher and reference else (0, 0)
+    missing = ", missing := 'exclude'" if covered < n_units else ""
+    if missing:
+        notes.append(f"Coverage: {covered:,} of {n_units:,} {unit} of {docs} have a score of both {teacher} and {reference}; "
+                     f"the difference selection below ranks those only (missing := 'exclude'). Score the rest with "
+                     f"`corpusdb score DB --as NAME --view {docs}` (a re-run scores only what is missing).")
     if views is None:
-        views = ["documents", "dedup", *sorted(db.snapshot.views)]
+        views = ["documents", *_dedup_view(db, notes), *sorted(db.snapshot.views)]
         if teacher and reference:
-            views.append(f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}{pool})")
+            views.append(f"difference({quote(teacher)}, {quote(reference)}, alpha := {alpha}{pool}{missing})")
     stats = [view_stats(db, v) for v in views]
     images = [(f"Bits per byte by source, over {docs}", _histograms(db, plotted, docs))]
     examples = ""
-    if teacher and reference and _score(db, teacher, reference, alpha, docs):
+    if teacher and reference and _score(db, teacher, reference, alpha, docs, missing):
         images += [("Teacher vs reference, with the selection boundary", _scatter(db, teacher, reference, alpha)),
                    ("Difference scores, with the cut", _score_histogram(db, alpha)),
                    ("Kept fraction of each source", _kept_by_source(db))]
@@ -310,7 +346,7 @@ def build_report(db: Database, *, teacher: str | None = None, reference: str | N
     images.append(("Per-source shares of each view", _shares(stats)))
 
     table = "".join(
-        f"<tr><td>{html.escape(s['view'])}</td><td>{s['n_documents']:,}</td><td>{s['n_bytes']:,}</td>"
+        f"<tr><td>{html.escape(s['view'])}</td><td>{s['n_documents']:,} {s['unit']}</td><td>{s['n_bytes']:,}</td>"
         f"<td>{s['share_of_corpus_bytes']:.1%}</td><td>{html.escape(', '.join(f'{m}: {t:,}' for m, t in s['n_tokens'].items()))}</td></tr>"
         for s in stats
     )
@@ -331,7 +367,8 @@ img{{max-width:100%}}</style></head>
 Annotations: {html.escape(', '.join(sorted(db.snapshot.annotations)) or 'none')}.
 {html.escape(f'Score names without scores: {", ".join(empty)}.' if empty else '')}
 Losses are in bits per byte (the negative log2-likelihood of the text per UTF-8 byte), comparable across tokenizers.</p>
-<h2>Views</h2><table><tr><th>view</th><th>documents</th><th>bytes</th><th>share of corpus bytes</th><th>tokens per model</th></tr>{table}</table>
+{"".join(f'<p class="note">{html.escape(n)}</p>' for n in notes)}
+<h2>Views</h2><table><tr><th>view</th><th>rows</th><th>bytes</th><th>share of the corpus's text bytes</th><th>tokens per model</th></tr>{table}</table>
 {figures}
 {ranking}
 </body></html>

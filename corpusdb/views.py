@@ -114,13 +114,14 @@ def drop_view(db: Database, name: str) -> None:
 def list_views(db: Database) -> list[dict]:
     """Built-in and user views: name, kind, purpose (or SQL) and parameters; files in views/ that are
     not committed views are listed as ignored."""
-    out = [
-        {"name": v.name, "kind": f"built-in {v.kind}", "description": v.purpose, "params": v.params}
-        for v in sorted(builtin_views(), key=lambda v: v.name)
-    ]
+    out = []  # the user's own first: in a long list they are what one looks for
     for name in sorted(db.snapshot.views):
         kind = "user view (broken)" if name in db.broken_views else "user view"
         out.append({"name": name, "kind": kind, "description": db.snapshot.views[name].get("sql", ""), "params": ""})
+    out += [
+        {"name": v.name, "kind": f"built-in {v.kind}", "description": v.purpose, "params": v.params}
+        for v in sorted(builtin_views(), key=lambda v: v.name)
+    ]
     if not db.read_only:
         for path in db.location.list_files(USER_VIEWS, suffix=".sql"):
             name = path.rsplit("/", 1)[-1][: -len(".sql")]
@@ -129,6 +130,31 @@ def list_views(db: Database) -> list[dict]:
                             "description": f"{USER_VIEWS}/{name}.sql is not a committed view and never runs; "
                                            f"remove it, or save it with `corpusdb view create`", "params": ""})
     return out
+
+
+def describe_view(db: Database, name: str) -> dict:
+    """One view in full: name, kind, purpose, params, notes (a built-in's header comment: its rules,
+    coverage and `missing` options included) and SQL.
+
+    Raises:
+        QueryError: no view of that name (the message lists them).
+    """
+    for v in builtin_views():
+        if v.name == name:
+            notes = []
+            for line in v.text.splitlines():
+                if not line.startswith("--"):
+                    break
+                if not re.match(r"^--\s*(purpose|depends|params):", line):
+                    notes.append(line[2:].strip())
+            return {"name": name, "kind": f"built-in {v.kind}", "purpose": v.purpose, "params": v.params,
+                    "notes": " ".join(notes), "sql": v.text}
+    if name in db.snapshot.views:
+        kind = "user view (broken)" if name in db.broken_views else "user view"
+        return {"name": name, "kind": kind, "purpose": "", "params": "", "notes": "",
+                "sql": db.snapshot.views[name].get("sql", "")}
+    known = sorted({v.name for v in builtin_views()} | set(db.snapshot.views))
+    raise QueryError(f"no view named {name!r}; views: {', '.join(known)}")
 
 
 def relation_sql(db: Database, view: str) -> str:

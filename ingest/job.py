@@ -73,11 +73,22 @@ class IngestReport:
     n_index_bytes_read: int = 0  # bytes of the doc_id index the duplicate check read
     bad_records: dict = field(default_factory=dict)
     bad_examples: list = field(default_factory=list)
+    meta_found: dict = field(default_factory=dict)  # meta column -> records read that have its field
+    meta_fields: dict = field(default_factory=dict)  # meta column -> the field (or @file/@line) it copies
     seconds: float = 0.0
 
     @property
     def n_bad_records(self) -> int:
         return sum(self.bad_records.values())
+
+    def meta_warnings(self) -> list[str]:
+        """One line per --meta field that no record read has (a misspelt field makes an all-NULL column)."""
+        return [
+            f"--meta {column}={self.meta_fields[column]}: none of the {self.n_docs_read:,} records read has the field "
+            f"{self.meta_fields[column]!r}, so column {column!r} is NULL for all of them; check the field name "
+            "(a dotted path such as metadata.url reaches into objects)"
+            for column, found in self.meta_found.items() if found == 0 and self.n_docs_read
+        ]
 
     def to_dict(self) -> dict:
         data = {key: value for key, value in self.__dict__.items()}
@@ -348,6 +359,8 @@ def run_ingest(
     report.n_temporaries_removed = location.remove_temporaries(
         "documents", lambda name: (part_key(name) or ("",))[0] in own, STALE_TEMPORARY_SECONDS)
     meta_columns = [column for column, _ in meta_pairs]
+    report.meta_fields = dict(meta_pairs)
+    report.meta_found = {column: 0 for column in meta_columns}
     bad_total = Counter()
     parts_written = 0
 
@@ -391,6 +404,8 @@ def run_ingest(
                     writer = new_writer(key)
                 for batch in reader.batches():
                     report.n_docs_read += len(batch)
+                    for column, values in batch.meta.items():
+                        report.meta_found[column] += len(values) - values.null_count
                     writer.add(batch.texts, batch.meta)
                     rate = report.n_docs_read / max(time.perf_counter() - started, 1e-9)
                     bar.set_postfix(docs=f"{report.n_docs_read:,}", docs_per_s=f"{rate:,.0f}", refresh=False)

@@ -1,13 +1,16 @@
 -- purpose: documents ordered easy to hard by a model's loss (or any column), optionally cut into stages
--- depends: losses, require, require_unit, scored_models, unit_key
--- params: model (score name, or null to order by a column of docs); key := 'loss_per_byte' (or 'loss_per_token', 'bits_per_byte', or any column of docs such as difference's 'score'); descending := false; stages := 1; docs := 'documents'
+-- depends: require, require_coverage, require_unit, score_command, scored_models, unit_key
+-- params: model (score name, or null to order by a column of docs); key := 'loss_per_byte' (or 'loss_per_token', 'bits_per_byte', or any column of docs such as difference's 'score'); descending := false; stages := 1; docs := 'documents'; missing := 'error' | 'last' | 'exclude'
 -- Rows come out in curriculum order; curriculum_rank (1 = easiest) and stage (1..stages, equal
--- counts, as ntile gives them) let consumers re-establish it. Documents without a value of key
--- come last. The ranking runs on keys and losses alone; the text is joined back to the ranked keys
+-- counts, as ntile gives them) let consumers re-establish it. Ordered by a model's loss, every
+-- unit of docs needs a score of the model: unscored units are an error naming how many and the
+-- `corpusdb score` run that fills the gap, unless missing := 'last' (after every scored unit, in
+-- unit_id order) or 'exclude' (dropped; ranks and stages count the scored units only). Scored
+-- units without a loss (empty text), and rows without a value of any other key, come last. The ranking runs on keys and losses alone; the text is joined back to the ranked keys
 -- and sorted once. A unit that docs repeats is ranked once, and its rows share its rank. A model
 -- without scores or stages < 1 is an error.
 create or replace macro curriculum(
-    model, key := 'loss_per_byte', descending := false, stages := 1, docs := 'documents'
+    model, key := 'loss_per_byte', descending := false, stages := 1, docs := 'documents', missing := 'error'
 ) as table
 with checks as (
     select
@@ -25,8 +28,13 @@ with checks as (
 ),
 
 model_losses as (
-    select doc_id, loss_per_token, loss_per_byte, bits_per_byte
-    from (select * exclude (model), losses.model as scored_by from losses)
+    -- every unit the model scored (empty ones too, with NULL losses: judged, and never first)
+    select
+        doc_id,
+        -sum_logprob / nullif(n_tokens, 0) as loss_per_token,
+        -sum_logprob / nullif(n_bytes, 0) as loss_per_byte,
+        -sum_logprob / nullif(n_bytes, 0) / ln(2) as bits_per_byte
+    from (select doc_id, sum_logprob, n_tokens, n_bytes, scores.model as scored_by from scores)
     where scored_by = model
 ),
 
@@ -40,6 +48,7 @@ keyed as (
     -- Ordered by the model's loss: the units of docs joined to the model's losses (one row a unit)
     select
         u.unit_id,
+        l.doc_id is not null as scored,
         case key
             when 'loss_per_token' then l.loss_per_token
             when 'bits_per_byte' then l.bits_per_byte
@@ -55,6 +64,7 @@ keyed as (
     -- ordered by any other column (of docs, or of the losses)
     select
         unit_id,
+        true as scored,
         min(columns(key)) as sort_key,
         any_value(loss_per_token) as loss_per_token,
         any_value(loss_per_byte) as loss_per_byte,
@@ -72,11 +82,13 @@ ranked as (
     -- the one sort of the keys; the text is joined back to the ranked keys and sorted once, in final
     select
         unit_id,
+        scored,
         loss_per_token,
         loss_per_byte,
         bits_per_byte,
         row_number() over (
             order by
+                (not scored),
                 (sort_key is null),
                 case when descending then -sort_key else sort_key end asc,
                 unit_id asc
@@ -85,7 +97,19 @@ ranked as (
 ),
 
 sizes as (
-    select count(*) // stages as per_stage, count(*) % stages as longer from ranked
+    -- the stages' sizes, and the coverage check: unscored units are ranked last, so dropping them
+    -- (missing := 'exclude') leaves the scored units' ranks as they are
+    select
+        count(*) filter (where scored or missing <> 'exclude') // stages as per_stage,
+        count(*) filter (where scored or missing <> 'exclude') % stages as longer,
+        require_coverage(
+            'curriculum', missing, ['error', 'last', 'exclude'], count(*) filter (where not scored), count(*), docs,
+            'score of ''' || coalesce(model, '') || '''',
+            'score them with ' || score_command(model, docs) || ' (a re-run scores only the units without a score)',
+            'missing := ''last'' to put them after the ' || count(*) filter (where scored) || ' scored units, or '
+            || 'missing := ''exclude'' to rank only those'
+        ) as covered
+    from ranked
 ),
 
 final as (
@@ -103,7 +127,7 @@ final as (
     from units as d
     inner join ranked as r on d.unit_id = r.unit_id
     cross join sizes
-    where (select ok from checks)
+    where (select ok from checks) and sizes.covered and (r.scored or missing <> 'exclude')
     order by r.curriculum_rank
 )
 

@@ -1,24 +1,44 @@
 -- purpose: one representative per near-duplicate cluster: the document whose doc_id is the cluster_id (the smallest)
--- depends:
--- params: none as a view (`dedup`, over documents); as a macro, docs := 'documents' (`dedup(docs := 'instances')`: the instances of representative documents)
--- Exact duplicates were merged at ingest (one row per doc_id); run `corpusdb minhash` first for
--- near-duplicates, or this view is every document. Rows without a minhash row are kept.
-create or replace view dedup as
-with final as (
-    select d.*
-    from documents as d
-    left join minhash as m on d.doc_id = m.doc_id
-    where m.doc_id is null or m.doc_id = m.cluster_id
-)
+-- depends: require_coverage
+-- params: none as a view (`dedup`, over documents); as a macro, docs := 'documents' (`dedup(docs := 'instances')`: the instances of representative documents) and missing := 'error' | 'keep' | 'exclude'
+-- Exact duplicates were merged at ingest (one row per doc_id); `corpusdb minhash` gives every
+-- document a minhash row (its cluster). A row of docs without one (a document ingested after
+-- minhash ran, never compared with anything; or no minhash run at all) is an error naming how
+-- many and the fix (run `corpusdb minhash` again: it signs only the new documents, then
+-- re-clusters), unless missing := 'keep' (kept as if unique) or 'exclude' (dropped). The
+-- coverage count is an anti-join on doc_id.
+create or replace macro dedup(docs := 'documents', missing := 'error') as table
+with unjudged as (
+    -- keys alone: how many rows of docs have no minhash row
+    select count(*) filter (where m.doc_id is null) as n_missing, count(*) as n_units
+    from (select doc_id from query_table(docs)) as d
+    left join (select doc_id from minhash) as m on d.doc_id = m.doc_id
+),
 
-select * from final;
+checks as (
+    select require_coverage(
+        'dedup', missing, ['error', 'keep', 'exclude'], unjudged.n_missing, unjudged.n_units, docs,
+        case
+            when exists (select 1 from minhash) then 'minhash row (ingested after `corpusdb minhash` ran, so never compared with anything)'
+            else 'minhash row (`corpusdb minhash` has not run at this version)'
+        end,
+        'compare them with `corpusdb minhash DB` (a re-run signs only the new documents, then re-clusters)',
+        'missing := ''keep'' to keep them as if unique or missing := ''exclude'' to drop them'
+    ) as ok
+    from unjudged
+),
 
-create or replace macro dedup(docs := 'documents') as table
-with final as (
+final as (
+    -- the second branch never has a row, but keeps the checks where DuckDB proves the join empty
     select d.*
     from query_table(docs) as d
-    left join minhash as m on d.doc_id = m.doc_id
-    where m.doc_id is null or m.doc_id = m.cluster_id
+    left join minhash as m on d.doc_id = m.doc_id, checks
+    where checks.ok and (m.doc_id = m.cluster_id or (m.doc_id is null and missing = 'keep'))
+    union all by name
+    select null::bigint as doc_id from checks where not checks.ok
 )
 
 select * from final;
+
+create or replace view dedup as
+select * from dedup();

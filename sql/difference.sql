@@ -1,22 +1,38 @@
 -- purpose: MiniPLM Difference Sampling: the top alpha fraction of documents by teacher-minus-reference log-likelihood
--- depends: instances_of_kept, difference_keys, require, unit_key
--- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents' (or 'instances')
--- Keeps the first ceil(alpha * N) of the N documents (or instances) that have both scores in the
--- order (score desc, unit_id asc), so ties are broken by doc_id (instance_id over instances) and
+-- depends: instances_of_kept, difference_units, difference_coverage, require, unit_key
+-- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents' (or 'instances'); missing := 'error' | 'exclude'
+-- Every unit of docs needs a score of both models: units without one are an error naming how
+-- many and the `corpusdb score` run that fills the gap, unless missing := 'exclude' (then only
+-- the units with both scores are ranked, and alpha is of those). Empty units (nothing to score)
+-- are never selected.
+-- Keeps the first ceil(alpha * N) of the N documents (or instances) with a difference score in
+-- the order (score desc, unit_id asc), so ties are broken by doc_id (instance_id over instances) and
 -- the result is deterministic. The ranking runs on keys and scores alone (`difference_keys`): the
 -- k-th unit is found, the units at or before it are kept, and only then is the text joined back,
 -- for the kept rows. Rows come in no particular order (add `order by score desc, doc_id` for rank
 -- order). alpha outside (0, 1] is an error.
-create or replace macro difference(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
-with checks as (
-    select require(
-        alpha > 0 and alpha <= 1, 'difference: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
-    ) as ok
+create or replace macro difference(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents', missing := 'error') as table
+with units as materialized (
+    -- every unit of docs on keys alone (no text), with whether each model scored it
+    select unit_id, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    from difference_units(teacher, reference, per := per, docs := docs)
 ),
 
-keys as materialized (
-    select unit_id, n_bytes, teacher_logprob, reference_logprob, score
-    from difference_keys(teacher, reference, per := per, docs := docs)
+checks as (
+    select require(
+        alpha > 0 and alpha <= 1, 'difference: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
+    )
+        and difference_coverage(
+            'difference', teacher, reference, missing,
+            count(*) filter (where not has_teacher), count(*) filter (where not has_reference),
+            count(*) filter (where not (has_teacher and has_reference)), count(*), docs
+        ) as ok
+    from units
+),
+
+keys as (
+    -- the units it ranks: those with a difference score (after the coverage check)
+    select unit_id, n_bytes, teacher_logprob, reference_logprob, score from units where score is not null
 ),
 
 quota as (

@@ -1,12 +1,23 @@
 -- purpose: difference sampling with a keep fraction per source (top alpha of each source by the difference score)
--- depends: difference_keys, require, unit_key
--- params: teacher, reference; alphas := map {'source': alpha, ...}; alpha := 0.5 (sources not in alphas); per; docs
--- Each source is ranked on keys alone (`difference_keys`); the text is joined back for the kept
+-- depends: difference_units, difference_coverage, require, unit_key
+-- params: teacher, reference; alphas := map {'source': alpha, ...}; alpha := 0.5 (sources not in alphas); per; docs; missing := 'error' | 'exclude'
+-- Each source is ranked on keys alone (`difference_units`); the text is joined back for the kept
 -- rows, which come by source, then rank (difference_rank).
+-- Every unit of docs needs a score of both models: units without one are an error naming how
+-- many and the `corpusdb score` run that fills the gap, unless missing := 'exclude' (then only
+-- the units with both scores are ranked, and each alpha is of those). Empty units (nothing to score)
+-- are never selected.
+-- A source named in alphas that docs does not hold is an error.
 create or replace macro difference_by_source(
-    teacher, reference, alphas := map {}, alpha := 0.5, per := 'byte', docs := 'documents'
+    teacher, reference, alphas := map {}, alpha := 0.5, per := 'byte', docs := 'documents', missing := 'error'
 ) as table
-with checks as (
+with units as materialized (
+    -- every unit of docs on keys alone (no text), with whether each model scored it
+    select unit_id, source, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    from difference_units(teacher, reference, per := per, docs := docs)
+),
+
+checks as (
     select
         require(
             alpha > 0 and alpha <= 1, 'difference_by_source: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
@@ -14,7 +25,19 @@ with checks as (
         and require(
             coalesce(list_bool_and(list_transform(map_values(alphas), lambda a: a > 0 and a <= 1)), true),
             'difference_by_source: every value of alphas must be in (0, 1], not ' || alphas::varchar
+        )
+        and require(
+            coalesce(list_bool_and(list_transform(map_keys(alphas), lambda s: list_contains(list(distinct source), s))), true),
+            'difference_by_source: no units of source(s) '
+            || list_filter(map_keys(alphas), lambda s: not list_contains(list(distinct source), s))::varchar
+            || ' in ''' || docs || '''; sources: ' || list(distinct source order by source)::varchar
+        )
+        and difference_coverage(
+            'difference_by_source', teacher, reference, missing,
+            count(*) filter (where not has_teacher), count(*) filter (where not has_reference),
+            count(*) filter (where not (has_teacher and has_reference)), count(*), docs
         ) as ok
+    from units
 ),
 
 ranked as (
@@ -23,7 +46,8 @@ ranked as (
         coalesce(alphas[source], alpha) as source_alpha,
         row_number() over (partition by source order by score desc, unit_id asc) as difference_rank,
         count(*) over (partition by source) as n_scored
-    from difference_keys(teacher, reference, per := per, docs := docs)
+    from units
+    where score is not null
 ),
 
 kept as (

@@ -1,23 +1,39 @@
 -- purpose: MiniPLM Difference Sampling under a byte budget: the top documents by teacher-minus-reference log-likelihood until they hold alpha of the text
--- depends: instances_of_kept, difference_keys, require, unit_key
--- params: teacher, reference (score names); alpha := 0.5 (fraction of the text bytes); per := 'byte' | 'token'; docs := 'documents'
+-- depends: instances_of_kept, difference_units, difference_coverage, require, unit_key
+-- params: teacher, reference (score names); alpha := 0.5 (fraction of the text bytes); per := 'byte' | 'token'; docs := 'documents'; missing := 'error' | 'exclude'
 -- MiniPLM scores equal-length instances, so its top alpha of instances is also alpha of the tokens.
 -- With whole documents of very different lengths, `difference` (alpha of the documents) can hold
 -- far less or far more text than a uniform sample of alpha of them; this view keeps documents in
 -- (score desc, doc_id asc) order while the bytes before them are under alpha of all scored bytes,
 -- so it holds at least alpha of the text and overshoots by less than one document. The running
--- sum runs over the keys alone (`difference_keys`: unit_id, score, n_bytes) and finds the last kept
+-- sum runs over the keys alone (`difference_units`: unit_id, score, n_bytes) and finds the last kept
 -- document; the text is joined back for the kept rows only. Rows come in no particular order.
-create or replace macro difference_bytes(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents') as table
-with checks as (
-    select require(
-        alpha > 0 and alpha <= 1, 'difference_bytes: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
-    ) as ok
+-- Every unit of docs needs a score of both models: units without one are an error naming how
+-- many and the `corpusdb score` run that fills the gap, unless missing := 'exclude' (then only
+-- the units with both scores are ranked, and alpha is of those). Empty units (nothing to score)
+-- are never selected.
+create or replace macro difference_bytes(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents', missing := 'error') as table
+with units as materialized (
+    -- every unit of docs on keys alone (no text), with whether each model scored it
+    select unit_id, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    from difference_units(teacher, reference, per := per, docs := docs)
 ),
 
-keys as materialized (
-    select unit_id, n_bytes, teacher_logprob, reference_logprob, score
-    from difference_keys(teacher, reference, per := per, docs := docs)
+checks as (
+    select require(
+        alpha > 0 and alpha <= 1, 'difference_bytes: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
+    )
+        and difference_coverage(
+            'difference_bytes', teacher, reference, missing,
+            count(*) filter (where not has_teacher), count(*) filter (where not has_reference),
+            count(*) filter (where not (has_teacher and has_reference)), count(*), docs
+        ) as ok
+    from units
+),
+
+keys as (
+    -- the units it ranks: those with a difference score (after the coverage check)
+    select unit_id, n_bytes, teacher_logprob, reference_logprob, score from units where score is not null
 ),
 
 budget as (

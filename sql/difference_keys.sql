@@ -1,84 +1,29 @@
--- purpose: MiniPLM's difference score of every unit of docs that both models scored, on keys alone (no text): what the difference policies rank
--- depends: require, require_unit, scored_models, unit_key
--- params: teacher, reference (score names); per := 'byte' | 'token'; docs := 'documents' (any table or view with doc_id; 'instances' or a view over them for instance scores)
--- One row per unit of docs with both scores: unit_id (the key scores join on: instance_id over
--- instances, else doc_id), source (NULL where docs has none), n_bytes, teacher_logprob,
--- reference_logprob and score = (log p_teacher(x) - log p_ref(x)) / n_bytes (per := 'token': each
--- model's own per-token log-likelihood, only meaningful when both share a tokenizer). Units
--- missing either score, or with a NULL one (empty text), or with no bytes or tokens to divide by,
--- get no row. The text is never read: policies rank these keys, find their cut, and join the text
--- back for the kept units only. A score name without scores, an unknown `per`, per := 'token'
--- across two tokenizers (the `models` view knows each model's tokenizer), two models scored on
--- different units, or docs of another unit than the models' is an error.
-create or replace macro difference_keys(teacher, reference, per := 'byte', docs := 'documents') as table
-with checks as (
-    select
-        require(
-            exists (select 1 from scores where scores.model = teacher),
-            'difference: no scores named ''' || teacher || '''; scored models: ' || scored_models()
-        )
-        and require(
-            exists (select 1 from scores where scores.model = reference),
-            'difference: no scores named ''' || reference || '''; scored models: ' || scored_models()
-        )
-        and require(
-            per in ('byte', 'token'), 'difference: per must be ''byte'' or ''token'', not ''' || per || ''''
-        )
-        and require(
-            per = 'byte' or (
-                select count(distinct m.tokenizer_hash) = 1 and bool_and(m.tokenizer_hash <> '')
-                from models as m where m.model in (teacher, reference)
-            ),
-            'difference: per := ''token'' compares per-token log-likelihoods, which needs one tokenizer, but '''
-            || teacher || ''' and ''' || reference || ''' use different ones (or one is unknown); use per := ''byte'''
-        )
-        and require(
-            (select count(distinct m.unit) = 1 from models as m where m.model in (teacher, reference)),
-            'difference: ''' || teacher || ''' and ''' || reference || ''' scored different units (documents and '
-            || 'instances); score both with the same --unit'
-        )
-        and require_unit('difference', teacher, docs) as ok
+-- purpose: MiniPLM's difference score of every unit of docs, on keys alone (no text), after the coverage check: what a user's own ranking starts from
+-- depends: difference_units, difference_coverage
+-- params: teacher, reference (score names); per := 'byte' | 'token'; docs := 'documents'; missing := 'error' | 'exclude'
+-- One row per row of docs that has a difference score: unit_id, source, n_bytes,
+-- teacher_logprob, reference_logprob and score (see `difference_units`). A unit of docs without a
+-- score of either model is an error naming how many and the `corpusdb score` run that fills the
+-- gap, unless missing := 'exclude' (then those units get no row). Units with nothing to score
+-- (empty text) get no row either way.
+create or replace macro difference_keys(teacher, reference, per := 'byte', docs := 'documents', missing := 'error') as table
+with units as materialized (
+    select * from difference_units(teacher, reference, per := per, docs := docs)
 ),
 
-units as (
-    select
-        unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id,
-        struct_pack(*columns('^(source|doc_id)$')) as named,  -- source where docs has one
-        n_bytes
-    from query_table(docs)
-),
-
-teacher_scores as (
-    select doc_id, sum_logprob, n_tokens from scores where model = teacher and sum_logprob is not null
-),
-
-reference_scores as (
-    select doc_id, sum_logprob, n_tokens from scores where model = reference and sum_logprob is not null
-),
-
-joined as (
-    select
-        u.unit_id,
-        try_cast(u.named as struct(source varchar, doc_id bigint)).source as source,
-        u.n_bytes,
-        t.sum_logprob as teacher_logprob,
-        r.sum_logprob as reference_logprob,
-        case per
-            when 'byte' then (t.sum_logprob - r.sum_logprob) / nullif(u.n_bytes, 0)
-            when 'token' then t.sum_logprob / nullif(t.n_tokens, 0) - r.sum_logprob / nullif(r.n_tokens, 0)
-            else error('difference: per must be ''byte'' or ''token'', not ''' || per || '''')
-        end as score
-    from units as u
-    inner join teacher_scores as t on u.unit_id = t.doc_id
-    inner join reference_scores as r on u.unit_id = r.doc_id
+checks as (
+    select difference_coverage(
+        'difference_keys', teacher, reference, missing,
+        count(*) filter (where not has_teacher), count(*) filter (where not has_reference),
+        count(*) filter (where not (has_teacher and has_reference)), count(*), docs
+    ) as ok
+    from units
 ),
 
 final as (
-    -- the second branch never has a row, but keeps the checks where DuckDB proves the join empty
-    -- from the file list alone (no file holds a misspelled model's scores)
-    select * from joined where score is not null and (select ok from checks)
-    union all by name
-    select null::bigint as unit_id from checks where not checks.ok
+    select unit_id, source, n_bytes, teacher_logprob, reference_logprob, score
+    from units
+    where score is not null and (select ok from checks)
 )
 
 select * from final;

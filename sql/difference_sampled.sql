@@ -1,16 +1,26 @@
 -- purpose: stochastic difference sampling: alpha of the documents drawn without replacement with probability proportional to exp(score / temperature)
--- depends: difference_keys, uniform, require, unit_key
--- params: teacher, reference; alpha := 0.5; temperature := 1.0; seed := 0; per; docs
+-- depends: difference_units, difference_coverage, uniform, require, unit_key
+-- params: teacher, reference; alpha := 0.5; temperature := 1.0; seed := 0; per; docs; missing := 'error' | 'exclude'
 -- Gumbel top-k: adding Gumbel noise -ln(-ln(u)) to score / temperature and keeping the top k
 -- draws k documents without replacement with these probabilities. u is seeded per document
 -- (`uniform`), so a seed gives the same subset everywhere; temperature -> 0 gives `difference`.
--- The draw runs on keys alone (`difference_keys`); the text is joined back for the drawn rows,
+-- The draw runs on keys alone (`difference_units`); the text is joined back for the drawn rows,
 -- which come in draw order (sample_rank). alpha outside (0, 1] or a temperature that is not
 -- positive is an error.
+-- Every unit of docs needs a score of both models: units without one are an error naming how
+-- many and the `corpusdb score` run that fills the gap, unless missing := 'exclude' (then only
+-- the units with both scores are ranked, and alpha is of those). Empty units (nothing to score)
+-- are never selected.
 create or replace macro difference_sampled(
-    teacher, reference, alpha := 0.5, temperature := 1.0, seed := 0, per := 'byte', docs := 'documents'
+    teacher, reference, alpha := 0.5, temperature := 1.0, seed := 0, per := 'byte', docs := 'documents', missing := 'error'
 ) as table
-with checks as (
+with units as materialized (
+    -- every unit of docs on keys alone (no text), with whether each model scored it
+    select unit_id, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    from difference_units(teacher, reference, per := per, docs := docs)
+),
+
+checks as (
     select
         require(
             alpha > 0 and alpha <= 1, 'difference_sampled: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
@@ -19,14 +29,21 @@ with checks as (
             temperature > 0,
             'difference_sampled: temperature must be positive, not ' || coalesce(temperature::varchar, 'NULL')
             || ' (as it goes to 0 this becomes difference(...))'
+        )
+        and difference_coverage(
+            'difference_sampled', teacher, reference, missing,
+            count(*) filter (where not has_teacher), count(*) filter (where not has_reference),
+            count(*) filter (where not (has_teacher and has_reference)), count(*), docs
         ) as ok
+    from units
 ),
 
 keys as (
     select
         unit_id, n_bytes, teacher_logprob, reference_logprob, score,
         score / temperature - ln(-ln(uniform(unit_id, seed))) as sample_key
-    from difference_keys(teacher, reference, per := per, docs := docs)
+    from units
+    where score is not null
 ),
 
 ranked as (

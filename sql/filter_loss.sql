@@ -1,10 +1,35 @@
 -- purpose: documents whose loss under a model lies in a range (e.g. drop gibberish and boilerplate)
--- depends: losses, require, require_unit, scored_models, unit_key
--- params: model (score name); min_loss := null; max_loss := null; per := 'byte' | 'token'; docs := 'documents'
--- Losses are natural-log nats per byte (or per token). Documents without a score are dropped. A
--- model without scores, an unknown `per` or min_loss > max_loss is an error.
-create or replace macro filter_loss(model, min_loss := null, max_loss := null, per := 'byte', docs := 'documents') as table
-with checks as (
+-- depends: require, require_coverage, require_unit, score_command, scored_models, unit_key
+-- params: model (score name); min_loss := null; max_loss := null; per := 'byte' | 'token'; docs := 'documents'; missing := 'error' | 'exclude' | 'keep'
+-- Losses are natural-log nats per byte (or per token). Every unit of docs needs a score of the
+-- model: unscored units are an error naming how many and the `corpusdb score` run that fills the
+-- gap (counted by an anti-join on keys), unless missing := 'exclude' (dropped) or 'keep' (kept
+-- unjudged). Scored units without a loss (empty text) are dropped. A model without scores, an
+-- unknown `per` or min_loss > max_loss is an error.
+create or replace macro filter_loss(
+    model, min_loss := null, max_loss := null, per := 'byte', docs := 'documents', missing := 'error'
+) as table
+with model_losses as (
+    -- every unit the model scored (empty ones too, with a NULL loss)
+    select
+        doc_id,
+        case per
+            when 'byte' then -sum_logprob / nullif(n_bytes, 0)
+            when 'token' then -sum_logprob / nullif(n_tokens, 0)
+            else error('filter_loss: per must be ''byte'' or ''token'', not ''' || per || '''')
+        end as filter_loss
+    from (select doc_id, sum_logprob, n_tokens, n_bytes, scores.model as scored_by from scores)
+    where scored_by = model
+),
+
+unjudged as (
+    -- keys alone: how many units of docs the model did not score
+    select count(*) filter (where l.doc_id is null) as n_missing, count(*) as n_units
+    from (select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    left join model_losses as l on d.unit_id = l.doc_id
+),
+
+checks as (
     select
         require(
             exists (select 1 from scores where scores.model = model),
@@ -15,21 +40,16 @@ with checks as (
             min_loss is null or max_loss is null or min_loss <= max_loss,
             'filter_loss: min_loss ' || min_loss || ' is above max_loss ' || max_loss
         )
-        and require_unit('filter_loss', model, docs) as ok,
+        and require_unit('filter_loss', model, docs)
+        and require_coverage(
+            'filter_loss', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
+            'score of ''' || coalesce(model, '') || '''',
+            'score them with ' || score_command(model, docs) || ' (a re-run scores only the units without a score)',
+            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
+        ) as ok,
         coalesce(min_loss, '-infinity'::double) as low,
         coalesce(max_loss, 'infinity'::double) as high
-),
-
-model_losses as (
-    select
-        doc_id,
-        case per
-            when 'byte' then loss_per_byte
-            when 'token' then loss_per_token
-            else error('filter_loss: per must be ''byte'' or ''token'', not ''' || per || '''')
-        end as filter_loss
-    from (select * exclude (model), losses.model as scored_by from losses)
-    where scored_by = model
+    from unjudged
 ),
 
 final as (
@@ -37,8 +57,10 @@ final as (
     -- second branch never has a row but keeps the checks when no file holds the model's scores
     select d.* exclude (unit_id)
     from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
-    inner join model_losses as l on d.unit_id = l.doc_id, checks
-    where checks.ok and l.filter_loss >= checks.low and l.filter_loss <= checks.high
+    left join model_losses as l on d.unit_id = l.doc_id, checks
+    where
+        checks.ok
+        and ((l.filter_loss >= checks.low and l.filter_loss <= checks.high) or (l.doc_id is null and missing = 'keep'))
     union all by name
     select null::bigint as doc_id from checks where not checks.ok
 )

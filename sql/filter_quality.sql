@@ -1,6 +1,6 @@
 -- purpose: documents that pass the Gopher quality, Gopher repetition, C4 and FineWeb rules (datatrove's filters, FineWeb's settings) on the `quality` annotation
--- depends: require
--- params: docs := 'documents'; rules := ['gopher_quality', 'gopher_repetition', 'c4', 'fineweb']; Gopher quality: min_doc_words := 50, max_doc_words := 100000, min_avg_word_length := 3, max_avg_word_length := 10, max_symbol_word_ratio := 0.1, max_bullet_lines_ratio := 0.9, max_ellipsis_lines_ratio := 0.3, min_alpha_words_ratio := 0.8, min_stop_words := 2; Gopher repetition: dup_line_frac := 0.3, dup_para_frac := 0.3, dup_line_char_frac := 0.2, dup_para_char_frac := 0.2, top_2gram_frac := 0.2, top_3gram_frac := 0.18, top_4gram_frac := 0.16, dup_5gram_frac := 0.15, dup_6gram_frac := 0.14, dup_7gram_frac := 0.13, dup_8gram_frac := 0.12, dup_9gram_frac := 0.11, dup_10gram_frac := 0.1; C4: c4_terminal_punct := false, min_sentences := 5, drop_lorem_ipsum := true, drop_curly_bracket := true; FineWeb: line_punct_thr := 0.12, line_punct_exclude_zero := false, short_line_thr := 0.67, char_duplicates_ratio := 0.01, new_line_ratio := 0.3
+-- depends: require, require_coverage
+-- params: docs := 'documents'; missing := 'error' | 'exclude' | 'keep'; rules := ['gopher_quality', 'gopher_repetition', 'c4', 'fineweb']; Gopher quality: min_doc_words := 50, max_doc_words := 100000, min_avg_word_length := 3, max_avg_word_length := 10, max_symbol_word_ratio := 0.1, max_bullet_lines_ratio := 0.9, max_ellipsis_lines_ratio := 0.3, min_alpha_words_ratio := 0.8, min_stop_words := 2; Gopher repetition: dup_line_frac := 0.3, dup_para_frac := 0.3, dup_line_char_frac := 0.2, dup_para_char_frac := 0.2, top_2gram_frac := 0.2, top_3gram_frac := 0.18, top_4gram_frac := 0.16, dup_5gram_frac := 0.15, dup_6gram_frac := 0.14, dup_7gram_frac := 0.13, dup_8gram_frac := 0.12, dup_9gram_frac := 0.11, dup_10gram_frac := 0.1; C4: c4_terminal_punct := false, min_sentences := 5, drop_lorem_ipsum := true, drop_curly_bracket := true; FineWeb: line_punct_thr := 0.12, line_punct_exclude_zero := false, short_line_thr := 0.67, char_duplicates_ratio := 0.01, new_line_ratio := 0.3
 -- The defaults are datatrove's, as FineWeb's pipeline runs them: GopherRepetitionFilter(),
 -- GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False) and
 -- FineWebQualityFilter(); c4_terminal_punct := true counts only lines ending in terminal
@@ -9,11 +9,13 @@
 -- except that no rule edits the text: each reads the document as stored. A threshold of NULL
 -- switches its rule off (0 is a threshold, unlike datatrove where 0 also switches it off); a
 -- NULL value (an empty document, no words) fails its rule, as datatrove drops such documents.
--- Every row of `docs` needs a quality row: documents ingested after the annotator ran are an
--- error naming the fix, not silently dropped. Over instances (docs := 'instances') each
--- instance is judged by its document.
+-- Every row of `docs` needs a quality row: documents ingested after the annotator ran (or while
+-- it runs: a registered annotation without rows yet) are an error naming the fix, unless
+-- missing := 'exclude' (dropped) or 'keep' (kept unjudged). Over instances (docs :=
+-- 'instances') each instance is judged by its document.
 create or replace macro filter_quality(
     docs := 'documents',
+    missing := 'error',
     rules := ['gopher_quality', 'gopher_repetition', 'c4', 'fineweb'],
     min_doc_words := 50, max_doc_words := 100000, min_avg_word_length := 3, max_avg_word_length := 10,
     max_symbol_word_ratio := 0.1, max_bullet_lines_ratio := 0.9, max_ellipsis_lines_ratio := 0.3,
@@ -26,8 +28,11 @@ create or replace macro filter_quality(
     line_punct_thr := 0.12, line_punct_exclude_zero := false, short_line_thr := 0.67, char_duplicates_ratio := 0.01,
     new_line_ratio := 0.3
 ) as table
-with missing as (
-    select count(*) as n from query_table(docs) as d anti join annotations_quality as q on d.doc_id = q.doc_id
+with unjudged as (
+    -- keys alone: how many rows of docs have no quality row
+    select count(*) filter (where a.doc_id is null) as n_missing, count(*) as n_units
+    from (select doc_id from query_table(docs)) as d
+    left join (select doc_id from annotations_quality) as a on d.doc_id = a.doc_id
 ),
 
 checks as (
@@ -44,21 +49,23 @@ checks as (
             'filter_quality: c4_terminal_punct must be true (C4: only lines ending in terminal punctuation) or false '
             || '(FineWeb: lines kept whatever they end with), not NULL'
         )
-        and require(
-            missing.n = 0,
-            'filter_quality: ' || missing.n || ' rows of ' || docs || ' have no quality annotation (documents '
-            || 'ingested after it was computed?); run `corpusdb annotate DB quality` again to annotate them'
+        and require_coverage(
+            'filter_quality', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
+            'quality annotation (documents ingested after it was computed, or `corpusdb annotate` still running?)',
+            'annotate them with `corpusdb annotate DB quality` (a re-run annotates only the documents without a row)',
+            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
         ) as ok,
         list_contains(rules, 'gopher_quality') as gopher_quality,
         list_contains(rules, 'gopher_repetition') as gopher_repetition,
         list_contains(rules, 'c4') as c4,
         list_contains(rules, 'fineweb') as fineweb
-    from missing
+    from unjudged
 ),
 
 judged as (
     select
         d.*,
+        q.doc_id is null as unannotated,
         -- Gopher quality: fail where datatrove's GopherQualityFilter fails
         coalesce(
             (min_doc_words is null or q.gopher_words >= min_doc_words)
@@ -114,18 +121,28 @@ judged as (
             false
         ) as pass_fineweb
     from query_table(docs) as d
-    join annotations_quality as q on d.doc_id = q.doc_id
+    left join annotations_quality as q on d.doc_id = q.doc_id
 ),
 
 final as (
-    select judged.* exclude (pass_gopher_quality, pass_gopher_repetition, pass_c4, pass_fineweb)
+    -- the second branch never has a row, but keeps the checks where DuckDB proves the join empty
+    -- (an annotation registered without rows yet)
+    select judged.* exclude (unannotated, pass_gopher_quality, pass_gopher_repetition, pass_c4, pass_fineweb)
     from judged, checks
     where
         checks.ok
-        and (not checks.gopher_quality or pass_gopher_quality)
-        and (not checks.gopher_repetition or pass_gopher_repetition)
-        and (not checks.c4 or pass_c4)
-        and (not checks.fineweb or pass_fineweb)
+        and (
+            (unannotated and missing = 'keep')
+            or (
+                not unannotated
+                and (not checks.gopher_quality or pass_gopher_quality)
+                and (not checks.gopher_repetition or pass_gopher_repetition)
+                and (not checks.c4 or pass_c4)
+                and (not checks.fineweb or pass_fineweb)
+            )
+        )
+    union all by name
+    select null::bigint as doc_id from checks where not checks.ok
 )
 
 select * from final;

@@ -1,10 +1,13 @@
 -- purpose: a mixture: a total budget split over sources by weight, each source filled in seeded random order
 -- depends: quota, require
--- params: weights := map {'source': weight, ...}; total (budget in unit); unit := 'bytes' | 'tokens' | 'documents'; model := null; seed := 0; docs := 'documents'
+-- params: weights := map {'source': weight, ...}; total (budget in unit); unit := 'bytes' | 'tokens' | 'documents'; model := null; seed := 0; docs := 'documents'; missing := 'error' | 'exclude' (as quota's)
 -- Source s gets the budget total * weight_s / sum(weights), filled as `quota` fills budgets; a
 -- source with too little data falls short of its share (nothing is reallocated). Sources not
--- named in weights are dropped. Weights or a total that are not positive are an error.
-create or replace macro mixture(weights, total, unit := 'bytes', model := null, seed := 0, docs := 'documents') as table
+-- named in weights are dropped; a source named in weights that docs does not hold is an error, and
+-- so are weights or a total that are not positive. Coverage (unit 'tokens') as in `quota`.
+create or replace macro mixture(
+    weights, total, unit := 'bytes', model := null, seed := 0, docs := 'documents', missing := 'error'
+) as table
 with checks as (
     select
         require(
@@ -26,7 +29,9 @@ final as (
         unit := unit,
         model := model,
         seed := seed,
-        docs := docs
+        docs := docs,
+        missing := missing,
+        policy := 'mixture'
     )
     where (select ok from checks)
 )

@@ -51,7 +51,7 @@ def parts_db(tmp_path_factory) -> corpusdb.Database:
 
 STREAMED = [
     ("documents", "documents"),
-    ("dedup", "documents"),
+    ("dedup(missing := 'keep')", "documents"),
     ("difference('teacher', 'reference', alpha := 0.3)", "documents"),
     ("difference_bytes('teacher', 'reference', alpha := 0.3)", "documents"),
     ("curriculum('reference')", "documents"),

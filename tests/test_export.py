@@ -55,8 +55,9 @@ def test_parquet_and_jsonl_exports_round_trip(scored_db, tmp_path):
     manifest = scored_db.view(VIEW).export(str(tmp_path / "pq"), part_size_mb=0.05)
     assert manifest["n_rows"] == 357 and len(manifest["parts"]) >= 5
     assert manifest["sql"] == f"select * from {VIEW}" and len(manifest["inputs_hash"]) == 32
-    assert set(manifest["definitions"]) == {"difference", "difference_keys", "instances_of", "instances_of_kept", "require",
-                                            "require_unit", "scored_models", "unit_key", "unit_of"}
+    assert set(manifest["definitions"]) == {"difference", "difference_coverage", "difference_units", "instances_of",
+                                            "instances_of_kept", "require", "require_coverage", "require_unit", "score_command",
+                                            "scored_models", "unit_key", "unit_of"}
     assert set(manifest["models"]) == {"teacher", "reference"} and manifest["version"] == scored_db.version
     assert all(m["content_hash"] and m["tokenizer_hash"] for m in manifest["models"].values())
     back = [r for p in manifest["parts"] for r in pq.read_table(tmp_path / "pq" / p["file"]).to_pylist()]
@@ -81,10 +82,10 @@ def test_token_export_decodes_back_to_the_text(scored_db, tmp_path, tiny_models,
     if slice_bytes:
         monkeypatch.setattr(corpusdb.export, "TOKENIZE_BYTES", slice_bytes)
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
-    manifest = scored_db.view("dedup").export(str(tmp_path / "tok"), format="tokens", tokenizer=str(tiny_models["gpt2"]),
-                                              part_size_mb=0.1)
+    manifest = scored_db.view("documents").export(str(tmp_path / "tok"), format="tokens", tokenizer=str(tiny_models["gpt2"]),
+                                                  part_size_mb=0.1)
     assert manifest["dtype"] == "uint16" and manifest["eos_token_id"] == tokenizer.eos_token_id
-    texts = dict(scored_db.sql("select doc_id, text from dedup").fetchall())
+    texts = dict(scored_db.sql("select doc_id, text from documents").fetchall())
     total = 0
     for part in manifest["parts"]:
         tokens = np.fromfile(tmp_path / "tok" / part["file"], dtype="<u2")
@@ -123,9 +124,9 @@ def test_a_killed_export_has_no_manifest_and_a_rerun_completes_it(tmp_path):
     assert db.view("documents").export(str(out), part_size_mb=0.02)["created_at"] == again["created_at"]
     with pytest.raises(ExportError, match="already holds another export \\('documents' at version 9, inputs [0-9a-f]{12}: "
                                           "another selection, other data or other settings\\); pass --overwrite"):
-        db.view("dedup").export(str(out))
-    replaced = db.view("dedup").export(str(out), overwrite=True)
-    assert replaced["view"] == "dedup"  # the old export's files went once the new manifest was in place
+        db.view("dedup(missing := 'keep')").export(str(out))
+    replaced = db.view("dedup(missing := 'keep')").export(str(out), overwrite=True)
+    assert replaced["view"] == "dedup(missing := 'keep')"  # the old export's files went once the new manifest was in place
     assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(p["file"] for p in replaced["parts"])])
 
 
@@ -135,7 +136,7 @@ def test_export_to_s3(tmp_path, s3_options, bucket):
 
     db = build(tmp_path / "db")
     url = f"s3://{bucket}/exports/refined"
-    manifest = db.view("difference('teacher', 'reference')").export(url, storage_options=s3_options)
+    manifest = db.view("difference('teacher', 'reference', missing := 'exclude')").export(url, storage_options=s3_options)
     fs = s3fs.S3FileSystem(**s3_options, skip_instance_cache=True)
     assert json.loads(fs.cat_file(f"{bucket}/exports/refined/manifest.json")) == manifest
     table = pq.read_table(f"{bucket}/exports/refined/{manifest['parts'][0]['file']}", filesystem=fs)
@@ -182,9 +183,9 @@ def test_report_renders_plots(scored_db, tmp_path):
 def test_view_commands(tmp_path):
     db = build(tmp_path / "db")
     runner = CliRunner()
-    result = runner.invoke(cli, ["view", "create", db.url, "refined", "--sql", "select * from difference('teacher', 'reference')"])
+    result = runner.invoke(cli, ["view", "create", db.url, "refined", "--sql", "select * from difference('teacher', 'reference', missing := 'exclude')"])
     assert result.exit_code == 0 and result.output == "view 'refined' saved (3 rows now) in version 6\n"
-    assert (tmp_path / "db" / "views" / "refined.sql").read_text() == "select * from difference('teacher', 'reference')\n"
+    assert (tmp_path / "db" / "views" / "refined.sql").read_text() == "select * from difference('teacher', 'reference', missing := 'exclude')\n"
     result = runner.invoke(cli, ["view", "create", db.url, "broken", "--sql", "select nope from documents"])
     assert result.exit_code == 1
     assert result.output.startswith("Error: view 'broken' is not valid SQL over this database: Binder Error: Referenced column \"nope\" not found")
@@ -194,7 +195,7 @@ def test_view_commands(tmp_path):
     result = runner.invoke(cli, ["view", "create", db.url, "dedup", "--sql", "select 1"])
     assert result.exit_code == 1 and "'dedup' is a table or built-in view; choose another name" in result.output
     result = runner.invoke(cli, ["view", "list", db.url, "--format", "csv"])
-    assert "refined,user view,\"select * from difference('teacher', 'reference')\",\n" in result.output
+    assert "refined,user view,\"select * from difference('teacher', 'reference', missing := 'exclude')\",\n" in result.output
     assert "difference,built-in macro,MiniPLM Difference Sampling" in result.output
     result = runner.invoke(cli, ["view", "stats", db.url, "refined", "--format", "json"])
     stats = json.loads(result.output)
@@ -208,7 +209,7 @@ def test_view_commands(tmp_path):
     assert result.output == f"exported 3 rows (40 bytes) in 1 parts to {tmp_path / 'out'} (version 6)\n"
     result = runner.invoke(cli, ["export", db.url, "nope", str(tmp_path / "out2")])
     assert result.exit_code == 1 and result.output.startswith("Error: no table or view named 'nope'; views: ")
-    result = runner.invoke(cli, ["sql", db.url, "select * from difference('teacher', 'reference', per := 'word')"])
+    result = runner.invoke(cli, ["sql", db.url, "select * from difference('teacher', 'reference', per := 'word', missing := 'exclude')"])
     assert result.exit_code == 1 and result.output == "Error: Invalid Input Error: difference: per must be 'byte' or 'token', not 'word'\n"
     assert runner.invoke(cli, ["view", "drop", db.url, "refined"]).output == "view 'refined' dropped in version 7\n"
     assert not (tmp_path / "db" / "views" / "refined.sql").exists()

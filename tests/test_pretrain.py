@@ -16,7 +16,7 @@ from corpusdb.cli import cli
 from tests.conftest import CORPUS
 from corpusdb.train.pretrain import TrainConfig, train
 
-COMMON = dict(view="dedup", eval_view="filter_source(['bible'])", seq_len=64, batch_size=8, vocab_size=512,
+COMMON = dict(view="documents", eval_view="filter_source(['bible'])", seq_len=64, batch_size=8, vocab_size=512,
               block_mb=0.02, log_every=1, progress=False, warmup_steps=5, lr=3e-3, min_lr=3e-4)
 
 
@@ -65,7 +65,7 @@ def test_a_killed_run_resumes_exactly(train_db, tmp_path):
     whole = tmp_path / "whole"
     train(TrainConfig(out=str(whole), **settings))
     killed = tmp_path / "killed"
-    flags = ["--db", train_db, "--view", "dedup", "--out", str(killed), "--max-steps", "20", "--checkpoint-every", "10",
+    flags = ["--db", train_db, "--view", "documents", "--out", str(killed), "--max-steps", "20", "--checkpoint-every", "10",
              "--eval-every", "1000", "--num-workers", "1", "--seq-len", "64", "--batch-size", "8", "--vocab-size", "512",
              "--block-mb", "0.02", "--log-every", "1", "--no-progress", "--warmup-steps", "5", "--lr", "3e-3",
              "--min-lr", "3e-4", "--eval-view", "filter_source(['bible'])"]
@@ -113,13 +113,13 @@ def test_a_resume_keeps_its_schedule_and_its_data(train_db, tmp_path):
 
 
 def test_cli_and_torchrun_ddp_on_cpu(train_db, tmp_path):
-    result = CliRunner().invoke(cli, ["train", train_db, "--view", "dedup", "--out", str(tmp_path / "cli"), "--max-steps", "3",
+    result = CliRunner().invoke(cli, ["train", train_db, "--view", "documents", "--out", str(tmp_path / "cli"), "--max-steps", "3",
                                       "--seq-len", "32", "--batch-size", "4", "--vocab-size", "300", "--no-progress",
                                       "--block-mb", "0.02"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["step"] == 3
     result = subprocess.run(  # corpusdb train --nproc-per-node 2 launches torchrun (gloo on CPU)
-        [sys.executable, "-m", "corpusdb.cli", "train", train_db, "--view", "dedup", "--out", str(tmp_path / "ddp"),
+        [sys.executable, "-m", "corpusdb.cli", "train", train_db, "--view", "documents", "--out", str(tmp_path / "ddp"),
          "--nproc-per-node", "2", "--max-steps", "4", "--seq-len", "32", "--batch-size", "4",
          "--vocab-size", "300", "--no-progress", "--block-mb", "0.02", "--num-workers", "0", "--log-every", "1"],
         capture_output=True, text=True, timeout=600,  # a hang (e.g. at process-group teardown) fails, not stalls CI

@@ -44,21 +44,21 @@ def test_case_1_an_export_never_deletes_a_users_file(db, tmp_path):
 def test_case_2_a_redefined_view_is_never_exported_or_streamed_stale(db, tmp_path, tiny_models):
     from corpusdb.train import ViewDataset
 
-    db.create_view("refined", "select * from difference('teacher', 'reference', alpha := 1)")
+    db.create_view("refined", "select * from difference('teacher', 'reference', alpha := 1, missing := 'exclude')")
     out = tmp_path / "refined"
     assert invoke("export", db.url, "refined", str(out), "--no-progress").output.startswith("exported 5 rows")
     streamed = ViewDataset(corpusdb.open(db.url), "refined", tokenizer=str(tiny_models["gpt2"]), seq_len=8, shuffle=False,
                            cache_dir=str(tmp_path / "cache"))
     assert streamed.blocks.manifest["n_rows"] == 5
     result = invoke("view", "create", db.url, "refined", "--replace", "--sql",
-                    "select * from difference('teacher', 'reference', alpha := 0.4)")
+                    "select * from difference('teacher', 'reference', alpha := 0.4, missing := 'exclude')")
     assert result.exit_code == 0
     result = invoke("export", db.url, "refined", str(out), "--no-progress")
     assert result.exit_code == 1 and "already holds another export ('refined' at version" in result.output
     result = invoke("export", db.url, "refined", str(out), "--no-progress", "--overwrite")
     assert result.output.startswith("exported 2 rows")
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["definitions"]["refined"] == "select * from difference('teacher', 'reference', alpha := 0.4)"
+    assert manifest["definitions"]["refined"] == "select * from difference('teacher', 'reference', alpha := 0.4, missing := 'exclude')"
     assert set(manifest["models"]) == {"teacher", "reference"} and manifest["models"]["teacher"]["content_hash"] == "fixture-teacher"
     streamed = ViewDataset(corpusdb.open(db.url), "refined", tokenizer=str(tiny_models["gpt2"]), seq_len=8, shuffle=False,
                            cache_dir=str(tmp_path / "cache"))

@@ -6,6 +6,7 @@ import math
 
 import duckdb
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -141,8 +142,12 @@ def test_dedup_is_idempotent(rows):
 def test_quota_never_exceeds_a_budget(rows, budgets, unit, seed):
     con = connect(rows)
     literal = "map {" + ", ".join(f"'{s}': {b}" for s, b in budgets.items()) + "}" if budgets else "map {}::map(varchar, bigint)"
-    used = con.execute(
-        f"select source, sum(quota_units), count(*) from quota({literal}, unit := '{unit}', model := 'reference', seed := {seed}) group by 1"
-    ).fetchall()
+    query = f"select source, sum(quota_units), count(*) from quota({literal}, unit := '{unit}', model := 'reference', seed := {seed}) group by 1"
+    absent = [s for s in budgets if s not in {r[0] for r in rows}]  # named in the map's order
+    if absent:  # a budget for a source docs does not hold (a misspelling) is refused, naming it
+        with pytest.raises(duckdb.Error, match=rf"quota: no units of source\(s\) \[{', '.join(absent)}\]"):
+            con.execute(query).fetchall()
+        return
+    used = con.execute(query).fetchall()
     for source, units, _ in used:
         assert source in budgets and units <= budgets[source]

@@ -9,7 +9,7 @@
     F    books   10     -5 / 4              (not scored)          -              -
     G    books   0      NULL / 0            NULL / 0              - (empty)      -
 
-MinHash: A, B and C form one cluster; D is alone; E, F and G have no minhash row.
+MinHash: A, B and C form one cluster; D, E, F and G are alone (each its own cluster).
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ def build(folder: Path) -> corpusdb.Database:
     write_scores(db, "teacher", TEACHER)
     write_scores(db, "reference", REFERENCE)
     cluster = min(ID["A"], ID["B"], ID["C"])
+    alone = ["D", "E", "F", "G"]
     clusters = pa.table({
-        "doc_id": pa.array([ID["A"], ID["B"], ID["C"], ID["D"]], pa.int64()),
-        "cluster_id": pa.array([cluster, cluster, cluster, ID["D"]], pa.int64()),
-        "cluster_size": pa.array([3, 3, 3, 1], pa.int64()),
+        "doc_id": pa.array([ID["A"], ID["B"], ID["C"]] + [ID[n] for n in alone], pa.int64()),
+        "cluster_id": pa.array([cluster] * 3 + [ID[n] for n in alone], pa.int64()),
+        "cluster_size": pa.array([3, 3, 3] + [1] * len(alone), pa.int64()),
     })
     commit_part(db, "minhash", clusters, "minhash", "clusters")
     return corpusdb.open(str(folder))

@@ -97,15 +97,16 @@ def run(args: argparse.Namespace) -> None:
     _run(["view", "create", db_url, "demo_refined", "--replace", "--sql", refined])
     _run(["view", "stats", db_url, "demo_refined"])
     _run(["report", db_url, "--teacher", args.teacher_name, "--reference", "demo_reference", "--alpha", str(args.alpha),
-          "--view", "demo_sample_instances", "--view", "demo_refined", "--out", str(out / "report.html")])
+          "--docs", "demo_sample_instances", "--view", "demo_sample_instances", "--view", "demo_refined",
+          "--out", str(out / "report.html")])
     _run(["export", db_url, "demo_refined", str(out / "export"), "--format", "tokens", "--tokenizer", model, "--overwrite"])
 
     db = corpusdb.open(db_url)
     ranked = db.sql(
-        f"select source, score, text from difference_scores('{args.teacher_name}', 'demo_reference', docs := 'demo_sample_instances') "
-        "order by score desc, unit_id"
+        f"select source, score / ln(2), text from difference_scores('{args.teacher_name}', 'demo_reference', "
+        "docs := 'demo_sample_instances') order by score desc, unit_id"
     ).fetchall()
-    print(f"\nMiniPLM's difference (teacher minus reference log-likelihood, nats per byte) over {len(ranked):,} instances; "
+    print(f"\nMiniPLM's difference (teacher minus reference log-likelihood, bits per byte, as the report) over {len(ranked):,} instances; "
           f"demo_refined keeps the top {args.alpha:.0%}.")
     for title, rows in (("Top three (kept first):", ranked[:3]), ("Bottom three (dropped first):", ranked[-3:])):
         print(f"\n{title}")

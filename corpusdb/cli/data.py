@@ -117,6 +117,8 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
         click.echo(report.summary())
         for example in report.bad_examples:
             click.echo(f"  skipped: {example}", err=True)
+    for warning in report.meta_warnings():
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()

@@ -92,6 +92,38 @@ def view_list(db, fmt, as_of, storage_options):
     click.echo(f"({len(rows)} view{'s' if len(rows) != 1 else ''})")
 
 
+@view.command("show")
+@click.argument("db")
+@click.argument("name")
+@click.option("--sql", "show_sql", is_flag=True, help="print the full definition too")
+@format_option
+@as_of_option
+@storage_option
+def view_show(db, name, show_sql, fmt, as_of, storage_options):
+    """Show view NAME: what it selects, its parameters, its rules (for a built-in policy: how it
+    treats units it cannot judge, and its `missing := ...` choices) and, with --sql, its SQL.
+
+    \b
+    Examples:
+      corpusdb view show demo/db difference
+      corpusdb view show demo/db refined --sql
+    """
+    from corpusdb.views import describe_view
+
+    with open_db(db, storage_options, as_of) as database:
+        info = describe_view(database, name)
+    if fmt != "table":
+        click.echo(render(list(info), [tuple(info.values())], fmt))
+        return
+    width = max(40, min(shutil.get_terminal_size((100, 20)).columns, 120) - 4)
+    click.echo(f"{info['name']}  ({info['kind']})")
+    for label, text in (("", info["purpose"]), ("params: ", info["params"]), ("", info["notes"])):
+        if text:
+            click.echo(textwrap.fill(f"{label}{text}", width, initial_indent="    ", subsequent_indent="    "))
+    if show_sql or info["kind"].startswith("user view"):
+        click.echo(info["sql"].rstrip())
+
+
 @view.command("drop")
 @click.argument("db")
 @click.argument("name")
@@ -134,7 +166,7 @@ def view_stats(db, name, fmt, as_of, storage_options):
         tokens = ", ".join(f"{m}: {t:,}" for m, t in stats["n_tokens"].items()) or "no scores"
         click.echo(
             f"{stats['view']}: {stats['n_documents']:,} {stats['unit']} ({stats['share_of_corpus_documents']:.1%} of all {stats['unit']}), "
-            f"{stats['n_bytes']:,} bytes ({stats['share_of_corpus_bytes']:.1%}); tokens: {tokens}"
+            f"{stats['n_bytes']:,} bytes ({stats['share_of_corpus_bytes']:.1%} of the corpus's text); tokens: {tokens}"
         )
     rows = [(s["source"], s["n_documents"], s["n_bytes"], round(100 * s["share_documents"], 2), round(100 * s["share_bytes"], 2))
             for s in stats["sources"]]
@@ -221,6 +253,8 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_
     what = "already exported (same selection, data and settings):" if manifest.get("reused") else "exported"
     click.echo(f"{what} {manifest['n_rows']:,} rows ({manifest['n_bytes']:,} bytes{tokens}) in {len(manifest['parts'])} parts "
                f"to {url} (version {manifest['version']})")
+    for warning in manifest.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @cli.command()
