@@ -58,9 +58,7 @@ def test_bad_inputs_fail_with_one_line_and_write_nothing(tmp_path, bad_dir, name
     result = ingest(tmp_path, str(bad_dir / name))
     assert result.exit_code == 1
     assert result.output == f"Error: {message.format(dir=bad_dir)}\n"
-    if (tmp_path / "db" / "corpusdb.json").exists():
-        assert rows(corpusdb.open(str(tmp_path / "db"))) == []
-        assert not list((tmp_path / "db").rglob("*.parquet"))
+    assert not (tmp_path / "db").exists()  # the failed first ingest leaves no empty database behind
 
 
 def test_each_kind_of_bad_record_has_its_message(tmp_path, bad_dir):
@@ -96,8 +94,11 @@ def test_a_failing_input_removes_the_parts_it_wrote(tmp_path, corpus_dir):
     result = ingest(tmp_path, str(path), "--part-size-mb", "0.005")
     assert result.exit_code == 1
     assert f"{path} line {good.count(chr(10)) + 1}: malformed JSON" in result.output
-    assert not list((tmp_path / "db" / "documents").glob("*.parquet"))
-    assert corpusdb.open(str(tmp_path / "db")).version == 0  # nothing committed
+    assert not (tmp_path / "db").exists()  # nothing committed: no part, and no empty database left behind
+    corpusdb.init(str(tmp_path / "db"))
+    result = ingest(tmp_path, str(path), "--part-size-mb", "0.005")  # into a database that was there: it stays
+    assert result.exit_code == 1 and not list((tmp_path / "db" / "documents").glob("*.parquet"))
+    assert corpusdb.open(str(tmp_path / "db")).version == 0
 
 
 

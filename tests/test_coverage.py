@@ -302,3 +302,31 @@ def test_every_policy_refuses_a_gap_or_with_the_opt_in_returns_the_covered_units
     assert {d for (d,) in con.execute("select doc_id from dedup(missing := 'exclude')").fetchall()} == representatives
     assert {d for (d,) in con.execute("select doc_id from dedup(missing := 'keep')").fetchall()} == \
         representatives | {doc for doc in ids if doc not in clusters}
+
+
+def test_view_show_states_the_coverage_rule_and_view_list_puts_user_views_first(db):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["view", "show", db.url, "difference"])
+    assert result.exit_code == 0 and result.output.startswith("difference  (built-in macro)\n")
+    flat = " ".join(result.output.split())
+    assert "missing := 'error' | 'exclude'" in flat and "Every unit of docs needs a score of both models" in flat
+    assert "create or replace macro" not in result.output
+    assert "create or replace macro difference(" in runner.invoke(cli, ["view", "show", db.url, "difference", "--sql"]).output
+    flat = " ".join(runner.invoke(cli, ["view", "show", db.url, "dedup"]).output.split())
+    assert "missing := 'error' | 'keep' | 'exclude'" in flat and "never compared with anything" in flat
+    db.create_view("mine", "select * from documents where n_bytes > 10")
+    result = runner.invoke(cli, ["view", "show", db.url, "mine"])
+    assert result.output == "mine  (user view)\nselect * from documents where n_bytes > 10\n"
+    result = runner.invoke(cli, ["view", "show", db.url, "nope"])
+    assert result.exit_code == 1 and result.output.startswith("Error: no view named 'nope'; views: curriculum, dedup")
+    listed = json.loads(runner.invoke(cli, ["view", "list", db.url, "--format", "json"]).output)
+    assert listed[0]["name"] == "mine" and listed[1]["kind"].startswith("built-in")
+
+
+def test_the_report_ranks_the_covered_units_and_says_how_many(db, tmp_path):
+    result = CliRunner().invoke(cli, ["report", db.url, "--out", str(tmp_path / "r.html")])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "r.html").read_text()
+    assert ("Coverage: 6 of 7 documents of documents have a score of both teacher and reference; the difference selection "
+            "below ranks those only (missing := &#x27;exclude&#x27;)") in page
+    assert "difference(&#x27;teacher&#x27;, &#x27;reference&#x27;, alpha := 0.5, missing := &#x27;exclude&#x27;)" in page

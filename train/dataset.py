@@ -218,11 +218,6 @@ class ViewDataset(IterableDataset):
 
     def documents(self, world: World) -> Iterator[tuple[int, np.ndarray]]:
         """(doc_id, token ids) of this stream's documents in stream order, epoch after epoch (EOS not appended)."""
-        if len(self.blocks) < world.num_streams:
-            raise ValueError(
-                f"the view has {len(self.blocks)} blocks for {world.num_streams} (rank, worker) streams; "
-                f"lower block_mb or num_workers so every stream gets data"
-            )
         epochs = itertools.count() if self.epochs is None else range(self.epochs)
         for epoch in epochs:
             for block in world.blocks(self.block_order(epoch)):
@@ -240,7 +235,17 @@ class ViewDataset(IterableDataset):
                         yield int(doc_ids[i]), docs[i]
 
     def samples(self, world: World) -> Iterator[np.ndarray]:
-        """This stream's packed sequences of seq_len + 1 tokens (documents joined by EOS)."""
+        """This stream's packed sequences of seq_len + 1 tokens (documents joined by EOS).
+
+        With fewer blocks than streams (a small view, many ranks or workers) every stream packs the
+        whole view as one stream would and takes every num_streams-th sequence of it: streams still
+        never overlap and together hand out every sequence.
+        """
+        if len(self.blocks) < world.num_streams:
+            return itertools.islice(self._packed(World(0, 1, 0, 1)), world.stream, None, world.num_streams)
+        return self._packed(world)
+
+    def _packed(self, world: World) -> Iterator[np.ndarray]:
         size = self.seq_len + 1
         eos = np.array([self.eos_id], dtype=np.int64)
         held: list[np.ndarray] = []

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
@@ -25,7 +26,8 @@ from corpusdb.cli.base import (
 )
 from corpusdb.errors import CorpusDBError
 from corpusdb.output import FORMATS, render
-from corpusdb.storage import parse_storage_options
+from corpusdb.catalog import CATALOG_FILE
+from corpusdb.storage import Location, parse_storage_options
 
 
 @cli.command()
@@ -105,12 +107,21 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
         click.echo(json.dumps(reports, indent=2, default=str) if as_json else
                    f"ingested {written:,} new documents in {shards} shards ({executor})")
         return
+    location = Location(db, options)
+    fresh = not location.exists(CATALOG_FILE)  # this command creates the database
+    existed = _existing_ancestor(location)
     database = corpusdb.init(db, storage_options=options)
-    report = database.ingest(
-        list(sources), source=source_name, text_field=text_field, meta=tuple(pairs), format=fmt,
-        on_error=on_error, shard=shard, part_size_mb=part_size_mb, progress=progress, storage_options=options,
-        commit_seconds=commit_seconds,
-    )
+    try:
+        report = database.ingest(
+            list(sources), source=source_name, text_field=text_field, meta=tuple(pairs), format=fmt,
+            on_error=on_error, shard=shard, part_size_mb=part_size_mb, progress=progress, storage_options=options,
+            commit_seconds=commit_seconds,
+        )
+    except BaseException:
+        database.refresh()
+        if fresh and database.version == 0:  # nothing committed: leave no empty database behind
+            _remove_new_database(location, existed)
+        raise
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2, default=str))
     else:
@@ -119,6 +130,37 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
             click.echo(f"  skipped: {example}", err=True)
     for warning in report.meta_warnings():
         click.echo(f"warning: {warning}", err=True)
+
+
+def _existing_ancestor(location: Location) -> str | None:
+    """The database folder itself, or its nearest ancestor, that exists now (local paths; None elsewhere)."""
+    if not location.is_local:
+        return None
+    import os
+
+    path = os.path.abspath(location.path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def _remove_new_database(location: Location, existed: str | None) -> None:
+    """Remove the catalog a failed first ingest created, and locally the folders it made (those below
+    `existed`, the nearest one that existed before; a folder that is not empty stays)."""
+    location.remove(location.join(CATALOG_FILE))
+    if existed is None:
+        return
+    import os
+
+    made = [root for root, _, _ in os.walk(os.path.abspath(location.path))]
+    path = os.path.dirname(os.path.abspath(location.path))
+    while len(path) > len(existed) and path.startswith(existed):
+        made.append(path)
+        path = os.path.dirname(path)
+    for folder in sorted(made, key=len, reverse=True):  # deepest first
+        if len(folder) > len(existed):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 @cli.command()
