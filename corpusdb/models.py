@@ -74,6 +74,23 @@ def drop_model(db: Database, name: str) -> int:
     return dropped[-1]
 
 
+def views_reading(db: Database, name: str) -> list[str]:
+    """The user views whose SQL, or that of a view they read, names score name NAME as a string ('NAME')."""
+    from corpusdb.provenance import definitions
+
+    quoted = f"'{name}'"
+    out = []
+    for view, entry in sorted(db.snapshot.views.items()):
+        sql = entry.get("sql", "")
+        try:
+            texts = [sql, *definitions(db, sql).values()]
+        except Exception:  # noqa: BLE001 - a broken view: its own text is all there is to search
+            texts = [sql]
+        if any(quoted in text for text in texts):
+            out.append(view)
+    return out
+
+
 def rename_model(db: Database, old: str, new: str) -> None:
     """Move score name OLD to NEW: its parts are copied under `scores/model=NEW/` and its identity moves.
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import json
 import posixpath
 from dataclasses import dataclass, field
 
@@ -60,6 +61,26 @@ def _version(info: dict) -> str:
     return ""
 
 
+def _export_manifest(fs, path: str) -> dict | None:
+    """The manifest of the corpusdb export in folder `path`, or None where the folder is not one."""
+    manifest = posixpath.join(path, "manifest.json")
+    if not fs.isfile(manifest):
+        return None
+    try:
+        data = json.loads(fs.cat_file(manifest))
+    except ValueError:
+        return None
+    keys = {"format", "parts", "inputs_hash", "view"}
+    return data if isinstance(data, dict) and keys <= set(data) and isinstance(data["parts"], list) else None
+
+
+def _check_export(source: str, export: dict) -> None:
+    """Refuse an export whose parts hold no text records (token arrays)."""
+    if export["format"] not in ("parquet", "jsonl"):
+        raise InputError(f"{source} is a corpusdb export of {export.get('view')!r} in format {export['format']}, which holds "
+                         "token ids, not text; export the view with --format parquet or jsonl to ingest it")
+
+
 def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[list[InputFile], list[str]]:
     """Expand SOURCE arguments into input files sorted by URL, and the URLs skipped as unknown format.
 
@@ -81,12 +102,21 @@ def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[li
         fs, path = resolve(source, storage_options)
         with storage_errors(source, fs):
             if fs.isdir(path):
-                infos = fs.find(path, detail=True)
+                export = _export_manifest(fs, path)
+                if export is not None:  # a corpusdb export: its parts, never its manifest or a stray file
+                    _check_export(source, export)
+                    infos = {posixpath.join(path, part["file"]): fs.info(posixpath.join(path, part["file"]))
+                             for part in export["parts"]}
+                else:
+                    infos = fs.find(path, detail=True)
                 explicit = False
             elif any(ch in path for ch in "*?[") and not fs.isfile(path):  # a file named `a[1].jsonl` is itself
                 infos = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}
                 explicit = False
             else:
+                if posixpath.basename(path) == "manifest.json" and _export_manifest(fs, posixpath.dirname(path)) is not None:
+                    raise InputError(f"{source} is the manifest of a corpusdb export, not records; ingest the export's "
+                                     f"folder ({posixpath.dirname(source) or '.'}) to read its parts")
                 infos = {path: fs.info(path)}
                 explicit = True
         if not infos:

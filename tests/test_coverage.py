@@ -330,3 +330,41 @@ def test_the_report_ranks_the_covered_units_and_says_how_many(db, tmp_path):
     assert ("Coverage: 6 of 7 documents of documents have a score of both teacher and reference; the difference selection "
             "below ranks those only (missing := &#x27;exclude&#x27;)") in page
     assert "difference(&#x27;teacher&#x27;, &#x27;reference&#x27;, alpha := 0.5, missing := &#x27;exclude&#x27;)" in page
+
+
+def test_ingesting_an_export_folder_takes_its_parts_not_its_manifest(db, tmp_path):
+    db.view("filter_source(['web'])").export(str(tmp_path / "web"), format="jsonl")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["ingest", str(tmp_path / "again"), str(tmp_path / "web"), "--no-progress", "--meta", "origin=source"])
+    assert result.exit_code == 0, result.output
+    again = corpusdb.open(str(tmp_path / "again"))
+    assert sorted(again.sql("select doc_id, text, origin from documents").fetchall()) == sorted(
+        db.sql("select doc_id, text, source from documents where source = 'web'").fetchall())
+    result = runner.invoke(cli, ["ingest", str(tmp_path / "again"), str(tmp_path / "web" / "manifest.json"), "--no-progress"])
+    assert result.exit_code == 1 and result.output == (
+        f"Error: {tmp_path / 'web' / 'manifest.json'} is the manifest of a corpusdb export, not records; ingest the export's "
+        f"folder ({tmp_path / 'web'}) to read its parts\n")
+
+
+def test_dropping_or_renaming_a_score_name_names_the_views_that_read_it(db):
+    db.create_view("refined", "select * from difference('teacher', 'reference', missing := 'exclude')")
+    db.create_view("lessons", "select * from curriculum(null, key := 'score', docs := 'refined')")
+    db.create_view("web", "select * from documents where source = 'web'")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["models", db.url, "--rename", "reference", "ref"])
+    assert result.exit_code == 0 and result.stderr == (
+        "warning: 2 view(s) read scores 'reference' and now fail: lessons, refined; redefine them with 'ref' "
+        "(`corpusdb view create DB NAME --replace --sql ...`)\n")
+    result = runner.invoke(cli, ["models", db.url, "--drop", "teacher"])
+    assert result.exit_code == 0 and result.stderr.startswith("warning: 2 view(s) read scores 'teacher' and now fail: lessons, refined;")
+    assert runner.invoke(cli, ["models", db.url, "--drop", "ref"]).stderr == ""
+
+
+def test_a_commit_summary_gives_the_total_not_only_what_the_commit_added(db, tmp_path):
+    db.annotate("quality", progress=False, workers=1)
+    (tmp_path / "late.jsonl").write_text(json.dumps({"text": "A late document."}) + "\n")
+    db.ingest([str(tmp_path / "late.jsonl")], source="late", progress=False)
+    db.annotate("quality", progress=False, workers=1)
+    summaries = [v["summary"] for v in json.loads(CliRunner().invoke(cli, ["versions", db.url, "--format", "json"]).output)]
+    assert "annotation quality: +7 documents (7 in all)" in summaries
+    assert summaries[0] == "annotation quality: +1 documents (8 in all)"  # newest first

@@ -199,7 +199,8 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
                 if info["key"] in wanted and info["key"] not in live:  # not done by another job meanwhile
                     parts[path] = info
                     added += info["rows"]
-            return f"annotation {name}: {added:,} documents"
+            total = sum(int(info.get("rows") or 0) for path, info in parts.items() if path.startswith(prefix))
+            return f"annotation {name}: +{added:,} documents ({total:,} in all)"
 
         snapshot = db.commit("annotate", change)
         for path in batch:

@@ -78,10 +78,12 @@ def models(db, drop, rename, fmt, as_of, storage_options):
         if drop:
             rows = drop_model(database, drop)
             click.echo(f"scores {drop!r} dropped ({rows:,} rows) in version {database.version}")
+            _warn_views(database, drop, "score it again under that name, or redefine or drop them")
             return
         if rename:
             rename_model(database, *rename)
             click.echo(f"scores {rename[0]!r} renamed to {rename[1]!r} in version {database.version}")
+            _warn_views(database, rename[0], f"redefine them with {rename[1]!r} (`corpusdb view create DB NAME --replace --sql ...`)")
             return
         entries = database.models()
     if fmt == "json":
@@ -89,6 +91,15 @@ def models(db, drop, rename, fmt, as_of, storage_options):
         return
     columns = ["name", "model", "content_hash", "tokenizer_hash", "n_documents", "n_tokens", "bits_per_byte", "context", "precision", "unit"]
     click.echo(render(columns, [tuple(e[c] for c in columns) for e in entries], fmt))
+
+
+def _warn_views(database, name: str, fix: str) -> None:
+    """Name the user views that read score name NAME, which no longer exists: they fail until fixed."""
+    from corpusdb.models import views_reading
+
+    affected = views_reading(database, name)
+    if affected:
+        click.echo(f"warning: {len(affected)} view(s) read scores {name!r} and now fail: {', '.join(affected)}; {fix}", err=True)
 
 
 @cli.command()

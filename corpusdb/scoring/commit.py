@@ -116,7 +116,9 @@ class ScoreCommitter:
                     rewrites.append(path)
                 parts[path] = info
                 n_rows += info["rows"]
-            return f"scores {self.name}: {n_rows:,} documents"
+            unit = self.entry.get("unit") or "documents"
+            total = sum(int(info.get("rows") or 0) for path, info in parts.items() if path.startswith(prefix(self.name)))
+            return f"scores {self.name}: +{n_rows:,} {unit} ({total:,} in all)"
 
         committed = self.db.commit("score", change)
         live = set(committed.tables[TABLE])
