@@ -17,6 +17,7 @@ import datetime as dt
 import html
 import io
 import math
+import re
 from typing import TYPE_CHECKING
 
 from corpusdb.analysis import view_stats
@@ -211,6 +212,54 @@ def _examples(db: Database, docs: str) -> str:
     return "".join(out)
 
 
+# where the built-in filters cut, per annotation column: (policy, its parameter(s)); the values are
+# the macro's own defaults, read from its SQL file (one source of truth)
+CUTS = {
+    "quality": {
+        "gopher_words": ("filter_quality", "min_doc_words", "max_doc_words"),
+        "gopher_mean_word_length": ("filter_quality", "min_avg_word_length", "max_avg_word_length"),
+        "gopher_hash_ratio": ("filter_quality", "max_symbol_word_ratio"),
+        "gopher_ellipsis_ratio": ("filter_quality", "max_symbol_word_ratio"),
+        "gopher_bullet_lines_ratio": ("filter_quality", "max_bullet_lines_ratio"),
+        "gopher_ellipsis_lines_ratio": ("filter_quality", "max_ellipsis_lines_ratio"),
+        "gopher_alpha_words_ratio": ("filter_quality", "min_alpha_words_ratio"),
+        "gopher_stop_words": ("filter_quality", "min_stop_words"),
+        "gopher_dup_para_frac": ("filter_quality", "dup_para_frac"),
+        "gopher_dup_para_char_frac": ("filter_quality", "dup_para_char_frac"),
+        "gopher_dup_line_frac": ("filter_quality", "dup_line_frac"),
+        "gopher_dup_line_char_frac": ("filter_quality", "dup_line_char_frac"),
+        **{f"gopher_top_{n}gram_frac": ("filter_quality", f"top_{n}gram_frac") for n in (2, 3, 4)},
+        **{f"gopher_dup_{n}gram_frac": ("filter_quality", f"dup_{n}gram_frac") for n in range(5, 11)},
+        "c4_sentences": ("filter_quality", "min_sentences"),
+        "c4_any_end_sentences": ("filter_quality", "min_sentences"),
+        "fineweb_line_punct_ratio": ("filter_quality", "line_punct_thr"),
+        "fineweb_short_line_ratio": ("filter_quality", "short_line_thr"),
+        "fineweb_char_dup_ratio": ("filter_quality", "char_duplicates_ratio"),
+        "fineweb_list_ratio": ("filter_quality", "new_line_ratio"),
+    },
+    "language": {"language_score": ("filter_language", "min_score")},
+}
+
+
+def _defaults(policy: str) -> dict[str, float]:
+    """The numeric defaults of a built-in macro's parameters (`name := 0.65`), from its SQL file."""
+    from corpusdb.policies import builtin_views
+
+    text = next(v.text for v in builtin_views() if v.name == policy)
+    signature = text[text.index(f"create or replace macro {policy}("):text.index(") as table")]
+    return {k: float(v) for k, v in re.findall(r"(\w+) := (-?[0-9.]+)\b", signature)}
+
+
+def _cuts(kind: str | None, column: str) -> list[tuple[float, str]]:
+    """(value, label) of each threshold the built-in filter puts on an annotation column."""
+    entry = CUTS.get(kind or "", {}).get(column)
+    if not entry:
+        return []
+    policy, *params = entry
+    defaults = _defaults(policy)
+    return [(defaults[p], f"{policy} {p}") for p in params if p in defaults]
+
+
 def _annotation_plots(db: Database, docs: str) -> list[tuple[str, str | None]]:
     """Per annotation, its columns' distributions over `docs` (numbers: histograms; text: top values; booleans: share true)."""
     import matplotlib.pyplot as plt
@@ -246,6 +295,11 @@ def _annotation_plots(db: Database, docs: str) -> list[tuple[str, str | None]]:
                 finite = [float(v) for v in values if math.isfinite(float(v))]
                 if finite:
                     axis.hist(finite, bins=30, color="#1f77b4")
+                    for value, label in _cuts(entry.get("kind"), column):  # where the built-in filter cuts
+                        if min(finite) <= value <= max(finite):  # a threshold outside the data cuts nothing here
+                            axis.axvline(value, color="#d62728", linestyle="--", linewidth=1, label=label)
+                            axis.annotate(f"{value:g}", (value, 1), xycoords=("data", "axes fraction"), fontsize=6,
+                                          color="#d62728", ha="left", va="top")
             missing = len(table) - len(values)
             axis.set_title(column + (f" ({missing} null)" if missing else ""), fontsize=8)
             axis.tick_params(labelsize=7)

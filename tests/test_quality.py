@@ -181,3 +181,20 @@ def test_quality_and_language_filters_compose_with_other_policies(quality_db):
                             ).fetchall()
     assert {k for k, _, _ in budget} <= clean and {s for _, _, s in budget} <= {"bible", "fortunes"}
     assert sum(b for _, b, s in budget if s == "bible") <= 20000 and sum(b for _, b, s in budget if s == "fortunes") <= 3000
+
+
+def test_the_report_draws_each_quality_and_language_threshold_where_the_filter_cuts():
+    """Every column the report marks is a column of its annotator, and every mark is a parameter of the
+    built-in filter with that filter's default (read from its SQL, so the two cannot drift apart)."""
+    from corpusdb.annotations.language import COLUMNS as LANGUAGE
+    from corpusdb.annotations.quality import COLUMNS as QUALITY
+    from corpusdb.report import CUTS, _cuts
+
+    for kind, columns in (("quality", QUALITY), ("language", LANGUAGE)):
+        assert CUTS[kind] and set(CUTS[kind]) <= set(columns)
+        for column, (_, *params) in CUTS[kind].items():
+            assert len(_cuts(kind, column)) == len(params)
+    assert _cuts("quality", "gopher_words") == [(50.0, "filter_quality min_doc_words"), (100000.0, "filter_quality max_doc_words")]
+    assert _cuts("quality", "fineweb_line_punct_ratio") == [(0.12, "filter_quality line_punct_thr")]
+    assert _cuts("language", "language_score") == [(0.65, "filter_language min_score")]
+    assert _cuts("python", "anything") == [] and _cuts("quality", "n_words") == []

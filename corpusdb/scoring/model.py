@@ -9,6 +9,8 @@ become one-line `ModelError`s that say what to pass instead.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,6 +122,26 @@ def _source(name: str) -> tuple[str, dict]:
     return name, {"local_files_only": True, "_offline": offline} if offline else {}
 
 
+@contextlib.contextmanager
+def _quiet_gguf_progress():
+    """Silence transformers' GGUF de-quantizing bar, a plain tqdm that `disable_progress_bar` does not reach
+    (a job's own bar, or --no-progress, decides what is shown)."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = bar
+
+
 def load_model(name: str, *, device: str = "cpu", attn_implementation: str | None = "sdpa", trust_remote_code: bool = False) -> LoadedModel:
     """Load model and tokenizer for scoring.
 
@@ -136,6 +158,9 @@ def load_model(name: str, *, device: str = "cpu", attn_implementation: str | Non
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    quiet = contextlib.ExitStack()
+    if "gguf_file" in extra:
+        quiet.enter_context(_quiet_gguf_progress())
     try:
         try:
             config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code, **extra)
@@ -165,6 +190,7 @@ def load_model(name: str, *, device: str = "cpu", attn_implementation: str | Non
         except (OSError, ValueError, TypeError) as exc:
             raise ModelError(f"model {name!r}: its tokenizer cannot be loaded ({str(exc).strip().splitlines()[0]}); save one with tokenizer.save_pretrained") from exc
     finally:
+        quiet.close()
         transformers.logging.set_verbosity(verbosity)
     if not getattr(tokenizer, "is_fast", False):
         raise ModelError(f"model {name!r}: its tokenizer is not a fast (Rust) tokenizer; convert it with PreTrainedTokenizerFast")
