@@ -34,6 +34,8 @@ demo: setup demo-text
 	$(BIN)/corpusdb minhash $(DEMO)/db
 	$(BIN)/corpusdb dedup-report $(DEMO)/db
 	$(BIN)/corpusdb dedup-report $(DEMO)/db --by size
+	# the figures the README quotes (tests/test_demo.py checks the README against results/demo_figures.json)
+	$(BIN)/python -m corpusdb.ingest.demo_figures $(DEMO)/db --write results/demo_figures.json
 	# annotations: the Gopher/C4/FineWeb rule values (as datatrove computes them) and fastText language id
 	$(BIN)/corpusdb annotate $(DEMO)/db quality
 	$(BIN)/corpusdb annotate $(DEMO)/db language

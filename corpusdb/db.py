@@ -222,7 +222,7 @@ class Database:
         for table, (_, hive) in TABLE_FOLDERS.items():
             paths = self.parts(table)
             schemas = [info.get("schema") for _, info in sorted(self.snapshot.tables.get(table, {}).items())]
-            self._create_view(table, paths, TABLE_SCHEMAS[table], hive, schemas)
+            self._create_view(table, paths, TABLE_SCHEMAS[table], hive, schemas, derived=self._derived(table))
         self._create_annotation_views()
         rows = [
             f"({quote(name)}, {quote(str(entry.get('content_hash') or ''))}, {quote(str(entry.get('tokenizer_hash') or ''))}, "
@@ -233,8 +233,23 @@ class Database:
         body = f"select * from (values {', '.join(rows)}) as t({columns})" if rows else _empty_select(MODEL_COLUMNS)
         self._con.execute(f"create or replace view models as {body}")
 
+    def _derived(self, table: str) -> str | None:
+        """Columns a table's view adds to what its parts store (select-list SQL), or None.
+
+        scores: the stored key `doc_id` is the key of the unit scored, an instance_id for instance
+        scores (`corpusdb score --unit instances`); the view names it for what it is as `unit_id`
+        (every score) and `instance_id` (instance scores only, else NULL). doc_id stays, for queries
+        and databases written before.
+        """
+        if table != "scores":
+            return None
+        instance_models = sorted(name for name, entry in self.snapshot.models.items() if entry.get("unit") == "instances")
+        instances = (f"case when model in ({', '.join(quote(m) for m in instance_models)}) then doc_id end"
+                     if instance_models else "null::bigint")
+        return f"doc_id as unit_id, {instances} as instance_id"
+
     def _create_view(self, view: str, paths: list[str], columns: dict[str, str], hive: bool = False,
-                     schemas: list[str | None] | None = None) -> None:
+                     schemas: list[str | None] | None = None, derived: str | None = None) -> None:
         """The view VIEW over the Parquet parts `paths` (an empty relation of `columns` without parts).
 
         Parts whose records carry their schema's key (`tables.schema_key`) are read one `read_parquet`
@@ -255,6 +270,8 @@ class Database:
                 for group in groups.values())
         else:
             body = _empty_select(columns)
+        if derived:
+            body = f"select *, {derived} from ({body})"
         try:
             self._con.execute(f"create or replace view {view} as {body}")
         except duckdb.IOException as exc:

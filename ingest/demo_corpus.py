@@ -207,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown sources {', '.join(unknown)}; choose from {', '.join(SOURCES)}")
     written = build(args.out, names, args.max_kb, args.seed, args.plain)
-    print(f"demo corpus: {sum(written.values()) / 1e6:.2f} MB of text in {len(written)} sources -> {args.out}", file=sys.stderr)
+    print(f"demo corpus: {sum(written.values()) / 1e6:.2f} MB of text in {len(written)} sources -> {args.out} (exact duplicates "
+          "included: ingest merges them)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 -- purpose: per-document losses of every scored model: per token, per byte and in bits per byte
 -- depends:
 -- params: none (a view over scores)
+-- unit_id is the key of the unit scored (doc_id, or instance_id for instance scores); doc_id holds
+-- the same value, as the scores table stores it.
 create or replace view losses as
 with scored as (
     select doc_id, model, sum_logprob, n_tokens, n_bytes
@@ -11,6 +13,7 @@ with scored as (
 final as (
     select
         doc_id,
+        doc_id as unit_id,
         model,
         sum_logprob,
         n_tokens,

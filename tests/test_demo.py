@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import corpusdb
 from tests.conftest import CORPUS, ingest_per_source
@@ -37,3 +38,25 @@ def test_demo_steps_select_instances_and_show_them(tmp_path, tiny_models, capsys
     again = capsys.readouterr().out
     assert again.split("Top three (kept first):")[1] == printed.split("Top three (kept first):")[1]
     assert "scored 0 instances" in again
+
+
+def test_the_readme_quotes_the_figures_make_demo_recorded(tmp_path):
+    """`make demo` records its corpus's figures in results/demo_figures.json; the README must quote them."""
+    from corpusdb.ingest.demo_figures import figures, sentence
+
+    root = Path(__file__).resolve().parent.parent
+    recorded = json.loads((root / "results" / "demo_figures.json").read_text())
+    readme = " ".join((root / "README.md").read_text().split())
+    assert f"With every package installed {sentence(recorded)}" in readme
+    # and the figures are what they say, on a real database: the fixture corpus with two near-copies added
+    db = corpusdb.init(str(tmp_path / "db"))
+    ingest_per_source(db, CORPUS)
+    text = db.sql("select text from documents order by doc_id limit 1").fetchall()[0][0]
+    (tmp_path / "copies.jsonl").write_text("".join(json.dumps({"text": text + suffix}) + "\n" for suffix in (" again", " once more")))
+    db.ingest([str(tmp_path / "copies.jsonl")], source="copies", progress=False)
+    db.minhash(workers=1, progress=False)
+    found = figures(corpusdb.open(db.url))
+    n, n_bytes, n_sources = db.sql("select count(*), sum(n_bytes), count(distinct source) from documents").fetchall()[0]
+    assert found == {"documents": n, "bytes": n_bytes, "sources": n_sources, "near_duplicates": found["near_duplicates"]}
+    assert found["near_duplicates"] >= 2
+    assert sentence(found).startswith(f"the demo corpus is {n:,} documents, {n_bytes / 1e6:.1f} MB of text in {n_sources} sources")

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import corpusdb
+from tests.views_fixture import build
 from corpusdb.cli import cli
 from corpusdb.errors import CatalogError
 from corpusdb.instances import run_instances, spans
@@ -89,6 +90,19 @@ def test_spans_of_real_text_hold_max_tokens_and_retokenize_alike(inst_db, tokeni
     assert mismatched == [(0,)]
     assert inst_db.sql("select count(distinct doc_id) from instances").fetchall() == inst_db.sql(
         "select count(*) from documents where n_bytes > 0").fetchall()
+
+
+def test_instance_scores_name_their_key_instance_id(inst_db, tmp_path):
+    """The stored key of an instance score is an instance_id: the scores view names it so (and unit_id for any
+    score); doc_id keeps the stored value for queries written before."""
+    n_instances = inst_db.sql("select count(*) from instances").fetchall()[0][0]
+    joined = inst_db.sql("select count(*), bool_and(s.unit_id = i.instance_id and s.doc_id = i.instance_id) "
+                         "from scores s join instances i using (instance_id) where s.model = 'teacher'").fetchall()
+    assert joined == [(n_instances, True)]
+    assert inst_db.sql("select count(*) from scores where instance_id is null or unit_id <> doc_id").fetchall() == [(0,)]
+    assert inst_db.sql("select count(*) = count(unit_id) from losses").fetchall() == [(True,)]
+    documents = build(tmp_path / "docs")  # scores of documents: no instance_id
+    assert documents.sql("select count(*), count(instance_id), bool_and(unit_id = doc_id) from scores").fetchall() == [(13, 0, True)]
 
 
 def test_instance_scores_equal_a_plain_forward_pass(inst_db, tiny_models):
