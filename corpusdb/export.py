@@ -60,7 +60,7 @@ from tqdm.auto import tqdm
 from corpusdb import failpoint
 from corpusdb.cut import placed_batches, text_kind
 from corpusdb.errors import ExportError
-from corpusdb.provenance import is_ordered, provenance
+from corpusdb.provenance import is_ordered, missing_choices, provenance
 from corpusdb.release import VERSION
 from corpusdb.storage import Location, WriteQueue, temporary_of
 from corpusdb.views import relation_sql
@@ -362,6 +362,7 @@ def export_view(
             "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
             "tokenizer": tokenizer, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "corpusdb": VERSION, "seconds": round(time.perf_counter() - started, 3),
+            "missing": missing_choices(db, sql),  # what the selection does with units a policy could not judge
             **({"warnings": warnings} if warnings else {}),
         }
         if format in TOKENIZED:

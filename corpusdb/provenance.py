@@ -55,6 +55,30 @@ def definitions(db: Database, sql: str) -> dict[str, str]:
     return dict(sorted(found.items()))
 
 
+POLICY_CALL = re.compile(r"\b(difference(?:_[a-z]+)*|curriculum|filter_[a-z]+|quota|mixture|dedup)\s*\(", re.I)
+MISSING_ARG = re.compile(r"\bmissing\s*:=\s*'([A-Za-z_]+)'", re.I)
+
+
+def missing_choices(db: Database, sql: str) -> list[dict]:
+    """Each explicit `missing := '...'` the selection passes to a built-in policy, in `sql` or a user
+    view it reads: what it chose to do with units the policy could not judge (an export's manifest
+    records them; without one, every policy judged every unit, or the selection would have failed)."""
+    texts = {"": sql, **{name: text for name, text in definitions(db, sql).items() if name in db.snapshot.views}}
+    out = []
+    for view, text in texts.items():
+        text = _code(text, strings=False)
+        for call in POLICY_CALL.finditer(text):
+            depth, end, top = 1, call.end(), []
+            while end < len(text) and depth:  # the call's own arguments, nested calls blanked out
+                char = text[end]
+                depth += (char == "(") - (char == ")")
+                top.append(char if depth == 1 and char not in "()" else " ")
+                end += 1
+            for choice in MISSING_ARG.finditer("".join(top)):
+                out.append({"policy": call.group(1).lower(), "missing": choice.group(1), **({"view": view} if view else {})})
+    return out
+
+
 def _code(sql: str, strings: bool) -> str:
     """SQL without its comments (and without its string literals with `strings`), by DuckDB's own tokenizer."""
     try:

@@ -166,7 +166,8 @@ def relation_sql(db: Database, view: str) -> str:
     """
     text = view.strip().rstrip(";")
     if re.match(r"^(select|with|from)\b", text, re.I):
-        return text
+        # a select that ends in a line comment is wrapped in `(...)` by its callers: end it with a newline
+        return text + "\n" if "--" in text.rsplit("\n", 1)[-1] else text
     if NAME_RE.match(text) and text not in db.relations():
         raise QueryError(f"no table or view named {text!r}; views: {', '.join(db.relations())}")
     return f"select * from {text}"

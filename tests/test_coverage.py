@@ -13,7 +13,6 @@ import math
 from pathlib import Path
 
 import duckdb
-import pyarrow as pa
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
@@ -21,7 +20,8 @@ from hypothesis import strategies as st
 
 import corpusdb
 from corpusdb.cli import cli
-from corpusdb.policies import load_builtin_views
+from tests.policy_tables import connect as connect_tables
+from tests.policy_tables import doc_ids
 from tests.views_fixture import ID, NAME, build, names
 
 
@@ -84,7 +84,14 @@ def test_the_refusal_stops_an_export_and_a_saved_view_before_anything_is_written
     # with the opt-in, the export records it in its manifest (the SQL it ran)
     result = CliRunner().invoke(cli, ["export", db.url, "difference('teacher', 'reference', missing := 'exclude')", str(out)])
     assert result.exit_code == 0, result.output
-    assert "missing := 'exclude'" in json.loads((out / "manifest.json").read_text())["sql"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "missing := 'exclude'" in manifest["sql"] and manifest["missing"] == [{"policy": "difference", "missing": "exclude"}]
+    db.create_view("refined", "select * from difference('teacher', 'reference', missing := 'exclude')")
+    manifest = db.view("select * from curriculum('reference', docs := 'refined', missing := 'last') -- missing := 'keep'").export(
+        str(tmp_path / "lessons"))
+    assert manifest["missing"] == [{"policy": "curriculum", "missing": "last"},
+                                   {"policy": "difference", "missing": "exclude", "view": "refined"}]
+    assert db.view("filter_source(['web'])").export(str(tmp_path / "web"))["missing"] == []  # every unit judged
 
 
 def hand_scores(db: corpusdb.Database) -> dict[str, tuple[float | None, int]]:
@@ -210,6 +217,7 @@ coverage = st.lists(
         st.floats(-400, -1),  # teacher sum_logprob
         st.one_of(st.none(), st.floats(-400, -1)),  # reference sum_logprob (None: not scored)
         st.one_of(st.none(), st.integers(0, 3)),  # near-duplicate group (None: no minhash row)
+        st.one_of(st.none(), st.floats(0, 1)),  # probability of English (None: no language row)
     ),
     min_size=1,
     max_size=30,
@@ -217,32 +225,24 @@ coverage = st.lists(
 
 
 def connect(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
-    ids = [i * 7919 - 100 for i in range(len(rows))]
-    con = duckdb.connect()
-    con.register("d", pa.table({
-        "doc_id": pa.array(ids, pa.int64()), "source": [r[0] for r in rows], "text": ["x" * r[1] for r in rows],
-        "n_bytes": pa.array([r[1] for r in rows], pa.int64()),
-    }))
-    con.execute("create table documents as select * from d")
-    con.execute("create table scores (doc_id bigint, sum_logprob double, n_tokens bigint, n_bytes bigint, model varchar)")
+    """The teacher scores every document, the reference those with a value, minhash clusters those with a group."""
+    ids = doc_ids(len(rows))
+    scores = []
     for doc, row in zip(ids, rows):
         empty = row[1] == 0
-        con.execute("insert into scores values (?, ?, ?, ?, 'teacher')", [doc, None if empty else row[2], 0 if empty else 5, row[1]])
+        scores.append((doc, None if empty else row[2], 0 if empty else 5, row[1], "teacher"))
         if row[3] is not None:
-            con.execute("insert into scores values (?, ?, ?, ?, 'reference')", [doc, None if empty else row[3], 0 if empty else 4, row[1]])
-    con.execute("create table models as select * from (values ('teacher', 'a', 'bpe', 't', 'documents'), "
-                "('reference', 'b', 'bpe', 'r', 'documents')) as t(model, content_hash, tokenizer_hash, path, unit)")
-    con.execute("create table instance_spans (instance_id bigint, doc_id bigint, position integer, byte_start bigint, "
-                "byte_end bigint, n_tokens bigint, n_bytes bigint)")
-    con.execute("create table minhash (doc_id bigint, cluster_id bigint, cluster_size bigint)")
-    groups: dict = {}
+            scores.append((doc, None if empty else row[3], 0 if empty else 4, row[1], "reference"))
+    groups: dict[int, list[int]] = {}
     for doc, row in zip(ids, rows):
         if row[4] is not None:
             groups.setdefault(row[4] or -doc, []).append(doc)
-    for members in groups.values():
-        for doc in members:
-            con.execute("insert into minhash values (?, ?, ?)", [doc, min(members), len(members)])
-    load_builtin_views(con)
+    con = connect_tables([(doc, row[0], row[1]) for doc, row in zip(ids, rows)], scores, groups)
+    con.execute("create table annotations_language (doc_id bigint, language varchar, language_score double, "
+                "language_scores map(varchar, double))")
+    for doc, row in zip(ids, rows):
+        if row[5] is not None:
+            con.execute("insert into annotations_language values (?, 'en', ?, map {'en': ?})", [doc, row[5], row[5]])
     return con
 
 
@@ -259,7 +259,7 @@ def refused(con: duckdb.DuckDBPyConnection, sql: str, message: str) -> bool:
 @given(coverage.filter(lambda rows: any(r[3] is not None for r in rows)), st.floats(0.05, 1))
 def test_every_policy_refuses_a_gap_or_with_the_opt_in_returns_the_covered_units_answer(rows, alpha):
     con = connect(rows)
-    ids = [i * 7919 - 100 for i in range(len(rows))]
+    ids = doc_ids(len(rows))
     unscored = sum(r[3] is None for r in rows)
     unclustered = sum(r[4] is None for r in rows)
     gap = f"{unscored} of {len(rows)} units of 'documents' have no score of 'reference'"
@@ -272,6 +272,13 @@ def test_every_policy_refuses_a_gap_or_with_the_opt_in_returns_the_covered_units
     for policy, (sql, gaps) in checks.items():
         assert refused(con, sql, f"{policy}: {gap}") == (gaps > 0)
     assert refused(con, "select * from dedup", f"dedup: {unclustered} of {len(rows)} units") == (unclustered > 0)
+    unannotated = sum(r[5] is None for r in rows)
+    assert refused(con, "select * from filter_language(['en'], 0.5)",
+                   f"filter_language: {unannotated} of {len(rows)} units of 'documents' have no language annotation") == (unannotated > 0)
+    web_gaps = sum(r[3] is None for r in rows if r[0] == "web")
+    quota = "select doc_id from quota(map {'web': 60}, unit := 'tokens', model := 'reference'%s)"
+    if any(r[0] == "web" for r in rows):
+        assert refused(con, quota % "", f"quota: {web_gaps} of {sum(r[0] == 'web' for r in rows)} units") == (web_gaps > 0)
 
     # by hand, over the covered units (Python, not the macros)
     covered = [(doc, r) for doc, r in zip(ids, rows) if r[3] is not None]
@@ -297,6 +304,17 @@ def test_every_policy_refuses_a_gap_or_with_the_opt_in_returns_the_covered_units
     assert {d for (d,) in con.execute("select doc_id from filter_loss('reference', max_loss := 10, missing := 'exclude')").fetchall()} == low
     keep = low | {doc for doc, r in zip(ids, rows) if r[3] is None}
     assert {d for (d,) in con.execute("select doc_id from filter_loss('reference', max_loss := 10, missing := 'keep')").fetchall()} == keep
+    english = {doc for doc, r in zip(ids, rows) if r[5] is not None and r[5] >= 0.5}
+    got = {d for (d,) in con.execute("select doc_id from filter_language(['en'], 0.5, missing := 'exclude')").fetchall()}
+    assert got == english
+    got = {d for (d,) in con.execute("select doc_id from filter_language(['en'], 0.5, missing := 'keep')").fetchall()}
+    assert got == english | {doc for doc, r in zip(ids, rows) if r[5] is None}
+    if any(r[0] == "web" for r in rows):  # the web documents the reference scored, in the seeded order, while within 60 tokens
+        tokens = {doc: 0 if r[1] == 0 else 4 for doc, r in covered if r[0] == "web"}
+        order = sorted(tokens, key=lambda d: (con.execute("select uniform(?, 0)", [d]).fetchall()[0][0], d))
+        running = [sum(tokens[d] for d in order[: i + 1]) for i in range(len(order))]
+        expected = {d for d, total in zip(order, running) if total <= 60}
+        assert {d for (d,) in con.execute(quota % ", missing := 'exclude'").fetchall()} == expected
     clusters = dict(con.execute("select doc_id, cluster_id from minhash").fetchall())
     representatives = {d for d, c in clusters.items() if d == c}
     assert {d for (d,) in con.execute("select doc_id from dedup(missing := 'exclude')").fetchall()} == representatives

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import duckdb
-import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corpusdb.policies import load_builtin_views
+from tests.policy_tables import connect as connect_tables
+from tests.policy_tables import doc_ids
 
 SOURCES = ["web", "books", "code"]
 
@@ -28,34 +28,15 @@ corpus = st.lists(
 
 
 def connect(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
-    """documents, scores and minhash tables holding `rows`, plus the built-in views and macros."""
-    ids = [i * 7919 - 100 for i in range(len(rows))]
-    con = duckdb.connect()
-    con.register("d", pa.table({
-        "doc_id": pa.array(ids, pa.int64()), "source": [r[0] for r in rows], "text": ["x" * r[1] for r in rows],
-        "n_bytes": pa.array([r[1] for r in rows], pa.int64()),
-    }))
-    con.execute("create table documents as select * from d")
-    score_rows = []
-    for doc, row in zip(ids, rows):
-        for model, value in (("teacher", row[2]), ("reference", row[3])):
-            score_rows.append((doc, value, 0 if value is None else max(row[1] // 4, 1), row[1], model))
-    con.execute("create table scores (doc_id bigint, sum_logprob double, n_tokens bigint, n_bytes bigint, model varchar)")
-    if score_rows:
-        con.executemany("insert into scores values (?, ?, ?, ?, ?)", score_rows)
+    """documents, scores (both models score every document; None: empty) and minhash (every document in a
+    group, or alone) holding `rows`, plus the built-in views and macros."""
+    ids = doc_ids(len(rows))
+    scores = [(doc, value, 0 if value is None else max(row[1] // 4, 1), row[1], model)
+              for doc, row in zip(ids, rows) for model, value in (("teacher", row[2]), ("reference", row[3]))]
     groups: dict[int, list[int]] = {}
     for doc, row in zip(ids, rows):
         groups.setdefault(row[4] or -doc, []).append(doc)
-    con.execute("create table models as select * from (values ('teacher', 'a', 'bpe', '', 'documents'), "
-                "('reference', 'b', 'bpe', '', 'documents')) as t(model, content_hash, tokenizer_hash, path, unit)")
-    con.execute("create table instance_spans (instance_id bigint, doc_id bigint, position integer, byte_start bigint, "
-                "byte_end bigint, n_tokens bigint, n_bytes bigint)")
-    con.execute("create table minhash (doc_id bigint, cluster_id bigint, cluster_size bigint)")
-    members = [(doc, min(g), len(g)) for g in groups.values() for doc in g]
-    if members:
-        con.executemany("insert into minhash values (?, ?, ?)", members)
-    load_builtin_views(con)
-    return con
+    return connect_tables([(doc, row[0], row[1]) for doc, row in zip(ids, rows)], scores, groups)
 
 
 alphas = st.floats(0, 1, exclude_min=True)
