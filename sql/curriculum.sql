@@ -6,9 +6,10 @@
 -- unit of docs needs a score of the model: unscored units are an error naming how many and the
 -- `corpusdb score` run that fills the gap, unless missing := 'last' (after every scored unit, in
 -- unit_id order) or 'exclude' (dropped; ranks and stages count the scored units only). Scored
--- units without a loss (empty text), and rows without a value of any other key, come last. The ranking runs on keys and losses alone; the text is joined back to the ranked keys
--- and sorted once. A unit that docs repeats is ranked once, and its rows share its rank. A model
--- without scores or stages < 1 is an error.
+-- units without a loss (empty text), and rows without a value of any other key, come last. The
+-- ranking runs on keys and losses alone; the text is joined back to the ranked keys and sorted
+-- once. A unit that docs repeats is ranked once, and its rows share its rank. A model without
+-- scores or stages < 1 is an error.
 create or replace macro curriculum(
     model, key := 'loss_per_byte', descending := false, stages := 1, docs := 'documents', missing := 'error'
 ) as table
