@@ -31,7 +31,7 @@ from corpusdb import docindex, versions
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
 from corpusdb.errors import QueryError, VersionError
 from corpusdb.policies import load_builtin_views
-from corpusdb.statements import check_select, check_statement, query_error, quote
+from corpusdb.statements import check_read_only, check_select, check_statement, query_error, quote
 from corpusdb.storage import Location
 from corpusdb.tables import (
     ANNOTATION_VIEW_PREFIX,
@@ -97,6 +97,9 @@ class Database:
         self.as_of = as_of
         self.unsafe = unsafe
         self._con = self._connect(allow, memory_limit or os.environ.get(MEMORY_LIMIT_ENV) or None)
+        # fsspec shares one filesystem object (and its listing cache) per storage options in a
+        # process: a part another process committed since this process listed its folder must be seen
+        location.invalidate()
         self.snapshot: Snapshot = versions.load(location, as_of)
         self._annotation_views: set[str] = set()
         self._loaded: int | None = self.snapshot.version  # the version the DuckDB views show
@@ -336,6 +339,8 @@ class Database:
             QueryError: the statement does not parse, names an unknown table, view or column, or
                 a policy refuses its arguments (DuckDB's message and hints, on one line).
         """
+        if not self.unsafe:
+            check_read_only(query)
         try:
             return self.con.sql(query, params=params)
         except duckdb.Error as exc:

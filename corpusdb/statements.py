@@ -52,3 +52,29 @@ def check_statement(sql: str, kind: str) -> None:
     kinds = [statement.type.name.lower() for statement in duckdb.extract_statements(sql)]
     if kinds != [kind]:
         raise QueryError(f"expected one {kind} statement, found {', '.join(kinds) or 'none'}")
+
+
+# statements that write files or reach other databases: refused in confined SQL (`corpusdb sql`, `shell`, Database.sql)
+FILE_STATEMENTS = ("COPY", "EXPORT", "ATTACH", "DETACH", "LOAD")
+
+
+def check_read_only(sql: str) -> None:
+    """Refuse a COPY, EXPORT, ATTACH, DETACH or LOAD in `sql`: SQL over a database reads it and never
+    writes files (DuckDB's confinement lets it read the database's folder, and the same setting would
+    let it write there: a `copy ... to 'DB/documents/part-....parquet'` would replace a committed part).
+
+    Raises:
+        QueryError: naming the statement and the ways to write a result.
+    """
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error:
+        return  # DuckDB reports the parse error itself, with its position
+    for statement in statements:
+        kind = statement.type.name
+        if kind in FILE_STATEMENTS:
+            raise QueryError(
+                f"{kind.lower()} statements are refused: SQL over a database only reads (a copy into its folder would "
+                "replace committed parts); write a result with `corpusdb export DB \"select ...\" OUT` or `corpusdb sql "
+                "DB \"select ...\" --format csv > FILE`, or pass --unsafe (unsafe=True) for SQL you typed yourself"
+            )
