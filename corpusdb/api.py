@@ -74,11 +74,11 @@ class Database(core.Database):
 
         return list_annotations(self)
 
-    def create_view(self, name: str, sql: str, replace: bool = False) -> View:
+    def create_view(self, name: str, sql: str, replace: bool = False, check_seconds: float | None = 600.0) -> View:
         """Validate and commit a user view (a warning if it selects no rows); see `corpusdb.views.create_view`."""
         from corpusdb.views import create_view
 
-        if not create_view(self, name, sql, replace=replace):
+        if create_view(self, name, sql, replace=replace, check_seconds=check_seconds) == 0:
             warnings.warn(f"view {name!r} selects no rows now; check its filters and score names", stacklevel=2)
         return self.view(name)
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 import duckdb
 
 from corpusdb import docindex, versions
+from corpusdb.integrity import check_sizes
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
 from corpusdb.errors import QueryError, VersionError
 from corpusdb.policies import load_builtin_views
@@ -101,6 +102,7 @@ class Database:
         # process: a part another process committed since this process listed its folder must be seen
         location.invalidate()
         self.snapshot: Snapshot = versions.load(location, as_of)
+        check_sizes(location, self.snapshot)  # what it reads is what was committed (corpusdb.integrity)
         self._annotation_views: set[str] = set()
         self._loaded: int | None = self.snapshot.version  # the version the DuckDB views show
         self._create_tables()
@@ -208,6 +210,7 @@ class Database:
             latest = versions.load(self.location)
             if latest.version == self.snapshot.version:
                 return  # parts never change, so the same version is the same tables
+            check_sizes(self.location, latest)
             self.snapshot = latest
         self._loaded = None  # re-created at the next use of `con`
 

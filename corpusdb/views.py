@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import threading
 from typing import TYPE_CHECKING
 
 import duckdb
@@ -35,16 +36,18 @@ def reserved_names() -> set[str]:
     return set(TABLE_FOLDERS) | {"models", "annotations"} | {v.name for v in builtin_views()}
 
 
-def create_view(db: Database, name: str, sql: str, replace: bool = False) -> int:
+def create_view(db: Database, name: str, sql: str, replace: bool = False, check_seconds: float | None = 600.0) -> int | None:
     """Validate `sql` (one select) as view NAME, commit it, and write `views/NAME.sql`; returns its rows now.
 
     The view is run in full before it is saved, so a policy that refuses its arguments (a score
-    name with no scores, alpha out of range) fails here and nothing is saved.
+    name with no scores, alpha out of range, units it cannot judge) fails here and nothing is
+    saved. The run is bounded by `check_seconds` (None: no bound): a view that does not finish in
+    time is refused; check_seconds=0 checks only that it binds and returns None instead of a count.
 
     Raises:
         ValueError: a bad or reserved name, or NAME exists and replace is False.
         QueryError: the SQL is not one select, or does not run (the message names the missing
-            column or relation, or the policy's complaint).
+            column or relation, or the policy's complaint), or does not finish in check_seconds.
     """
     db.writable()
     if not NAME_RE.match(name):
@@ -61,12 +64,26 @@ def create_view(db: Database, name: str, sql: str, replace: bool = False) -> int
         raise ValueError(f"view {name!r} exists; pass --replace to overwrite it")
     sql = check_select(sql, f"view {name!r}")
     previous = db.snapshot.views.get(name, {}).get("sql")
+    timer = None
     try:
-        db.con.execute(f"create or replace view {name} as {sql}")
-        n_rows = db.con.execute(f"select count(*) from {name}").fetchall()[0][0]
+        db.con.execute(f"create or replace view {name} as {sql}")  # binds: names, columns, types
+        n_rows = None
+        if check_seconds != 0:
+            if check_seconds is not None:
+                timer = threading.Timer(check_seconds, db.con.interrupt)
+                timer.start()
+            n_rows = db.con.execute(f"select count(*) from {name}").fetchall()[0][0]
+    except duckdb.InterruptException as exc:
+        _restore(db, name, previous)
+        raise QueryError(f"view {name!r} did not finish in {check_seconds:g} s (a recursive CTE that never ends?), so "
+                         "nothing was saved; pass a larger --check-seconds, or --check-seconds 0 to save it after checking "
+                         "only that it binds") from exc
     except duckdb.Error as exc:
         _restore(db, name, previous)
         raise QueryError(f"view {name!r} is not valid SQL over this database: {db.explain_error(exc)}") from exc
+    finally:
+        if timer is not None:
+            timer.cancel()
     now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
     def change(snapshot) -> str:

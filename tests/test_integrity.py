@@ -72,3 +72,66 @@ def test_a_long_lived_reader_on_s3_sees_what_another_process_commits(s3_options,
     assert corpusdb.open(url, storage_options=s3_options).sql("select count(*) from documents").fetchall() == [(12,)]
     reader.refresh()
     assert reader.sql("select count(*) from documents").fetchall() == [(12,)]
+
+
+FOREVER = "with recursive r(n) as (select 1 union all select n + 1 from r) select n as doc_id from r"
+
+
+def test_view_create_runs_a_view_for_a_bounded_time_and_says_how_to_pass_the_sql(tmp_path):
+    db = build(tmp_path / "db")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["view", "create", db.url, "forever", "--sql", FOREVER, "--check-seconds", "1"])
+    assert result.exit_code == 1 and result.output == (
+        "Error: view 'forever' did not finish in 1 s (a recursive CTE that never ends?), so nothing was saved; pass a "
+        "larger --check-seconds, or --check-seconds 0 to save it after checking only that it binds\n")
+    assert "forever" not in corpusdb.open(db.url).snapshot.views
+    assert db.sql("select count(*) from documents").fetchall() == [(7,)]  # the connection still answers
+    result = runner.invoke(cli, ["view", "create", db.url, "forever", "--sql", FOREVER + " limit 3", "--check-seconds", "0"])
+    assert result.exit_code == 0 and "checked: one select that binds; not run" in result.output
+    result = runner.invoke(cli, ["view", "create", db.url, "bad", "--sql", "select nope from documents", "--check-seconds", "0"])
+    assert result.exit_code == 1 and 'Referenced column "nope" not found' in result.output  # binding is still checked
+    for args, left in ((["select", "*", "from", "documents"], "'select * from documents'"), (["--sql", "select", "*", "from", "documents"], "'* from documents'")):
+        result = runner.invoke(cli, ["view", "create", db.url, "short", *args])
+        assert result.exit_code == 2 and f"the view's SQL must be one quoted argument after --sql" in result.output and left in result.output
+    result = runner.invoke(cli, ["view", "create", db.url, "short"])
+    assert result.exit_code == 2 and "pass the view's select with --sql, as one quoted argument, e.g. corpusdb view create DB " \
+                                      "short --sql \"select * from documents where n_bytes < 2000\"" in " ".join(result.output.split())
+
+
+def test_a_replaced_part_is_caught_at_open_and_a_flipped_byte_by_verify(tmp_path):
+    db = build(tmp_path / "db")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["verify", db.url, "--no-progress"])
+    assert result.exit_code == 0 and result.output.startswith("verified 5 parts (") and "of version 5: every size and content hash" in result.output
+    web = next(p for p in db.parts("documents") if corpusdb.open(db.url).sql(f"select count(*) from read_parquet('{p}') where source = 'web'").fetchall()[0][0])
+    original = Path(web).read_bytes()
+    # a same-size change (one byte of the footer's key-value area flipped): open cannot see it, verify can
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01
+    Path(web).write_bytes(bytes(flipped))
+    corpusdb.open(db.url)  # sizes match: opens
+    result = runner.invoke(cli, ["verify", db.url, "--no-progress"])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith(f"damaged: {web} (documents): content hash ") and lines[0].endswith("(same size: changed in place)")
+    assert lines[1] == "Error: 1 of 5 parts of version 5 are not the ones committed; restore them from a copy, or read an earlier version with --as-of"
+    # a replaced part of another size: every open refuses, naming the part and the version to go back to
+    Path(web).write_bytes(original[: len(original) // 2])
+    with pytest.raises(corpusdb.VersionError, match=rf"version 5 lists 1 part\(s\) whose size is not the committed one \(e.g. "
+                                                    rf"{web}: {len(original) // 2:,} bytes, committed {len(original):,}: replaced or "
+                                                    rf"truncated since\); restore them, or read no earlier version: every one reads it"):
+        corpusdb.open(db.url)
+    result = runner.invoke(cli, ["sql", db.url, "select count(*) from documents"])
+    assert result.exit_code == 1 and "whose size is not the committed one" in result.output
+    assert "1 of 5 parts" in runner.invoke(cli, ["verify", db.url, "--no-progress"]).output  # verify reports it too
+    Path(web).write_bytes(original)
+    assert runner.invoke(cli, ["verify", db.url, "--no-progress"]).exit_code == 0
+
+
+def test_the_way_back_is_the_newest_version_that_does_not_read_the_part(tmp_path):
+    db = build(tmp_path / "db")
+    part = db.parts("minhash")[0]  # committed last (version 5)
+    Path(part).write_bytes(b"not the clusters")
+    with pytest.raises(corpusdb.VersionError, match=r"read version 4, the newest that does not read it \(--as-of 4\)"):
+        corpusdb.open(db.url)
+    assert corpusdb.open(db.url, as_of=4).sql("select count(*) from documents").fetchall() == [(7,)]

@@ -37,16 +37,22 @@ def view() -> None:
 @view.command("create")
 @click.argument("db")
 @click.argument("name")
-@click.option("--sql", "sql_text", required=True, help="the view's select statement (DuckDB SQL)")
+@click.argument("stray", nargs=-1, metavar="")
+@click.option("--sql", "sql_text", help="the view's select statement (DuckDB SQL), as one quoted argument")
 @click.option("--replace", is_flag=True, help="overwrite a user view of that name")
+@click.option("--check-seconds", type=click.FloatRange(min=0), default=600, show_default=True,
+              help="run the view for at most this long before saving it; 0: check only that it binds")
 @storage_option
-def view_create(db, name, sql_text, replace, storage_options):
+def view_create(db, name, stray, sql_text, replace, check_seconds, storage_options):
     """Create user view NAME in DB from one select; it is run first, then committed as a new version.
 
     The SQL must be exactly one select (DuckDB's parser decides). It is run in full before it is
-    saved, so a missing column or view, or a policy refusing its arguments (a score name without
-    scores, alpha outside (0, 1]), is an error and nothing is saved. A view that selects no rows is
-    saved with a warning. A copy of the SQL goes to views/NAME.sql for people and other engines.
+    saved (for at most --check-seconds), so a missing column or view, or a policy refusing its
+    arguments (a score name without scores, alpha outside (0, 1], units it cannot judge), is an
+    error and nothing is saved. A view that runs longer (a recursive CTE that never ends?) is
+    refused; --check-seconds 0 saves it after checking only that it binds. A view that selects
+    no rows is saved with a warning. A copy of the SQL goes to views/NAME.sql for people and
+    other engines.
 
     \b
     Example:
@@ -54,9 +60,18 @@ def view_create(db, name, sql_text, replace, storage_options):
     """
     from corpusdb.views import create_view
 
+    example = f'corpusdb view create DB {name} --sql "select * from documents where n_bytes < 2000"'
+    if stray:
+        raise click.UsageError(f"the view's SQL must be one quoted argument after --sql (the shell split it, or --sql is "
+                               f"missing: {' '.join(stray)!r} was left over), e.g. {example}")
+    if not sql_text:
+        raise click.UsageError(f"pass the view's select with --sql, as one quoted argument, e.g. {example}")
     with open_db(db, storage_options) as database:
-        n_rows = create_view(database, name, sql_text, replace=replace)
+        n_rows = create_view(database, name, sql_text, replace=replace, check_seconds=check_seconds)
         version = database.version
+    if n_rows is None:
+        click.echo(f"view {name!r} saved in version {version} (checked: one select that binds; not run, --check-seconds 0)")
+        return
     if not n_rows:
         click.echo(f"Warning: view {name!r} selects no rows now; check its filters and score names", err=True)
     click.echo(f"view {name!r} saved ({n_rows:,} rows now) in version {version}")
