@@ -170,7 +170,7 @@ def records(lines: list[bytes], first: int, text_field: str, meta_paths: list[st
             try:  # a number orjson cannot hold (1e400, 2**70) is still JSON
                 record = loads_lenient(line)
                 json.dumps(record, ensure_ascii=False).encode("utf-8")  # an escaped lone surrogate is no text
-            except ValueError:  # UnicodeEncodeError included
+            except (ValueError, RecursionError):  # UnicodeEncodeError included; RecursionError: nested too deep
                 bad("malformed_json", f"line {number}", f"malformed JSON ({exc})", "fix the line")
                 continue
         if not isinstance(record, dict):

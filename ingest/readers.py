@@ -271,6 +271,13 @@ class Reader:
     def batches(self) -> Iterator[Batch]:
         """The input's good records, in order, a batch at a time."""
         reader = {"jsonl": self._jsonl, "parquet": self._parquet, "text": self._text}[self.item.format]
+        if self.item.compression is not None and (self.item.details or {}).get("size") == 0:  # a listed size, not unknown
+            # an empty file is no valid compressed file (even an empty text compresses to a header):
+            # a download that never happened, not an input without records
+            self._bad("empty_file", "", f"empty {self.item.compression} file (0 bytes): not valid {self.item.compression} data",
+                      "download or copy it again")
+            self.close()
+            return
         try:
             with storage_errors(self.item.url, self.fs):
                 yield from reader()
@@ -409,7 +416,12 @@ class Reader:
         with storage_errors(self.item.url, self.fs):
             handle = self._with_details(self.fs.open(self.item.path, "rb", **self._open_options))
         with handle:
-            parquet = pq.ParquetFile(handle)
+            try:
+                parquet = pq.ParquetFile(handle)
+            except (pa.ArrowInvalid, OSError) as exc:  # a truncated or damaged file: no footer to read
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                self._bad("damaged_file", "", f"not a readable Parquet file ({first})", "download or copy it again")
+                return
             names = parquet.schema_arrow.names
             top = {path.split(".")[0] for _, path in self.options.meta if path not in SPECIAL_FIELDS}
             wanted = [text_field, *sorted(top - {text_field})]

@@ -178,3 +178,35 @@ def test_not_a_database_and_bad_sql(tmp_path, fixture_db):
     result = runner.invoke(cli, ["stats", str(tmp_path / "broken")])
     assert result.output.startswith(f"Error: {tmp_path}/broken/corpusdb.json: not valid JSON (")
     assert result.output.endswith("); restore it from a backup\n")
+
+
+def test_skip_counts_deep_json_damaged_parquet_and_empty_compressed_files_with_file_and_line(tmp_path):
+    """Issue 26, item 5: each is skipped and counted like other bad records (and an error without skip)."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    deep = '{"text": ' + "[" * 5000 + "]" * 5000 + "}"
+    (folder / "deep.jsonl").write_text('{"text": "good one"}\n' + deep + '\n{"text": "good two"}\n')
+    (folder / "surrogate.jsonl").write_text('{"text": "good three"}\n{"text": "bad \\ud800 x"}\n')
+    pq.write_table(pa.table({"text": ["a" * 1000] * 100}), folder / "whole.parquet")
+    whole = (folder / "whole.parquet").read_bytes()
+    (folder / "truncated.parquet").write_bytes(whole[: len(whole) // 2])
+    (folder / "empty.jsonl.gz").write_bytes(b"")
+    (folder / "empty.jsonl.zst").write_bytes(b"")
+    expected = {
+        "deep.jsonl": "deep.jsonl line 2: malformed JSON (depth limit exceeded",
+        "surrogate.jsonl": "surrogate.jsonl line 2: malformed JSON (no low surrogate in string",
+        "truncated.parquet": "truncated.parquet: not a readable Parquet file (Parquet magic bytes not found in footer",
+        "empty.jsonl.gz": "empty.jsonl.gz: empty gzip file (0 bytes): not valid gzip data; download or copy it again",
+        "empty.jsonl.zst": "empty.jsonl.zst: empty zstd file (0 bytes): not valid zstd data; download or copy it again",
+    }
+    for name, message in expected.items():
+        result = CliRunner().invoke(cli, ["ingest", str(tmp_path / f"db-{name}"), str(folder / name), "--no-progress"])
+        assert result.exit_code == 1 and result.output.startswith(f"Error: {folder / name}") and message in result.output, result.output
+        assert result.output.endswith(f"{SKIP}\n") and result.output.count("\n") == 1
+    result = CliRunner().invoke(cli, ["ingest", str(tmp_path / "db"), str(folder), "--on-error", "skip", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "5 bad records skipped (damaged_file: 1, empty_file: 2, malformed_json: 2)" in result.output
+    for message in expected.values():
+        assert message in result.output
+    texts = sorted(t for (t,) in corpusdb.open(str(tmp_path / "db")).sql("select text from documents").fetchall())
+    assert texts == ["a" * 1000, "good one", "good three", "good two"]
