@@ -42,9 +42,12 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import os
 import posixpath
 import re
+import socket
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -76,6 +79,7 @@ MANIFEST = "manifest.json"
 TOKENIZE_BYTES = 8 * 1024 * 1024  # text per tokenizer call (and per slice of a JSONL part made Python objects)
 ROW_GROUP_ROWS, ROW_GROUP_BYTES = 65536, 32 * 1024 * 1024  # a Parquet part's row groups: rows, or bytes of text
 JOURNAL = ".corpusdb-export.json"
+LOCK = ".corpusdb-export.lock"  # held by the export writing into the folder (ExportLock)
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
@@ -340,49 +344,112 @@ def export_view(
                 "tokenizer_hash": tokenizer_hash(loaded) if loaded is not None else None}
     key = xxhash.xxh3_64_hexdigest(json.dumps([record["inputs_hash"], settings], sort_keys=True).encode())[:8]
     out = Location(url, db.location.storage_options if storage_options is None else storage_options)
-    old, journal = _check_target(out, url, key, overwrite)
-    if journal is not None:  # an unfinished or interrupted run: its files are ours by the journal
-        _clean(out, _journal_files(journal) - _files_of(old or {}))
-        out.remove(out.join(JOURNAL))
-    if old is not None and old.get("key") == key and not overwrite:
-        # what a killed re-run left, e.g. half a manifest
-        out.remove_temporaries("", (_files_of(old) | {MANIFEST, JOURNAL}).__contains__)
-        return {**old, "reused": True}  # the same selection, made the same way
-    created = not out.exists("")
-    if out.is_local:
-        out.fs.makedirs(out.path, exist_ok=True)
-    journal = {"key": key, "files": [], "replaces": sorted(_files_of(old or {})),
-               "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    sink = _PartSink(out, format, key, journal, loaded)
-    try:
-        with db.query_errors():
-            _write_parts(db, select, kind, view, sink, int(part_size_mb * 1024 * 1024), progress)
-        manifest = {
-            "format": format, "view": view, "key": key, **settings, **record, "database": db.url, "parts": sink.parts,
-            "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
-            "tokenizer": tokenizer, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "corpusdb": VERSION, "seconds": round(time.perf_counter() - started, 3),
-            "missing": missing_choices(db, sql),  # what the selection does with units a policy could not judge
-            **({"warnings": warnings} if warnings else {}),
-        }
-        if format in TOKENIZED:
-            manifest.update(
-                n_tokens=sum(p["tokens"] for p in sink.parts), dtype=np.dtype(sink.dtype).name,
-                eos_token_id=sink.tokenizer.eos_token_id, vocab_size=len(sink.tokenizer),
-            )
-        out.write_atomic(json.dumps(manifest, indent=1).encode(), MANIFEST)
-    except BaseException:
-        # leave the folder as it was found: the old export, if any, is untouched (a forced re-export
-        # of the same key rewrote its files with the same bytes, so those stay)
-        _clean(out, set(journal["files"]) - _files_of(old or {}))
-        out.remove(out.join(JOURNAL))
-        if created and out.is_local and out.fs.exists(out.path) and not out.fs.ls(out.path):
-            out.fs.rmdir(out.path)
-        raise
-    _clean(out, _files_of(old or {}) - _files_of(manifest))  # the replaced export's files
-    _clean(out, {JOURNAL})
-    out.remove_temporaries("", (_files_of(manifest) | {MANIFEST, JOURNAL}).__contains__)
-    return manifest
+    with ExportLock(out, url):  # one export at a time into a folder; it makes and (if left empty) removes the folder
+        old, journal = _check_target(out, url, key, overwrite)
+        if journal is not None:  # an unfinished or interrupted run: its files are ours by the journal
+            _clean(out, _journal_files(journal) - _files_of(old or {}))
+            out.remove(out.join(JOURNAL))
+        if old is not None and old.get("key") == key and not overwrite:
+            # what a killed re-run left, e.g. half a manifest
+            out.remove_temporaries("", (_files_of(old) | {MANIFEST, JOURNAL}).__contains__)
+            return {**old, "reused": True}  # the same selection, made the same way
+        journal = {"key": key, "files": [], "replaces": sorted(_files_of(old or {})),
+                   "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        sink = _PartSink(out, format, key, journal, loaded)
+        try:
+            with db.query_errors():
+                _write_parts(db, select, kind, view, sink, int(part_size_mb * 1024 * 1024), progress)
+            manifest = {
+                "format": format, "view": view, "key": key, **settings, **record, "database": db.url, "parts": sink.parts,
+                "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
+                "tokenizer": tokenizer, "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "corpusdb": VERSION, "seconds": round(time.perf_counter() - started, 3),
+                "missing": missing_choices(db, sql),  # what the selection does with units a policy could not judge
+                **({"warnings": warnings} if warnings else {}),
+            }
+            if format in TOKENIZED:
+                manifest.update(
+                    n_tokens=sum(p["tokens"] for p in sink.parts), dtype=np.dtype(sink.dtype).name,
+                    eos_token_id=sink.tokenizer.eos_token_id, vocab_size=len(sink.tokenizer),
+                )
+            out.write_atomic(json.dumps(manifest, indent=1).encode(), MANIFEST)
+        except BaseException:
+            # leave the folder as it was found: the old export, if any, is untouched (a forced re-export
+            # of the same key rewrote its files with the same bytes, so those stay)
+            _clean(out, set(journal["files"]) - _files_of(old or {}))
+            out.remove(out.join(JOURNAL))
+            raise
+        _clean(out, _files_of(old or {}) - _files_of(manifest))  # the replaced export's files
+        _clean(out, {JOURNAL})
+        out.remove_temporaries("", (_files_of(manifest) | {MANIFEST, JOURNAL}).__contains__)
+        return manifest
+
+
+class ExportLock:
+    """One export at a time into a folder: `.corpusdb-export.lock`, created exclusively (a hard link, or a
+    conditional PUT on S3), holds the host, pid and a heartbeat rewritten every HEARTBEAT seconds. A
+    lock whose process is gone (same host) or whose heartbeat stopped LEASE seconds ago (a killed
+    export elsewhere) is taken over; a live one is a one-line error, so two concurrent `--overwrite`
+    exports never mix their parts under one manifest."""
+
+    HEARTBEAT, LEASE = 30.0, 120.0
+
+    def __init__(self, out: Location, url: str):
+        self.out, self.url = out, url
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.created = False
+
+    def _record(self) -> bytes:
+        return json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "heartbeat": time.time()}).encode()
+
+    def __enter__(self) -> ExportLock:
+        if self.out.fs.isfile(self.out.path):
+            raise ExportError(f"{self.url} is a file; export into a folder (a new or empty one)")
+        self.created = not self.out.exists("")
+        if self.out.is_local:
+            self.out.fs.makedirs(self.out.path, exist_ok=True)
+        if not self.out.create_exclusive(self._record(), LOCK):
+            holder = _read_json(self.out, LOCK) or {}
+            taken = False
+            if self._stale(holder):  # a killed export's lock: take it over (one of several takers wins)
+                self.out.remove(self.out.join(LOCK))
+                taken = self.out.create_exclusive(self._record(), LOCK)
+            if not taken:
+                self._remove_if_created()
+                raise ExportError(
+                    f"{self.url}: another export is writing here (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}); "
+                    f"wait for it to finish, or if it was killed on another machine, remove {self.url.rstrip('/')}/{LOCK}")
+        self._thread = threading.Thread(target=self._beat, daemon=True)
+        self._thread.start()
+        return self
+
+    def _stale(self, holder: dict) -> bool:
+        if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int):
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return True  # that export's process is gone: it was killed
+            except OSError:
+                pass
+        return time.time() - float(holder.get("heartbeat") or 0) > self.LEASE
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT):
+            with contextlib.suppress(Exception):  # a missed beat only shortens the lease others see
+                self.out.write_atomic(self._record(), LOCK)
+
+    def _remove_if_created(self) -> None:
+        if self.created and self.out.is_local and self.out.fs.exists(self.out.path) and not self.out.fs.ls(self.out.path):
+            self.out.fs.rmdir(self.out.path)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.out.remove(self.out.join(LOCK))
+        self.out.remove_temporaries("", {LOCK}.__contains__)
+        self._remove_if_created()
 
 
 def _order_warnings(view: str, sql: str, record: dict, columns: list[str], ordered: bool, order: str) -> list[str]:
@@ -421,7 +488,7 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
     ours = _files_of(old or {}) | _journal_files(journal or {})
     for name in ours:
         check_file_name(url, name)
-    ours |= {MANIFEST, JOURNAL}
+    ours |= {MANIFEST, JOURNAL, LOCK}
     present = [posixpath.relpath(path, out.path) for path in out.fs.find(out.path)] if out.exists("") else []
     foreign = sorted(name for name in present if name not in ours and temporary_of(name) not in ours)
     if foreign:

@@ -135,3 +135,49 @@ def test_the_way_back_is_the_newest_version_that_does_not_read_the_part(tmp_path
     with pytest.raises(corpusdb.VersionError, match=r"read version 4, the newest that does not read it \(--as-of 4\)"):
         corpusdb.open(db.url)
     assert corpusdb.open(db.url, as_of=4).sql("select count(*) from documents").fetchall() == [(7,)]
+
+
+def test_one_export_at_a_time_into_a_folder(tmp_path):
+    """Issue 26, item 7: a live export's lock refuses a second one; a killed one's is taken over; and two
+    real concurrent --overwrite exports leave a folder whose manifest lists exactly its parts."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    db = build(tmp_path / "db")
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".corpusdb-export.lock").write_text(json.dumps({"host": socket.gethostname(), "pid": sleeper.pid,
+                                                                "heartbeat": time.time()}))
+        with pytest.raises(corpusdb.ExportError, match=rf"{out}: another export is writing here \(host .*, pid {sleeper.pid}\); "
+                                                      "wait for it to finish, or if it was killed on another machine, remove "):
+            db.view("documents").export(str(out))
+        assert sorted(p.name for p in out.iterdir()) == [".corpusdb-export.lock"]  # nothing written, the lock left alone
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert db.view("documents").export(str(out))["n_rows"] == 7  # its process is gone: taken over
+    # a lock from another machine whose heartbeat stopped more than the lease ago is taken over; a fresh one is not
+    (out / ".corpusdb-export.lock").write_text(json.dumps({"host": "elsewhere", "pid": 1, "heartbeat": time.time()}))
+    with pytest.raises(corpusdb.ExportError, match="another export is writing here \\(host elsewhere, pid 1\\)"):
+        db.view("filter_source(['web'])").export(str(out), overwrite=True)
+    (out / ".corpusdb-export.lock").write_text(json.dumps({"host": "elsewhere", "pid": 1, "heartbeat": time.time() - 600}))
+    assert db.view("filter_source(['web'])").export(str(out), overwrite=True)["n_rows"] == 3
+    assert not (out / ".corpusdb-export.lock").exists()
+    # two processes at once, each replacing the export: whatever wins, the manifest names exactly the parts there
+    script = ("import sys, corpusdb; corpusdb.open(sys.argv[1]).view(sys.argv[2]).export(sys.argv[3], overwrite=True, "
+              "part_size_mb=0.00001)")
+    for _ in range(3):
+        runs = [subprocess.Popen([sys.executable, "-c", script, db.url, view, str(out)], stderr=subprocess.PIPE, text=True)
+                for view in ("documents", "filter_source(['books'])")]
+        results = [(run.wait(), run.stderr.read()) for run in runs]
+        assert any(code == 0 for code, _ in results)
+        assert all(code == 0 or "another export is writing here" in err for code, err in results), results
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(p["file"] for p in manifest["parts"])])
+        assert os.path.getsize(out / "manifest.json") > 0
