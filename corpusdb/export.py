@@ -47,6 +47,7 @@ import posixpath
 import re
 import socket
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -389,10 +390,11 @@ class ExportLock:
     """One export at a time into a folder: `.corpusdb-export.lock`, created exclusively (a hard link, or a
     conditional PUT on S3), holds the host, pid and a heartbeat rewritten every HEARTBEAT seconds. A
     lock whose process is gone (same host) or whose heartbeat stopped LEASE seconds ago (a killed
-    export elsewhere) is taken over; a live one is a one-line error, so two concurrent `--overwrite`
-    exports never mix their parts under one manifest."""
+    export elsewhere) is taken over; while a live one holds it, an export waits (saying so once on
+    stderr), then reuses or replaces what that one made: two concurrent `--overwrite` exports never
+    mix their parts under one manifest, and ranks that export the same selection at once all succeed."""
 
-    HEARTBEAT, LEASE = 30.0, 120.0
+    HEARTBEAT, LEASE, POLL = 30.0, 120.0, 0.5
 
     def __init__(self, out: Location, url: str):
         self.out, self.url = out, url
@@ -409,17 +411,18 @@ class ExportLock:
         self.created = not self.out.exists("")
         if self.out.is_local:
             self.out.fs.makedirs(self.out.path, exist_ok=True)
-        if not self.out.create_exclusive(self._record(), LOCK):
+        told = False
+        while not self.out.create_exclusive(self._record(), LOCK):
             holder = _read_json(self.out, LOCK) or {}
-            taken = False
             if self._stale(holder):  # a killed export's lock: take it over (one of several takers wins)
                 self.out.remove(self.out.join(LOCK))
-                taken = self.out.create_exclusive(self._record(), LOCK)
-            if not taken:
-                self._remove_if_created()
-                raise ExportError(
-                    f"{self.url}: another export is writing here (host {holder.get('host', '?')}, pid {holder.get('pid', '?')}); "
-                    f"wait for it to finish, or if it was killed on another machine, remove {self.url.rstrip('/')}/{LOCK}")
+                continue
+            if not told:  # another export writes here now: wait for it (then reuse or replace what it made)
+                print(f"waiting for the export writing into {self.url} (host {holder.get('host', '?')}, pid "
+                      f"{holder.get('pid', '?')}) to finish; if it was killed on another machine, remove "
+                      f"{self.url.rstrip('/')}/{LOCK}", file=sys.stderr)
+                told = True
+            time.sleep(self.POLL)
         self._thread = threading.Thread(target=self._beat, daemon=True)
         self._thread.start()
         return self
@@ -432,6 +435,11 @@ class ExportLock:
                 return True  # that export's process is gone: it was killed
             except OSError:
                 pass
+            else:
+                with contextlib.suppress(OSError, IndexError):  # Linux: a killed process its parent has not reaped
+                    with open(f"/proc/{holder['pid']}/stat", encoding="ascii", errors="replace") as stat:
+                        if stat.read().rsplit(")", 1)[1].split()[0] == "Z":
+                            return True
         return time.time() - float(holder.get("heartbeat") or 0) > self.LEASE
 
     def _beat(self) -> None:
