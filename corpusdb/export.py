@@ -415,7 +415,8 @@ class ExportLock:
         while not self.out.create_exclusive(self._record(), LOCK):
             holder = _read_json(self.out, LOCK) or {}
             if self._stale(holder):  # a killed export's lock: take it over (one of several takers wins)
-                self.out.remove(self.out.join(LOCK))
+                if (_read_json(self.out, LOCK) or {}) == holder:  # not taken over by another meanwhile
+                    self.out.remove(self.out.join(LOCK))
                 continue
             if not told:  # another export writes here now: wait for it (then reuse or replace what it made)
                 print(f"waiting for the export writing into {self.url} (host {holder.get('host', '?')}, pid "
