@@ -28,9 +28,9 @@ from collections.abc import Callable, Iterable, Iterator
 import duckdb
 
 from corpusdb import docindex, versions
-from corpusdb.integrity import check_sizes
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
 from corpusdb.errors import QueryError, VersionError
+from corpusdb.integrity import check_sizes
 from corpusdb.policies import load_builtin_views
 from corpusdb.statements import check_read_only, check_select, check_statement, query_error, quote
 from corpusdb.storage import Location

@@ -485,14 +485,13 @@ def _clean(out: Location, names: set[str]) -> None:
 
 
 def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[dict | None, dict | None]:
-    """The export and the journal already at URL, after checking it holds nothing else.
+    """The export and the journal already at URL, after checking it holds nothing else (called under
+    the folder's ExportLock, which has refused a URL that is a file).
 
     Raises:
-        ExportError: URL is a file, holds files corpusdb did not write, or holds another export
-            and overwrite is False.
+        ExportError: URL holds files corpusdb did not write, or holds another export and overwrite
+            is False.
     """
-    if out.fs.isfile(out.path):
-        raise ExportError(f"{url} is a file; export into a folder (a new or empty one)")
     old, journal = _read_json(out, MANIFEST), _read_json(out, JOURNAL)
     ours = _files_of(old or {}) | _journal_files(journal or {})
     for name in ours:

@@ -12,7 +12,6 @@ same-size change is caught by `verify`, which reads every byte.
 
 from __future__ import annotations
 
-import posixpath
 from typing import TYPE_CHECKING
 
 import xxhash
@@ -20,7 +19,7 @@ import xxhash
 from corpusdb import versions
 from corpusdb.errors import VersionError
 from corpusdb.storage import storage_errors
-from corpusdb.tables import ANNOTATIONS, TABLE_FOLDERS
+from corpusdb.tables import PART_FOLDERS
 
 if TYPE_CHECKING:
     from corpusdb.storage import Location
@@ -29,21 +28,16 @@ if TYPE_CHECKING:
 CHUNK = 8 << 20  # bytes hashed at a time by verify
 
 
-def _folders() -> list[str]:
-    return sorted({folder.split("/")[0] for folder, _ in TABLE_FOLDERS.values()} | {ANNOTATIONS})
-
-
 def listed_sizes(location: Location) -> dict[str, int]:
     """{path relative to the database: size} of every file under the table folders (one listing each)."""
     sizes: dict[str, int] = {}
-    root = location.join("")
-    for folder in _folders():
+    for folder in PART_FOLDERS:
         top = location.join(folder)
         with storage_errors(location.url_of(top), location.fs):
             if not location.fs.exists(top):
                 continue
             for path, info in location.fs.find(top, detail=True).items():
-                sizes[posixpath.relpath(path, root.rstrip("/") or "/")] = int(info.get("size") or 0)
+                sizes[location.relpath(path)] = int(info.get("size") or 0)
     return sizes
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import html
 import io
 import math
@@ -91,15 +92,12 @@ SCORED = "_report_scored"  # a temp table: every scored row of the pool, its bit
 
 
 def _coverage(db: Database, teacher: str, reference: str, docs: str) -> tuple[int, int]:
-    """(units of `docs` with a score of both models, units of `docs`): a join on keys."""
-    key = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$')))"
+    """(units of `docs` with a score of both models, units of `docs`), as the difference policies count
+    them (`difference_units`: keys alone)."""
     with db.query_errors():
-        return db.con.execute(f"""
-            select count(*) filter (where t.doc_id is not null and r.doc_id is not null), count(*)
-            from (select {key} as unit_id from ({relation_sql(db, docs)})) as d
-            left join (select doc_id from scores where model = {quote(teacher)}) as t on t.doc_id = d.unit_id
-            left join (select doc_id from scores where model = {quote(reference)}) as r on r.doc_id = d.unit_id
-        """).fetchall()[0]
+        return db.con.execute(
+            "select count(*) filter (where has_teacher and has_reference), count(*) "
+            f"from difference_units({quote(teacher)}, {quote(reference)}, docs := {quote(docs)})").fetchall()[0]
 
 
 def _score(db: Database, teacher: str, reference: str, alpha: float, docs: str, missing: str) -> int:
@@ -241,6 +239,7 @@ CUTS = {
 }
 
 
+@functools.cache
 def _defaults(policy: str) -> dict[str, float]:
     """The numeric defaults of a built-in macro's parameters (`name := 0.65`), from its SQL file."""
     from corpusdb.policies import builtin_views

@@ -25,6 +25,8 @@ ANNOTATIONS = "annotations"  # the table (and folder) of every annotation's part
 ANNOTATION_VIEW_PREFIX = "annotations_"
 ANNOTATION_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
 TABLES = (*TABLE_FOLDERS, ANNOTATIONS)
+# the top folders that hold every table's parts (what vacuum sweeps and an open's size check lists)
+PART_FOLDERS = tuple(sorted({folder.split("/")[0] for folder, _ in TABLE_FOLDERS.values()} | {ANNOTATIONS}))
 
 
 def schema_key(schema) -> str:

@@ -26,12 +26,13 @@ import time
 from typing import TYPE_CHECKING
 
 from corpusdb.storage import TMP_PREFIX, storage_errors
+from corpusdb.tables import PART_FOLDERS
 from corpusdb.versions import VERSIONS, checkpoint, depends_on, read, version_file, version_numbers
 
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
-FOLDERS = ("documents", "scores", "minhash", "instances", "annotations", "_index")
+FOLDERS = (*PART_FOLDERS, "_index")
 # The names corpusdb gives the files of those folders: parts, imported annotation parts, doc_id index
 # runs, and temporaries (storage.TMP_PREFIX) of writes that never finished.
 OURS = re.compile(r"^(?:(?:part|import)-[\w.=-]*\.parquet|run-[0-9a-f]+\.bin|" + re.escape(TMP_PREFIX) + r".*)$")

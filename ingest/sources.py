@@ -74,11 +74,21 @@ def _export_manifest(fs, path: str) -> dict | None:
     return data if isinstance(data, dict) and keys <= set(data) and isinstance(data["parts"], list) else None
 
 
-def _check_export(source: str, export: dict) -> None:
-    """Refuse an export whose parts hold no text records (token arrays)."""
+def _export_parts(source: str, path: str, export: dict, listed: dict) -> dict:
+    """The listing entries of the parts an export's manifest names.
+
+    Raises:
+        InputError: its parts hold no text records (token arrays), or a part it names is missing.
+    """
     if export["format"] not in ("parquet", "jsonl"):
         raise InputError(f"{source} is a corpusdb export of {export.get('view')!r} in format {export['format']}, which holds "
                          "token ids, not text; export the view with --format parquet or jsonl to ingest it")
+    parts = [posixpath.join(path, part["file"]) for part in export["parts"]]
+    missing = [p for p in parts if p not in listed]
+    if missing:
+        raise InputError(f"{source} is a corpusdb export whose manifest names {len(missing)} part(s) that are not there "
+                         f"(e.g. {posixpath.basename(missing[0])}); export the view again")
+    return {p: listed[p] for p in parts}
 
 
 def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[list[InputFile], list[str]]:
@@ -102,13 +112,10 @@ def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[li
         fs, path = resolve(source, storage_options)
         with storage_errors(source, fs):
             if fs.isdir(path):
+                infos = fs.find(path, detail=True)
                 export = _export_manifest(fs, path)
                 if export is not None:  # a corpusdb export: its parts, never its manifest or a stray file
-                    _check_export(source, export)
-                    infos = {posixpath.join(path, part["file"]): fs.info(posixpath.join(path, part["file"]))
-                             for part in export["parts"]}
-                else:
-                    infos = fs.find(path, detail=True)
+                    infos = _export_parts(source, path, export, infos)
                 explicit = False
             elif any(ch in path for ch in "*?[") and not fs.isfile(path):  # a file named `a[1].jsonl` is itself
                 infos = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}

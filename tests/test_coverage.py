@@ -362,6 +362,12 @@ def test_ingesting_an_export_folder_takes_its_parts_not_its_manifest(db, tmp_pat
     assert result.exit_code == 1 and result.output == (
         f"Error: {tmp_path / 'web' / 'manifest.json'} is the manifest of a corpusdb export, not records; ingest the export's "
         f"folder ({tmp_path / 'web'}) to read its parts\n")
+    part = json.loads((tmp_path / "web" / "manifest.json").read_text())["parts"][0]["file"]
+    (tmp_path / "web" / part).unlink()
+    result = runner.invoke(cli, ["ingest", str(tmp_path / "third"), str(tmp_path / "web"), "--no-progress"])
+    assert result.exit_code == 1 and result.output == (
+        f"Error: {tmp_path / 'web'} is a corpusdb export whose manifest names 1 part(s) that are not there (e.g. {part}); "
+        "export the view again\n")
 
 
 def test_dropping_or_renaming_a_score_name_names_the_views_that_read_it(db):

@@ -163,9 +163,8 @@ def verify(db, progress, as_of, storage_options):
     """
     import time
 
-    from corpusdb.integrity import verify as verify_parts
-
     from corpusdb import versions
+    from corpusdb.integrity import verify as verify_parts
 
     started = time.perf_counter()
     location = Location(db, parse_storage_options(storage_options))
