@@ -114,3 +114,23 @@ def test_the_wheel_installs_only_corpusdb(tmp_path):
     assert expected <= set(names)  # every module ships (no package forgotten in pyproject.toml)
     sql = {p.name for p in (ROOT / "sql").glob("*.sql")}
     assert {n.rsplit("/", 1)[1] for n in names if n.endswith(".sql")} == sql
+
+
+def test_every_guarantee_in_the_readme_names_a_test_that_exists():
+    """The README's "What corpusdb guarantees" table backs each line with tests: they must exist."""
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("### What corpusdb guarantees", 1)[1].split("\n### ", 1)[0]
+    named = 0
+    for line in table.splitlines():
+        if not line.startswith("| ") or line.startswith(("| guarantee", "| ---")):
+            continue
+        current = None
+        for ref in re.findall(r"`((?:test_\w+\.py)?(?:::\w+)?)`", line.rsplit("|", 2)[1]):
+            module, _, test = ref.partition("::")
+            current = module or current
+            source = (ROOT / "tests" / current).read_text()
+            assert not test or re.search(rf"^def {test}\(", source, re.M), f"README names {current}::{test}, which does not exist"
+            named += 1
+    assert named >= 12

@@ -66,7 +66,7 @@ def test_sum_logprob_equals_plain_forward(small_db, tiny_models, arch, stride, b
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     report = small_db.score(str(tiny_models[arch]), arch, stride=stride, batch_tokens=batch_tokens, chunk_docs=100,
-                            part_tokens=10**9, progress=False)
+                            part_bytes=10**9, progress=False)
     assert report.n_documents == 298 and report.n_parts_written == 3
     model = AutoModelForCausalLM.from_pretrained(tiny_models[arch]).eval()
     tokenizer = AutoTokenizer.from_pretrained(tiny_models[arch])
@@ -136,31 +136,41 @@ def _cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedP
     return subprocess.run([*CLI, *args], capture_output=True, text=True, env={**os.environ, **(env or {})}, cwd=cwd)
 
 
-def test_killed_job_resumes_to_the_table_of_a_single_run(tiny_models, tmp_path):
-    """Parts end every --part-tokens tokens (on CPU, about a minute of work): a kill keeps every committed part."""
+def test_killed_job_resumes_to_the_bits_of_a_single_run(tiny_models, tmp_path):
+    """Parts end every --part-bytes bytes of text (on CPU, about a minute of work), cut from every document
+    whether scored or not: a kill keeps every committed part, and the resumed job packs the remaining parts
+    as the uninterrupted run did, so its scores are the same bits, not merely close."""
     model = str(tiny_models["gpt2"])
-    sources = [str(CORPUS / f"{s}.jsonl") for s in ("fortunes", "bible", "git-docs")]
-    whole = corpusdb.init(str(tmp_path / "whole"))
-    whole.ingest(sources, source="x", progress=False)
-    report = whole.score(model, "m", part_tokens=6000, progress=False)
-    assert report.n_parts_written >= 6  # 51,663 tokens: parts by tokens, not by the default 8192 documents
+    lines = [line for s in ("fortunes", "bible", "git-docs") for line in (CORPUS / f"{s}.jsonl").read_text().splitlines()]
+    sources = []  # ten ingests, ten documents parts: DuckDB reads them in parallel, in an order that varies
+    for i in range(10):
+        sources.append(tmp_path / f"docs-{i}.jsonl")
+        sources[-1].write_text("\n".join(lines[i::10]) + "\n")
+    whole, crashed = corpusdb.init(str(tmp_path / "whole")), corpusdb.init(str(tmp_path / "crashed"))
+    for path in sources:
+        for db in (whole, crashed):
+            db.ingest([str(path)], source="x", progress=False)
+    report = whole.score(model, "m", part_bytes=16000, threads=1, progress=False)
+    assert report.n_parts_written >= 6  # 119 kB of text: parts by bytes, not by the default 8192 documents
     url = str(tmp_path / "crashed")
-    corpusdb.init(url).ingest(sources, source="x", progress=False)
-    result = _cli("score", url, "--model", model, "--as", "m", "--part-tokens", "6000", "--no-progress", "--commit-every", "0",
+    settings = ("--part-bytes", "16000", "--threads", "1", "--no-progress")
+    result = _cli("score", url, "--model", model, "--as", "m", *settings, "--commit-every", "0",
                   env={"CORPUSDB_FAILPOINT": "score.after_part=3"})
     assert result.returncode == 75, result.stderr
     db = corpusdb.open(url)
     done = db.sql("select count(*) from scores").fetchall()[0][0]
     finished = set(db.snapshot.tables["scores"])
     assert 0 < done < 297 and len(finished) == 3
-    result = _cli("score", url, "--model", model, "--as", "m", "--part-tokens", "6000", "--no-progress")
+    result = _cli("score", url, "--model", model, "--as", "m", *settings)
     assert result.returncode == 0, result.stderr
     assert f"scored {297 - done} documents" in result.stdout and f"{done} documents were scored before" in result.stdout
     resumed = corpusdb.open(url)
     assert finished <= set(resumed.snapshot.tables["scores"])  # the finished parts were kept, not rescored
-    _assert_same_scores(_scores(resumed, "m"), _scores(whole, "m"))
+    assert _scores(resumed, "m") == _scores(whole, "m")  # bit for bit
     again = _cli("score", url, "--model", model, "--as", "m", "--no-progress")
     assert "scored 0 documents" in again.stdout
+    renamed = _cli("score", url, "--model", model, "--as", "m", "--part-tokens", "6000")
+    assert renamed.returncode == 2 and "--part-tokens is now --part-bytes" in renamed.stderr
 
 
 def _assert_same_scores(got: list[tuple], want: list[tuple]) -> None:

@@ -22,8 +22,10 @@ from corpusdb.scoring.job import PRECISIONS
 @click.option("--unit", type=click.Choice(["documents", "instances"]), default="documents", show_default=True,
               help="score whole documents, or the instances `corpusdb instances` cut (each on its own, MiniPLM's unit)")
 @click.option("--batch-tokens", type=int, help="tokens per forward pass [default: 65536 on GPU, 2048 on CPU]")
-@click.option("--part-tokens", type=int,
-              help="a part (the unit of resumption) ends at this many tokens [default: 4M on GPU, 8192 on CPU: about a minute]")
+@click.option("--part-bytes", type=int,
+              help="a part (the unit of resumption) ends once its documents hold this many bytes of text "
+                   "[default: 16 MiB on GPU, 32 KiB on CPU: about a minute of work]")
+@click.option("--part-tokens", type=int, hidden=True, expose_value=False, callback=lambda ctx, param, value: _renamed(value))
 @click.option("--part-docs", type=int, default=8192, show_default=True, help="at most this many documents per part")
 @click.option("--threads", type=int, help="torch CPU threads [default: the available cores not busy with other work when the job starts, at least 1]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N (torchrun: cuda:LOCAL_RANK)")
@@ -41,7 +43,7 @@ from corpusdb.scoring.job import PRECISIONS
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
 @commit_option
 @storage_option
-def score(db, model, name, context, stride, unit, batch_tokens, part_tokens, part_docs, threads, device, precision, attn_implementation, shard,
+def score(db, model, name, context, stride, unit, batch_tokens, part_bytes, part_docs, threads, device, precision, attn_implementation, shard,
           view, replace, trust_remote_code, nproc_per_node, as_json, progress, commit_seconds, storage_options):
     """Score DB's documents (or instances) with a causal LM; store their log-likelihoods as scores/model=NAME.
 
@@ -57,9 +59,10 @@ def score(db, model, name, context, stride, unit, batch_tokens, part_tokens, par
     With --unit instances each instance of `corpusdb instances` is scored on its own (first token
     from BOS, as MiniPLM), keyed by instance_id; policies then take docs := 'instances'.
 
-    Parts (--part-tokens) are committed every --commit-every seconds and at the end. A re-run scores only
+    Parts (--part-bytes) are committed every --commit-every seconds and at the end. A re-run scores only
     documents without a committed score: a killed job resumes, and documents ingested later are
-    scored incrementally. Shards (--shard i/n, and torchrun ranks) score disjoint doc_ids and may
+    scored incrementally. Parts are cut from all documents, scored or not, so a resumed job gives
+    the same bits as an uninterrupted one with the same settings (--threads included). Shards (--shard i/n, and torchrun ranks) score disjoint doc_ids and may
     run at once. `corpusdb models DB` lists score names; --drop and --rename manage them.
 
     \b
@@ -77,12 +80,19 @@ def score(db, model, name, context, stride, unit, batch_tokens, part_tokens, par
     with open_db(db, storage_options) as database:
         report = database.score(
             model, name, context=context, stride=stride, batch_tokens=batch_tokens, chunk_docs=part_docs,
-            part_tokens=part_tokens, unit=unit, threads=threads,
+            part_bytes=part_bytes, unit=unit, threads=threads,
             device=device, precision=precision, shard=shard, view=view, replace=replace,
             attn_implementation=attn_implementation, trust_remote_code=trust_remote_code, progress=progress,
             commit_seconds=commit_seconds,
         )
     click.echo(json.dumps(report.to_dict(), indent=2, default=str) if as_json else report.summary())
+
+
+def _renamed(value) -> None:
+    if value is not None:
+        raise click.UsageError("--part-tokens is now --part-bytes (parts are cut by bytes of text, known without "
+                               "tokenizing, so a resumed job cuts them where an uninterrupted one did); "
+                               "pass about 4 bytes per token, e.g. --part-bytes 32768 for 8192 tokens")
 
 
 def _launch_torchrun(nproc_per_node: int) -> None:

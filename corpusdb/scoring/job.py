@@ -16,7 +16,9 @@ documents never see each other); rows are batched up to a token budget under bf1
 How it stays exact: each chunk becomes one part, written atomically under a name no other
 write uses, and parts are committed (`corpusdb.versions`) every `commit_seconds` and at the end.
 A re-run scores only the documents that have no committed score, so a killed job resumes and new
-documents are scored incrementally. `shard=(i, n)` and torchrun ranks take disjoint doc_id
+documents are scored incrementally. Chunks are cut from every document in the source's order (by
+bytes of text and documents, never by what is already scored), so a resumed job packs each
+remaining chunk exactly as an uninterrupted one did and writes the same bits. `shard=(i, n)` and torchrun ranks take disjoint doc_id
 residues. A score name is bound to its model's content and settings (`scoring.commit`): other
 content or settings under the same name are refused, before the model is loaded where the files
 already differ.
@@ -112,19 +114,23 @@ def _device_and_precision(device: str, precision: str, local_rank: int) -> tuple
 
 
 class _Producer(threading.Thread):
-    """Reads unscored documents, tokenizes them and builds packed batches of one part, ahead of the model.
+    """Reads documents, tokenizes the unscored ones and builds packed batches of one part, ahead of the model.
 
-    A part ends at `part_tokens` tokens or `chunk_docs` documents, whichever comes first, so parts
-    (the unit of resumption) take about the same time however long the documents are.
+    Parts are cut from the stream of *every* document of the job's source (scored or not, in the
+    source's order): a part ends once its documents hold `part_bytes` bytes of text or number
+    `chunk_docs`, whichever comes first. So where parts end does not depend on what an earlier run
+    committed: a killed and resumed job (each part is committed whole) scores every remaining part
+    with the same documents, packed into the same batches, as an uninterrupted run, and writes the
+    same bits. Parts whose documents are all scored are skipped without tokenizing them.
     """
 
-    def __init__(self, db: Database, query: str, params: list, loaded: LoadedModel, chunk_docs: int, part_tokens: int,
+    def __init__(self, db: Database, query: str, params: list, loaded: LoadedModel, chunk_docs: int, part_bytes: int,
                  context: int, stride: int, batch_tokens: int):
         super().__init__(daemon=True, name="score-producer")
         self.cursor = db.con.cursor()
         self.query, self.params = query, params
         self.loaded = loaded
-        self.chunk_docs, self.part_tokens = chunk_docs, part_tokens
+        self.chunk_docs, self.part_bytes = chunk_docs, part_bytes
         self.context, self.stride, self.batch_tokens = context, stride, batch_tokens
         self.out: queue.Queue = queue.Queue(maxsize=2)
         self.stop = threading.Event()
@@ -134,20 +140,26 @@ class _Producer(threading.Thread):
             tokenizer = self.loaded.tokenizer
             bos = self.loaded.bos_id
             prefix = [bos] if bos is not None else []
-            held_ids, held_bytes, held_seqs, held_tokens = [], [], [], 0
+            held_ids, held_bytes, held_seqs, part_docs, part_bytes = [], [], [], 0, 0
             reader = self.cursor.sql(self.query, params=self.params).to_arrow_reader(READ_DOCS)
             for batch in _rechunk(reader, READ_DOCS):
                 if self.stop.is_set():
                     return
-                encoded = tokenizer(batch.column("text").to_pylist(), add_special_tokens=False, verbose=False)["input_ids"]
-                for doc_id, n_bytes, ids in zip(batch.column("doc_id").to_numpy(), batch.column("n_bytes").to_numpy(), encoded):
-                    held_ids.append(doc_id)
-                    held_bytes.append(n_bytes)
-                    held_seqs.append(np.array(prefix + ids, dtype=np.int64))
-                    held_tokens += len(ids)
-                    if held_tokens >= self.part_tokens or len(held_ids) >= self.chunk_docs:
-                        self._put(self._chunk(held_ids, held_bytes, held_seqs))
-                        held_ids, held_bytes, held_seqs, held_tokens = [], [], [], 0
+                done = batch.column("done").to_numpy(zero_copy_only=False)
+                todo = np.flatnonzero(~done)
+                texts = batch.column("text").take(pa.array(todo)).to_pylist()
+                encoded = iter(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else [])
+                for doc_id, n_bytes, scored in zip(batch.column("doc_id").to_numpy(), batch.column("n_bytes").to_numpy(), done):
+                    if not scored:
+                        held_ids.append(doc_id)
+                        held_bytes.append(n_bytes)
+                        held_seqs.append(np.array(prefix + next(encoded), dtype=np.int64))
+                    part_docs += 1
+                    part_bytes += int(n_bytes)
+                    if part_bytes >= self.part_bytes or part_docs >= self.chunk_docs:
+                        if held_ids:
+                            self._put(self._chunk(held_ids, held_bytes, held_seqs))
+                        held_ids, held_bytes, held_seqs, part_docs, part_bytes = [], [], [], 0, 0
             if held_ids:
                 self._put(self._chunk(held_ids, held_bytes, held_seqs))
             self._put(("done",))
@@ -230,7 +242,7 @@ def run_score(
     stride: int | None = None,
     batch_tokens: int | None = None,
     chunk_docs: int = 8192,
-    part_tokens: int | None = None,
+    part_bytes: int | None = None,
     unit: str = "documents",
     threads: int | None = None,
     device: str = "auto",
@@ -254,8 +266,11 @@ def run_score(
         batch_tokens: tokens per forward pass (default: 65536 on GPU, 2048 on CPU); a window longer
             than this (up to the context) is a batch of its own.
         chunk_docs: at most this many documents per part (and per packing pass).
-        part_tokens: a part ends once it holds this many tokens (default: 4M on GPU, 8192 on CPU,
-            about a minute of work), so progress is committed at a steady pace.
+        part_bytes: a part ends once its documents hold this many bytes of text (default: 16 MiB on
+            GPU, 32 KiB on CPU: about 4M and 8k tokens, a minute of work), so progress is committed at
+            a steady pace. Parts are cut from every document of the source, scored or not, so a
+            resumed job scores the same parts with the same bits as an uninterrupted one (given the
+            same settings, threads included).
         unit: "documents", or "instances" (the `instances` view, cut by `corpusdb instances`): each
             instance's text is scored on its own, its scores keyed by instance_id.
         threads: torch CPU threads (default: the available cores other work is not using, at least 1).
@@ -283,8 +298,8 @@ def run_score(
         raise ValueError(f"chunk_docs {chunk_docs} must be positive")
     if unit not in UNITS:
         raise ValueError(f"unit {unit!r} is not one of {', '.join(UNITS)}")
-    if part_tokens is not None and part_tokens < 1:
-        raise ValueError(f"part_tokens {part_tokens} must be positive")
+    if part_bytes is not None and part_bytes < 1:
+        raise ValueError(f"part_bytes {part_bytes} must be positive")
     if threads is not None and threads < 1:
         raise ValueError(f"threads {threads} must be positive")
     shard_index, num_shards = parse_shard(shard)
@@ -336,7 +351,7 @@ def run_score(
     batch_tokens = batch_tokens or (65536 if device.startswith("cuda") else 2048)
     if batch_tokens < 1:
         raise ValueError(f"batch_tokens {batch_tokens} must be positive")
-    part_tokens = part_tokens or (4 << 20 if device.startswith("cuda") else 8192)
+    part_bytes = part_bytes or (16 << 20 if device.startswith("cuda") else 32 << 10)
     load_seconds = time.perf_counter() - load_started
     entry = {
         **loaded.identity, "model": model, "context": context, "stride": stride, "bos_id": loaded.bos_id,
@@ -352,7 +367,11 @@ def run_score(
     report = ScoreReport(name=name, unit=unit, n_documents_before=n_all - n_todo, device=device, precision=precision,
                          version=db.version, load_seconds=load_seconds, n_uncut_documents=n_uncut)
     (n_bytes_todo,) = db.con.execute(f"select coalesce(sum(n_bytes), 0) {pending_sql}", [name]).fetchall()[0]
-    producer = _Producer(db, f"select doc_id, text, n_bytes {pending_sql}", [name], loaded, chunk_docs, part_tokens,
+    # every document of the source in its order, those with a score flagged (and without their text)
+    stream = (f"select doc_id, n_bytes, case when done then null else text end as text, done from ("
+              f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done "
+              f"from {source} where {shard_sql})")
+    producer = _Producer(db, stream, [name], loaded, chunk_docs, part_bytes,
                          context, stride, batch_tokens)
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
 
@@ -375,6 +394,11 @@ def run_score(
 
         report.threads = torch.get_num_threads()  # what was set: the default samples the machine once
     scoring_started = time.perf_counter()
+    # one DuckDB thread while the producer reads: a parallel scan (or join) interleaves row groups in an
+    # order that varies run to run, and parts are cut from the stream's order (reading is never the
+    # bottleneck next to the model)
+    duckdb_threads = db.con.execute("select current_setting('threads')").fetchall()[0][0]
+    db.con.execute("set threads = 1")
     producer.start()
     try:
         # the bar counts the text's bytes and moves after every forward pass (a CPU part is a minute of work)
@@ -422,6 +446,8 @@ def run_score(
     finally:
         producer.stop.set()
         writes.close()
+        producer.join(timeout=10)  # its query ends before DuckDB's threads come back
+        db.con.execute("set threads = ?", [duckdb_threads])
         transformers.logging.set_verbosity(verbosity)
         if threads_before is not None:
             import torch
