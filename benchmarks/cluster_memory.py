@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-NUM_PERM, BANDS, ROWS = 128, 14, 9  # corpusdb's optimal_bands(0.8, 128), as `corpusdb minhash` uses
+NUM_PERM, BANDS, ROWS = 128, 14, 9  # corpusdb's banding at 0.8 for `--verify estimate` (synthetic signatures: no texts)
 
 
 def make_signatures(path: Path, docs: int, copies: int, changed: float, seed: int = 0) -> int:

@@ -3,11 +3,13 @@
     python benchmarks/minhash_throughput.py                    # demo/db if `make demo` ran, else the fixture
     python benchmarks/minhash_throughput.py --docs 2000 --cluster-docs 100000 --end-to-end 100000   # quicker
     python benchmarks/minhash_throughput.py --docs 0 --cluster-docs 0 --end-to-end 1000000          # the 1M row
+    python benchmarks/minhash_throughput.py --docs 0 --cluster-docs 0 --end-to-end 0 --near-threshold 100
 
 End to end (`--end-to-end N`): N documents of about 600 bytes (real text cut into pieces), each
 tool from texts to near-duplicate clusters at threshold 0.8 with 128 permutations and 5-word
 shingles. corpusdb: the `corpusdb minhash` job (signatures on --workers processes, then clusters;
-ingest not counted). rensa (Rust, one process, from PyPI; benchmark only): shingles in Python,
+ingest not counted), with exact verification (the default) and with `--verify estimate` (the
+signatures once, their time in both rows). rensa (Rust, one process, from PyPI; benchmark only): shingles in Python,
 `RMinHash` digests, `RMinHashLSH` with 16 bands (it needs a divisor of 128), candidates kept at estimated Jaccard >= 0.8,
 union-find. rensa's signatures are its own, not datasketch's.
 
@@ -116,12 +118,20 @@ def end_to_end(n: int, workers: int) -> None:
                 f.write(json.dumps({"text": text}) + "\n")
         db = corpusdb.init(str(Path(tmp) / "db"))
         db.ingest([str(path)], source="bench", progress=False)
+        rows = []
         t0 = time.perf_counter()
-        report = db.minhash(workers=workers, progress=False)
-        ours = time.perf_counter() - t0
+        signed = db.minhash(workers=workers, progress=False, cluster_when_done=False)
+        signing = time.perf_counter() - t0
+        for verify in ("exact", "estimate"):  # the default first; the same signatures re-clustered
+            t0 = time.perf_counter()
+            report = db.minhash(workers=workers, progress=False, verify=verify)
+            seconds = signing + time.perf_counter() - t0
+            counts = report.cluster_counts
+            rows.append((f"corpusdb minhash --verify {verify} ({workers} proc.)", seconds, report.n_clusters,
+                         f"signatures {signed.signature_seconds:.1f} s, clusters {report.cluster_seconds:.1f} s "
+                         f"({report.bands}x{report.rows}, {counts.get('n_candidate_pairs', 0):,} candidates, "
+                         f"{counts.get('n_exact_checks', 0):,} exact checks)"))
     ours_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    rows = [(f"corpusdb minhash ({workers} processes)", ours, report.n_clusters,
-             f"signatures {report.signature_seconds:.1f} s, clusters {report.cluster_seconds:.1f} s")]
     try:
         from rensa import RMinHash, RMinHashLSH
     except ImportError:
@@ -146,6 +156,44 @@ def end_to_end(n: int, workers: int) -> None:
     for name, seconds, clusters, note in rows:
         print(f"{name:44} {seconds:8.1f} {n / seconds:9,.0f} {clusters:9,} {base / seconds:8.2f}x  {note}")
     print(f"(peak memory of this process after corpusdb: {ours_rss:,.0f} MB; corpusdb's workers are separate processes)")
+
+
+def near_threshold(groups: int, copies: int, workers: int) -> None:
+    """Heavy near-threshold duplication: `groups` texts of 150 words, each in `copies` copies with 3
+    words substituted (pairwise Jaccard about 0.66, near the estimate's band): exact vs estimate,
+    and the documents in clusters against the truth (exact Jaccard of every pair)."""
+    import json
+    import random
+
+    from tests.web_pages import pair_jaccard
+
+    rng = random.Random(0)
+    pool, _ = load_texts(20000)
+    bases = [w for w in (words(t) for t in pool) if len(w) >= 150]
+    vocabulary = sorted({w for t in bases[:50] for w in t})
+    texts = []
+    for g in range(groups):
+        base = bases[g % len(bases)][:150] + [f"g{g}"]
+        for c in range(copies):
+            copy = list(base)
+            for _ in range(3):
+                copy[rng.randrange(len(copy))] = rng.choice(vocabulary)
+            texts.append(" ".join(copy) + f" c{c}")
+    truth = {i for pair, value in pair_jaccard(texts).items() if value >= 0.8 for i in pair}
+    print(f"near-threshold duplication: {groups} texts x {copies} copies; {len(truth):,} documents have a pair at J >= 0.8")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "docs.jsonl"
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        db = corpusdb.init(str(Path(tmp) / "db"))
+        db.ingest([str(path)], source="bench", progress=False)
+        db.minhash(workers=workers, progress=False, cluster_when_done=False)
+        base = None
+        for verify in ("estimate", "exact"):
+            report = db.minhash(workers=workers, progress=False, verify=verify)
+            base = base or report.cluster_seconds
+            print(f"  --verify {verify:8} clusters {report.cluster_seconds:6.1f} s ({report.cluster_seconds / base:.2f}x the estimate), "
+                  f"{report.cluster_counts['n_documents_in_clusters']:,} documents in clusters, "
+                  f"{report.cluster_counts.get('n_exact_checks', 0):,} exact checks")
 
 
 def bench_clustering(n: int) -> None:
@@ -184,7 +232,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--cluster-docs", type=int, default=1_000_000, help="synthetic signatures to cluster (0: skip)")
     parser.add_argument("--end-to-end", type=int, default=200_000, help="documents for corpusdb vs rensa end to end (0: skip)")
+    parser.add_argument("--near-threshold", type=int, default=0, help="groups of 120 copies near the threshold (0: skip)")
     args = parser.parse_args()
+    if args.near_threshold:
+        near_threshold(args.near_threshold, 120, args.workers)
     if args.docs:
         texts, where = load_texts(args.docs)
         print(f"documents from {where}")

@@ -25,12 +25,17 @@ from corpusdb.storage import parse_storage_options
 @click.option("--hash", "hash_name", type=click.Choice(HASHES), default="xxh3", show_default=True,
               help="shingle hash: xxh3 (fast, vectorised) or sha1 (datasketch's default hashfunc)")
 @click.option("--threshold", type=float, default=0.8, show_default=True, help="Jaccard similarity of near-duplicates")
-@click.option("--bands", type=int, help="LSH bands [default: datasketch's optimum for --threshold, recall-weighted]")
+@click.option("--bands", type=int, help="LSH bands [default: datasketch's optimum for --threshold, recall-weighted: "
+                                        "17 bands x 7 rows at 0.8 with exact verification, 14 x 9 without]")
 @click.option("--rows", type=int, help="signature values per band [default: as --bands]")
-@click.option("--verify", type=click.Choice(VERIFY_MODES), default="estimate", show_default=True,
-              help="which candidate pairs become edges: estimate (estimated Jaccard at least the threshold plus half a "
-                   "standard error), exact (true shingle Jaccard at least the threshold; reads the candidates' texts, "
-                   "slower) or off (every LSH candidate of a small bucket)")
+@click.option("--verify", type=click.Choice(VERIFY_MODES), default="exact", show_default=True,
+              help="which candidate pairs become edges: exact (true shingle Jaccard at least the threshold, computed "
+                   "from the texts where the MinHash estimate is between three standard errors below and four above it), estimate "
+                   "(estimated Jaccard at least the threshold plus half a standard error: no texts read, but on pages "
+                   "sharing a template it merges pages that are not near-duplicates) or off (every LSH candidate of a "
+                   "small bucket)")
+@click.option("--verify-memory", help="exact verification holds at most this much of shingle sets at once, e.g. 512MB; "
+                                      "beyond it the texts are read again per group of pairs (same clusters) [default: 1GB]")
 @click.option("--no-verify", "no_verify", is_flag=True, hidden=True, help="the same as --verify off (older option)")
 @click.option("--cluster", "method", type=click.Choice(CLUSTER_METHODS), default="components", show_default=True,
               help="components: near-duplicates of near-duplicates join (high recall); star: each cluster is a kept "
@@ -47,7 +52,7 @@ from corpusdb.storage import parse_storage_options
 @commit_option
 @executor_options
 @storage_option
-def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, no_verify, method, max_bucket, memory_limit,
+def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify, verify_memory, no_verify, method, max_bucket, memory_limit,
             shard, workers, as_json, progress, commit_seconds, shards, executor, address, storage_options):
     """Find near-duplicate documents: MinHash signatures, LSH banding, verified pairs, clusters.
 
@@ -61,7 +66,8 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
     Examples:
       corpusdb minhash demo/db
       corpusdb minhash demo/db --threshold 0.7 --num-perm 256
-      corpusdb minhash demo/db --verify exact --cluster star   # highest precision
+      corpusdb minhash demo/db --cluster star   # no chains: each removed document is near its kept one
+      corpusdb minhash demo/db --verify estimate   # no texts read: faster, less precise on templated pages
       corpusdb minhash big/db --memory-limit 4GB   # heavy duplication: bounded memory, spills
       corpusdb minhash s3://bkt/db --shards 64 --executor ray --address auto   # clusters as Ray tasks too
       corpusdb sql demo/db "select cluster_size, count(*) from minhash group by 1 order by 1"
@@ -73,7 +79,7 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
         from corpusdb.execute import run_sharded
 
         reports = run_sharded("minhash", db, shards=shards, executor=executor, address=address, workers=workers,
-                              storage_options=parse_storage_options(storage_options), memory_limit=memory_limit,
+                              storage_options=parse_storage_options(storage_options), memory_limit=memory_limit, verify_memory=verify_memory,
                               **settings)
         click.echo(json.dumps(reports, indent=2, default=str) if as_json else
                    f"signed {sum(r.get('n_documents_signed', 0) for r in reports):,} documents in {shards} shards ({executor}); "
@@ -83,7 +89,7 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
         report = database.minhash(
             ngram=ngram, num_perm=num_perm, seed=seed, hash=hash_name, threshold=threshold, bands=bands, rows=rows,
             verify=verify, method=method, max_bucket=max_bucket, shard=shard, workers=workers, progress=progress,
-            commit_seconds=commit_seconds, memory_limit=memory_limit,
+            commit_seconds=commit_seconds, memory_limit=memory_limit, verify_memory=verify_memory,
         )
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.summary())
 
@@ -92,7 +98,8 @@ def minhash(db, ngram, num_perm, seed, hash_name, threshold, bands, rows, verify
 @click.argument("db")
 @click.option("--by", type=click.Choice(["source", "size"]), default="source", show_default=True,
               help="source: documents by the size of their cluster and what dedup removes; size: per cluster size, "
-                   "the estimated Jaccard of each duplicate with the kept document (mean, minimum)")
+                   "the estimated Jaccard of each duplicate with the kept document (mean, minimum) and, on a sample "
+                   "of clusters, how many hold members whose true Jaccard is below the threshold (chains)")
 @format_option
 @as_of_option
 @storage_option
@@ -100,8 +107,9 @@ def dedup_report_command(db, by, fmt, as_of, storage_options):
     """Near-duplicates per source (what dedup removes) or per cluster size (how similar the members are).
 
     A low minimum similarity in large clusters means near-duplicates of near-duplicates were
-    chained far apart: `corpusdb minhash DB --cluster star` keeps only documents verified against
-    the kept one.
+    chained far apart; `--by size` counts them exactly on a sample (n_chained of n_sampled
+    clusters hold two members below the threshold, reading those members' texts).
+    `corpusdb minhash DB --cluster star` keeps only documents verified against the kept one.
 
     \b
     Examples:

@@ -11,11 +11,13 @@ Everything runs as SQL on a DuckDB connection, so the working set lives in DuckD
    member, the next `window` members in the order of the rest of their signatures, so members
    that share more values sit side by side: the join stays bounded at max(max_bucket, window)
    pairs per document and band, and no bucket links members it has not compared.
-3. verification (`Verification`): a pair is an edge when its estimated Jaccard (the fraction of
-   equal signature values) reaches the bar, and, in exact mode, when the true Jaccard of the two
-   documents' shingle sets (a callable computes it) reaches the threshold. Pairs from large
-   buckets are always verified on the estimate, so a template bucket cannot chain documents that
-   only share the template.
+3. verification (`Verification`): in exact mode (the default of `corpusdb minhash`) a pair is an
+   edge when the true Jaccard of the two documents' shingle sets (a callable computes it) reaches
+   the threshold; only pairs whose estimate (the fraction of equal signature values) is between
+   three standard errors below and four above the threshold are computed, those above are edges
+   and those below are not (a pair at the threshold falls below with probability 0.0013). In estimate mode a pair is an edge when its estimate reaches the bar. Pairs from
+   large buckets are always verified on the estimate first, so a template bucket cannot chain
+   documents that only share the template.
 4. clusters, by `method`:
    - `components` (default): connected components of the edges, by min-label propagation with
      pointer jumping until no label changes: near-duplicates of near-duplicates join, as in
@@ -48,7 +50,10 @@ WINDOW = 32  # in a bucket larger than max_bucket, each member meets the next WI
 VERIFY_MODES = ("estimate", "exact", "off")
 CLUSTER_METHODS = ("components", "star")
 ESTIMATE_ERRORS = -0.5  # the default bar: threshold less this many standard errors of the estimate (here: plus half of one)
-EXACT_PREFILTER_ERRORS = 4.0  # exact mode checks pairs whose estimate is within this many standard errors
+EXACT_PREFILTER_ERRORS = 3.0  # exact mode: below the threshold by this many standard errors, a pair is no edge
+SURE_ERRORS = 4.0  # exact mode: above the threshold by this many standard errors, a pair is an edge unchecked
+RESOLVE_PAIRS = 1 << 20  # components with exact checks: deferred pairs that trigger a check before the last band
+RECALL_WEIGHT = {"exact": 0.98, "estimate": 0.9, "off": 0.9}  # false-negative weight of the banding per mode
 
 
 def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float = 0.1,
@@ -56,13 +61,21 @@ def optimal_bands(threshold: float, num_perm: int, false_positive_weight: float 
     """datasketch's optimal (bands, rows) for the threshold; weighted to favour recall by default.
 
     Candidates are verified afterwards, so a false positive costs a comparison while a false
-    negative loses a duplicate for good.
+    negative loses a duplicate for good. `bands_for` weights by verification mode.
     """
     from datasketch.lsh import _optimal_param
 
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold} must be between 0 and 1 (a Jaccard similarity)")
     return _optimal_param(threshold, num_perm, false_positive_weight, false_negative_weight)
+
+
+def bands_for(mode: str, threshold: float, num_perm: int) -> tuple[int, int]:
+    """The default (bands, rows) of a verification mode. Exact verification removes every false
+    candidate, so its banding favours recall more: at 0.8 and 128 permutations 17 bands of 7 rows
+    make a pair at J = 0.8 a candidate with probability 0.98 (14 x 9, the estimate's banding: 0.87)."""
+    weight = RECALL_WEIGHT[verify_mode(mode)]
+    return optimal_bands(threshold, num_perm, 1.0 - weight, weight)
 
 
 def verification_threshold(threshold: float, num_perm: int, errors: float = ESTIMATE_ERRORS) -> float:
@@ -79,12 +92,16 @@ class Verification:
     large: the estimate bar for pairs from buckets larger than max_bucket (never None).
     exact: (pairs (k, 2) int64) -> true Jaccard (k,) of each pair's shingle sets; pairs below
         `threshold` are dropped. None: no exact check.
+    sure: with `exact`, pairs whose estimate is at least this are edges without computing their
+        true Jaccard (four standard errors above the threshold: a pair below it gets there with
+        probability about 3e-5).
     """
 
     estimate: float | None
     large: float
     exact: Callable[[np.ndarray], np.ndarray] | None = None
     threshold: float = 0.0
+    sure: float = 2.0
 
     @classmethod
     def of(cls, mode: str | bool, threshold: float, num_perm: int, exact: Callable[[np.ndarray], np.ndarray] | None = None
@@ -96,7 +113,8 @@ class Verification:
             if exact is None:
                 raise ValueError("exact verification needs the documents' text")
             loose = verification_threshold(threshold, num_perm, EXACT_PREFILTER_ERRORS)
-            return cls(estimate=loose, large=loose, exact=exact, threshold=threshold)
+            sure = verification_threshold(threshold, num_perm, -SURE_ERRORS)
+            return cls(estimate=loose, large=loose, exact=exact, threshold=threshold, sure=sure)
         return cls(estimate=bar if mode == "estimate" else None, large=bar, threshold=threshold)
 
 
@@ -146,6 +164,8 @@ def cluster(con: duckdb.DuckDBPyConnection, signatures: str, *, bands: int, rows
         try:
             for band in range(bands):
                 work.band(band)
+            if method == "components" and work.n_deferred:
+                work.resolve()
             if method == "star":
                 work.star()
             con.execute(f"""
@@ -195,7 +215,7 @@ class _Clustering:
     costs about k * chain comparisons in the first band it shares and none after, not k^2 per band.
     """
 
-    TABLES = ("_signatures", "_band", "_members", "_pairs", "_kept", "_found", "_labels", "_edges", "_directed",
+    TABLES = ("_signatures", "_band", "_members", "_pairs", "_kept", "_unsure", "_deferred", "_found", "_labels", "_edges", "_directed",
               "_component", "_next")
 
     def __init__(self, con: duckdb.DuckDBPyConnection, signatures: str, *, rows: int, num_perm: int, verification: Verification,
@@ -207,6 +227,8 @@ class _Clustering:
         run(f"create or replace temp table _signatures as select doc_id, signature from {signatures} where list_min(signature) < {EMPTY}")
         run("create or replace temp table _labels (node bigint, label bigint)")
         run("create or replace temp table _found (a bigint, b bigint, large boolean)")
+        run("create or replace temp table _deferred (a bigint, b bigint)")  # components: pairs for the exact check
+        self.n_deferred = 0
 
     def band(self, band: int) -> None:
         """Compare the pairs of band `band`'s buckets and record what they join."""
@@ -284,37 +306,72 @@ class _Clustering:
         estimate = -1.0 if self.verification.estimate is None else self.verification.estimate
         run(f"""
             create or replace temp table _kept as
-            select p.a, p.b, p.la, p.lb from _pairs p
-            join _signatures sa on sa.doc_id = p.a
-            join _signatures sb on sb.doc_id = p.b
-            where list_count(list_filter(list_zip(sa.signature, sb.signature), lambda v: v[1] = v[2]))
-                  >= (case when p.large then {float(self.verification.large)!r}::double else {float(estimate)!r}::double end) * {self.num_perm}
+            with estimated as (
+                select p.a, p.b, p.la, p.lb, p.large,
+                       list_count(list_filter(list_zip(sa.signature, sb.signature), lambda v: v[1] = v[2])) as equal
+                from _pairs p
+                join _signatures sa on sa.doc_id = p.a
+                join _signatures sb on sb.doc_id = p.b
+            )
+            select a, b, la, lb, equal >= {float(self.verification.sure)!r}::double * {self.num_perm} as sure from estimated
+            where equal >= (case when large then {float(self.verification.large)!r}::double else {float(estimate)!r}::double end) * {self.num_perm}
         """)
         run("drop table _pairs")
-        if self.verification.exact is not None:
+        if self.verification.exact is not None and self.components:
+            # the pairs the estimate cannot decide wait for an exact check (`resolve`) after the last band,
+            # or once RESOLVE_PAIRS of them wait: the texts are read once or a few times, not once per
+            # band. The clusters are the same: a pair compared meanwhile that an earlier check would
+            # have let skip joins documents that end up in one cluster anyway
+            self.n_deferred += run("select count(*) from _kept where not sure").fetchall()[0][0]
+            run("insert into _deferred select a, b from _kept where not sure")
+            run("create or replace temp table _kept as select a, b, la, lb from _kept where sure")
+        elif self.verification.exact is not None:
             self.check_exactly()
         found = run("select count(*) from _kept").fetchall()[0][0]
         self.counts["n_edges"] += found
         if self.components and found:
             self.merge()
-        return self.components and found > 0
+        resolved = self.n_deferred >= RESOLVE_PAIRS and self.resolve()
+        return self.components and (found > 0 or resolved)
 
     def check_exactly(self) -> None:
-        """Keep the `_kept` pairs whose true Jaccard reaches the threshold, EXACT_BATCH pairs at a time."""
+        """Keep the `_kept` pairs that are sure on their estimate or whose true Jaccard reaches the
+        threshold (computed EXACT_BATCH pairs at a time; the callable bounds its own memory)."""
         run, verification = self.con.execute, self.verification
-        run("create or replace temp table _kept as select row_number() over (order by a, b) as i, * from _kept")
-        total = run("select count(*) from _kept").fetchall()[0][0]
-        accepted = []
+        run("create or replace temp table _unsure as select row_number() over (order by a, b) as i, a, b, la, lb from _kept where not sure")
+        run("create or replace temp table _kept as select a, b, la, lb from _kept where sure")
+        total = run("select count(*) from _unsure").fetchall()[0][0]
         for low in range(0, total, EXACT_BATCH):
-            batch = run(f"select a, b, la, lb from _kept where i > {low} and i <= {low + EXACT_BATCH} order by i").fetchnumpy()
+            batch = run(f"select a, b, la, lb from _unsure where i > {low} and i <= {low + EXACT_BATCH} order by i").fetchnumpy()
             pairs = np.stack([batch["a"], batch["b"]], axis=1).astype(np.int64)
             self.counts["n_exact_checks"] += len(pairs)
             similar = verification.exact(pairs) >= verification.threshold
-            accepted.append(pa.table({c: pa.array(np.asarray(batch[c])[similar], pa.int64()) for c in ("a", "b", "la", "lb")}))
-        table = pa.concat_tables(accepted) if accepted else pa.table({c: pa.array([], pa.int64()) for c in ("a", "b", "la", "lb")})
-        self.con.register("_accepted", table)
-        run("create or replace temp table _kept as select a, b, la, lb from _accepted")
-        self.con.unregister("_accepted")
+            self.con.register("_checked", pa.table({
+                **{c: pa.array(np.asarray(batch[c]), pa.int64()) for c in ("a", "b", "la", "lb")}, "close": pa.array(similar)}))
+            run("insert into _kept select a, b, la, lb from _checked where close")
+            self.con.unregister("_checked")
+        run("drop table _unsure")
+
+    def resolve(self) -> bool:
+        """Components with exact verification: check the deferred pairs whose documents are still in
+        different clusters, each once, and join the clusters of those at or above the threshold.
+        Returns whether any did."""
+        run = self.con.execute
+        run("""
+            create or replace temp table _kept as
+            select a, b, la, lb, false as sure from (
+                select distinct d.a, d.b, coalesce(x.label, d.a) as la, coalesce(y.label, d.b) as lb
+                from _deferred d left join _labels x on x.node = d.a left join _labels y on y.node = d.b
+            ) where la <> lb
+        """)
+        run("create or replace temp table _deferred (a bigint, b bigint)")
+        self.n_deferred = 0
+        self.check_exactly()
+        found = run("select count(*) from _kept").fetchall()[0][0]
+        self.counts["n_edges"] += found
+        if found:
+            self.merge()
+        return found > 0
 
     def merge(self) -> None:
         """Join the clusters the `_kept` pairs link: components of the graph of their labels, then

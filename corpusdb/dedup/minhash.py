@@ -191,6 +191,28 @@ class MinHasher:
         parts = [np.unique(h) for h in self._slice_hashes(text, bits=64)]
         return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
 
+    def shingle_sets(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """`shingle_set` of every text, the texts up to `slice_chars` in one vectorised pass."""
+        out: list[np.ndarray] = [np.empty(0, dtype=np.uint64)] * len(texts)
+        short = [i for i, t in enumerate(texts) if len(t) <= self.slice_chars]
+        for i in set(range(len(texts))) - set(short):
+            out[i] = self.shingle_set(texts[i])
+        if not short:
+            return out
+        chunks = [word_bytes(texts[i]) for i in short]
+        counts = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
+        flat, sizes = _batch_ngram_hashes64(_hash_words(chunks), counts, self.ngram)
+        doc = np.repeat(np.arange(len(short)), sizes)
+        order = np.lexsort((flat, doc))
+        flat, doc = flat[order], doc[order]
+        first = np.ones(len(flat), dtype=bool)
+        first[1:] = (flat[1:] != flat[:-1]) | (doc[1:] != doc[:-1])
+        flat, doc = flat[first], doc[first]
+        bounds = np.searchsorted(doc, np.arange(len(short) + 1))
+        for k, i in enumerate(short):
+            out[i] = flat[bounds[k] : bounds[k + 1]]
+        return out
+
     def _slice_hashes(self, text: str, bits: int = 32):
         """Shingle hashes of `text`, one array per slice; shingles spanning a cut come with the later slice."""
         carry: list[bytes] = []

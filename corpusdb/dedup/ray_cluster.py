@@ -59,7 +59,8 @@ def _stack(chunks: list, num_perm: int) -> dict:
 
 def _edges(num_perm: int, rows: int, estimate: float | None, large: float, max_bucket: int, window: int,
            *pieces: dict) -> np.ndarray:
-    """(a, b) pairs, a < b, from one bucket partition, verified on their estimated Jaccard as in SQL."""
+    """(a, b, equal signature values) of the pairs, a < b, of one bucket partition that pass the
+    estimate, as in SQL."""
     band = np.concatenate([p["band"] for p in pieces])
     bucket = np.concatenate([p["bucket"] for p in pieces])
     doc = np.concatenate([p["doc_id"] for p in pieces])
@@ -93,8 +94,8 @@ def _edges(num_perm: int, rows: int, estimate: float | None, large: float, max_b
     # estimate bar is never above the large-bucket bar
     keep_small = small_pairs if estimate is None else small_pairs[small_pairs[:, 2] >= estimate * num_perm]
     keep_big = big_pairs[big_pairs[:, 2] >= large * num_perm]
-    pairs = np.concatenate([keep_small[:, :2], keep_big[:, :2]])
-    return np.unique(pairs, axis=0) if len(pairs) else np.empty((0, 2), dtype=np.int64)
+    pairs = np.concatenate([keep_small, keep_big])  # a pair's equal values are the same in every band
+    return np.unique(pairs, axis=0) if len(pairs) else np.empty((0, 3), dtype=np.int64)
 
 
 def _propagate(edges: np.ndarray, nodes: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +115,7 @@ def cluster_with_ray(db, *, bands: int, rows: int, num_perm: int, verification, 
     """The minhash table (doc_id, cluster_id, cluster_size) of `db`'s signatures, computed by Ray tasks.
 
     `verification` is a `corpusdb.dedup.cluster.Verification`; an exact check runs on the driver
-    over the pairs the tasks kept.
+    over the pairs the tasks kept whose estimate is not sure, as in SQL.
     """
     import ray
 
@@ -131,10 +132,14 @@ def cluster_with_ray(db, *, bands: int, rows: int, num_perm: int, verification, 
     edge_task = ray.remote(_edges)
     edge_refs = [edge_task.remote(num_perm, rows, verification.estimate, verification.large, max_bucket, window,
                                   *[out[p] for out in outputs]) for p in range(partitions)]
-    pairs = np.concatenate(ray.get(edge_refs)) if edge_refs else np.empty((0, 2), np.int64)
+    pairs = np.concatenate(ray.get(edge_refs)) if edge_refs else np.empty((0, 3), np.int64)
     pairs = np.unique(pairs, axis=0) if len(pairs) else pairs
     if verification.exact is not None and len(pairs):
-        pairs = pairs[verification.exact(pairs) >= verification.threshold]
+        unsure = np.flatnonzero(pairs[:, 2] < verification.sure * num_perm)
+        keep = np.ones(len(pairs), dtype=bool)
+        keep[unsure] = verification.exact(pairs[unsure, :2]) >= verification.threshold
+        pairs = pairs[keep]
+    pairs = np.ascontiguousarray(pairs[:, :2])
 
     ids = db.sql("select doc_id from signatures").to_arrow_table().column("doc_id").to_numpy()
     if len(pairs) and method == "star":  # greedy centers: sequential, on the driver, as in the SQL path
