@@ -36,21 +36,26 @@ KINDS = ("words", "truncate", "boilerplate", "paragraph", "format")
 RANGES = [(0.0, 0.5), (0.5, 0.7), (0.7, 0.8), (0.8, 0.85), (0.85, 0.9), (0.9, 1.01)]
 
 
+def word_edits(tokens: list[str], n_edits: int, rng: random.Random, vocabulary: list[str], min_words: int) -> list[str]:
+    """`n_edits` random substitutions, insertions and deletions (no deletion below `min_words`), in place."""
+    for _ in range(n_edits):
+        position = rng.randrange(len(tokens))
+        operation = rng.choice(("substitute", "insert", "delete"))
+        if operation == "substitute":
+            tokens[position] = rng.choice(vocabulary)
+        elif operation == "insert":
+            tokens.insert(position, rng.choice(vocabulary))
+        elif len(tokens) > min_words:
+            del tokens[position]
+    return tokens
+
+
 def _edit(text: str, kind: str, rng: random.Random, vocabulary: list[str], others: list[str]) -> str:
     tokens = text.split()
     if kind == "words":  # substitutions, insertions and deletions: about 1-J of the shingles change
         target = rng.uniform(0.55, 0.98)
         n_edits = max(1, int(len(tokens) * (1 - target) / (5 * (1 + target))))
-        for _ in range(n_edits):
-            position = rng.randrange(len(tokens))
-            operation = rng.choice(("substitute", "insert", "delete"))
-            if operation == "substitute":
-                tokens[position] = rng.choice(vocabulary)
-            elif operation == "insert":
-                tokens.insert(position, rng.choice(vocabulary))
-            elif len(tokens) > 10:
-                del tokens[position]
-        return " ".join(tokens)
+        return " ".join(word_edits(tokens, n_edits, rng, vocabulary, 10))
     if kind == "truncate":
         return " ".join(tokens[: max(10, int(len(tokens) * rng.uniform(0.55, 0.98)))])
     if kind == "boilerplate":

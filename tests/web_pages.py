@@ -22,6 +22,7 @@ import random
 import numpy as np
 
 from corpusdb.dedup.minhash import MinHasher, words
+from tests.near_duplicates import word_edits
 
 COOKIE = ("we use cookies and similar technologies to improve your experience on our website to personalise content "
           "and ads to provide social media features and to analyse our traffic by clicking accept you agree to the use "
@@ -47,17 +48,7 @@ def _page(site: dict, body: list[str], related: list[str]) -> str:
 
 
 def _edit(tokens: list[str], rng: random.Random, vocabulary: list[str]) -> list[str]:
-    tokens = list(tokens)
-    for _ in range(max(1, int(len(tokens) * rng.uniform(0.005, 0.06)))):
-        position = rng.randrange(len(tokens))
-        operation = rng.choice(("substitute", "insert", "delete"))
-        if operation == "substitute":
-            tokens[position] = rng.choice(vocabulary)
-        elif operation == "insert":
-            tokens.insert(position, rng.choice(vocabulary))
-        elif len(tokens) > 20:
-            del tokens[position]
-    return tokens
+    return word_edits(list(tokens), max(1, int(len(tokens) * rng.uniform(0.005, 0.06))), rng, vocabulary, 20)
 
 
 def web_set(texts: list[str], n_articles: int = 600, n_products: int = 500, seed: int = 0) -> list[dict]:
