@@ -51,10 +51,10 @@ def parse_size(value: str | int) -> int:
 class ExactJaccard:
     """Callable: (pairs (k, 2) of doc_ids) -> (k,) true Jaccard of the pairs' shingle sets.
 
-    `memory`: bytes of shingle sets held at once (about twice the text of the documents they are
-    made of), those of the last calls kept for the next ones (a clustering asks about the same
-    documents band after band); a single document larger than that is still compared, in a group
-    of its own.
+    `memory`: about the most bytes held at once: a quarter of it caches shingle sets (about twice
+    the text of their documents) for the next calls, pairs are compared in groups whose sets fit
+    an eighth (comparing takes about five times that); a single document larger than that is
+    still compared, in a group of its own.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, hasher: MinHasher, documents: str = "documents",
@@ -67,7 +67,7 @@ class ExactJaccard:
     def _read(self, sql: str, doc_ids: np.ndarray):
         self.con.register("_exact_ids", pa.table({"doc_id": pa.array(np.unique(doc_ids), pa.int64())}))
         try:
-            yield from self.con.sql(sql.format(ids="_exact_ids")).to_arrow_reader(1024)
+            yield from self.con.sql(sql.format(ids="_exact_ids")).to_arrow_reader(256)
         finally:
             self.con.unregister("_exact_ids")
 
@@ -82,7 +82,8 @@ class ExactJaccard:
 
     def groups(self, pairs: np.ndarray) -> list[np.ndarray]:
         """Indices of `pairs` in groups whose documents' shingle sets (cached, or about twice their
-        text) fit a quarter of `memory` (comparing them takes about three times their size), in pair order."""
+        text) fit an eighth of `memory` (comparing them takes about five times their size; the cache
+        holds a quarter), in pair order."""
         docs = np.unique(pairs.ravel())
         cost = dict.fromkeys(docs.tolist(), 0)
         missing = []
@@ -97,7 +98,7 @@ class ExactJaccard:
             for batch in self._read(sql, np.array(missing, dtype=np.int64)):
                 for doc_id, n_bytes in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
                     cost[doc_id] = int(SET_BYTES_PER_TEXT_BYTE * (n_bytes or 0)) + 64
-        budget = self.memory // 4
+        budget = self.memory // 8
         if sum(cost.values()) <= budget:
             return [np.arange(len(pairs))]
         out, start, held, used = [], 0, set(), 0

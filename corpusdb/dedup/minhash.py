@@ -192,13 +192,25 @@ class MinHasher:
         return np.unique(np.concatenate(parts)) if parts else np.empty(0, dtype=np.uint64)
 
     def shingle_sets(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """`shingle_set` of every text, the texts up to `slice_chars` in one vectorised pass."""
+        """`shingle_set` of every text: texts up to `slice_chars` in vectorised passes of about
+        `slice_chars` characters in all (so memory stays that of one slice), longer ones sliced."""
         out: list[np.ndarray] = [np.empty(0, dtype=np.uint64)] * len(texts)
-        short = [i for i, t in enumerate(texts) if len(t) <= self.slice_chars]
-        for i in set(range(len(texts))) - set(short):
-            out[i] = self.shingle_set(texts[i])
-        if not short:
-            return out
+        batch: list[int] = []
+        size = 0
+        for i, text in enumerate(texts):
+            if len(text) > self.slice_chars:
+                out[i] = self.shingle_set(text)
+                continue
+            if batch and size + len(text) > self.slice_chars:
+                self._shingle_batch(texts, batch, out)
+                batch, size = [], 0
+            batch.append(i)
+            size += len(text)
+        if batch:
+            self._shingle_batch(texts, batch, out)
+        return out
+
+    def _shingle_batch(self, texts: Sequence[str], short: list[int], out: list[np.ndarray]) -> None:
         chunks = [word_bytes(texts[i]) for i in short]
         counts = np.fromiter(map(len, chunks), dtype=np.int64, count=len(chunks))
         flat, sizes = _batch_ngram_hashes64(_hash_words(chunks), counts, self.ngram)
@@ -211,7 +223,6 @@ class MinHasher:
         bounds = np.searchsorted(doc, np.arange(len(short) + 1))
         for k, i in enumerate(short):
             out[i] = flat[bounds[k] : bounds[k + 1]]
-        return out
 
     def _slice_hashes(self, text: str, bits: int = 32):
         """Shingle hashes of `text`, one array per slice; shingles spanning a cut come with the later slice."""
