@@ -322,17 +322,21 @@ class _Clustering:
             # or once RESOLVE_PAIRS of them wait: the texts are read once or a few times, not once per
             # band. The clusters are the same: a pair compared meanwhile that an earlier check would
             # have let skip joins documents that end up in one cluster anyway
-            self.n_deferred += run("select count(*) from _kept where not sure").fetchall()[0][0]
-            run("insert into _deferred select a, b from _kept where not sure")
+            self.n_deferred += run("insert into _deferred select a, b from _kept where not sure").fetchall()[0][0]
             run("create or replace temp table _kept as select a, b, la, lb from _kept where sure")
         elif self.verification.exact is not None:
             self.check_exactly()
-        found = run("select count(*) from _kept").fetchall()[0][0]
+        found = self.take_edges()
+        resolved = self.n_deferred >= RESOLVE_PAIRS and self.resolve()
+        return self.components and (found or resolved)
+
+    def take_edges(self) -> bool:
+        """Count the `_kept` pairs as edges; components merges the clusters they link. Returns whether any."""
+        found = self.con.execute("select count(*) from _kept").fetchall()[0][0]
         self.counts["n_edges"] += found
         if self.components and found:
             self.merge()
-        resolved = self.n_deferred >= RESOLVE_PAIRS and self.resolve()
-        return self.components and (found > 0 or resolved)
+        return found > 0
 
     def check_exactly(self) -> None:
         """Keep the `_kept` pairs that are sure on their estimate or whose true Jaccard reaches the
@@ -367,11 +371,7 @@ class _Clustering:
         run("create or replace temp table _deferred (a bigint, b bigint)")
         self.n_deferred = 0
         self.check_exactly()
-        found = run("select count(*) from _kept").fetchall()[0][0]
-        self.counts["n_edges"] += found
-        if found:
-            self.merge()
-        return found > 0
+        return self.take_edges()
 
     def merge(self) -> None:
         """Join the clusters the `_kept` pairs link: components of the graph of their labels, then

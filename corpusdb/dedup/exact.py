@@ -177,14 +177,3 @@ def jaccards(sets: dict[int, np.ndarray], pairs: np.ndarray) -> np.ndarray:
         start = stop
     union = lengths[first] + lengths[second] - shared
     return np.where(union > 0, shared / np.maximum(union, 1), 0.0)
-
-
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard of two sorted arrays of distinct values (0 when both are empty)."""
-    if len(a) > len(b):
-        a, b = b, a
-    if not len(a):
-        return 0.0
-    found = np.searchsorted(b, a)
-    shared = int(np.count_nonzero(b[np.minimum(found, len(b) - 1)] == a))
-    return shared / (len(a) + len(b) - shared)
