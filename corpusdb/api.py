@@ -21,6 +21,7 @@ from corpusdb.views import relation_sql
 
 if TYPE_CHECKING:
     from corpusdb.annotations import AnnotateReport
+    from corpusdb.annotations.decontamination import IndexReport
     from corpusdb.dedup import MinhashReport
     from corpusdb.ingest.job import IngestReport
     from corpusdb.scoring import ScoreReport
@@ -67,6 +68,14 @@ class Database(core.Database):
 
         self.writable()
         return run_import(self, name, [sources] if isinstance(sources, str) else list(sources), **options)
+
+    def decontaminate(self, against: list[str] | str, **options) -> tuple[AnnotateReport, IndexReport]:
+        """Find the evaluation sets' word n-grams in every document (annotation `decontamination`, read by
+        `filter_decontaminated`); see `corpusdb.annotations.decontamination.run_decontaminate`."""
+        from corpusdb.annotations.decontamination import run_decontaminate
+
+        self.writable()
+        return run_decontaminate(self, [against] if isinstance(against, str) else list(against), **options)
 
     def annotations(self) -> list[dict]:
         """Annotation names with their producer, columns, rows and documents covered."""

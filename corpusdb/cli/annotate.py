@@ -136,3 +136,59 @@ def annotations(db, drop, fmt, as_of, storage_options):
         return
     columns = ["name", "view", "kind", "n_rows", "n_documents", "columns", "producer"]
     click.echo(render(columns, [tuple(e[c] for c in columns) for e in entries], fmt))
+
+
+@cli.command()
+@click.argument("db")
+@click.option("--against", multiple=True, required=True, metavar="URL",
+              help="evaluation sets: JSON-lines, Parquet or text files, folders or globs (repeatable)")
+@click.option("--ngram", type=click.IntRange(min=1), default=13, show_default=True,
+              help="words per n-gram (GPT-3 and OLMo: 13; datatrove: 12)")
+@click.option("--field", "fields", multiple=True, metavar="FIELD",
+              help="the record field(s) holding an evaluation text, joined by a space when repeated, e.g. --field "
+                   "question --field answer [default: text]")
+@click.option("--replace", is_flag=True, help="delete the annotation's rows first and check every document again "
+                                               "(other evaluation sets or --ngram)")
+@click.option("--workers", type=int, help="processes at once [default: CPU count]")
+@click.option("--json", "as_json", is_flag=True, help="print the job report as JSON")
+@click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@commit_option
+@storage_option
+def decontaminate(db, against, ngram, fields, replace, workers, as_json, progress, commit_seconds, storage_options):
+    """Find the word n-grams of evaluation sets in DB's documents: the annotation `decontamination`.
+
+    GPT-3's 13-gram overlap check (as OLMo's, Dolma's and datatrove's decontamination): the
+    evaluation texts are cut into words (letters and digits, lower-cased, diacritics removed,
+    digit runs as 0), every run of --ngram words is indexed, and each document gets the count
+    and share of its n-grams found there and the byte ranges they cover. The match is exact (a
+    sorted index of 128-bit keys, 16 bytes an evaluation n-gram; no Bloom filter). An evaluation
+    text of fewer than --ngram words cannot match; the report counts them.
+
+    Nothing is dropped here: `filter_decontaminated(max_fraction := 0)` keeps the documents (or,
+    with docs := 'instances', the instances) no matched n-gram touches, and
+    `contamination(docs := ...)` shows the numbers per unit. The annotation is bound to the
+    index's content: other evaluation sets or another --ngram need --replace. A re-run with the
+    same sets checks only documents ingested since.
+
+    \b
+    Examples:
+      corpusdb decontaminate demo/db --against evals/
+      corpusdb decontaminate demo/db --against mmlu.jsonl --field question --field answer --ngram 8
+      corpusdb sql demo/db "select count(*) from contamination() where decontam_matched > 0"
+      corpusdb view create demo/db clean --sql "select * from filter_decontaminated(docs := 'dedup')"
+    """
+    with open_db(db, storage_options) as database:
+        report, index = database.decontaminate(list(against), ngram=ngram, fields=tuple(fields) or ("text",),
+                                               replace=replace, workers=workers, progress=progress,
+                                               commit_seconds=commit_seconds,
+                                               storage_options=parse_storage_options(storage_options))
+        ((contaminated,),) = database.sql("select count(*) from annotations_decontamination where n_matched > 0").fetchall()
+    if as_json:
+        click.echo(json.dumps({**report.to_dict(), "index": index.__dict__, "n_contaminated": contaminated}, indent=2))
+        return
+    click.echo(f"indexed {index.n_ngrams:,} distinct {ngram}-grams of {index.n_texts:,} evaluation texts "
+               f"({index.n_bytes:,} bytes)" + (f"; {index.n_short:,} texts have fewer than {ngram} words and cannot match"
+                                               if index.n_short else ""))
+    click.echo(report.summary())
+    click.echo(f"{contaminated:,} documents hold at least one evaluation {ngram}-gram; "
+               "`select * from filter_decontaminated()` leaves them out")

@@ -1,0 +1,69 @@
+-- purpose: units (documents or instances) whose bytes overlap the evaluation sets' n-grams at most max_fraction, on the `decontamination` annotation
+-- depends: covered_bytes, require, require_coverage
+-- params: max_fraction := 0 (drop any unit a matched n-gram touches); docs := 'documents'; missing := 'error' | 'exclude' | 'keep'
+-- GPT-3's and OLMo's decontamination as a view: `corpusdb decontaminate DB --against FILES`
+-- finds every word n-gram (13 by default) of each document that occurs in the evaluation sets;
+-- a unit is kept when the bytes of it inside such n-grams are at most max_fraction of its bytes
+-- (the default 0 keeps only untouched units). Over instances (docs := 'instances') each
+-- instance is judged by its own span, so the clean instances of a contaminated document stay.
+-- Every row of docs needs a decontamination row: documents ingested after the job ran are an
+-- error naming the fix, unless missing := 'exclude' (dropped) or 'keep' (kept unjudged). The
+-- result has the columns of docs.
+create or replace macro filter_decontaminated(max_fraction := 0, docs := 'documents', missing := 'error') as table
+with unjudged as (
+    -- keys alone: how many rows of docs have no decontamination row
+    select count(*) filter (where a.doc_id is null) as n_missing, count(*) as n_units
+    from (select doc_id from query_table(docs)) as d
+    left join (select doc_id from annotations_decontamination) as a on d.doc_id = a.doc_id
+),
+
+checks as (
+    select
+        require(
+            max_fraction >= 0 and max_fraction <= 1,
+            'filter_decontaminated: max_fraction must be in [0, 1] (the share of a unit''s bytes inside matched '
+            || 'n-grams), not ' || coalesce(max_fraction::varchar, 'NULL')
+        )
+        and require_coverage(
+            'filter_decontaminated', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
+            'decontamination row (documents ingested after `corpusdb decontaminate` ran?)',
+            'compute them with `corpusdb decontaminate DB --against FILES` (a re-run with the same files computes only '
+            || 'the documents without a row)',
+            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
+        ) as ok,
+        max_fraction as high
+    from unjudged
+),
+
+spans as (
+    -- the unit's byte range: its span where docs has one (instances), else the whole document
+    select
+        d.*,
+        try_cast(struct_pack(*columns('^(doc_id|byte_start|byte_end|n_bytes)$')) as struct(
+            doc_id bigint, byte_start bigint, byte_end bigint, n_bytes bigint
+        )) as unit_span
+    from query_table(docs) as d
+),
+
+final as (
+    select s.* exclude (unit_span)
+    from spans as s
+    left join annotations_decontamination as a on s.doc_id = a.doc_id, checks
+    where
+        checks.ok
+        and (
+            coalesce(
+                covered_bytes(
+                    a.covered_starts, a.covered_ends, coalesce(s.unit_span.byte_start, 0),
+                    coalesce(s.unit_span.byte_end, s.unit_span.n_bytes)
+                ) / nullif(coalesce(s.unit_span.byte_end, s.unit_span.n_bytes) - coalesce(s.unit_span.byte_start, 0), 0),
+                0
+            ) <= checks.high
+            and a.doc_id is not null
+            or (a.doc_id is null and missing = 'keep')
+        )
+    union all by name
+    select null::bigint as doc_id from checks where not checks.ok
+)
+
+select * from final;
