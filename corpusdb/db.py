@@ -373,8 +373,8 @@ class Database:
             if missing and missing.group(1) not in self.snapshot.annotations:
                 known = ", ".join(sorted(self.snapshot.annotations)) or "none yet"
                 how = ("`corpusdb decontaminate DB --against EVALUATION_FILES`" if missing.group(1) == "decontamination" else
-                       f"`corpusdb annotate DB {missing.group(1)}` (built-ins: quality, language; or --fn module:function, "
-                       "--from URL)")
+                       f"`corpusdb annotate DB {missing.group(1)}` (built-ins: quality, language, classifier --model M; or --fn "
+                       "module:function, --from URL)")
                 message += (f"; no annotation named {missing.group(1)!r} at version {self.version} (annotations: {known}): "
                             f"compute it with {how}")
             for name in self.broken_views:  # a saved view that no longer runs reads as "does not exist"

@@ -77,6 +77,7 @@ TOKENIZED = ("tokens", "megatron", "datatrove")
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
 MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 MANIFEST = "manifest.json"
+CARD = "README.md"  # a Hugging Face dataset card naming the parts (parquet and jsonl exports)
 TOKENIZE_BYTES = 8 * 1024 * 1024  # text per tokenizer call (and per slice of a JSONL part made Python objects)
 ROW_GROUP_ROWS, ROW_GROUP_BYTES = 65536, 32 * 1024 * 1024  # a Parquet part's row groups: rows, or bytes of text
 JOURNAL = ".corpusdb-export.json"
@@ -271,7 +272,32 @@ def _slices(table: pa.Table | pa.RecordBatch, limit: int | None = None) -> Itera
 
 
 def _files_of(manifest: dict) -> set[str]:
-    return {p[key] for p in manifest.get("parts", []) for key in ("file", "index", "metadata") if key in p}
+    files = {p[key] for p in manifest.get("parts", []) for key in ("file", "index", "metadata") if key in p}
+    return files | ({manifest["card"]} if isinstance(manifest.get("card"), str) else set())
+
+
+def dataset_card(fmt: str, view: str, parts: list[dict], record: dict) -> bytes:
+    """A Hugging Face dataset card (README.md) whose `configs` name the parts in order, so that
+    `datasets.load_dataset(FOLDER)` reads the rows and never the manifest."""
+    files = "".join(f"    - {p['file']}\n" for p in parts)
+    rows, size = sum(p["rows"] for p in parts), sum(p["bytes"] for p in parts)
+    glob = f"part-*.{fmt}"
+    return (
+        f"---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path:\n{files}---\n\n"
+        f"# {view}\n\nA corpusdb export: {rows:,} rows ({size:,} bytes of text) of `{view}` at version "
+        f"{record.get('version')} of {record.get('database', 'the database')}, in {len(parts)} {fmt} part(s), "
+        "in the selection's order. `manifest.json` holds the provenance (the SQL of every view and policy "
+        "read, model identities, per-part counts); it is not data.\n\n"
+        "```python\n"
+        "import datasets\n"
+        "rows = datasets.load_dataset(FOLDER, split=\"train\")  # this card names the parts\n"
+        f"rows = datasets.load_dataset(\"{'json' if fmt == 'jsonl' else 'parquet'}\", data_files=f\"{{FOLDER}}/{glob}\", "
+        "split=\"train\")\n"
+        "```\n\n"
+        f"Other readers of the folder take the parts by their glob, `{glob}` (e.g. datatrove's "
+        f"`{'JsonlReader' if fmt == 'jsonl' else 'ParquetReader'}(FOLDER, glob_pattern=\"{glob}\")`, polars' "
+        f"`pl.{'read_ndjson' if fmt == 'jsonl' else 'read_parquet'}(f\"{{FOLDER}}/{glob}\")`).\n"
+    ).encode()
 
 
 def _read_json(out: Location, name: str) -> dict | None:
@@ -368,6 +394,10 @@ def export_view(
                 "missing": missing_choices(db, sql),  # what the selection does with units a policy could not judge
                 **({"warnings": warnings} if warnings else {}),
             }
+            if format in ("parquet", "jsonl"):  # readers of the folder (datasets) find the parts, not the manifest
+                sink._claim(CARD)
+                out.write_atomic(dataset_card(format, view, sink.parts, {"version": db.version, "database": db.url}), CARD)
+                manifest["card"] = CARD
             if format in TOKENIZED:
                 manifest.update(
                     n_tokens=sum(p["tokens"] for p in sink.parts), dtype=np.dtype(sink.dtype).name,

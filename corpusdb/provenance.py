@@ -96,6 +96,11 @@ def _code(sql: str, strings: bool) -> str:
     return sql[: tokens[0][0]] + "".join(out) if tokens else sql
 
 
+def _names_annotation(text: str, name: str) -> bool:
+    """Whether `text` calls a policy that takes an annotation by name (`filter_classifier('NAME', ...)`)."""
+    return re.search(rf"\bfilter_classifier\s*\(\s*(name\s*:=\s*)?'{re.escape(name)}'", text, re.IGNORECASE) is not None
+
+
 def _mentions(text: str, name: str) -> bool:
     return re.search(rf"(?<![A-Za-z0-9_.-]){re.escape(name)}(?![A-Za-z0-9_.-])", text) is not None
 
@@ -119,7 +124,8 @@ def provenance(db: Database, sql: str) -> dict:
         name: {"kind": entry.get("kind"), "producer": entry.get("producer"), "columns": entry.get("columns"),
                "parts": sorted((path, db.snapshot.tables[ANNOTATIONS][path]["hash"])
                                for path in db.snapshot.parts(ANNOTATIONS, annotation_prefix(name)))}
-        for name, entry in sorted(db.snapshot.annotations.items()) if annotation_view(name) in words
+        for name, entry in sorted(db.snapshot.annotations.items())
+        if annotation_view(name) in words or any(_names_annotation(text, name) for text in texts)
     }
     payload = [sql, found, data, models, registry] + ([annotations] if annotations else [])
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]

@@ -270,7 +270,7 @@ class Reader:
 
     def batches(self) -> Iterator[Batch]:
         """The input's good records, in order, a batch at a time."""
-        reader = {"jsonl": self._jsonl, "parquet": self._parquet, "text": self._text}[self.item.format]
+        reader = {"jsonl": self._jsonl, "parquet": self._parquet, "arrow": self._arrow, "text": self._text}[self.item.format]
         if self.item.compression is not None and (self.item.details or {}).get("size") == 0:  # a listed size, not unknown
             # an empty file is no valid compressed file (even an empty text compresses to a header):
             # a download that never happened, not an input without records
@@ -412,52 +412,83 @@ class Reader:
         self._line += n_lines
 
     def _parquet(self) -> Iterator[Batch]:
-        text_field = self.options.text_field
         with storage_errors(self.item.url, self.fs):
             handle = self._with_details(self.fs.open(self.item.path, "rb", **self._open_options))
         with handle:
             try:
                 parquet = pq.ParquetFile(handle)
             except (pa.ArrowInvalid, OSError) as exc:  # a truncated or damaged file: no footer to read
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                self._bad("damaged_file", "", f"not a readable Parquet file ({first})", "download or copy it again")
+                self._bad("damaged_file", "", f"not a readable Parquet file ({_first_line(exc)})", "download or copy it again")
                 return
-            names = parquet.schema_arrow.names
-            top = {path.split(".")[0] for _, path in self.options.meta if path not in SPECIAL_FIELDS}
-            wanted = [text_field, *sorted(top - {text_field})]
-            missing = [name for name in wanted if name not in names]
-            if text_field in missing:
-                raise InputError(
-                    f"{self.item.url}: no column {text_field!r} (columns: {', '.join(names[:8])}); "
-                    "name the text column with --text-field"
-                )
-            columns = [name for name in wanted if name in names]
-            row = 0
-            simple = all(path in SPECIAL_FIELDS or path in names and pa.types.is_string(parquet.schema_arrow.field(path).type)
-                         for _, path in self.options.meta)
-            for batch in parquet.iter_batches(columns=columns, batch_size=BATCH_RECORDS):
-                column = batch.column(text_field)
-                if simple and column.null_count == 0 and column.type in (pa.string(), pa.large_string()):
-                    # every text a string, every meta field a string column: the batch as it is
-                    meta = {name: (pa.array([self.item.url if path == "@file" else str(row + 1 + i)
-                                             for i in range(batch.num_rows)], pa.string())
-                                   if path in SPECIAL_FIELDS else batch.column(path))
-                            for name, path in self.options.meta}
-                    row += batch.num_rows
-                    yield Batch(column, meta)
-                    continue
-                texts = column.to_pylist()
-                rows = batch.select(sorted(top & set(columns))).to_pylist() if top else None
-                found = []
-                for i, text in enumerate(texts):
-                    row += 1
-                    if not isinstance(text, str):
-                        problem = "is null" if text is None else f"is {type(text).__name__}, not a string"
-                        self._bad("wrong_type", f"row {row}", f"column {text_field!r} {problem}", "clean the column")
-                        continue
-                    found.append((row, text, rows[i] if rows else {}))
-                yield from self._batched(iter(found))
+            yield from self._columns(parquet.schema_arrow,
+                                     lambda columns: parquet.iter_batches(columns=columns, batch_size=BATCH_RECORDS))
         self._on_bytes(self.item.size)
+
+    def _arrow(self) -> Iterator[Batch]:
+        """Arrow IPC: the stream format `datasets.Dataset.save_to_disk` writes (read as it streams in), or the file format."""
+        handle = self._open()
+        try:
+            try:
+                reader = pa.ipc.open_stream(handle)
+            except pa.ArrowInvalid:
+                handle.close()
+                with storage_errors(self.item.url, self.fs):
+                    handle = self._with_details(self.fs.open(self.item.path, "rb", **self._open_options))
+                try:
+                    reader = pa.ipc.open_file(handle)
+                except (pa.ArrowInvalid, OSError) as exc:
+                    self._bad("damaged_file", "", f"not a readable Arrow IPC stream or file ({_first_line(exc)})",
+                              "download or copy it again")
+                    return
+                batches = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            else:
+                batches = iter(reader)
+            try:
+                yield from self._columns(reader.schema, lambda columns: (b.select(columns) for b in batches))
+            except (pa.ArrowInvalid, OSError) as exc:  # a stream cut short
+                self._bad("damaged_file", "", f"Arrow IPC data ends early or is damaged ({_first_line(exc)})",
+                          "download or copy it again")
+        finally:
+            handle.close()
+
+    def _columns(self, schema: pa.Schema, read: Callable[[list[str]], Iterator[pa.RecordBatch]]) -> Iterator[Batch]:
+        """Batches of a columnar input (Parquet, Arrow) given its schema and a reader of the named columns."""
+        text_field = self.options.text_field
+        names = schema.names
+        top = {path.split(".")[0] for _, path in self.options.meta if path not in SPECIAL_FIELDS}
+        wanted = [text_field, *sorted(top - {text_field})]
+        missing = [name for name in wanted if name not in names]
+        if text_field in missing:
+            raise InputError(
+                f"{self.item.url}: no column {text_field!r} (columns: {', '.join(names[:8])}); "
+                "name the text column with --text-field"
+            )
+        columns = [name for name in wanted if name in names]
+        row = 0
+        simple = all(path in SPECIAL_FIELDS or path in names and pa.types.is_string(schema.field(path).type)
+                     for _, path in self.options.meta)
+        for batch in read(columns):
+            column = batch.column(text_field)
+            if simple and column.null_count == 0 and column.type in (pa.string(), pa.large_string()):
+                # every text a string, every meta field a string column: the batch as it is
+                meta = {name: (pa.array([self.item.url if path == "@file" else str(row + 1 + i)
+                                         for i in range(batch.num_rows)], pa.string())
+                               if path in SPECIAL_FIELDS else batch.column(path))
+                        for name, path in self.options.meta}
+                row += batch.num_rows
+                yield Batch(column, meta)
+                continue
+            texts = column.to_pylist()
+            rows = batch.select(sorted(top & set(columns))).to_pylist() if top else None
+            found = []
+            for i, text in enumerate(texts):
+                row += 1
+                if not isinstance(text, str):
+                    problem = "is null" if text is None else f"is {type(text).__name__}, not a string"
+                    self._bad("wrong_type", f"row {row}", f"column {text_field!r} {problem}", "clean the column")
+                    continue
+                found.append((row, text, rows[i] if rows else {}))
+            yield from self._batched(iter(found))
 
     def _text(self) -> Iterator[Batch]:
         try:
@@ -474,3 +505,8 @@ class Reader:
             self._bad("not_utf8", "", utf8_problem(data) or "not valid UTF-8", "re-encode the file as UTF-8")
             return
         yield Batch.of([text], {column: [value] for column, value in self._meta({}, 1).items()})
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type's name."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

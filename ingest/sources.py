@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 from corpusdb.errors import InputError
 from corpusdb.storage import resolve, storage_errors
 
-FORMATS = ("auto", "jsonl", "parquet", "text")
+FORMATS = ("auto", "jsonl", "parquet", "arrow", "text")
 COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd", ".bz2": "bz2", ".xz": "xz"}
 EXTENSIONS = {
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "jsonl",
     ".parquet": "parquet",
+    ".arrow": "arrow",  # Arrow IPC streams, as `datasets.Dataset.save_to_disk` writes them
     ".pq": "parquet",
     ".txt": "text",
     ".text": "text",
@@ -91,6 +92,61 @@ def _export_parts(source: str, path: str, export: dict, listed: dict) -> dict:
     return {p: listed[p] for p in parts}
 
 
+HF_METADATA = ("state.json", "dataset_info.json")  # next to a `save_to_disk` folder's .arrow files: not records
+
+
+def _hf_folder(fs, path: str, source: str, infos: dict) -> dict:
+    """The records of a folder that Hugging Face `datasets` wrote or laid out, from a folder walk's `infos`:
+    without the metadata of `save_to_disk` (state.json, dataset_info.json beside .arrow files) and
+    without dataset cards (a README.md that opens with YAML front matter, beside data files).
+
+    Raises:
+        InputError: the folder holds a `DatasetDict` (its splits are separate datasets: name one).
+    """
+    names = {p: posixpath.basename(p) for p in infos}
+    dicts = sorted(posixpath.dirname(p) for p, name in names.items() if name == "dataset_dict.json")
+    if dicts:
+        split_file = posixpath.join(dicts[0], "dataset_dict.json")
+        try:
+            splits = json.loads(fs.cat_file(split_file)).get("splits") or []
+        except (ValueError, AttributeError):
+            splits = []
+        example = posixpath.join(source.rstrip("/"), posixpath.relpath(dicts[0], path), str(splits[0]) if splits else "SPLIT")
+        raise InputError(f"{source} holds a datasets.DatasetDict (splits: {', '.join(map(str, splits)) or '?'}) whose splits "
+                         f"are separate datasets; ingest one split's folder, e.g. {posixpath.normpath(example)}")
+    arrow_dirs = {posixpath.dirname(p) for p, name in names.items() if name.endswith(".arrow")}
+    listed: dict[str, set[str]] = {}  # a save_to_disk folder: the .arrow files its state.json names (not cache-*.arrow)
+    for folder in arrow_dirs:
+        state = posixpath.join(folder, "state.json")
+        if state in infos:
+            try:
+                listed[folder] = {str(f["filename"]) for f in json.loads(fs.cat_file(state)).get("_data_files", [])}
+            except (ValueError, KeyError, TypeError, AttributeError):
+                pass
+    data_dirs = {posixpath.dirname(p) for p in infos if detect(p)[0] in ("jsonl", "parquet", "arrow")}
+    kept = {}
+    for p, info in infos.items():
+        folder, name = posixpath.dirname(p), names[p]
+        if name in HF_METADATA and folder in arrow_dirs:
+            continue
+        if name.endswith(".arrow") and folder in listed and name not in listed[folder]:
+            continue
+        if name.lower() == "readme.md" and data_dirs and _front_matter(fs, p):
+            continue  # a dataset card
+        kept[p] = info
+    return kept
+
+
+def _front_matter(fs, path: str) -> bool:
+    """Whether the file opens with a YAML front matter line (`---`), as dataset cards do."""
+    try:
+        with fs.open(path, "rb") as f:
+            head = f.read(8).removeprefix(b"\xef\xbb\xbf")
+    except OSError:
+        return False
+    return head.startswith((b"---\n", b"---\r\n"))
+
+
 def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[list[InputFile], list[str]]:
     """Expand SOURCE arguments into input files sorted by URL, and the URLs skipped as unknown format.
 
@@ -116,6 +172,8 @@ def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[li
                 export = _export_manifest(fs, path)
                 if export is not None:  # a corpusdb export: its parts, never its manifest or a stray file
                     infos = _export_parts(source, path, export, infos)
+                else:  # a datasets folder: its records, never its metadata or dataset card
+                    infos = _hf_folder(fs, path, source, infos)
                 explicit = False
             elif any(ch in path for ch in "*?[") and not fs.isfile(path):  # a file named `a[1].jsonl` is itself
                 infos = {p: info for p, info in fs.glob(path, detail=True).items() if info.get("type") != "directory"}

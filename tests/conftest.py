@@ -35,6 +35,13 @@ def committed_parts(db: corpusdb.Database, table: str = "documents") -> list[tup
     return sorted((info["hash"], info["rows"]) for info in db.snapshot.tables[table].values())
 
 
+def export_files(manifest: dict) -> list[str]:
+    """The names an export folder holds when it is complete: its manifest, its dataset card (Parquet and
+    JSONL), and its parts' files, sorted."""
+    parts = [p[key] for p in manifest["parts"] for key in ("file", "index", "metadata") if key in p]
+    return sorted(["manifest.json", *([manifest["card"]] if manifest.get("card") else []), *parts])
+
+
 def ingest_per_source(db: corpusdb.Database, folder: Path, **options) -> None:
     for path in sorted(folder.glob("*.jsonl*")):
         db.ingest([str(path)], source=path.name.split(".")[0], progress=False, **options)

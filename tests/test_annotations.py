@@ -87,7 +87,7 @@ def test_bad_functions_fail_in_one_line_and_commit_nothing(fixture_db, tmp_path)
         fixture_db.annotate("shout", progress=False)
     with pytest.raises(InputError, match="column 'label' has only None values in the first documents part, so no type"):
         fixture_db.annotate("bad", "tests.annotators:all_none", progress=False, workers=1)
-    with pytest.raises(ValueError, match="--model is an option of the language annotator"):
+    with pytest.raises(ValueError, match="--model, --label, --max-length and --threads are options of the built-in annotators, not of --fn"):
         fixture_db.annotate("bad", "tests.annotators:shouting", model="lid.bin", progress=False)
     fixture_db.refresh()
     assert fixture_db.snapshot.parts("annotations") == []  # nothing committed

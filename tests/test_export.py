@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import corpusdb
 from corpusdb.cli import cli
 from corpusdb.errors import ExportError
-from tests.conftest import CORPUS, ingest_per_source
+from tests.conftest import CORPUS, export_files, ingest_per_source
 from tests.views_fixture import build
 from corpusdb.train.dataset import Blocks
 
@@ -119,7 +119,7 @@ def test_a_killed_export_has_no_manifest_and_a_rerun_completes_it(tmp_path):
     assert [p["file"] for p in again["parts"]] == [p["file"] for p in clean["parts"]]
     for part in clean["parts"]:
         assert (out / part["file"]).read_bytes() == (tmp_path / "clean" / part["file"]).read_bytes()
-    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(p["file"] for p in clean["parts"])])
+    assert sorted(p.name for p in out.iterdir()) == export_files(clean)
     # complete and unchanged: a re-run does nothing; another view there needs overwrite
     assert db.view("documents").export(str(out), part_size_mb=0.02)["created_at"] == again["created_at"]
     with pytest.raises(ExportError, match="already holds another export \\('documents' at version 9, inputs [0-9a-f]{12}: "
@@ -127,7 +127,7 @@ def test_a_killed_export_has_no_manifest_and_a_rerun_completes_it(tmp_path):
         db.view("dedup(missing := 'keep')").export(str(out))
     replaced = db.view("dedup(missing := 'keep')").export(str(out), overwrite=True)
     assert replaced["view"] == "dedup(missing := 'keep')"  # the old export's files went once the new manifest was in place
-    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(p["file"] for p in replaced["parts"])])
+    assert sorted(p.name for p in out.iterdir()) == export_files(replaced)
 
 
 @pytest.mark.s3

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 import corpusdb
+from tests.conftest import export_files
 from corpusdb.cli import cli
 from tests.views_fixture import build
 
@@ -183,4 +184,4 @@ def test_one_export_at_a_time_into_a_folder(tmp_path, monkeypatch, capsys):
         results = [(run.wait(), run.stderr.read()) for run in runs]
         assert all(code == 0 for code, _ in results), results
         manifest = json.loads((folder / "manifest.json").read_text())
-        assert sorted(p.name for p in folder.iterdir()) == sorted(["manifest.json", *(p["file"] for p in manifest["parts"])])
+        assert sorted(p.name for p in folder.iterdir()) == export_files(manifest)

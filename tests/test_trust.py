@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import corpusdb
+from tests.conftest import export_files
 from corpusdb.cli import cli
 from corpusdb.errors import ExportError, QueryError
 from tests.views_fixture import build
@@ -122,7 +123,7 @@ def test_case_7_export_targets_and_empty_score_names(db, tmp_path):
 
     assert len(Blocks(str(tmp_path / "old"))) == 1 and Blocks(str(tmp_path / "old")).read(0)[0].size == 5
     done = db.view("documents").export(str(tmp_path / "old"), overwrite=True, part_size_mb=0.00001)
-    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == sorted(["manifest.json", *(p["file"] for p in done["parts"])])
+    assert sorted(p.name for p in (tmp_path / "old").iterdir()) == export_files(done)
     # a score name without rows is listed by `models` and does not break the report
     db.commit("fixture", lambda s: s.models.update({"unscored": {"model": "x", "content_hash": "y"}}))
     listed = json.loads(invoke("models", db.url, "--format", "json").output)

@@ -33,11 +33,12 @@ import pyarrow as pa
 from corpusdb.errors import InputError
 from corpusdb.storage import content_hash
 
-BUILTINS = ("quality", "language")
+BUILTINS = ("quality", "language", "classifier")
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
-def annotator_for(name: str, *, annotator: str | None = None, fn: str | Callable | None = None, model: str | None = None):
+def annotator_for(name: str, *, annotator: str | None = None, fn: str | Callable | None = None, model: str | None = None,
+                  label: str | None = None, max_length: int | None = None, threads: int | None = None):
     """The annotator a job of annotation NAME runs: `fn` (a user function), else the built-in `annotator`,
     else the built-in named NAME.
 
@@ -46,14 +47,21 @@ def annotator_for(name: str, *, annotator: str | None = None, fn: str | Callable
     """
     if fn is not None and annotator is not None:
         raise ValueError("pass either --fn (your function) or --annotator (a built-in), not both")
+    kind = annotator or name
+    if kind != "classifier" and (label is not None or max_length or threads):
+        raise ValueError("--label, --max-length and --threads are options of the classifier annotator "
+                         "(--annotator classifier --model PATH)")
     if fn is not None:
         if model:
-            raise ValueError("--model is an option of the language annotator, not of --fn")
+            raise ValueError("--model is an option of the language and classifier annotators, not of --fn")
         return PythonAnnotator(fn)
-    kind = annotator or name
     if kind not in BUILTINS:
         raise ValueError(f"no built-in annotator named {kind!r} (built-ins: {', '.join(BUILTINS)}); pass --annotator "
                          f"{'|'.join(BUILTINS)}, --fn module:function for your own, or --from URL to import columns computed elsewhere")
+    if kind == "classifier":
+        from corpusdb.annotations.classifier import ClassifierAnnotator
+
+        return ClassifierAnnotator(model, label_name=label, max_length=max_length, threads=threads)
     if kind == "quality":
         if model:
             raise ValueError("--model is an option of the language annotator; the quality annotator has no model")

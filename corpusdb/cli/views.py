@@ -253,6 +253,10 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_
     there needs --overwrite. A folder without manifest.json is an unfinished export: run the
     command again.
 
+    A parquet or jsonl export carries a Hugging Face dataset card (README.md) naming its parts, so
+    `datasets.load_dataset(URL, split="train")` reads the rows in order; other readers take the
+    parts by their glob, part-*.parquet or part-*.jsonl (the manifest is not data).
+
     \b
     Examples:
       corpusdb export demo/db dedup out/dedup
