@@ -14,7 +14,8 @@ small width, random weights, saved with save_pretrained), on the CPU with `--thr
   one thread each.
 
 It prints docs/s, the ratio to the plain loop, and the largest difference between corpusdb's
-scores and the plain loop's.
+scores and the plain loop's. `--fasttext MODEL` does the same for the `fasttext` annotator (plain
+loop: fastText's `predict(k=-1)` per document), e.g. tests/data/fasttext/hq.bin.
 """
 
 from __future__ import annotations
@@ -55,13 +56,52 @@ def small_classifier(folder: Path, texts: list[str]) -> Path:
     return folder
 
 
+def bench_fasttext(texts: list[str], where: str, model_path: str, label: str | None) -> None:
+    from corpusdb.annotations.fasttext_classifier import FastTextAnnotator
+
+    megabytes = sum(len(t.encode()) for t in texts) / 1e6
+    annotator = FastTextAnnotator(model_path, label_name=label)
+    model = annotator.model
+    print(f"{len(texts):,} documents ({megabytes:.1f} MB) from {where}; {Path(model_path).name}\n")
+    started = time.perf_counter()
+    plain = [dict(zip(*model.predict(t.strip().replace("\n", " "), k=-1))) for t in texts if t.strip()]
+    loop = time.perf_counter() - started
+    started = time.perf_counter()
+    for start in range(0, len(texts), 1024):
+        part = texts[start:start + 1024]
+        annotator.annotate(pa.table({"doc_id": list(range(len(part))), "text": part}))
+    ours = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = Path(tmp) / "sample.jsonl"
+        sample.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+        db = corpusdb.init(str(Path(tmp) / "db"))
+        db.ingest([str(sample)], source="sample", progress=False, part_size_mb=max(megabytes / 8, 0.05))
+        jobs = {}
+        for workers in (1, 2):
+            started = time.perf_counter()
+            db.annotate("hq", "fasttext", model=model_path, label=label, replace=True, workers=workers, progress=False)
+            jobs[workers] = time.perf_counter() - started
+    print(f"{'':<52} {'time':>10} {'throughput':>17} vs plain loop")
+    for name, seconds in (("plain loop: fastText predict(k=-1) per document", loop),
+                          ("corpusdb FastTextAnnotator.annotate", ours),
+                          ("corpusdb annotate job, 1 worker (Parquet, commit)", jobs[1]),
+                          ("corpusdb annotate job, 2 workers", jobs[2])):
+        print(f"{name:<52} {seconds:8.2f} s {len(texts) / seconds:10,.0f} docs/s {loop / seconds:6.2f}x")
+    assert len(plain) <= len(texts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=1000)
     parser.add_argument("--model", help="a sequence-classification model [default: a small random BERT regression head]")
     parser.add_argument("--threads", type=int, default=1, help="torch threads of the in-process runs")
+    parser.add_argument("--fasttext", metavar="MODEL", help="benchmark the fasttext annotator with this model instead")
+    parser.add_argument("--label", help="with --fasttext: the label whose probability is the score")
     args = parser.parse_args()
     texts, where = load_texts(args.docs)
+    if args.fasttext:
+        bench_fasttext(texts, where, args.fasttext, args.label)
+        return
     megabytes = sum(len(t.encode()) for t in texts) / 1e6
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

