@@ -70,6 +70,8 @@ print(json.dumps({"every": every, "pipeline": pipeline, "verdicts": verdicts}))
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=2000, help="documents in the sample")
+    parser.add_argument("--one-part", action="store_true",
+                        help="ingest the sample as one documents part (one large input): the jobs then cut it into row slices")
     parser.add_argument("--datatrove-python", default=str(ROOT / ".venv-datatrove" / "bin" / "python"),
                         help="python of a venv with datatrove[processing] (make bench-datatrove)")
     args = parser.parse_args()
@@ -89,7 +91,9 @@ def main() -> None:
         ours = time.perf_counter() - started
 
         db = corpusdb.init(str(Path(tmp) / "db"))
-        db.ingest([str(sample)], source="sample", progress=False, part_size_mb=max(megabytes / 8, 0.05))
+        db.ingest([str(sample)], source="sample", progress=False,
+                  part_size_mb=megabytes * 2 if args.one_part else max(megabytes / 8, 0.05))
+        print(f"the sample is {len(db.snapshot.parts('documents'))} documents part(s)\n")
         jobs = {}
         for workers in (1, 2):
             started = time.perf_counter()

@@ -131,6 +131,47 @@ def run_tasks(function: Callable, tasks: Iterable[tuple[str, tuple]], done: Call
             done(name, future.result())
 
 
+MIN_SLICE_DOCS = 256  # the fewest documents a slice of a part gets (split_for_workers)
+
+
+def split_for_workers(tasks: list[tuple[str, object]], documents: dict[str, dict], parts: dict[str, str],
+                      workers: int) -> list[tuple[str, object]]:
+    """`tasks` with whole parts cut into row slices (`range(start, stop)`) until there are about 4 tasks per
+    worker, so that a few large parts (one 38 MB input is one part) keep every worker busy. A slice
+    has at least MIN_SLICE_DOCS documents; tasks stay in order, and slices of a part in row order."""
+    target = 4 * workers
+    if workers <= 1 or len(tasks) >= target:
+        return tasks
+    pieces = -(-target // max(len(tasks), 1))
+    out: list[tuple[str, object]] = []
+    for name, selector in tasks:
+        rows = documents[parts[name]].get("rows") if selector is None else None
+        n = min(pieces, (rows or 0) // MIN_SLICE_DOCS)
+        if n < 2:
+            out.append((name, selector))
+            continue
+        bounds = [round(i * rows / n) for i in range(n + 1)]
+        out += [(name, range(bounds[i], bounds[i + 1])) for i in range(n)]
+    return out
+
+
+def read_rows(parquet: pq.ParquetFile, selector, columns: list[str] | None):
+    """The rows of a documents part a task names: all (None), some row groups (a tuple), or a row slice (a range)."""
+    if selector is None:
+        return parquet.read(columns=columns)
+    if isinstance(selector, range):  # the row groups that hold the slice, then the slice
+        metadata, first, groups, start = parquet.metadata, None, [], 0
+        for group in range(metadata.num_row_groups):
+            stop = start + metadata.row_group(group).num_rows
+            if stop > selector.start and start < selector.stop:
+                groups.append(group)
+                first = start if first is None else first
+            start = stop
+        table = parquet.read_row_groups(groups, columns=columns)
+        return table.slice(selector.start - (first or 0), len(selector))
+    return parquet.read_row_groups(list(selector), columns=columns)
+
+
 def document_tasks(location: Location, documents: dict[str, dict], todo: list[tuple[str, str]]) -> list[tuple[str, tuple[int, ...] | None]]:
     """(name, row groups) tasks for `todo`'s (name, documents part) pairs, in order: a part of at most CHUNK_DOCS rows
     (per the version's record, `documents`) is one task without a footer read (many small parts on S3), a larger one

@@ -261,3 +261,23 @@ def test_policies_need_every_row_annotated(tmp_path):
     db.annotate("quality", progress=False, workers=1)
     assert db.sql("select count(*) from filter_quality(rules := ['gopher_quality'], min_doc_words := 1, min_stop_words := 0, "
                   "min_avg_word_length := 1, min_alpha_words_ratio := 0)").fetchall()[0][0] >= 1
+
+
+def test_one_large_part_is_shared_by_every_worker(tmp_path):
+    texts = [f"document {i}: " + "words " * (i % 50) for i in range(3000)]
+    source = tmp_path / "one.jsonl"
+    source.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    db = corpusdb.init(str(tmp_path / "db"))
+    db.ingest([str(source)], source="one", progress=False)
+    assert len(db.snapshot.parts("documents")) == 1  # one input, one part: the case 2 workers did not speed up
+    report = db.annotate("pids", "tests.annotators:process_id", workers=2, progress=False)
+    assert report.n_parts_annotated == 1 and report.n_tasks == 8
+    pids = {pid for (pid,) in db.sql("select distinct pid from annotations_pids").fetchall()}
+    assert len(pids) == 2 and os.getpid() not in pids  # both workers annotated part of it
+    # the one annotation part holds every document once, in the documents part's row order
+    part = db.snapshot.parts("annotations", "annotations/pids/")[0]
+    written = pq.read_table(db.location.join(part)).column("doc_id").to_pylist()
+    documents = pq.read_table(db.location.join(db.snapshot.parts("documents")[0])).column("doc_id").to_pylist()
+    assert written == documents
+    lengths = db.sql("select bool_and(a.length = length(d.text)) from documents d join annotations_pids a using (doc_id)")
+    assert lengths.fetchall() == [(True,)]

@@ -35,7 +35,7 @@ from corpusdb.errors import InputError
 from corpusdb.storage import Location, storage_errors
 from corpusdb.tables import ANNOTATIONS, annotation_columns, annotation_prefix, check_annotation_name
 from corpusdb.versions import Snapshot
-from corpusdb.workers import document_tasks, run_tasks
+from corpusdb.workers import document_tasks, read_rows, run_tasks, split_for_workers
 from corpusdb.world import parse_shard
 
 BATCH_DOCS = 1024  # documents per call of the annotator
@@ -52,6 +52,7 @@ class AnnotateReport:
     n_parts_annotated: int = 0
     n_documents: int = 0  # rows written
     n_unmatched: int = 0  # import: rows whose document is not in the database
+    n_tasks: int = 0  # pieces of work handed to the workers (documents parts, runs of row groups, row slices)
     seconds: float = 0.0
     version: int = 0
     columns: dict = field(default_factory=dict)
@@ -81,14 +82,15 @@ def expected_keys(documents: dict[str, dict], identity: dict) -> dict[str, str]:
     return {part_key(path, info, identity): path for path, info in documents.items()}
 
 
-def annotate_rows(url: str, storage_options: dict, part: str, row_groups: tuple[int, ...] | None, annotator) -> pa.Table:
-    """doc_id and the annotator's columns for some row groups (None: all) of one documents part (runs in a worker)."""
+def annotate_rows(url: str, storage_options: dict, part: str, selector: tuple[int, ...] | range | None, annotator) -> pa.Table:
+    """doc_id and the annotator's columns for some rows of one documents part (runs in a worker): all of them
+    (None), some row groups (a tuple) or a row slice (a range)."""
     location = Location(url, storage_options)
     with storage_errors(location.url_of(part)):
         with location.fs.open(part, "rb") as f:
             parquet = pq.ParquetFile(f)
             columns = None if annotator.reads is None else ["doc_id", *annotator.reads]
-            table = parquet.read(columns=columns) if row_groups is None else parquet.read_row_groups(list(row_groups), columns=columns)
+            table = read_rows(parquet, selector, columns)
     pieces = []
     for start in range(0, table.num_rows, BATCH_DOCS):
         batch = table.slice(start, BATCH_DOCS)
@@ -214,6 +216,9 @@ def run_annotate(db: Database, name: str, annotator=None, *, replace: bool = Fal
 
     # (key, row groups): documents parts in order, cut into runs
     tasks = document_tasks(location, db.snapshot.tables["documents"], [(key, expected[key]) for key in todo])
+    # an annotator costs far more per document than reading it: few large parts are cut into row slices
+    tasks = split_for_workers(tasks, db.snapshot.tables["documents"], expected, workers)
+    report.n_tasks = len(tasks)
     pending: dict[str, list[pa.Table]] = {}
     remaining = Counter(key for key, _ in tasks)
     total = sum(db.snapshot.tables["documents"][expected[key]].get("rows") or 0 for key in todo)
