@@ -6,7 +6,10 @@
 -- FineWebQualityFilter(); c4_terminal_punct := true counts only lines ending in terminal
 -- punctuation, as C4 itself does. Each rule keeps a document where datatrove's filter keeps it
 -- (`corpusdb annotate DB quality` computes the same numbers; tests/test_quality.py checks them),
--- except that no rule edits the text: each reads the document as stored. A threshold of NULL
+-- except that no rule edits the text: each reads the document as stored. FineWeb's pipeline is a
+-- chain, whose C4 step removes lines (too few words, javascript, policy) and citations before
+-- the FineWeb rules read the text: chain := true reads the FineWeb rules' values on that text
+-- (fineweb_chain_*), and the four rules then keep what datatrove's chain keeps. A threshold of NULL
 -- switches its rule off (0 is a threshold, unlike datatrove where 0 also switches it off); a
 -- NULL value (an empty document, no words) fails its rule, as datatrove drops such documents.
 -- Every row of `docs` needs a quality row: documents ingested after the annotator ran (or while
@@ -26,7 +29,7 @@ create or replace macro filter_quality(
     dup_9gram_frac := 0.11, dup_10gram_frac := 0.1,
     c4_terminal_punct := false, min_sentences := 5, drop_lorem_ipsum := true, drop_curly_bracket := true,
     line_punct_thr := 0.12, line_punct_exclude_zero := false, short_line_thr := 0.67, char_duplicates_ratio := 0.01,
-    new_line_ratio := 0.3
+    new_line_ratio := 0.3, chain := false
 ) as table
 with unjudged as (
     -- keys alone: how many rows of docs have no quality row
@@ -45,6 +48,14 @@ checks as (
             || coalesce(rules::varchar, 'NULL')
         )
         and require(
+            chain is not null and (not chain or exists (
+                select 1 from duckdb_columns()
+                where table_name = 'annotations_quality' and column_name = 'fineweb_chain_line_punct_ratio'
+            )),
+            'filter_quality: chain := true reads the fineweb_chain_* columns, which quality annotations made before '
+            || 'they existed lack; recompute them with `corpusdb annotate DB quality --replace`'
+        )
+        and require(
             c4_terminal_punct is not null,
             'filter_quality: c4_terminal_punct must be true (C4: only lines ending in terminal punctuation) or false '
             || '(FineWeb: lines kept whatever they end with), not NULL'
@@ -60,6 +71,33 @@ checks as (
         list_contains(rules, 'c4') as c4,
         list_contains(rules, 'fineweb') as fineweb
     from unjudged
+),
+
+chained as (
+    -- the chain's columns where the annotation has them (NULL in one made before they existed: `checks` refuses
+    -- chain := true then)
+    select
+        *,
+        try_cast(struct_pack(*columns('^(doc_id|fineweb_chain_(line_punct|short_line|char_dup|list)_ratio)$')) as struct(
+            doc_id bigint, fineweb_chain_line_punct_ratio double, fineweb_chain_short_line_ratio double,
+            fineweb_chain_char_dup_ratio double, fineweb_chain_list_ratio double
+        )) as chain_values
+    from annotations_quality
+),
+
+fineweb_values as (
+    select
+        c.* exclude (chain_values),
+        case when chain then struct_pack(
+            line_punct := c.chain_values.fineweb_chain_line_punct_ratio,
+            short_line := c.chain_values.fineweb_chain_short_line_ratio,
+            char_dup := c.chain_values.fineweb_chain_char_dup_ratio,
+            list := c.chain_values.fineweb_chain_list_ratio
+        ) else struct_pack(
+            line_punct := c.fineweb_line_punct_ratio, short_line := c.fineweb_short_line_ratio,
+            char_dup := c.fineweb_char_dup_ratio, list := c.fineweb_list_ratio
+        ) end as fw
+    from chained as c
 ),
 
 judged as (
@@ -111,17 +149,17 @@ judged as (
             end,
             false
         ) as pass_c4,
-        -- FineWeb: FineWebQualityFilter
+        -- FineWeb: FineWebQualityFilter, on the stored text or (chain) on the text C4's step leaves
         coalesce(
-            (line_punct_thr is null or q.fineweb_line_punct_ratio >= line_punct_thr
-             or (coalesce(line_punct_exclude_zero, false) and q.fineweb_line_punct_ratio = 0))
-            and (short_line_thr is null or q.fineweb_short_line_ratio <= short_line_thr)
-            and (char_duplicates_ratio is null or q.fineweb_char_dup_ratio <= char_duplicates_ratio)
-            and (new_line_ratio is null or q.fineweb_list_ratio <= new_line_ratio),
+            (line_punct_thr is null or q.fw.line_punct >= line_punct_thr
+             or (coalesce(line_punct_exclude_zero, false) and q.fw.line_punct = 0))
+            and (short_line_thr is null or q.fw.short_line <= short_line_thr)
+            and (char_duplicates_ratio is null or q.fw.char_dup <= char_duplicates_ratio)
+            and (new_line_ratio is null or q.fw.list <= new_line_ratio),
             false
         ) as pass_fineweb
     from query_table(docs) as d
-    left join annotations_quality as q on d.doc_id = q.doc_id
+    left join fineweb_values as q on d.doc_id = q.doc_id
 ),
 
 final as (

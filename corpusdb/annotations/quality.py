@@ -14,7 +14,10 @@ numbers datatrove computed), and any other threshold is one SQL parameter away i
 Unlike datatrove's C4 filter, nothing edits the text: the C4 columns count what C4's line rules
 would keep (sentences of kept lines; whether a kept line says "lorem ipsum" or has a curly
 bracket), once as C4 publishes them (`c4_*`: only lines ending in terminal punctuation) and once
-as FineWeb runs them (`c4_any_end_*`: lines kept whatever they end with). A column is NULL where
+as FineWeb runs them (`c4_any_end_*`: lines kept whatever they end with). FineWeb's own pipeline
+is a chain whose C4 step does edit the text the FineWeb rules then read: `fineweb_chain_*` are
+those rules' numbers on it (the kept lines, citations cut, joined by newlines), which
+`filter_quality(chain := true)` reads. A column is NULL where
 datatrove's rule has nothing to divide by (an empty document, no words, no lines); the policies
 count NULL as failing, as datatrove drops such documents.
 """
@@ -29,7 +32,7 @@ import pyarrow as pa
 
 from corpusdb.annotations.punctuation import PUNCTUATION_SET, TERMINAL_PUNCTUATION
 
-VERSION = 1  # of these definitions: a change of any number bumps it (and so the annotator's identity)
+VERSION = 2  # of these definitions: a change of any number bumps it (and so the annotator's identity); 2: fineweb_chain_*
 STOP_WORDS = frozenset(["the", "be", "to", "of", "and", "that", "have", "with"])  # Gopher's
 TOP_NGRAMS = (2, 3, 4)  # Gopher: the most frequent n-gram's share of the characters
 DUP_NGRAMS = (5, 6, 7, 8, 9, 10)  # Gopher: characters in repeated n-grams
@@ -73,6 +76,12 @@ COLUMNS: dict[str, str] = {
     "fineweb_short_line_ratio": "DOUBLE",  # lines of at most 30 characters
     "fineweb_char_dup_ratio": "DOUBLE",  # characters in duplicate lines / characters that are not newlines
     "fineweb_list_ratio": "DOUBLE",  # newlines per word
+    # FineWeb's rules on the text as FineWeb's pipeline hands it to them: C4QualityFilter(filter_no_terminal_punct=
+    # False) has removed the lines it drops (too few words, too long a word, javascript, policy) and citations
+    "fineweb_chain_line_punct_ratio": "DOUBLE",
+    "fineweb_chain_short_line_ratio": "DOUBLE",
+    "fineweb_chain_char_dup_ratio": "DOUBLE",
+    "fineweb_chain_list_ratio": "DOUBLE",
 }
 _ARROW = {"BIGINT": pa.int64(), "DOUBLE": pa.float64(), "BOOLEAN": pa.bool_()}
 SCHEMA = pa.schema([(name, _ARROW[kind]) for name, kind in COLUMNS.items()])
@@ -152,7 +161,9 @@ def quality_values(text: str, doc, nlp) -> dict:
     out = _gopher_quality(text, words)
     out.update(_gopher_repetition(text, words))
     out.update(_c4(text, tokens, nlp))
-    out.update(_fineweb(text, words))
+    chain = out.pop("_chain")
+    out.update(_fineweb(text, len(words)))
+    out.update(_fineweb_chain(*chain))
     return out
 
 
@@ -303,6 +314,8 @@ def _c4(text: str, tokens: Tokens, nlp) -> dict:
     """C4's line rules in both settings: sentences of kept lines, and the two phrases that drop a page."""
     out = {"c4_sentences": 0, "c4_lorem_ipsum": False, "c4_curly_bracket": False,
            "c4_any_end_sentences": 0, "c4_any_end_lorem_ipsum": False, "c4_any_end_curly_bracket": False}
+    kept: list[str] = []  # FineWeb's setting: the lines C4 keeps (citations cut), and their words
+    kept_words = 0
     offset = 0
     for raw in text.splitlines(keepends=True):
         line_start = offset
@@ -331,12 +344,16 @@ def _c4(text: str, tokens: Tokens, nlp) -> dict:
         if cited == line:  # the document's tokens of this line are the line's own tokens
             begin = line_start + len(body) - len(body.lstrip())
             lo, hi = np.searchsorted(tokens.starts, [begin, begin + len(line)]).tolist()
-            n = _sentences(tokens.texts[lo:hi], tokens.is_punct[lo:hi])
+            texts, punct = tokens.texts[lo:hi], tokens.is_punct[lo:hi]
         else:  # a citation was cut out: tokenize what is left, as datatrove does
             line_doc = nlp.tokenizer(cited)
-            n = _sentences([t.text for t in line_doc], [t.is_punct for t in line_doc])
+            texts, punct = [t.text for t in line_doc], [t.is_punct for t in line_doc]
+        n = _sentences(texts, punct)
         for prefix in prefixes:
             out[prefix + "sentences"] += n
+        kept.append(cited)
+        kept_words += sum(1 for t in texts if t.strip())
+    out["_chain"] = (kept, kept_words)
     return out
 
 
@@ -369,7 +386,13 @@ def _sentence_marks() -> frozenset[str]:
     return _MARKS
 
 
-def _fineweb(text: str, words: list[str]) -> dict:
+def _fineweb_chain(kept: list[str], n_words: int) -> dict:
+    """FineWeb's rules on the text C4's step leaves: its kept lines joined by newlines, stripped."""
+    values = _fineweb("\n".join(kept).strip(), n_words)
+    return {name.replace("fineweb_", "fineweb_chain_"): value for name, value in values.items()}
+
+
+def _fineweb(text: str, n_words: int) -> dict:
     lines = [line for line in text.split("\n") if line.strip() != ""]
     if not lines:
         return {"fineweb_line_punct_ratio": None, "fineweb_short_line_ratio": None, "fineweb_char_dup_ratio": None,
@@ -378,5 +401,5 @@ def _fineweb(text: str, words: list[str]) -> dict:
         "fineweb_line_punct_ratio": sum(line.endswith(FINEWEB_STOP_CHARS) for line in lines) / len(lines),
         "fineweb_short_line_ratio": sum(len(line) <= FINEWEB_SHORT_LINE for line in lines) / len(lines),
         "fineweb_char_dup_ratio": _ratio(_duplicates(lines)[1], len(text.replace("\n", ""))),
-        "fineweb_list_ratio": _ratio(text.count("\n"), len(words)),
+        "fineweb_list_ratio": _ratio(text.count("\n"), n_words),
     }

@@ -6,7 +6,10 @@
 Runs in a separate environment (datatrove is a peer, never a dependency of corpusdb). For every
 document of tests/data/corpus/*.jsonl and tests/data/quality/cases.jsonl, normalised as ingest
 stores it, it records the verdict of each of datatrove's filters (True, or its reason) and the
-number each rule compares, computed with datatrove's own helpers in the order its filters do.
+number each rule compares, computed with datatrove's own helpers in the order its filters do; and
+FineWeb's pipeline as a chain (Gopher repetition, Gopher quality, C4 with any line ending, FineWeb,
+each on the text the one before left: `fineweb_chain`, True or the first filter that drops it), with
+the FineWeb numbers on the C4-edited text (`fineweb_chain_*`, where C4 keeps the document).
 """
 
 import json
@@ -93,13 +96,25 @@ def values(text: str) -> dict:
                 continue
             sentences += len(split_into_sentences(line))
         out[prefix + "sentences"], out[prefix + "lorem_ipsum"], out[prefix + "curly_bracket"] = sentences, lorem, bracket
-    kept = [line for line in text.split("\n") if line.strip() != ""]
-    if kept:
-        out["fineweb_line_punct_ratio"] = sum(1 for line in kept if line.endswith(tuple(TERMINAL_PUNCTUATION))) / len(kept)
-        out["fineweb_short_line_ratio"] = sum(1 for line in kept if len(line) <= 30) / len(kept)
-        out["fineweb_char_dup_ratio"] = ratio(find_duplicates(kept)[1], len(text.replace("\n", "")))
-        out["fineweb_list_ratio"] = ratio(text.count("\n"), len(words))
+    out.update(fineweb_values(text, words, "fineweb_"))
+    # FineWeb's pipeline: its C4 step (filter_no_terminal_punct=False) edits the text the FineWeb rules then read
+    doc = Document(text=text, id="x")
+    if C4QualityFilter(filter_no_terminal_punct=False).filter(doc) is True:
+        out.update(fineweb_values(doc.text, split_into_words(doc.text), "fineweb_chain_"))
     return out
+
+
+def fineweb_values(text: str, words: list[str], prefix: str) -> dict:
+    """The numbers FineWebQualityFilter.filter compares, on `text`."""
+    kept = [line for line in text.split("\n") if line.strip() != ""]
+    if not kept:
+        return {}
+    return {
+        prefix + "line_punct_ratio": sum(1 for line in kept if line.endswith(tuple(TERMINAL_PUNCTUATION))) / len(kept),
+        prefix + "short_line_ratio": sum(1 for line in kept if len(line) <= 30) / len(kept),
+        prefix + "char_dup_ratio": ratio(find_duplicates(kept)[1], len(text.replace("\n", ""))),
+        prefix + "list_ratio": ratio(text.count("\n"), len(words)),
+    }
 
 
 def verdicts(text: str) -> dict:
@@ -113,6 +128,18 @@ def verdicts(text: str) -> dict:
         except ZeroDivisionError:  # datatrove divides by the word count before checking it is not 0
             result = (False, "ZeroDivisionError")
         out[name] = True if result is True else result[1]
+    # FineWeb's pipeline as a chain: each filter reads the document as the one before left it
+    doc = Document(text=text, id="x")
+    out["fineweb_chain"] = True
+    for name, step in (("gopher_repetition", GopherRepetitionFilter()), ("gopher_quality", GopherQualityFilter()),
+                       ("c4_fineweb", C4QualityFilter(filter_no_terminal_punct=False)), ("fineweb", FineWebQualityFilter())):
+        try:
+            result = step.filter(doc)
+        except ZeroDivisionError:
+            result = (False, "ZeroDivisionError")
+        if result is not True:
+            out["fineweb_chain"] = f"{name}: {result[1]}"
+            break
     return out
 
 
