@@ -297,13 +297,17 @@ def eval_texts(sources: list[str], fields: tuple[str, ...], storage_options: dic
 
 
 def build_index(sources: list[str], n: int, fields: tuple[str, ...] = ("text",), storage_options: dict | None = None,
-                folder: str | None = None) -> tuple[DecontaminationAnnotator, IndexReport]:
+                folder: str | None = None, progress: bool | None = None) -> tuple[DecontaminationAnnotator, IndexReport]:
     """Index the evaluation sets' n-grams into a file under `folder` (a new temporary folder by default);
     returns the annotator that reads it and what was read. The caller removes the file's folder."""
+    from tqdm.auto import tqdm
+
     if n < 1:
         raise ValueError(f"--ngram must be at least 1, not {n}")
     report = IndexReport()
-    index = NgramIndex.build(eval_texts(sources, fields, storage_options or {}), n, report)
+    texts = tqdm(eval_texts(sources, fields, storage_options or {}), unit="text", desc="index evaluation sets",
+                 disable=(not progress) if progress is not None else None, dynamic_ncols=True)
+    index = NgramIndex.build(texts, n, report)
     folder = folder or tempfile.mkdtemp(prefix="corpusdb-decontaminate-")
     path = Path(folder) / "ngrams.npy"
     index.save(path)
@@ -339,7 +343,7 @@ def run_decontaminate(db, against: list[str], *, ngram: int = 13, fields: tuple[
         raise InputError("decontaminate: name the evaluation sets with --against FILE... (JSON lines, Parquet or text)")
     folder = tempfile.mkdtemp(prefix="corpusdb-decontaminate-")
     try:
-        annotator, index_report = build_index(list(against), ngram, tuple(fields), storage_options, folder)
+        annotator, index_report = build_index(list(against), ngram, tuple(fields), storage_options, folder, progress)
         if not annotator.n_index_ngrams:
             raise InputError(f"decontaminate: the {index_report.n_texts:,} evaluation texts hold no {ngram}-gram (each has "
                              f"fewer than {ngram} words); pass a smaller --ngram, or check --field")
