@@ -56,6 +56,22 @@ def small_classifier(folder: Path, texts: list[str]) -> Path:
     return folder
 
 
+def job_seconds(texts: list[str], annotator: str, **options) -> dict[int, float]:
+    """Seconds of the `corpusdb annotate` job (Parquet in and out, commit) over `texts` in 8 parts, with 1 and 2 workers."""
+    megabytes = sum(len(t.encode()) for t in texts) / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        sample = Path(tmp) / "sample.jsonl"
+        sample.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
+        db = corpusdb.init(str(Path(tmp) / "db"))
+        db.ingest([str(sample)], source="sample", progress=False, part_size_mb=max(megabytes / 8, 0.05))
+        jobs = {}
+        for workers in (1, 2):
+            started = time.perf_counter()
+            db.annotate("bench", annotator, replace=True, workers=workers, progress=False, **options)
+            jobs[workers] = time.perf_counter() - started
+    return jobs
+
+
 def bench_fasttext(texts: list[str], where: str, model_path: str, label: str | None) -> None:
     from corpusdb.annotations.fasttext_classifier import FastTextAnnotator
 
@@ -71,16 +87,7 @@ def bench_fasttext(texts: list[str], where: str, model_path: str, label: str | N
         part = texts[start:start + 1024]
         annotator.annotate(pa.table({"doc_id": list(range(len(part))), "text": part}))
     ours = time.perf_counter() - started
-    with tempfile.TemporaryDirectory() as tmp:
-        sample = Path(tmp) / "sample.jsonl"
-        sample.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-        db = corpusdb.init(str(Path(tmp) / "db"))
-        db.ingest([str(sample)], source="sample", progress=False, part_size_mb=max(megabytes / 8, 0.05))
-        jobs = {}
-        for workers in (1, 2):
-            started = time.perf_counter()
-            db.annotate("hq", "fasttext", model=model_path, label=label, replace=True, workers=workers, progress=False)
-            jobs[workers] = time.perf_counter() - started
+    jobs = job_seconds(texts, "fasttext", model=model_path, label=label)
     print(f"{'':<52} {'time':>10} {'throughput':>17} vs plain loop")
     for name, seconds in (("plain loop: fastText predict(k=-1) per document", loop),
                           ("corpusdb FastTextAnnotator.annotate", ours),
@@ -136,15 +143,7 @@ def main() -> None:
         empty = [i for i, t in enumerate(texts) if not (t and t.strip())]
         differ = max(abs(a - b) for i, (a, b) in enumerate(zip(ours, plain)) if i not in empty)
 
-        sample = Path(tmp) / "sample.jsonl"
-        sample.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts), encoding="utf-8")
-        db = corpusdb.init(str(Path(tmp) / "db"))
-        db.ingest([str(sample)], source="sample", progress=False, part_size_mb=max(megabytes / 8, 0.05))
-        jobs = {}
-        for workers in (1, 2):
-            started = time.perf_counter()
-            db.annotate("edu", "classifier", model=model_path, threads=1, replace=True, workers=workers, progress=False)
-            jobs[workers] = time.perf_counter() - started
+        jobs = job_seconds(texts, "classifier", model=model_path, threads=1)
 
     def row(name: str, seconds: float) -> str:
         return f"{name:<60} {seconds:8.2f} s {len(texts) / seconds:9,.1f} docs/s {n_tokens / seconds:10,.0f} tokens/s {loop / seconds:6.2f}x"

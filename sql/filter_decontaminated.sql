@@ -1,5 +1,5 @@
 -- purpose: units (documents or instances) whose bytes overlap the evaluation sets' n-grams at most max_fraction, on the `decontamination` annotation
--- depends: covered_bytes, require, require_coverage
+-- depends: covered_bytes, require, require_coverage, unit_bytes
 -- params: max_fraction := 0 (drop any unit a matched n-gram touches); docs := 'documents'; missing := 'error' | 'exclude' | 'keep'
 -- GPT-3's and OLMo's decontamination as a view: `corpusdb decontaminate DB --against FILES`
 -- finds every word n-gram (13 by default) of each document that occurs in the evaluation sets;
@@ -37,11 +37,7 @@ checks as (
 
 spans as (
     -- the unit's byte range: its span where docs has one (instances), else the whole document
-    select
-        d.*,
-        try_cast(struct_pack(*columns('^(doc_id|byte_start|byte_end|n_bytes)$')) as struct(
-            doc_id bigint, byte_start bigint, byte_end bigint, n_bytes bigint
-        )) as unit_span
+    select d.*, unit_bytes(struct_pack(*columns('^(doc_id|byte_start|byte_end|n_bytes)$'))) as unit_span
     from query_table(docs) as d
 ),
 
@@ -53,10 +49,8 @@ final as (
         checks.ok
         and (
             coalesce(
-                covered_bytes(
-                    a.covered_starts, a.covered_ends, coalesce(s.unit_span.byte_start, 0),
-                    coalesce(s.unit_span.byte_end, s.unit_span.n_bytes)
-                ) / nullif(coalesce(s.unit_span.byte_end, s.unit_span.n_bytes) - coalesce(s.unit_span.byte_start, 0), 0),
+                covered_bytes(a.covered_starts, a.covered_ends, s.unit_span.lo, s.unit_span.hi)
+                / nullif(s.unit_span.hi - s.unit_span.lo, 0),
                 0
             ) <= checks.high
             and a.doc_id is not null
