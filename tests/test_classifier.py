@@ -196,3 +196,26 @@ def test_fasttext_probabilities_equal_fasttexts_own_and_verdicts_equal_datatrove
     bad = subprocess.run([*CLI, "annotate", db.url, "hq4", "--annotator", "fasttext", "--model", str(FASTTEXT / "hq.bin"),
                           "--max-length", "5"], capture_output=True, text=True)
     assert bad.returncode != 0 and "options of the classifier annotator" in bad.stderr
+
+
+def test_a_model_retrained_into_the_same_folder_is_loaded_again(tmp_path, classifiers):
+    import shutil
+
+    from corpusdb.annotations.classifier import ClassifierAnnotator
+
+    folder = tmp_path / "model"
+    shutil.copytree(classifiers["edu"], folder)
+    batch = pa_table(["The king spoke to the people of the land.", "int main(void) { return 0; }"])
+    first = ClassifierAnnotator(str(folder)).annotate(batch).column("score").to_pylist()
+    shutil.rmtree(folder)
+    shutil.copytree(classifiers["other"], folder)  # the same path, other weights, in the same process
+    again = ClassifierAnnotator(str(folder))
+    second = again.annotate(batch).column("score").to_pylist()
+    assert second != first
+    assert np.allclose(second, plain_logits(classifiers["other"], batch.column("text").to_pylist())[:, 0], atol=1e-5)
+
+
+def pa_table(texts: list[str]):
+    import pyarrow as pa
+
+    return pa.table({"doc_id": list(range(len(texts))), "text": texts})

@@ -37,7 +37,7 @@ REGRESSION_COLUMNS = {"score": "DOUBLE", "int_score": "INTEGER"}
 CLASSIFICATION_COLUMNS = {"label": "VARCHAR", "score": "DOUBLE", "probabilities": "MAP(VARCHAR, DOUBLE)"}
 
 
-_LOADED: dict[tuple, tuple] = {}  # per process: (model name, device, threads) -> (model, tokenizer, device)
+_LOADED: dict[tuple, tuple] = {}  # per process: (model name, content hash, device, threads) -> (model, tokenizer, device)
 
 
 class ClassifierAnnotator:
@@ -108,9 +108,13 @@ class ClassifierAnnotator:
     @property
     def loaded(self):
         """(model, tokenizer, device), loaded once per process (a worker gets the annotator again with each task)."""
-        key = (self.model_name, self.device, self.threads)
-        if self._loaded is None and key in _LOADED:
-            self._loaded = _LOADED[key]
+        if self._loaded is not None:
+            return self._loaded
+        from corpusdb.scoring.identity import content_identity
+
+        local = content_identity(self.model_name)  # a model retrained into the same folder is loaded again
+        key = (self.model_name, local["content_hash"] if local else None, self.device, self.threads)
+        self._loaded = _LOADED.get(key)
         if self._loaded is None:
             import torch
             import transformers

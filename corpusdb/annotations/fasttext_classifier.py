@@ -22,7 +22,7 @@ import pyarrow as pa
 PREFIX = "__label__"
 COLUMNS = {"label": "VARCHAR", "score": "DOUBLE", "probabilities": "MAP(VARCHAR, DOUBLE)"}
 
-_LOADED: dict[str, object] = {}  # per process: model path -> fastText model
+_LOADED: dict[tuple, object] = {}  # per process: (model path, size, mtime) -> fastText model
 
 
 class FastTextAnnotator:
@@ -55,16 +55,18 @@ class FastTextAnnotator:
 
     @property
     def model(self):
-        if self.model_path not in _LOADED:
+        stat = Path(self.model_path).stat()
+        key = (self.model_path, stat.st_size, stat.st_mtime_ns)  # a model file written again is loaded again
+        if key not in _LOADED:
             try:
                 import fasttext
             except ImportError as exc:
                 raise ValueError("the fasttext annotator needs fastText: pip install 'corpusdb[annotate]'") from exc
             try:
-                _LOADED[self.model_path] = fasttext.load_model(self.model_path)
+                _LOADED[key] = fasttext.load_model(self.model_path)
             except ValueError as exc:
                 raise ValueError(f"{self.model_path} is not a fastText model ({exc}); pass a supervised .bin or .ftz") from exc
-        return _LOADED[self.model_path]
+        return _LOADED[key]
 
     def identity(self) -> dict:
         from corpusdb.storage import content_hash
