@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import re
 from dataclasses import dataclass, field
 
 from corpusdb.errors import InputError
@@ -98,7 +99,7 @@ HF_METADATA = ("state.json", "dataset_info.json")  # next to a `save_to_disk` fo
 def _hf_folder(fs, path: str, source: str, infos: dict) -> dict:
     """The records of a folder that Hugging Face `datasets` wrote or laid out, from a folder walk's `infos`:
     without the metadata of `save_to_disk` (state.json, dataset_info.json beside .arrow files) and
-    without dataset cards (a README.md that opens with YAML front matter, beside data files).
+    without dataset cards (a README.md whose YAML front matter has a card's keys, beside data files).
 
     Raises:
         InputError: the folder holds a `DatasetDict` (its splits are separate datasets: name one).
@@ -127,24 +128,29 @@ def _hf_folder(fs, path: str, source: str, infos: dict) -> dict:
     kept = {}
     for p, info in infos.items():
         folder, name = posixpath.dirname(p), names[p]
-        if name in HF_METADATA and folder in arrow_dirs:
+        if ((name in HF_METADATA and folder in arrow_dirs)
+                or (name.endswith(".arrow") and folder in listed and name not in listed[folder])
+                or (name.lower() == "readme.md" and data_dirs and _dataset_card(fs, p))):
             continue
-        if name.endswith(".arrow") and folder in listed and name not in listed[folder]:
-            continue
-        if name.lower() == "readme.md" and data_dirs and _front_matter(fs, p):
-            continue  # a dataset card
         kept[p] = info
     return kept
 
 
-def _front_matter(fs, path: str) -> bool:
-    """Whether the file opens with a YAML front matter line (`---`), as dataset cards do."""
+CARD_KEYS = re.compile(rb"^(configs|dataset_info|task_categories|size_categories|pretty_name):", re.MULTILINE)
+
+
+def _dataset_card(fs, path: str) -> bool:
+    """Whether the file is a Hugging Face dataset card: YAML front matter (`---`) with a dataset card's keys
+    (configs, dataset_info, task_categories, ...), not the front matter of a page of notes."""
     try:
         with fs.open(path, "rb") as f:
-            head = f.read(8).removeprefix(b"\xef\xbb\xbf")
+            head = f.read(16384).removeprefix(b"\xef\xbb\xbf")
     except OSError:
         return False
-    return head.startswith((b"---\n", b"---\r\n"))
+    if not head.startswith((b"---\n", b"---\r\n")):
+        return False
+    front = head[4:].split(b"\n---", 1)[0]
+    return CARD_KEYS.search(front) is not None
 
 
 def list_inputs(sources: list[str], fmt: str, storage_options: dict) -> tuple[list[InputFile], list[str]]:

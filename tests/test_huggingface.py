@@ -82,8 +82,11 @@ def test_a_dataset_repository_ingests_its_data_files_without_its_card(tmp_path):
     docs.mkdir()
     (docs / "README.md").write_text("# Notes\nA document like the others.\n")
     (docs / "other.md").write_text("---\ntitle: front matter in a page of notes\n---\nText.\n")
+    (docs / "site").mkdir()
+    (docs / "site" / "README.md").write_text("---\ntitle: a page with front matter\nlayout: post\n---\nA page.\n")
+    (docs / "site" / "data.jsonl").write_text(json.dumps({"text": "a record beside the page"}) + "\n")
     db.ingest([str(docs)], source="docs", progress=False)
-    assert db.sql("select count(*) from documents where source = 'docs'").fetchall() == [(2,)]
+    assert db.sql("select count(*) from documents where source = 'docs'").fetchall() == [(4,)]
 
 
 def test_a_dataset_dict_names_its_splits_and_arrow_files_of_both_layouts_read(tmp_path):

@@ -82,7 +82,7 @@ def ingest(db, sources, source_name, text_field, meta, fmt, on_error, shard, par
 
     Folders of Hugging Face `datasets` are read as datasets does: a `save_to_disk` folder's .arrow
     files (as its state.json lists them; not its metadata), a dataset repository's data files
-    without its card (a README.md opening with YAML front matter); a DatasetDict is refused with
+    without its card (a README.md whose front matter has a card's keys); a DatasetDict is refused with
     its splits named (ingest one split's folder). A corpusdb export folder gives its parts.
 
     \b
