@@ -79,6 +79,20 @@ print(json.dumps({"every": every, "pipeline": pipeline, "verdicts": verdicts}))
 '''
 
 
+def datatrove_results(python: str, script: str, *arguments) -> dict | None:
+    """The JSON `script` prints last, run with `python` (a venv with datatrove: `make bench-datatrove`) on one
+    OpenMP thread; None, said on stdout, where that venv does not exist."""
+    if not Path(python).exists():
+        print(f"(no datatrove at {python}: `make bench-datatrove` creates it; datatrove rows skipped)\n")
+        return None
+    done = subprocess.run([python, "-c", script, *map(str, arguments)], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if done.returncode:
+        print(done.stderr[-2000:], file=sys.stderr)
+        raise SystemExit("datatrove failed; see above")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=2000, help="documents in the sample")
@@ -112,16 +126,7 @@ def main() -> None:
             db.annotate("quality", replace=True, workers=workers, progress=False)
             jobs[workers] = time.perf_counter() - started
 
-        theirs = None
-        if Path(args.datatrove_python).exists():
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            done = subprocess.run([args.datatrove_python, "-c", DATATROVE, str(sample)], capture_output=True, text=True, env=env)
-            if done.returncode:
-                print(done.stderr[-2000:], file=sys.stderr)
-                raise SystemExit("datatrove failed; see above")
-            theirs = json.loads(done.stdout.strip().splitlines()[-1])
-        else:
-            print(f"(no datatrove at {args.datatrove_python}: `make bench-datatrove` creates it; datatrove rows skipped)\n")
+        theirs = datatrove_results(args.datatrove_python, DATATROVE, sample)
 
         def row(name: str, seconds: float, baseline: float | None) -> str:
             ratio = f"{baseline / seconds:6.2f}x" if baseline else "     -"

@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -43,6 +41,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
 import corpusdb  # noqa: E402
+from benchmarks.annotate_throughput import datatrove_results  # noqa: E402
 from benchmarks.minhash_throughput import load_texts  # noqa: E402 - the same seeded sample of demo/db or the fixture
 from corpusdb.annotations.decontamination import DecontaminationAnnotator, NgramIndex  # noqa: E402
 
@@ -167,19 +166,9 @@ def main() -> None:
             db.decontaminate([str(evals_path)], ngram=args.ngram, replace=True, workers=workers, progress=False)
             jobs[workers] = time.perf_counter() - started
 
-        theirs = None
-        if Path(args.datatrove_python).exists():
-            folder = Path(tmp) / "datatrove-index"
-            folder.mkdir()
-            env = {**os.environ, "OMP_NUM_THREADS": "1"}
-            done = subprocess.run([args.datatrove_python, "-c", DATATROVE, str(sample), str(evals_path), str(folder),
-                                   str(args.ngram)], capture_output=True, text=True, env=env)
-            if done.returncode:
-                print(done.stderr[-2000:], file=sys.stderr)
-                raise SystemExit("datatrove failed; see above")
-            theirs = json.loads(done.stdout.strip().splitlines()[-1])
-        else:
-            print(f"(no datatrove at {args.datatrove_python}: `make bench-datatrove` creates it; datatrove rows skipped)\n")
+        folder = Path(tmp) / "datatrove-index"
+        folder.mkdir()
+        theirs = datatrove_results(args.datatrove_python, DATATROVE, sample, evals_path, folder, args.ngram)
 
         def row(name: str, seconds: float, baseline: float | None) -> str:
             ratio = f"{baseline / seconds:6.2f}x" if baseline else "     -"

@@ -123,7 +123,11 @@ def _hf_folder(fs, path: str, source: str, infos: dict) -> dict:
             try:
                 listed[folder] = {str(f["filename"]) for f in json.loads(fs.cat_file(state)).get("_data_files", [])}
             except (ValueError, KeyError, TypeError, AttributeError):
-                pass
+                continue
+            absent = sorted(name for name in listed[folder] if posixpath.join(folder, name) not in infos)
+            if absent:  # a copy cut short: ingesting the rest would be a partial dataset without a word
+                raise InputError(f"{source}: {posixpath.relpath(state, path)} lists {len(listed[folder])} data files, "
+                                 f"{len(absent)} of them missing (e.g. {absent[0]}); copy the saved dataset again")
     data_dirs = {posixpath.dirname(p) for p in infos if detect(p)[0] in ("jsonl", "parquet", "arrow")}
     kept = {}
     for p, info in infos.items():

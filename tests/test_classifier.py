@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, BertConfig, BertForSequenceClassification
@@ -205,17 +206,12 @@ def test_a_model_retrained_into_the_same_folder_is_loaded_again(tmp_path, classi
 
     folder = tmp_path / "model"
     shutil.copytree(classifiers["edu"], folder)
-    batch = pa_table(["The king spoke to the people of the land.", "int main(void) { return 0; }"])
+    texts = ["The king spoke to the people of the land.", "int main(void) { return 0; }"]
+    batch = pa.table({"doc_id": [0, 1], "text": texts})
     first = ClassifierAnnotator(str(folder)).annotate(batch).column("score").to_pylist()
     shutil.rmtree(folder)
     shutil.copytree(classifiers["other"], folder)  # the same path, other weights, in the same process
     again = ClassifierAnnotator(str(folder))
     second = again.annotate(batch).column("score").to_pylist()
     assert second != first
-    assert np.allclose(second, plain_logits(classifiers["other"], batch.column("text").to_pylist())[:, 0], atol=1e-5)
-
-
-def pa_table(texts: list[str]):
-    import pyarrow as pa
-
-    return pa.table({"doc_id": list(range(len(texts))), "text": texts})
+    assert np.allclose(second, plain_logits(classifiers["other"], texts)[:, 0], atol=1e-5)

@@ -7,18 +7,24 @@ import random
 import sys
 import subprocess
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import corpusdb
-from corpusdb.annotations.decontamination import WORD, DecontaminationAnnotator, NgramIndex, normalise, words
+from corpusdb.annotations.decontamination import WORD, DecontaminationAnnotator, NgramIndex, normalise
 from corpusdb.errors import CatalogError, InputError
 from corpusdb.instances import run_instances
 from tests.conftest import ROOT, fixture_texts
 
 CLI = [sys.executable, "-m", "corpusdb.cli"]
+
+
+def words(text: str | None) -> list[str]:
+    """The normalised words of `text`, in order: what the brute force compares n-grams of."""
+    return [normalise(w) for w in WORD.findall(text or "")]
 
 
 def brute_force(text: str | None, evaluation: list[str], n: int) -> dict:
@@ -200,3 +206,13 @@ def test_cli_reports_and_bad_input_is_one_line(fixture_db, evaluation, tmp_path)
     bad = subprocess.run([*CLI, "sql", url, "select * from filter_decontaminated(max_fraction := 2)"], capture_output=True,
                          text=True)
     assert bad.returncode != 0 and "max_fraction must be in [0, 1]" in bad.stderr
+
+
+def test_an_index_built_in_many_runs_equals_one_built_at_once(monkeypatch):
+    from corpusdb.annotations import decontamination
+
+    texts = fixture_texts()
+    whole = NgramIndex.build(texts, 5)
+    monkeypatch.setattr(decontamination, "BUILD_CHUNK", 97)  # hundreds of runs, merged like a binary counter
+    assert np.array_equal(NgramIndex.build(texts, 5, batch=3).keys, whole.keys)
+    assert len(whole) > 10_000 and bool(np.all(whole.h1[1:] >= whole.h1[:-1]))

@@ -63,6 +63,10 @@ def test_a_saved_dataset_ingests_its_records_not_its_metadata_or_cache(tmp_path)
     report = db.ingest([str(folder)], source="hf", meta={"url": "url"}, progress=False)
     assert report.n_inputs == 3 and report.n_docs_read == len(texts)
     rows = db.sql("select text, url from documents").fetchall()
+    # a copy cut short (a shard state.json lists is missing) is an error, not two thirds of the dataset
+    (folder / "data-00002-of-00003.arrow").unlink()
+    with pytest.raises(InputError, match=r"state.json lists 3 data files, 1 of them missing \(e.g. data-00002-of-00003.arrow\)"):
+        corpusdb.init(str(tmp_path / "db2")).ingest([str(folder)], source="hf", progress=False)
     expected = {(normalize(t), u) for t, u in zip(texts, data["url"])}
     assert len({normalize(t) for t in texts}) == len(rows) and set(rows) <= expected  # duplicates are written once
 

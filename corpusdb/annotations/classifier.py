@@ -64,6 +64,7 @@ class ClassifierAnnotator:
             raise ValueError(f"--label {label_name!r}: the model {'is a regression head' if self.regression else 'has labels ' + ', '.join(labels)}"
                              f"{'; leave --label out' if self.regression else '; name one of them'}")
         self.labels = labels
+        self.commit = getattr(config, "_commit_hash", None)  # a hub model's snapshot: its identity where not on disk
         self.columns = REGRESSION_COLUMNS if self.regression else CLASSIFICATION_COLUMNS
         self._identity: dict | None = None
 
@@ -98,7 +99,7 @@ class ClassifierAnnotator:
 
             found = content_identity(self.model_name)
             if found is None:
-                found = hub_identity(self.model_name, getattr(self._config(), "_commit_hash", None))
+                found = hub_identity(self.model_name, self.commit)
             _, tokenizer, _ = self.loaded
             self._identity = {"model": Path(self.model_name).name or self.model_name, "content_hash": found["content_hash"],
                               "tokenizer_hash": tokenizer_hash(tokenizer), "max_length": self._max_length(tokenizer),

@@ -42,7 +42,7 @@ WORD = re.compile(r"[^\W_]+")
 DIGITS = re.compile(r"\d+")
 MULTIPLIERS = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))  # odd: no word's hash is lost
 CACHE_WORDS = 1 << 20  # words whose hashes a process keeps (Zipf: most words of a batch are among them)
-BUILD_CHUNK = 1 << 22  # evaluation n-grams gathered before they are sorted and deduplicated
+BUILD_CHUNK = 1 << 22  # evaluation n-grams gathered before they are sorted and deduplicated into a run
 COLUMNS = {"n_ngrams": "BIGINT", "n_matched": "BIGINT", "ngram_fraction": "DOUBLE", "covered_bytes": "BIGINT",
            "match_starts": "BIGINT[]", "covered_starts": "BIGINT[]", "covered_ends": "BIGINT[]"}
 SCHEMA = pa.schema([("n_ngrams", pa.int64()), ("n_matched", pa.int64()), ("ngram_fraction", pa.float64()),
@@ -56,11 +56,6 @@ def normalise(word: str) -> str:
     if not word.isascii():
         word = "".join(c for c in unicodedata.normalize("NFKD", word) if not unicodedata.combining(c))
     return DIGITS.sub("0", word) if any(c.isdigit() for c in word) else word
-
-
-def words(text: str) -> list[str]:
-    """The normalised words of `text`, in order (brute-force checks compare n-grams of these)."""
-    return [normalise(w) for w in WORD.findall(text or "")]
 
 
 class WordHasher:
@@ -131,12 +126,24 @@ class NgramIndex:
 
     @classmethod
     def build(cls, texts: Iterable[str], n: int, report: IndexReport | None = None, batch: int = 1024) -> NgramIndex:
-        """The index of every n-gram of `texts` (memory: 16 bytes a distinct n-gram, plus BUILD_CHUNK gathered)."""
+        """The index of every n-gram of `texts`. Every BUILD_CHUNK n-grams become a sorted, distinct run; runs
+        are merged like a binary counter (a run is merged into the one before it once it is at least half its
+        size), so each key is sorted O(log N) times, not once per chunk. The last merge holds the two runs,
+        their concatenation and its sort order: about 6 times the index's 16 bytes a key at the peak."""
         report = report if report is not None else IndexReport()
         hasher = WordHasher()
-        merged = np.zeros((2, 0), np.uint64)
+        runs: list[np.ndarray] = []
         gathered: list[np.ndarray] = []
         n_gathered = 0
+
+        def add_run() -> None:
+            nonlocal gathered, n_gathered
+            runs.append(_distinct(np.concatenate(gathered, axis=1)))
+            gathered, n_gathered = [], 0
+            while len(runs) > 1 and 2 * runs[-1].shape[1] >= runs[-2].shape[1]:
+                last = runs.pop()
+                runs[-1] = _distinct(np.concatenate([runs[-1], last], axis=1))
+
         for chunk in _chunks(texts, batch):
             report.n_texts += len(chunk)
             report.n_bytes += sum(len(t.encode()) for t in chunk)
@@ -145,9 +152,8 @@ class NgramIndex:
             gathered.append(np.stack([h1, h2]))
             n_gathered += len(h1)
             if n_gathered >= BUILD_CHUNK:
-                merged = _distinct(np.concatenate([merged, *gathered], axis=1))
-                gathered, n_gathered = [], 0
-        merged = _distinct(np.concatenate([merged, *gathered], axis=1))
+                add_run()
+        merged = _distinct(np.concatenate([*runs, *gathered], axis=1)) if runs or gathered else np.zeros((2, 0), np.uint64)
         report.n_ngrams = merged.shape[1]
         return cls(merged, n)
 
@@ -245,8 +251,9 @@ class DecontaminationAnnotator:
         cov_starts: list[list[int]] = [[] for _ in texts]
         cov_ends: list[list[int]] = [[] for _ in texts]
         covered = np.zeros(len(texts), np.int64)
-        for t in np.unique(text_of[matched_at]):
-            positions = matched_at[text_of[matched_at] == t] - first_window[t]
+        texts_matched, first = np.unique(text_of[matched_at], return_index=True)  # sorted: windows come in text order
+        for t, lo, hi in zip(texts_matched, first, [*first[1:], len(matched_at)]):
+            positions = matched_at[lo:hi] - first_window[t]
             spans = [m.span() for m in WORD.finditer(texts[t])]
             byte_of = _byte_offsets(texts[t])
             begin = [int(byte_of[spans[p][0]]) for p in positions]

@@ -47,12 +47,6 @@ class FastTextAnnotator:
         self.label_name = None if label_name is None else label_name.removeprefix(PREFIX)
         self._hash: str | None = None
 
-    def __getstate__(self) -> dict:
-        return dict(self.__dict__)
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-
     @property
     def model(self):
         stat = Path(self.model_path).stat()
