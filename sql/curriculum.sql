@@ -66,7 +66,7 @@ keyed as (
     select
         unit_id,
         true as scored,
-        min(columns(key)) as sort_key,
+        min(columns('^' || key || '$')) as sort_key,  -- the column named key, not every column containing it
         any_value(loss_per_token) as loss_per_token,
         any_value(loss_per_byte) as loss_per_byte,
         any_value(bits_per_byte) as bits_per_byte

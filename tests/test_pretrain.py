@@ -129,3 +129,19 @@ def test_cli_and_torchrun_ddp_on_cpu(train_db, tmp_path):
     assert metrics[0]["world_size"] == 2 and metrics[0]["tokens_per_step"] == 2 * 4 * 32
     assert [m["step"] for m in metrics if "loss" in m] == [1, 2, 3, 4]
     assert (tmp_path / "ddp" / "model" / "config.json").exists()
+
+
+def test_data_seed_sets_the_data_order_apart_from_the_initialisation(train_db, tmp_path):
+    def losses(name: str, **seeds) -> list[float]:
+        out = tmp_path / name
+        train(TrainConfig(db=train_db, out=str(out), max_steps=3, eval_every=10**9, checkpoint_every=3,
+                          **{**COMMON, "eval_view": None}, **seeds))
+        return [m["loss"] for m in _metrics(out) if "loss" in m]
+
+    default = losses("default", seed=0)
+    assert losses("same", seed=0, data_seed=0) == default  # data_seed None: the data order follows seed
+    other_data = losses("other-data", seed=0, data_seed=3)
+    other_init = losses("other-init", seed=3, data_seed=0)
+    assert other_data[0] != default[0] and other_init[0] != default[0]
+    # initialisation 3 on data order 3 starts where initialisation 3 with seed 3 does
+    assert losses("both", seed=3, data_seed=3) == losses("seed3", seed=3)

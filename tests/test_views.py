@@ -87,6 +87,16 @@ def test_curriculum_orders_easy_to_hard_with_unscored_last(db):
     assert names(db, "select doc_id from curriculum(null, key := 'score', docs := 'kept')")[0] == "E"  # lowest score first
 
 
+def test_curriculum_key_names_one_column_not_every_column_containing_it(db):
+    """docs with a column whose name contains the key (reference_loss_per_byte beside the key loss_per_byte)."""
+    db.con.execute("create or replace temp view extra as select *, n_bytes as reference_loss_per_byte, -n_bytes as "
+                   "my_score_2 from documents")
+    assert names(db, "select doc_id from curriculum('reference', missing := 'last', docs := 'extra')") == \
+        ["E", "D", "B", "C", "A", "G", "F"]
+    by_column = names(db, "select doc_id from curriculum(null, key := 'reference_loss_per_byte', docs := 'extra')")
+    assert by_column == names(db, "select doc_id from documents order by n_bytes, doc_id")
+
+
 def test_curriculum_ranks_a_repeated_unit_once(db):
     """A docs relation that repeats a row ranks its unit once; each copy comes back with that rank."""
     db.con.execute("create or replace temp view twice as select * from documents union all "

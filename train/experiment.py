@@ -1,20 +1,23 @@
 """The MiniPLM recipe end to end on a corpusdb database: teacher, reference, scores, subsets, students, held-out loss.
 
-    python -m corpusdb.train.experiment --db demo/db --preset cpu --out results/cpu      # a few minutes on 2 cores
+    python -m corpusdb.train.experiment --db demo/db --preset cpu --out results/cpu      # about 20 minutes on 2 cores
     python -m corpusdb.train.experiment --db demo/db --preset gpu --out results/gpu      # about 20 minutes on one H100
 
-1. Split: near-duplicate clusters (`corpusdb minhash`) are split whole into train and held-out by a
-   seeded hash of cluster_id, so no held-out document has a near-copy in training.
-2. Models: a teacher trained on the whole training split (or a pretrained one, --teacher PATH),
-   and a much smaller reference trained on a small random slice of it, both with `corpusdb.train.pretrain`.
-3. Scores: `corpusdb score` of every training document under both.
-4. Subsets, each alpha of the training split's text bytes (budget=bytes, `difference_bytes`: the
-   same token budget for all, as MiniPLM's equal-length instances give) or of its documents
-   (budget=docs, `difference`): uniform random; difference; difference over the deduplicated split
-   (with the same budget); and the difference subset as a curriculum (reference loss, easy first).
-5. Students: identical models trained on each subset for the same number of tokens, per seed.
-6. Report: held-out loss per token and per byte (all and per source), mean and spread over seeds,
-   and the compute used, as `results.md`, `results.json` and `results.png` under --out.
+1. Splits (`corpusdb.train.splits`): whole near-duplicate clusters in one seeded order make the
+   scored pool (the training split), then the reference set, then a held-out set drawn per source
+   from outside both and checked against them by word 13-grams.
+2. Models: a teacher trained on the training split (or a pretrained one, --teacher PATH), and a
+   much smaller reference trained on the reference set, both with `corpusdb.train.pretrain`.
+3. Scores: `corpusdb score` of every training unit under both.
+4. Subsets (`corpusdb.train.subsets`): seven rankings of the training units (uniform drawn per
+   seed, uniform with the difference subset's lengths, MiniPLM's difference, the same over the
+   deduplicated split, teacher likelihood, reference loss, and the difference subset as a
+   curriculum), each cut at alpha of the training split's student tokens.
+5. Students: identical models trained on each subset for the same tokens (`student_epochs` of the
+   budget), per seed: seed k is initialisation k, data order 1000 + k and the k-th uniform draw.
+6. Report (`corpusdb.train.report`): held-out bits per byte per document, the gaps to uniform
+   paired by seed with bootstrap intervals over documents and seeds, per source and with equal
+   source weights, as `results.md`, `results.json` (no local paths) and `results.png` under --out.
 
 Every stage is skipped when its output exists, so a re-run continues an interrupted experiment.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -31,8 +35,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SUBSETS = ("uniform", "difference", "dedup_difference", "curriculum")
-BUDGETS = ("bytes", "docs")
+import numpy as np
+
+from corpusdb.train.subsets import ARMS, PER_SEED
+
+SUBSETS = ARMS
+BUDGETS = ("tokens", "bytes", "docs")
 UNCHECKED = ("out", "num_workers", "device", "seeds")  # settings that do not change results (each seed has its own students)
 
 
@@ -42,28 +50,30 @@ class ExperimentConfig:
     out: str = "results/cpu"  # models, metrics and the results table
     preset: str = "cpu"  # cpu or gpu: the sizes below
     teacher: str | None = None  # a pretrained teacher (folder, .gguf or hub id); None: train one
-    pool_mb: float = 3.0  # corpus size used, in MB of text (0: all); a seeded random sample of clusters
-    heldout_fraction: float = 0.05  # share of near-duplicate clusters held out
-    reference_fraction: float = 0.1  # share of the training split the reference is trained on
+    pool_mb: float = 3.0  # the scored pool (the training split), in MB of text: whole clusters in a seeded order
+    reference_mb: float = 2.0  # the reference's training text, from the clusters after the pool
+    heldout_mb: float = 0.5  # the held-out set, from the clusters after both, per source
+    heldout_max_doc: float = 0.05  # no held-out document larger than this share of the held-out set
+    heldout_max_overlap: float = 0.0  # held-out candidates sharing more of their word 13-grams with pool or reference are passed over
     alpha: float = 0.5  # kept fraction of every subset
     per: str = "byte"  # difference normalised per byte (any two tokenizers) or per token (the teacher's and reference's own)
-    budget: str = "bytes"  # alpha of the training split's text bytes (equal tokens, as MiniPLM's equal-length instances) or "docs"
+    budget: str = "tokens"  # alpha of the training split's student tokens, or of its "bytes", or of its units ("docs")
     unit: str = "documents"  # select documents, or instances (MiniPLM's unit: spans of instance_tokens student tokens)
     instance_tokens: int = 0  # tokens per instance, of the students' tokenizer (0: seq_len)
     score_context: int = 0  # scoring context for models whose own is longer (0: each model's own)
     score_stride: int = 0  # new tokens per window after the first with score_context (0: half the context)
-    seeds: list[int] = field(default_factory=lambda: [0, 1])  # student seeds
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # student seeds
     vocab_size: int = 2048  # the shared BPE tokenizer (trained on the training split)
     seq_len: int = 128
     batch_size: int = 16
     teacher_size: str = "small"
     teacher_steps: int = 400
     reference_size: str = "tiny"
-    reference_steps: int = 100
+    reference_steps: int = 300
     student_size: str = "tiny"
-    student_steps: int = 200
+    student_epochs: float = 1.0  # student tokens = this many times the budget (same for every subset)
+    student_steps: int = 0  # instead of student_epochs, a fixed number of steps (0: from student_epochs)
     lr: float = 2e-3
-    eval_docs_per_source: int = 40  # held-out documents per source in the evaluation
     num_workers: int = 1
     device: str = "auto"
 
@@ -76,13 +86,15 @@ class ExperimentConfig:
             raise ValueError(f"per {self.per!r} is not one of byte, token")
         if not 0 < self.alpha <= 1:
             raise ValueError(f"alpha {self.alpha} must be in (0, 1]")
+        if len(self.seeds) < 2:
+            raise ValueError("at least 2 seeds: the gaps' intervals resample them")
 
 
 PRESETS: dict[str, dict] = {
     "cpu": {},
-    "gpu": dict(pool_mb=0, vocab_size=16384, seq_len=512, batch_size=64, teacher_size="100m", teacher_steps=3000,
-                reference_size="5m", reference_steps=600, student_size="20m", student_steps=1500, lr=1e-3,
-                eval_docs_per_source=300, num_workers=4, seeds=[0, 1]),
+    "gpu": dict(pool_mb=32, reference_mb=8, heldout_mb=2, vocab_size=16384, seq_len=512, batch_size=64, teacher_size="100m",
+                teacher_steps=3000, reference_size="5m", reference_steps=600, student_size="20m", student_epochs=1.0,
+                lr=1e-3, num_workers=4, seeds=[0, 1, 2, 3, 4]),
 }
 
 
@@ -106,126 +118,89 @@ def _check_settings(out: Path, config: ExperimentConfig) -> None:
         path.write_text(json.dumps(settings, indent=1))
 
 
-def _views(db, config: ExperimentConfig) -> None:
-    """Pool, train and held-out splits, and the reference slice, as saved views."""
-    p = _prefix(config)
-    pool = "select d.*, coalesce(m.cluster_id, d.doc_id) as cluster from documents d left join minhash m using (doc_id)"
-    if config.pool_mb:
-        budget = int(config.pool_mb * 1e6)
-        pool = (f"select * exclude (running) from (select *, sum(n_bytes) over (order by uniform(cluster, 3), doc_id) as running "
-                f"from ({pool})) where running <= {budget}")
-    db.create_view(f"{p}_pool", pool, replace=True)
-    db.create_view(f"{p}_heldout", f"select * from {p}_pool where uniform(cluster, 1) < {config.heldout_fraction}", replace=True)
-    db.create_view(f"{p}_train", f"select * from {p}_pool where uniform(cluster, 1) >= {config.heldout_fraction}", replace=True)
-    db.create_view(f"{p}_reference_slice", f"select * from {p}_train where uniform(doc_id, 2) < {config.reference_fraction}",
-                   replace=True)
-
-
-def _subsets(db, config: ExperimentConfig) -> dict[str, tuple[str, bool]]:
-    """Subset name -> (view, shuffle). Every subset holds the same budget: alpha of the training split's bytes or documents."""
-    p = _prefix(config)
-    teacher, reference = f"{p}_teacher", f"{p}_reference"
-    a = config.alpha
-    db.create_view(f"{p}_train_dedup", f"select t.* from {p}_train t left join minhash m using (doc_id) "
-                                       "where m.doc_id is null or m.doc_id = m.cluster_id", replace=True)
-    key = "doc_id"
-    if config.unit == "instances":  # the same splits, as instances of their documents
-        key = "instance_id"
-        for split in ("train", "train_dedup"):
-            db.create_view(f"{p}_{split}_instances", f"select i.* from instances i semi join {p}_{split} t on i.doc_id = t.doc_id",
-                           replace=True)
-    train, train_dedup = (f"{p}_train", f"{p}_train_dedup") if key == "doc_id" else (f"{p}_train_instances", f"{p}_train_dedup_instances")
-    if config.budget == "bytes":
-        # a seeded random order, cut where the bytes before a document reach alpha of the split's
-        db.create_view(f"{p}_uniform", f"select * exclude (bytes_before) from (select *, sum(n_bytes) over (order by uniform({key}, 5), "
-                                       f"{key} rows between unbounded preceding and 1 preceding) as bytes_before from {train}) "
-                                       f"where coalesce(bytes_before, 0) < {a} * (select sum(n_bytes) from {train})", replace=True)
-        policy, size = "difference_bytes", "sum(n_bytes)"
-    else:
-        db.create_view(f"{p}_uniform", f"select * from {train} where {key} in (select {key} from {train} "
-                                       f"order by uniform({key}, 5) limit (select ceil({a} * count(*)) from {train}))", replace=True)
-        policy, size = "difference", "count(*)"
-    db.create_view(f"{p}_difference",
-                   f"select * from {policy}('{teacher}', '{reference}', alpha := {a}, per := '{config.per}', docs := '{train}')",
-                   replace=True)
-    # the deduplicated split is smaller: a larger share of it gives the same budget as the others
-    (train_size,), (dedup_size,) = (db.sql(f"select {size} from {name}").fetchall()[0] for name in (train, train_dedup))
-    dedup_alpha = min(1.0, a * train_size / dedup_size) if dedup_size else a
-    db.create_view(f"{p}_dedup_difference",
-                   f"select * from {policy}('{teacher}', '{reference}', alpha := {dedup_alpha!r}, per := '{config.per}', "
-                   f"docs := '{train_dedup}')",
-                   replace=True)
-    db.create_view(f"{p}_curriculum", f"select * from curriculum('{reference}', docs := '{p}_difference')", replace=True)
-    return {
-        "uniform": (f"{p}_uniform", True),
-        "difference": (f"{p}_difference", True),
-        "dedup_difference": (f"{p}_dedup_difference", True),
-        "curriculum": (f"{p}_curriculum", False),
-    }
-
-
 def _train(db_url: str, view: str, out: Path, config: ExperimentConfig, *, size: str, steps: int, seed: int, shuffle: bool = True,
-           tokenizer: str | None = None) -> Path:
+           tokenizer: str | None = None, data_seed: int | None = None) -> Path:
     from corpusdb.train.pretrain import TrainConfig, train
 
     if not (out / "model" / "config.json").exists():
         train(TrainConfig(
             db=db_url, view=view, out=str(out), tokenizer=tokenizer, vocab_size=config.vocab_size, size=size,
             seq_len=config.seq_len, batch_size=config.batch_size, max_steps=steps, lr=config.lr, min_lr=config.lr / 10,
-            warmup_steps=max(1, steps // 20), seed=seed, shuffle=shuffle, num_workers=config.num_workers,
+            warmup_steps=max(1, steps // 20), seed=seed, data_seed=data_seed, shuffle=shuffle, num_workers=config.num_workers,
             device=config.device, eval_every=10**9, checkpoint_every=max(steps // 4, 1), progress=True, block_mb=0.5,
         ))
     return out / "model"
-
-
-def _pretrained(model: Path) -> tuple[str, dict]:
-    """What transformers' from_pretrained takes for a model folder, hub id or .gguf file (a pretrained teacher)."""
-    path = Path(model)
-    return (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
 
 
 def _context_of(model: Path) -> int:
     """A model's context length, without loading its weights (a .gguf file: read from its header)."""
     from transformers import AutoConfig
 
-    source, extra = _pretrained(model)
+    path = Path(model)
+    source, extra = (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
     config = AutoConfig.from_pretrained(source, **extra)
     return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
 
 
-def _heldout(db, config: ExperimentConfig) -> dict[str, list[str]]:
-    rows = db.sql(
-        f"select source, text from (select source, text, row_number() over (partition by source order by doc_id) as k "
-        f"from {_prefix(config)}_heldout) where k <= {config.eval_docs_per_source} order by source"
-    ).fetchall()
-    by_source: dict[str, list[str]] = {}
-    for source, text in rows:
-        by_source.setdefault(source, []).append(text)
-    return by_source
+def _file_hash(path: Path) -> str:
+    """sha256 of a model: of its file, or of a folder's weight files."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
+    for file in files:
+        with open(file, "rb") as handle:
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
-def _evaluate(model_dir: Path, heldout: dict[str, list[str]], config: ExperimentConfig) -> dict:
+def _heldout(db, p: str) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    rows = db.sql(f"select doc_id, source, text, n_bytes from {p}_heldout order by source, doc_id").fetchall()
+    return (np.array([r[0] for r in rows], dtype=np.int64), [r[2] for r in rows], np.array([r[1] for r in rows]),
+            np.array([r[3] for r in rows], dtype=np.float64))
+
+
+def _evaluate(model_dir: Path, texts: list[str], sources: np.ndarray, n_bytes: np.ndarray, config: ExperimentConfig,
+              cache: Path, doc_ids: np.ndarray) -> dict:
+    """Held-out nats of every document, bits per byte over all and per source, and the model's size; kept in `cache`
+    for the same model weights, held-out documents and window, so a re-run evaluates nothing again."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from corpusdb.train.pretrain import evaluate
+    from corpusdb.train.evaluation import bits_per_byte, document_nats, load_model
 
-    device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else None
-    source, extra = _pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(source, **extra).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(source, **extra)
-    per_source = {s: evaluate(model, tokenizer, texts, config.seq_len, device, dtype) for s, texts in heldout.items()}
-    nats = sum(r["eval_loss_per_byte"] * r["eval_bytes"] for r in per_source.values())
-    tokens = sum(r["eval_tokens"] for r in per_source.values())
-    n_bytes = sum(r["eval_bytes"] for r in per_source.values())
-    return {"loss_per_token": nats / tokens, "bits_per_byte": nats / n_bytes / math.log(2),
-            "per_source_bits_per_byte": {s: r["eval_bits_per_byte"] for s, r in per_source.items()}}
+    key = hashlib.sha256(json.dumps([doc_ids.tolist(), config.seq_len,
+                                    _file_hash(Path(model_dir)) if Path(model_dir).exists() else str(model_dir)]).encode()).hexdigest()
+    saved = json.loads(cache.read_text()) if cache.exists() else {}
+    if saved.get("key") == key:
+        nats, n_parameters = np.array(saved["nats"]), saved["n_parameters"]
+    else:
+        device = "cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu"
+        model, tokenizer = load_model(model_dir, device)
+        nats = document_nats(model, tokenizer, texts, config.seq_len, device, torch.bfloat16 if device == "cuda" else None)
+        n_parameters = sum(p.numel() for p in model.parameters())
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".tmp-{cache.name}")
+        tmp.write_text(json.dumps({"key": key, "nats": nats.tolist(), "n_parameters": n_parameters}))
+        tmp.replace(cache)
+    per_source = {s: bits_per_byte(nats[sources == s], n_bytes[sources == s]) for s in sorted(set(sources.tolist()))}
+    return {"bits_per_byte": bits_per_byte(nats, n_bytes), "per_source_bits_per_byte": per_source, "nats": nats,
+            "n_parameters": n_parameters}
+
+
+def _describe(model: Path) -> dict:
+    """A model named without local paths: its file name and content hash."""
+    path = Path(model)
+    if not path.exists():  # a hub id
+        return {"name": str(model)}
+    name = path.name if path.suffix == ".gguf" else path.parent.name
+    return {"name": name, "sha256": _file_hash(path)}
 
 
 def run(config: ExperimentConfig) -> dict:
     """Run (or continue) the experiment; returns the results written to OUT/results.json."""
     import corpusdb
+    from corpusdb.train.report import gaps, write_markdown, write_plot
+    from corpusdb.train.splits import make_splits
+    from corpusdb.train.subsets import make_subsets
 
     started = time.perf_counter()
     out = Path(config.out)
@@ -234,10 +209,10 @@ def run(config: ExperimentConfig) -> dict:
     db = corpusdb.open(config.db)
     if not db.parts("minhash"):
         db.minhash(progress=True)
-    _views(db, config)
     p = _prefix(config)
+    heldout_draw = make_splits(db, config, p)
     sizes = {v: db.sql(f"select count(*), coalesce(sum(n_bytes), 0) from {p}_{v}").fetchall()[0]
-             for v in ("pool", "train", "heldout", "reference_slice")}
+             for v in ("pool", "reference_slice", "heldout")}
 
     # the shared tokenizer and the two scoring models
     teacher_dir = _train(db.url, f"{p}_train", out / "teacher", config, size=config.teacher_size, steps=config.teacher_steps, seed=0) \
@@ -255,45 +230,82 @@ def run(config: ExperimentConfig) -> dict:
         stride = min(config.score_stride, context - 1) if context and config.score_stride else None
         db.score(str(model), f"{p}_{name}", view=f"{p}_train", unit=config.unit, context=context, stride=stride,
                  progress=True)  # scores only what is missing
-    subsets = _subsets(db, config)
-    subset_sizes = {name: db.sql(f"select count(*), sum(n_bytes) from {view}").fetchall()[0] for name, (view, _) in subsets.items()}
+    arms, budget = make_subsets(db, config, p, config.seeds)
+    tokens_per_step = config.batch_size * config.seq_len
+    budget_tokens = budget["budget"] if config.budget == "tokens" else \
+        db.sql(f"select sum(student_tokens) from {p}_difference").fetchall()[0][0]
+    steps = config.student_steps or max(1, math.ceil(config.student_epochs * budget_tokens / tokens_per_step))
 
-    heldout = _heldout(db, config)
-    results: dict = {"config": dataclasses.asdict(config), "splits": {k: {"documents": n, "bytes": int(b)} for k, (n, b) in sizes.items()},
-                     "subsets": {}, "models": {}}
+    doc_ids, texts, sources, n_bytes = _heldout(db, p)
+    results: dict = {"config": _public_config(config), "splits": {k: {"documents": n, "bytes": int(b)} for k, (n, b) in sizes.items()},
+                     "heldout": heldout_draw.to_dict(), "budget": budget, "subsets": {}, "models": {}}
+    steps_of = {"teacher": config.teacher_steps, "reference": config.reference_steps}
     for name, model in (("teacher", teacher_dir), ("reference", reference_dir)):
-        results["models"][name] = _evaluate(model, heldout, config)
-    student_tokens = config.student_steps * config.batch_size * config.seq_len
-    for name, (view, shuffle) in subsets.items():
+        evaluated = _evaluate(model, texts, sources, n_bytes, config, out / "evaluations" / f"{name}.json", doc_ids)
+        if name == "teacher" and config.teacher:
+            what, trained = _describe_pretrained(model), "pretrained"
+        else:
+            what = f"`{config.teacher_size if name == 'teacher' else config.reference_size}` GPT-2"
+            trained = (f"the training split, {steps_of[name]} steps" if name == "teacher" else
+                       f"the reference set ({sizes['reference_slice'][1] / 1e6:.2f} MB), {steps_of[name]} steps")
+        results["models"][name] = {"what": what, "trained_on": trained, **_describe(model),
+                                   **{k: v for k, v in evaluated.items() if k != "nats"}}
+    nats: dict[str, np.ndarray] = {}
+    for arm, by_seed in arms.items():
         runs = []
         for seed in config.seeds:
-            model = _train(db.url, view, out / "students" / f"{name}-seed{seed}", config, size=config.student_size,
-                           steps=config.student_steps, seed=seed, shuffle=shuffle, tokenizer=str(out / "reference" / "model"))
-            runs.append(_evaluate(model, heldout, config))
+            view, shuffle = by_seed[seed]
+            model = _train(db.url, view, out / "students" / f"{arm}-seed{seed}", config, size=config.student_size, steps=steps,
+                           seed=seed, data_seed=1000 + seed, shuffle=shuffle, tokenizer=str(out / "reference" / "model"))
+            runs.append(_evaluate(model, texts, sources, n_bytes, config, out / "evaluations" / f"{arm}-seed{seed}.json", doc_ids))
+        nats[arm] = np.stack([r.pop("nats") for r in runs])
+        n_params = runs[0].pop("n_parameters")
+        for r in runs[1:]:
+            r.pop("n_parameters")
+        views = sorted({view for view, _ in by_seed.values()})
+        size = np.mean([db.sql(f"select count(*), sum(n_bytes), sum(student_tokens) from {v}").fetchall()[0] for v in views], axis=0)
         bpb = [r["bits_per_byte"] for r in runs]
-        results["subsets"][name] = {
-            "view": view, "documents": subset_sizes[name][0], "bytes": int(subset_sizes[name][1] or 0),
-            "bits_per_byte_mean": statistics.mean(bpb), "bits_per_byte_std": statistics.stdev(bpb) if len(bpb) > 1 else 0.0,
-            "loss_per_token_mean": statistics.mean(r["loss_per_token"] for r in runs), "runs": runs,
+        results["subsets"][arm] = {
+            "views": views, "units": float(size[0]), "bytes": float(size[1]), "student_tokens": float(size[2]),
+            "epochs": steps * tokens_per_step / float(size[2] + size[0]),
+            "bits_per_byte_mean": statistics.mean(bpb), "bits_per_byte_std": statistics.stdev(bpb), "runs": runs,
         }
-    _paired(results)
-    results["compute"] = _compute(out, config, student_tokens, results)
-    results["seconds"] = round(time.perf_counter() - started, 1)
-    _write(out, results)
+        results["student"] = {"size": config.student_size, "n_parameters": n_params}
+    for arm in arms:
+        if arm != "uniform":
+            results["subsets"][arm]["gap"] = gaps(nats[arm], nats["uniform"], n_bytes, sources)
+    # difference against each control directly, paired by seed as above
+    results["difference_vs"] = {arm: gaps(nats["difference"], nats[arm], n_bytes, sources) for arm in arms
+                                if arm not in ("difference", "uniform")}
+    results["compute"] = _compute(out, steps, tokens_per_step)
+    results["seconds"] = round(time.perf_counter() - started, 1)  # this invocation; and with every earlier one
+    earlier = json.loads((out / "results.json").read_text()) if (out / "results.json").exists() else {}
+    results["seconds_total"] = round(earlier.get("seconds_total", earlier.get("seconds", 0.0)) + results["seconds"], 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1))
+    (out / "heldout_nats.json").write_text(json.dumps({
+        "doc_ids": doc_ids.tolist(), "sources": sources.tolist(), "n_bytes": n_bytes.astype(int).tolist(), "seeds": config.seeds,
+        "nats": {arm: [[round(float(x), 4) for x in row] for row in values] for arm, values in nats.items()}}))
+    write_markdown(out, results)
+    write_plot(out, results)
     return results
 
 
-def _paired(results: dict) -> None:
-    """Each subset against uniform seed by seed (same initialisation and data order seed): mean and spread of the gaps."""
-    uniform = [r["bits_per_byte"] for r in results["subsets"]["uniform"]["runs"]]
-    for subset in results["subsets"].values():
-        gaps = [r["bits_per_byte"] - u for r, u in zip(subset["runs"], uniform)]
-        subset["paired_gap_mean"] = statistics.mean(gaps)
-        subset["paired_gap_std"] = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
-        subset["seeds_better"] = sum(gap < 0 for gap in gaps)
+def _describe_pretrained(model: Path) -> str:
+    name = Path(model).name
+    quant = re.search(r"\.(Q\d\w*|F16|F32|BF16)\.gguf$", name, flags=re.IGNORECASE)
+    return f"{name}" + (f" ({quant.group(1)} weights, run in fp32)" if quant else "")
 
 
-def _compute(out: Path, config: ExperimentConfig, student_tokens: int, results: dict) -> dict:
+def _public_config(config: ExperimentConfig) -> dict:
+    """The settings, with local paths reduced to names (a model is named by file name and hash in `models`)."""
+    settings = dataclasses.asdict(config)
+    for key in ("db", "out", "teacher"):
+        if settings[key] and Path(settings[key]).is_absolute():
+            settings[key] = Path(settings[key]).name
+    return settings
+
+
+def _compute(out: Path, student_steps: int, tokens_per_step: int) -> dict:
     """Training FLOPs (6 N D) from each run's parameter count, and the students' token budget."""
     total = 0.0
     for metrics in out.glob("**/metrics.jsonl"):
@@ -302,62 +314,7 @@ def _compute(out: Path, config: ExperimentConfig, student_tokens: int, results: 
         last = [m for m in lines if "tokens" in m]
         if start and last:
             total += 6 * start["n_parameters"] * last[-1]["tokens"]
-    return {"student_tokens": student_tokens, "training_flops": total}
-
-
-def _write(out: Path, results: dict) -> None:
-    (out / "results.json").write_text(json.dumps(results, indent=1))
-    uniform = results["subsets"]["uniform"]["bits_per_byte_mean"]
-    seeds = len(results["config"]["seeds"])
-    lines = [
-        f"# MiniPLM on corpusdb: preset {results['config']['preset']}",
-        "",
-        f"Held-out bits per byte of students trained on each subset for the same {results['compute']['student_tokens']:,} tokens "
-        f"(mean ± standard deviation over {seeds} seeds; lower is better). Each subset holds alpha = {results['config']['alpha']} "
-        f"of the training split's {'text bytes' if results['config'].get('budget', 'docs') == 'bytes' else 'documents'}, "
-        f"selected as {results['config'].get('unit', 'documents')}"
-        + (f" of {results['config'].get('instance_tokens') or results['config']['seq_len']} tokens"
-           if results['config'].get('unit') == 'instances' else "") + ".",
-        "",
-        f"| subset | {results['config'].get('unit', 'documents')} | MB | bits/byte | ± | vs uniform | paired by seed | seeds better | loss/token |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, s in results["subsets"].items():
-        paired = f"{s['paired_gap_mean']:+.4f} ± {s['paired_gap_std']:.4f}" if name != "uniform" else ""
-        better = f"{s['seeds_better']}/{len(s['runs'])}" if name != "uniform" else ""
-        lines.append(f"| {name} | {s['documents']:,} | {s['bytes'] / 1e6:.2f} | {s['bits_per_byte_mean']:.4f} | "
-                     f"{s['bits_per_byte_std']:.4f} | {s['bits_per_byte_mean'] - uniform:+.4f} | {paired} | {better} | "
-                     f"{s['loss_per_token_mean']:.4f} |")
-    lines += ["", "| model | bits/byte on held-out |", "| --- | ---: |"]
-    lines += [f"| {name} | {m['bits_per_byte']:.4f} |" for name, m in results["models"].items()]
-    sources = sorted(next(iter(results["subsets"].values()))["runs"][0]["per_source_bits_per_byte"])
-    lines += ["", "Per source (bits/byte, mean over seeds):", "", "| subset | " + " | ".join(sources) + " |",
-              "| --- |" + " ---: |" * len(sources)]
-    for name, s in results["subsets"].items():
-        means = [statistics.mean(r["per_source_bits_per_byte"][src] for r in s["runs"]) for src in sources]
-        lines.append(f"| {name} | " + " | ".join(f"{m:.3f}" for m in means) + " |")
-    lines += ["", f"Training compute: {results['compute']['training_flops']:.3g} FLOPs (6 N D over every model trained); "
-              f"wall clock {results['seconds']:.0f} s."]
-    (out / "results.md").write_text("\n".join(lines) + "\n")
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = list(results["subsets"])
-    means = [results["subsets"][n]["bits_per_byte_mean"] for n in names]
-    stds = [results["subsets"][n]["bits_per_byte_std"] for n in names]
-    figure, axis = plt.subplots(figsize=(6, 3.5))
-    axis.bar(names, means, yerr=stds, capsize=4, color=["#888888", "#d62728", "#9467bd", "#1f77b4"][: len(names)])
-    low = min(m - s for m, s in zip(means, stds))
-    high = max(m + s for m, s in zip(means, stds))
-    axis.set_ylim(low - (high - low) * 0.5 - 1e-3, high + (high - low) * 0.5 + 1e-3)
-    axis.set_ylabel("held-out bits per byte")
-    axis.set_title(f"students at equal tokens ({results['config']['preset']} preset, {len(results['config']['seeds'])} seeds)")
-    figure.tight_layout()
-    figure.savefig(out / "results.png", dpi=120)
-    plt.close(figure)
+    return {"student_steps": student_steps, "student_tokens": student_steps * tokens_per_step, "training_flops": total}
 
 
 def parse_args(argv: list[str] | None = None) -> ExperimentConfig:
@@ -383,5 +340,6 @@ def parse_args(argv: list[str] | None = None) -> ExperimentConfig:
 
 
 if __name__ == "__main__":
-    results = run(parse_args())
-    print((Path(results["config"]["out"]) / "results.md").read_text())
+    settings = parse_args()
+    run(settings)
+    print((Path(settings.out) / "results.md").read_text())

@@ -65,7 +65,8 @@ class TrainConfig:
     log_every: int = 10  # steps between metric lines
     eval_every: int = 100  # steps between held-out evaluations (and one at the end)
     checkpoint_every: int = 100  # steps between checkpoints (and one at the end)
-    seed: int = 0  # model init and data order
+    seed: int = 0  # model init (and data order, unless data_seed is set)
+    data_seed: int | None = None  # data order (the block and document shuffle); None: seed
     shuffle: bool = True  # False: stream the view in its own order (curricula)
     num_workers: int = 1  # DataLoader workers per rank
     block_mb: float = 4.0  # ViewDataset block size
@@ -234,8 +235,9 @@ def train(config: TrainConfig) -> dict:
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr, betas=(config.beta1, config.beta2), fused=device.startswith("cuda"),
     )
+    data_seed = config.seed if config.data_seed is None else config.data_seed
     dataset = ViewDataset(db, config.view, tokenizer, config.seq_len, batch_size=config.batch_size, shuffle=config.shuffle,
-                          seed=config.seed, block_mb=config.block_mb, cache_dir=str(out / "cache"))
+                          seed=data_seed, block_mb=config.block_mb, cache_dir=str(out / "cache"))
     step, consumed = 0, 0
     if state is not None:
         model.load_state_dict(state["model"])
