@@ -172,3 +172,13 @@ def test_instances_unit_with_a_pretrained_teacher(tmp_path, tiny_models):
     teacher = results["models"]["teacher"]
     assert teacher["trained_on"] == "pretrained" and len(teacher["sha256"]) == 64 and teacher["bits_per_byte"] > 0
     assert str(tmp_path) not in (out / "results.json").read_text()
+
+
+def test_too_little_text_is_an_error_naming_the_setting_and_records_nothing(experiment, tmp_path):
+    db, _, _, _ = experiment
+    out = tmp_path / "big"
+    with pytest.raises(ValueError, match="holds 0.4 MB of text: not enough for a 5.0 MB pool.*lower pool_mb"):
+        run(parse_args(["--db", db.url, "--out", str(out), *QUICK, "--set", "pool_mb=5"]))
+    assert not (out / "settings.json").exists()  # so the corrected command is not refused as "other settings"
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        parse_args(["--db", db.url, "--out", str(out), "--set", "seeds=0"])

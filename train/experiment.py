@@ -103,8 +103,9 @@ def _prefix(config: ExperimentConfig) -> str:
     return "exp_" + re.sub(r"[^A-Za-z0-9_]", "_", Path(config.out).resolve().name)
 
 
-def _check_settings(out: Path, config: ExperimentConfig) -> None:
-    """Refuse to continue, in OUT, an experiment made with other settings: its finished stages would be reused."""
+def _check_settings(out: Path, config: ExperimentConfig, save: bool = False) -> None:
+    """Refuse to continue, in OUT, an experiment made with other settings: its finished stages would be reused.
+    With `save`, record the settings (once the database and the splits have taken them)."""
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in UNCHECKED}
     path = out / "settings.json"
     if path.exists():
@@ -114,7 +115,7 @@ def _check_settings(out: Path, config: ExperimentConfig) -> None:
         if changed:
             raise ValueError(f"{out} holds an experiment with other settings ({'; '.join(changed)}); "
                              "pass another --out or delete that folder")
-    else:
+    elif save:
         path.write_text(json.dumps(settings, indent=1))
 
 
@@ -211,6 +212,7 @@ def run(config: ExperimentConfig) -> dict:
         db.minhash(progress=True)
     p = _prefix(config)
     heldout_draw = make_splits(db, config, p)
+    _check_settings(out, config, save=True)
     sizes = {v: db.sql(f"select count(*), coalesce(sum(n_bytes), 0) from {p}_{v}").fetchall()[0]
              for v in ("pool", "reference_slice", "heldout")}
 
@@ -317,8 +319,19 @@ def _compute(out: Path, student_steps: int, tokens_per_step: int) -> dict:
     return {"student_steps": student_steps, "student_tokens": student_steps * tokens_per_step, "training_flops": total}
 
 
+def settings_help() -> str:
+    """Every ExperimentConfig setting with its default and the comment beside it (read from this file)."""
+    body = Path(__file__).read_text(encoding="utf-8")
+    body = body[body.index("class ExperimentConfig:"):body.index("    def __post_init__")]
+    comments = dict(re.findall(r"^    (\w+): [^=]+=[^#\n]*#\s*(.+)$", body, flags=re.MULTILINE))
+    defaults = dataclasses.asdict(ExperimentConfig())
+    return "settings (--set KEY=VALUE; the cpu preset's defaults, the gpu preset's in PRESETS):\n" + "\n".join(
+        f"  {name} = {value!r}" + (f": {comments[name]}" if name in comments else "") for name, value in defaults.items())
+
+
 def parse_args(argv: list[str] | None = None) -> ExperimentConfig:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=settings_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", default="demo/db")
     parser.add_argument("--out")
     parser.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
@@ -340,6 +353,11 @@ def parse_args(argv: list[str] | None = None) -> ExperimentConfig:
 
 
 if __name__ == "__main__":
-    settings = parse_args()
-    run(settings)
+    from corpusdb.errors import CorpusDBError
+
+    try:
+        settings = parse_args()
+        run(settings)
+    except (ValueError, CorpusDBError) as exc:  # bad settings, a missing database or model, too little text
+        raise SystemExit(f"error: {exc}") from None
     print((Path(settings.out) / "results.md").read_text())
