@@ -180,5 +180,7 @@ def test_too_little_text_is_an_error_naming_the_setting_and_records_nothing(expe
     with pytest.raises(ValueError, match="holds 0.4 MB of text: not enough for a 5.0 MB pool.*lower pool_mb"):
         run(parse_args(["--db", db.url, "--out", str(out), *QUICK, "--set", "pool_mb=5"]))
     assert not (out / "settings.json").exists()  # so the corrected command is not refused as "other settings"
+    with pytest.raises(ValueError, match="no held-out document of bible, .*raise heldout_max_doc"):
+        run(parse_args(["--db", db.url, "--out", str(out), *QUICK, "--set", "heldout_max_doc=0.0001"]))
     with pytest.raises(ValueError, match="at least 2 seeds"):
         parse_args(["--db", db.url, "--out", str(out), "--set", "seeds=0"])

@@ -112,6 +112,9 @@ def _draw_heldout(db, config, p: str, start: int) -> HeldOut:
             draw.documents[source] = draw.documents.get(source, 0) + 1
             draw.bytes[source] = draw.bytes.get(source, 0) + int(n_bytes)
             taken += n_bytes
-    if not draw.doc_ids:
-        raise ValueError("no held-out document passed the checks; raise heldout_max_overlap or heldout_max_doc")
+    missing = sorted(set(draw.targets) - set(draw.documents))
+    if missing:
+        raise ValueError(f"no held-out document of {', '.join(missing)}: outside the pool and the reference set every one "
+                         "is larger than heldout_max_doc of the held-out set or shares a word 13-gram with them; lower "
+                         "pool_mb or reference_mb, or raise heldout_max_doc or heldout_max_overlap")
     return draw
