@@ -15,12 +15,17 @@ from pathlib import Path
 import numpy as np
 
 
+def model_source(model: Path | str) -> tuple[str, dict]:
+    """What transformers' from_pretrained takes for a model folder, hub id or .gguf file."""
+    path = Path(model)
+    return (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
+
+
 def load_model(model: Path, device: str):
     """A causal LM and its tokenizer from a folder, hub id or .gguf file, in eval mode on `device`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    path = Path(model)
-    source, extra = (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
+    source, extra = model_source(model)
     return AutoModelForCausalLM.from_pretrained(source, **extra).to(device).eval(), AutoTokenizer.from_pretrained(source, **extra)
 
 

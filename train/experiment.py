@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from corpusdb.train.subsets import ARMS, PER_SEED
+from corpusdb.train.subsets import ARMS
 
 SUBSETS = ARMS
 BUDGETS = ("tokens", "bytes", "docs")
@@ -137,8 +137,9 @@ def _context_of(model: Path) -> int:
     """A model's context length, without loading its weights (a .gguf file: read from its header)."""
     from transformers import AutoConfig
 
-    path = Path(model)
-    source, extra = (str(path.parent), {"gguf_file": path.name}) if path.suffix == ".gguf" else (str(path), {})
+    from corpusdb.train.evaluation import model_source
+
+    source, extra = model_source(model)
     config = AutoConfig.from_pretrained(source, **extra)
     return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 ARMS = ("uniform", "uniform_length_matched", "difference", "dedup_difference", "teacher_likelihood", "reference_loss",
         "curriculum")
-PER_SEED = ("uniform", "uniform_length_matched")  # drawn again for every seed
 LENGTH_QUANTILES = 20  # length strata of whole documents
 
 
