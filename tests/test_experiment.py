@@ -156,7 +156,8 @@ def test_instances_unit_with_a_pretrained_teacher(tmp_path, tiny_models):
     ingest_per_source(db, CORPUS)
     out = tmp_path / "inst"
     config = parse_args(["--db", db.url, "--out", str(out), "--teacher", str(tiny_models["gpt2"]), *QUICK,
-                         "--set", "unit=instances", "--set", "score_context=32", "--set", "score_stride=24"])
+                         "--set", "unit=instances", "--set", "score_context=32", "--set", "score_stride=24",
+                         "--set", "subsets=uniform,uniform_length_matched,difference"])
     results = run(config)
     reopened = corpusdb.open(db.url)
     units = {name: entry["unit"] for name, entry in reopened.snapshot.models.items()}
@@ -164,6 +165,7 @@ def test_instances_unit_with_a_pretrained_teacher(tmp_path, tiny_models):
     assert reopened.snapshot.models["exp_inst_teacher"]["context"] == 32  # shorter than the teacher's own 64
     assert reopened.sql("select max(n_tokens) from instances").fetchall() == [(64,)]  # seq_len tokens of the students' BPE
     budget = results["budget"]["budget"]
+    assert list(results["subsets"]) == ["uniform", "uniform_length_matched", "difference"]  # only the subsets asked for
     for name, subset in results["subsets"].items():
         assert budget <= subset["student_tokens"] < budget + 64 + 1, name
     # length-matched uniform: the difference subset's instance lengths exactly, so its tokens too
@@ -184,3 +186,5 @@ def test_too_little_text_is_an_error_naming_the_setting_and_records_nothing(expe
         run(parse_args(["--db", db.url, "--out", str(out), *QUICK, "--set", "heldout_max_doc=0.0001"]))
     with pytest.raises(ValueError, match="at least 2 seeds"):
         parse_args(["--db", db.url, "--out", str(out), "--set", "seeds=0"])
+    with pytest.raises(ValueError, match="name uniform, difference and any of"):
+        parse_args(["--db", db.url, "--out", str(out), "--set", "subsets=uniform,teacher_likelihood"])

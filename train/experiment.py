@@ -63,6 +63,7 @@ class ExperimentConfig:
     score_context: int = 0  # scoring context for models whose own is longer (0: each model's own)
     score_stride: int = 0  # new tokens per window after the first with score_context (0: half the context)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])  # student seeds
+    subsets: str = ",".join(ARMS)  # the subsets students are trained on (uniform and difference always)
     vocab_size: int = 2048  # the shared BPE tokenizer (trained on the training split)
     seq_len: int = 128
     batch_size: int = 16
@@ -88,6 +89,9 @@ class ExperimentConfig:
             raise ValueError(f"alpha {self.alpha} must be in (0, 1]")
         if len(self.seeds) < 2:
             raise ValueError("at least 2 seeds: the gaps' intervals resample them")
+        chosen = self.subsets.split(",")
+        if set(chosen) - set(ARMS) or not {"uniform", "difference"} <= set(chosen):
+            raise ValueError(f"subsets {self.subsets!r}: name uniform, difference and any of {', '.join(ARMS)}, by commas")
 
 
 PRESETS: dict[str, dict] = {
@@ -234,6 +238,7 @@ def run(config: ExperimentConfig) -> dict:
         db.score(str(model), f"{p}_{name}", view=f"{p}_train", unit=config.unit, context=context, stride=stride,
                  progress=True)  # scores only what is missing
     arms, budget = make_subsets(db, config, p, config.seeds)
+    arms = {arm: by_seed for arm, by_seed in arms.items() if arm in config.subsets.split(",")}
     tokens_per_step = config.batch_size * config.seq_len
     budget_tokens = budget["budget"] if config.budget == "tokens" else \
         db.sql(f"select sum(student_tokens) from {p}_difference").fetchall()[0][0]
