@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -148,8 +149,9 @@ def _context_of(model: Path) -> int:
     return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions"))
 
 
+@functools.lru_cache(maxsize=None)
 def _file_hash(path: Path) -> str:
-    """sha256 of a model: of its file, or of a folder's weight files."""
+    """sha256 of a model: of its file, or of a folder's weight files (once a run: a pretrained teacher is ~100 MB)."""
     digest = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin", ".gguf"))
     for file in files:

@@ -80,6 +80,14 @@ def _targets(db, p: str, heldout_bytes: int) -> dict[str, int]:
     return {s: int(heldout_bytes * (0.5 / len(shares) + 0.5 * share)) for s, share in shares.items()}
 
 
+def _texts(db, p: str, doc_ids: list[int], batch: int = 256):
+    """The texts of `doc_ids` in that order, read a batch at a time as the caller asks for them."""
+    for start in range(0, len(doc_ids), batch):
+        ids = doc_ids[start : start + batch]
+        found = dict(db.sql(f"select doc_id, text from {p}_docs where doc_id in ({', '.join(map(str, ids))})").fetchall())
+        yield from (found[i] for i in ids)
+
+
 def _draw_heldout(db, config, p: str, start: int) -> HeldOut:
     from corpusdb.annotations.decontamination import NgramIndex, WordHasher, ngram_keys
 
@@ -91,18 +99,19 @@ def _draw_heldout(db, config, p: str, start: int) -> HeldOut:
     hasher = WordHasher()
     for source, target in draw.targets.items():
         taken = 0
-        # this source's documents after the reference set, in the clusters' order
+        # this source's documents after the reference set, in the clusters' order; texts read only as needed
         rows = db.sql(
-            f"select d.doc_id, d.n_bytes, d.text from {p}_docs d join {p}_clusters c using (cluster) "
+            f"select d.doc_id, d.n_bytes from {p}_docs d join {p}_clusters c using (cluster) "
             f"where c.bytes_before >= {start} and d.source = ? and d.n_bytes > 0 "
             f"order by uniform(c.cluster, 3), c.cluster, d.doc_id", params=[source]).fetchall()
-        for doc_id, n_bytes, text in rows:
+        texts = _texts(db, p, [doc_id for doc_id, n_bytes in rows if n_bytes <= largest])
+        for doc_id, n_bytes in rows:
             if taken >= target:
                 break
             if n_bytes > largest:
                 draw.dropped_large += 1
                 continue
-            h1, h2, _, _ = ngram_keys([text], NGRAM, hasher)
+            h1, h2, _, _ = ngram_keys([next(texts)], NGRAM, hasher)
             overlap = float(np.mean(index.contains(h1, h2))) if len(h1) else 0.0
             if overlap > config.heldout_max_overlap:
                 draw.dropped_overlap += 1
