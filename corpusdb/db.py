@@ -412,17 +412,38 @@ class Database:
                 raise ValueError(f"{path} is not under {folder}; write parts of {table} there")
             found.append(versions.existing_part(self.location, full))
 
+        new_ids = {}
+        if table == "documents":  # each doc_id once: policies join a unit's text back by it
+            new_ids = {self.location.relpath(written.path): docindex.read_doc_ids(self.location, [self.location.relpath(written.path)])
+                       for written, _, _ in found}
+
         def change(snapshot: Snapshot) -> str:
+            if table == "documents":
+                self._refuse_repeated_doc_ids(snapshot, new_ids)
             if table == "minhash":
                 snapshot.tables["minhash"] = {}
             for written, rows, fields in found:
                 snapshot.add_part(table, self.location, written, rows, **fields)
             if table == "documents":
-                docindex.update(self.location, snapshot, lambda path: docindex.read_doc_ids(self.location, [path]))
+                docindex.update(self.location, snapshot, lambda path: new_ids[path] if path in new_ids
+                                else docindex.read_doc_ids(self.location, [path]))
             snapshot.models.update(models or {})
             return f"{len(found)} parts of {table} registered"
 
         return self.commit("register", change)
+
+    def _refuse_repeated_doc_ids(self, snapshot: Snapshot, new_ids: dict) -> None:
+        """Raise ValueError where parts to register repeat a doc_id, or hold one `documents` already has."""
+        import numpy as np
+
+        ids = np.concatenate(list(new_ids.values())) if new_ids else np.empty(0, dtype=np.int64)
+        within, committed = docindex.repeated(self.location, snapshot, ids)
+        for found, where in ((within, "more than once in the parts"), (committed, "already in documents")):
+            if len(found):
+                raise ValueError(
+                    f"register_parts: {len(found):,} doc_id(s) {where} (e.g. {int(found[0])}); documents holds each "
+                    "doc_id once: drop those rows from the parts (doc_id is the text's content hash, so they are "
+                    "the same documents; `corpusdb ingest` drops them itself) and register them again")
 
     def writable(self) -> None:
         """Raise unless this database may be changed (it was not opened `as_of` a version)."""

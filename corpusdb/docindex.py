@@ -210,3 +210,15 @@ class CommittedIds:
                 break
             found[rest] = run.contains(ids[rest])
         return found
+
+
+def repeated(location: Location, snapshot: Snapshot, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of new parts' doc_ids `ids`: the ids they repeat among themselves, and those `snapshot`'s documents
+    already hold (probing the index with these ids only, plus any unindexed parts read whole)."""
+    from corpusdb.ingest.docids import DocIdSet
+
+    ids = np.sort(np.asarray(ids, dtype=np.int64), kind="stable")
+    within = np.unique(ids[1:][ids[1:] == ids[:-1]]) if len(ids) > 1 else ids[:0]
+    committed = CommittedIds(location, snapshot, set(snapshot.tables.get(TABLE, {})), memory=DocIdSet(),
+                             read_ids=lambda paths: read_doc_ids(location, paths))
+    return within, ids[committed.contains(ids)]

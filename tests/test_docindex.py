@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import corpusdb
 from corpusdb import docindex
@@ -66,6 +68,30 @@ def test_parts_outside_the_index_are_read_then_indexed(tmp_path):
     report = db.ingest([_jsonl(tmp_path / "again.jsonl", texts[5:9] + ["fresher text"])], source="new",
                        progress=False)
     assert (report.n_docs_written, report.n_duplicates, report.n_id_parts_read) == (1, 4, 0)
+
+
+def test_register_parts_refuses_a_doc_id_twice(tmp_path):
+    """documents holds each doc_id once (policies join text back by it): parts that repeat one, or hold one the
+    database has, are refused in one line and nothing is committed."""
+    db = corpusdb.init(str(tmp_path / "db"))
+    db.ingest([_jsonl(tmp_path / "a.jsonl", [f"ingested {j}" for j in range(3000)])], source="a", progress=False)
+
+    def part(name: str, texts: list[str]) -> str:
+        table = pa.table({"doc_id": pa.array([doc_id(t) for t in texts], pa.int64()), "source": ["reg"] * len(texts),
+                          "text": texts, "n_bytes": pa.array([len(t) for t in texts], pa.int64())})
+        return db.location.write_parquet(table, "documents", f"part-{name}.parquet").path
+
+    version = db.version
+    for paths, problem in (
+            ([part("twice", ["x 1", "x 2", "x 1"])], "1 doc_id(s) more than once in the parts"),
+            ([part("p1", ["y 1", "y 2"]), part("p2", ["y 3", "y 2"])], "1 doc_id(s) more than once in the parts"),
+            ([part("old", ["z 1", "ingested 17", "ingested 2999"])], "2 doc_id(s) already in documents")):
+        with pytest.raises(ValueError, match=re.escape(problem) + r" \(e\.g\. -?\d+\); documents holds each doc_id once"):
+            db.register_parts("documents", paths)
+        db.refresh()
+        assert db.version == version and len(_ids(db)) == 3000
+    db.register_parts("documents", [part("new", ["w 1", "w 2"])])
+    assert len(_ids(db)) == 3002 == len(set(_ids(db)))
 
 
 def test_a_run_whose_part_is_gone_is_not_trusted(tmp_path):
