@@ -42,7 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 DOC_STEPS = ("difference", "difference_bytes", "curriculum", "quota", "export_parquet", "export_tokens", "first_batch",
              "first_batch_again", "ingest_1000", "ingest_bulk")
-INSTANCE_STEPS = ("difference", "difference_bytes", "export_parquet", "first_batch", "first_batch_again")
+INSTANCE_STEPS = ("difference", "difference_bytes", "curriculum", "quota", "export_parquet", "first_batch",
+                  "first_batch_again")
 
 # -- the hand-written side -------------------------------------------------------------------------
 
@@ -82,12 +83,31 @@ def hand_sql(step: str, db: str, unit: str) -> str:
                 f"rows unbounded preceding) - n_bytes as before from keys), "
                 f"kept as (select * from ranked where before < (select 0.5 * sum(n_bytes) from keys)) {back}")
     if step == "curriculum":
+        if unit == "instances":  # every span ranked on its key, then cut from its document in rank order
+            return (f"with ranked as (select r.doc_id as unit_id, -r.sum_logprob / r.n_bytes as loss_per_byte, "
+                    f"row_number() over (order by -r.sum_logprob / r.n_bytes, r.doc_id) as curriculum_rank "
+                    f"from {g['reference']} r where r.n_bytes > 0) "
+                    f"select i.instance_id, i.doc_id, i.position, i.byte_start, i.byte_end, i.n_tokens, d.source, "
+                    f"decode(encode(d.text)[i.byte_start + 1:i.byte_end]) as text, i.n_bytes, k.loss_per_byte, "
+                    f"k.curriculum_rank from {g['spans']} i join {g['docs']} d on d.doc_id = i.doc_id "
+                    f"left join ranked k on k.unit_id = i.instance_id order by k.curriculum_rank nulls last, i.instance_id")
         return (f"with ranked as (select r.doc_id, -r.sum_logprob / r.n_bytes as loss_per_byte, "
                 f"row_number() over (order by -r.sum_logprob / r.n_bytes, r.doc_id) as curriculum_rank "
                 f"from {g['reference']} r where r.n_bytes > 0) "
                 f"select d.*, k.loss_per_byte, k.curriculum_rank from {g['docs']} d left join ranked k using (doc_id) "
                 f"order by k.curriculum_rank nulls last, d.doc_id")
     if step == "quota":
+        if unit == "instances":  # the source is the document's: a keys-only join, then the kept spans cut
+            spans = (f"(select i.instance_id as unit_id, i.n_bytes, d.source from {g['spans']} i "
+                     f"join (select doc_id, source from {g['docs']}) d on d.doc_id = i.doc_id)")
+            return (f"with units as materialized {spans}, keys as (select unit_id, source, n_bytes, sum(n_bytes) over "
+                    f"(partition by source order by {UNIFORM.replace('doc_id', 'unit_id')}, unit_id rows unbounded "
+                    f"preceding) as running from units), "
+                    f"budget as (select source, 0.25 * sum(n_bytes) as budget from units group by source), "
+                    f"kept as (select keys.unit_id from keys join budget using (source) where running <= budget) "
+                    f"select i.instance_id, i.doc_id, i.position, i.byte_start, i.byte_end, i.n_tokens, d.source, "
+                    f"decode(encode(d.text)[i.byte_start + 1:i.byte_end]) as text, i.n_bytes "
+                    f"from {g['spans']} i semi join kept k on i.instance_id = k.unit_id join {g['docs']} d on d.doc_id = i.doc_id")
         return (f"with keys as (select doc_id, source, n_bytes, sum(n_bytes) over (partition by source order by "
                 f"{UNIFORM}, doc_id rows unbounded preceding) as running from {g['docs']}), "
                 f"budget as (select source, 0.25 * sum(n_bytes) as budget from {g['docs']} group by source), "
@@ -103,11 +123,12 @@ def corpusdb_sql(step: str, db, unit: str) -> str:
     if step == "difference_bytes":
         return f"select * from difference_bytes('teacher', 'reference'{docs})"
     if step == "curriculum":
-        return "select * from curriculum('reference')"
-    if step == "quota":
-        budgets = ", ".join(f"'{s}': {int(0.25 * b)}" for s, b in db.sql(
-            "select source, sum(n_bytes) from documents group by 1 order by 1").fetchall())
-        return f"select * from quota(map {{{budgets}}})"
+        return f"select * from curriculum('reference'{docs})"
+    if step == "quota":  # a quarter of each source's bytes (as the hand-written query computes them)
+        table = "instances" if unit == "instances" else "documents"
+        budgets = ", ".join(f"'{s}': {0.25 * b!r}" for s, b in db.sql(
+            f"select source, sum(n_bytes)::double from {table} group by 1 order by 1").fetchall())
+        return f"select * from quota(map {{{budgets}}}{docs})"
     raise ValueError(step)
 
 

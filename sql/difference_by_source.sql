@@ -1,5 +1,5 @@
 -- purpose: difference sampling with a keep fraction per source (top alpha of each source by the difference score)
--- depends: difference_units, difference_coverage, require, unit_key
+-- depends: difference_coverage, difference_units, instances_of_kept, require, unit_key
 -- params: teacher, reference; alphas := map {'source': alpha, ...}; alpha := 0.5 (sources not in alphas); per; docs; missing := 'error' | 'exclude'
 -- Each source is ranked on keys alone (`difference_units`); the text is joined back for the kept
 -- rows, which come by source, then rank (difference_rank).
@@ -58,9 +58,14 @@ kept as (
     order by unit_id, n_bytes, difference_rank
 ),
 
+kept_instances as (
+    -- docs := 'instances': only the kept spans are joined to their documents and cut
+    select * from instances_of_kept('kept')
+),
+
 final as (
     select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score, kept.difference_rank
-    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(case when docs = 'instances' then 'kept_instances' else docs end)) as d
     inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
     order by d.source, kept.difference_rank, d.unit_id
 )

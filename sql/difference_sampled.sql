@@ -1,5 +1,5 @@
 -- purpose: stochastic difference sampling: alpha of the documents drawn without replacement with probability proportional to exp(score / temperature)
--- depends: difference_units, difference_coverage, uniform, require, unit_key
+-- depends: difference_coverage, difference_units, instances_of_kept, require, uniform, unit_key
 -- params: teacher, reference; alpha := 0.5; temperature := 1.0; seed := 0; per; docs; missing := 'error' | 'exclude'
 -- Gumbel top-k: adding Gumbel noise -ln(-ln(u)) to score / temperature and keeping the top k
 -- draws k documents without replacement with these probabilities. u is seeded per document
@@ -62,9 +62,14 @@ kept as (
     order by unit_id, n_bytes, sample_rank
 ),
 
+kept_instances as (
+    -- docs := 'instances': only the kept spans are joined to their documents and cut
+    select * from instances_of_kept('kept')
+),
+
 final as (
     select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score, kept.sample_key, kept.sample_rank
-    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(case when docs = 'instances' then 'kept_instances' else docs end)) as d
     inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
     order by kept.sample_rank, d.unit_id
 )

@@ -1,5 +1,5 @@
 -- purpose: per-source budgets: from each source, documents in a seeded random order while they fit its budget
--- depends: uniform, require, require_coverage, require_unit, score_command, scored_models, unit_key
+-- depends: instances_of_kept, require, require_coverage, require_unit, score_command, scored_models, uniform, unit_key
 -- params: budgets := map {'source': budget, ...}; unit := 'bytes' | 'tokens' | 'documents'; model := null (score name whose n_tokens count, for unit 'tokens'); seed := 0; docs := 'documents'; missing := 'error' | 'exclude' (unit 'tokens'); policy := 'quota' (the name its errors give; mixture passes its own)
 -- A document is kept when the running total of its source, in seeded random order, stays within
 -- the budget (the order is a prefix, so no source ever exceeds its budget). Sources not named in
@@ -94,10 +94,15 @@ kept as (
     order by unit_id, n_bytes, source, quota_running
 ),
 
+kept_instances as (
+    -- docs := 'instances': only the kept spans are joined to their documents and cut
+    select * from instances_of_kept('kept')
+),
+
 final as (
     -- the second branch never has a row, but keeps the checks where DuckDB proves the rest empty
     select d.* exclude (unit_id), kept.quota_units, kept.quota_running
-    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(case when docs = 'instances' then 'kept_instances' else docs end)) as d
     inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes and d.source = kept.source
     union all by name
     select null::bigint as doc_id from checks where not checks.ok

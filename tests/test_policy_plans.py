@@ -7,7 +7,9 @@ scan that reads `text` streams straight into a join whose other side holds the r
 that brings the kept rows' text back), as the side the join probes with, not the one it hashes, and
 that no window, top-N, grouping or materialised CTE sits above it: only the kept rows' text is
 sorted, hashed or buffered. Over instances the kept spans are joined to their documents before the
-text is cut (`instances_of_kept`), not the `instances` view (every span of every document) to the keys.
+text is cut (`instances_of_kept`), not the `instances` view (every span of every document) to the keys:
+every policy that cuts does so over instances too (a filter or a curriculum keeps rows without ranking them
+away, so it reads the `instances` view).
 """
 
 from __future__ import annotations
@@ -146,6 +148,10 @@ POLICIES = [
     "difference_by_source('teacher', 'reference', alphas := map {'web': 0.1}, alpha := 0.3)",
     "difference('teacher_i', 'reference_i', alpha := 0.2, docs := 'instances')",
     "difference_bytes('teacher_i', 'reference_i', alpha := 0.2, docs := 'instances')",
+    "difference_sampled('teacher_i', 'reference_i', alpha := 0.2, seed := 3, docs := 'instances')",
+    "difference_by_source('teacher_i', 'reference_i', alphas := map {'web': 0.1}, alpha := 0.3, docs := 'instances')",
+    "quota(map {'web': 20000, 'books': 40000}, docs := 'instances')",
+    "mixture(map {'web': 1, 'books': 3}, 50000, seed := 2, docs := 'instances')",
     "quota(map {'web': 20000, 'books': 40000})",
     "quota(map {'web': 10, 'books': 20}, unit := 'documents', seed := 1)",
     "mixture(map {'web': 1, 'books': 3}, 50000)",
