@@ -43,6 +43,14 @@ units as not materialized (
     select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)
 ),
 
+unit_ids as (
+    -- each unit once: `documents` holds each doc_id once (ingest and register_parts refuse a repeat),
+    -- so only another docs (instances, a view) pays for a distinct
+    select unit_id from units where docs = 'documents'
+    union all
+    select distinct unit_id from units where docs <> 'documents'
+),
+
 keyed as (
     -- the ranking's inputs only, one row per unit (a unit that docs repeats is ranked once, and each
     -- of its rows comes back with that rank): DuckDB reads no text here.
@@ -58,7 +66,7 @@ keyed as (
         l.loss_per_token,
         l.loss_per_byte,
         l.bits_per_byte
-    from (select distinct unit_id from units) as u
+    from unit_ids as u
     left join model_losses as l on u.unit_id = l.doc_id
     where model is not null and key in ('loss_per_byte', 'loss_per_token', 'bits_per_byte')
     union all
@@ -86,12 +94,10 @@ ranked as (
         scored,
         loss_per_token,
         loss_per_byte,
-        bits_per_byte,
         row_number() over (
             order by
                 (not scored),
-                (sort_key is null),
-                case when descending then -sort_key else sort_key end asc,
+                case when descending then -sort_key else sort_key end asc nulls last,
                 unit_id asc
         ) as curriculum_rank
     from keyed
@@ -119,7 +125,7 @@ final as (
         d.* exclude (unit_id),
         r.loss_per_token,
         r.loss_per_byte,
-        r.bits_per_byte,
+        r.loss_per_byte / ln(2) as bits_per_byte,  -- as model_losses computes it, one column fewer to sort and join
         r.curriculum_rank,
         case
             when r.curriculum_rank <= longer * (per_stage + 1) then (r.curriculum_rank - 1) // (per_stage + 1) + 1

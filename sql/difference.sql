@@ -47,14 +47,21 @@ cut as (
     where position = (select greatest(k, 1) from quota)
 ),
 
-kept as (
-    -- one row per unit, where docs repeats rows (each of its rows then joins back once)
-    select distinct keys.*
+kept_rows as not materialized (
+    select keys.*
     from keys, cut, quota
     where
         (select ok from checks)
         and quota.k > 0
         and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
+),
+
+kept as (
+    -- one row per unit: `documents` holds each doc_id once (ingest and register_parts refuse a
+    -- repeat); another docs may repeat rows, and each of its rows then joins back once
+    select * from kept_rows where docs = 'documents'
+    union all
+    select distinct * from kept_rows where docs <> 'documents'
 ),
 
 kept_instances as (
