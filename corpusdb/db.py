@@ -104,6 +104,9 @@ class Database:
         self.snapshot: Snapshot = versions.load(location, as_of)
         check_sizes(location, self.snapshot)  # what it reads is what was committed (corpusdb.integrity)
         self._annotation_views: set[str] = set()
+        self._user_views: dict[str, str] = {}  # name: the statement that created it on this connection
+        self.broken_views: list[str] = []
+        self._tables_signature: list | None = None  # the columns of the views user views read, at their creation
         self._loaded: int | None = self.snapshot.version  # the version the DuckDB views show
         self._create_tables()
         load_builtin_views(self._con)  # after the tables they read, before user views that may use them
@@ -305,14 +308,36 @@ class Database:
         """Paths (inside the filesystem) of annotation NAME's parts at this version, sorted."""
         return [self.location.join(path) for path in self.snapshot.parts(ANNOTATIONS, annotation_prefix(name))]
 
+    def _tables_columns(self) -> list:
+        """The columns (name, type) of every view a user view can read but did not create: tables, annotations, models."""
+        names = [*TABLE_FOLDERS, *sorted(self._annotation_views), "models"]
+        return self._con.execute(
+            "select table_name, column_index, column_name, data_type from duckdb_columns() "
+            "where list_contains(?, table_name) and not internal order by all", [names]).fetchall()
+
     def _load_user_views(self) -> None:
         """Create the version's user views (in any order they resolve); `broken_views` lists those that failed.
 
         Each is held to the rule `view create` applies (exactly one select) before DuckDB sees it.
         Files in `views/` are copies for people and other engines; they are never executed.
+        DuckDB binds a view's SQL again at every query, so a view this connection created from the same
+        statement over tables of the same columns stands as it is: a new version that adds a view (or
+        parts, scores, annotations) creates only what is new or was broken, not every view again.
         """
+        signature = self._tables_columns()
+        created = self._user_views
+        statements = {name: f"create or replace view {name} as {entry.get('sql', '')}"
+                      for name, entry in self.snapshot.views.items()}
+        if signature != self._tables_signature or any(statements.get(n) != sql for n, sql in created.items()):
+            for name in set(created) - set(statements):  # dropped since (names were checked at creation)
+                self._con.execute(f"drop view if exists {name}")
+            created = {}
+        self._tables_signature = signature
+        standing = {name for name in created if name not in self.broken_views}
         pending = {}
         for name, entry in self.snapshot.views.items():
+            if name in standing:
+                continue
             try:
                 if not VIEW_NAME_RE.match(name):
                     raise QueryError(f"bad view name {name!r}")
@@ -321,7 +346,8 @@ class Database:
             except QueryError:
                 pending.pop(name, None)
                 continue
-        broken = set(self.snapshot.views) - set(pending)
+        broken = set(self.snapshot.views) - set(pending) - standing
+        created = {name: created[name] for name in standing}
         while pending:
             progress = False
             for name, statement in list(pending.items()):
@@ -330,9 +356,11 @@ class Database:
                 except duckdb.Error:
                     continue
                 del pending[name]
+                created[name] = statements[name]
                 progress = True
             if not progress:
                 break
+        self._user_views = created
         self.broken_views = sorted(broken | set(pending))
 
     def sql(self, query: str, params: Iterable | dict | None = None) -> duckdb.DuckDBPyRelation:
