@@ -255,7 +255,7 @@ def refused(con: duckdb.DuckDBPyConnection, sql: str, message: str) -> bool:
     return False
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(coverage.filter(lambda rows: any(r[3] is not None for r in rows)), st.floats(0.05, 1))
 def test_every_policy_refuses_a_gap_or_with_the_opt_in_returns_the_covered_units_answer(rows, alpha):
     con = connect(rows)
