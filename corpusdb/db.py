@@ -311,9 +311,8 @@ class Database:
     def _tables_columns(self) -> list:
         """The columns (name, type) of every view a user view can read but did not create: tables, annotations, models."""
         names = [*TABLE_FOLDERS, *sorted(self._annotation_views), "models"]
-        return self._con.execute(
-            "select table_name, column_index, column_name, data_type from duckdb_columns() "
-            "where list_contains(?, table_name) and not internal order by all", [names]).fetchall()
+        return [(name, relation.columns, [str(t) for t in relation.types])
+                for name in names for relation in [self._con.sql(f"select * from {name}")]]  # bound, not run
 
     def _load_user_views(self) -> None:
         """Create the version's user views (in any order they resolve); `broken_views` lists those that failed.
@@ -324,8 +323,8 @@ class Database:
         statement over tables of the same columns stands as it is: a new version that adds a view (or
         parts, scores, annotations) creates only what is new or was broken, not every view again.
         """
-        signature = self._tables_columns()
         created = self._user_views
+        signature = self._tables_columns() if self.snapshot.views or created else None
         statements = {name: f"create or replace view {name} as {entry.get('sql', '')}"
                       for name, entry in self.snapshot.views.items()}
         if signature != self._tables_signature or any(statements.get(n) != sql for n, sql in created.items()):

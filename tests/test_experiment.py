@@ -16,7 +16,7 @@ from corpusdb.train.report import gaps
 
 # the fixture corpus holds 0.37 MB: a small pool, reference set and held-out set, tiny models
 QUICK = ["--set", "pool_mb=0.15", "--set", "reference_mb=0.08", "--set", "heldout_mb=0.04", "--set", "heldout_max_doc=0.2",
-         "--set", "teacher_steps=20", "--set", "reference_steps=10", "--set", "student_steps=10", "--set", "seq_len=64",
+         "--set", "teacher_steps=10", "--set", "reference_steps=6", "--set", "student_steps=6", "--set", "seq_len=64",
          "--set", "vocab_size=400", "--set", "num_workers=0", "--set", "seeds=0,1"]
 
 

@@ -42,7 +42,7 @@ def connect(rows: list[tuple]) -> duckdb.DuckDBPyConnection:
 alphas = st.floats(0, 1, exclude_min=True)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(corpus.filter(bool), alphas, st.sampled_from(["byte", "token"]))
 def test_difference_keeps_ceil_alpha_n_and_never_a_worse_document(rows, alpha, per):
     con = connect(rows)
@@ -56,7 +56,7 @@ def test_difference_keeps_ceil_alpha_n_and_never_a_worse_document(rows, alpha, p
         assert min(scored[d] for d in kept) >= max(scored[d] for d in dropped)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(corpus.filter(bool), alphas, st.sampled_from(["byte", "token"]))
 def test_difference_bytes_holds_alpha_of_the_text_with_less_than_one_document_over(rows, alpha, per):
     con = connect(rows)
@@ -78,7 +78,7 @@ def test_difference_bytes_holds_alpha_of_the_text_with_less_than_one_document_ov
         assert min(s for s, _ in kept) >= max(scored[d][0] for d in dropped)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(corpus, st.floats(allow_nan=False).filter(lambda a: not 0 < a <= 1))
 def test_difference_refuses_alpha_outside_zero_to_one(rows, alpha):
     con = connect(rows + [("web", 10, -1.0, -2.0, 0)])
@@ -90,7 +90,7 @@ def test_difference_refuses_alpha_outside_zero_to_one(rows, alpha):
         raise AssertionError(f"alpha {alpha} was accepted")
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(corpus.filter(bool), st.booleans(), st.integers(1, 5))
 def test_curriculum_never_decreases(rows, descending, stages):
     con = connect(rows)
@@ -104,7 +104,7 @@ def test_curriculum_never_decreases(rows, descending, stages):
     assert [s for _, s in values] == sorted(s for _, s in values)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(corpus)
 def test_dedup_is_idempotent(rows):
     con = connect(rows)
@@ -117,7 +117,7 @@ def test_dedup_is_idempotent(rows):
     assert len(once) == clusters  # one representative per cluster (every document has a minhash row here)
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(corpus.filter(bool), st.dictionaries(st.sampled_from(SOURCES), st.integers(1, 600), min_size=1),
        st.sampled_from(["bytes", "tokens", "documents"]), st.integers(0, 1000))
 def test_quota_never_exceeds_a_budget(rows, budgets, unit, seed):
