@@ -332,7 +332,7 @@ class Database:
                 self._con.execute(f"drop view if exists {name}")
             created = {}
         self._tables_signature = signature
-        standing = {name for name in created if name not in self.broken_views}
+        standing = set(created)  # created whole on this connection (a broken view is never recorded)
         pending = {}
         for name, entry in self.snapshot.views.items():
             if name in standing:
@@ -346,7 +346,7 @@ class Database:
                 pending.pop(name, None)
                 continue
         broken = set(self.snapshot.views) - set(pending) - standing
-        created = {name: created[name] for name in standing}
+        created = dict(created)
         while pending:
             progress = False
             for name, statement in list(pending.items()):
@@ -439,10 +439,10 @@ class Database:
                 raise ValueError(f"{path} is not under {folder}; write parts of {table} there")
             found.append(versions.existing_part(self.location, full))
 
-        new_ids = {}
-        if table == "documents":  # each doc_id once: policies join a unit's text back by it
-            new_ids = {self.location.relpath(written.path): docindex.read_doc_ids(self.location, [self.location.relpath(written.path)])
-                       for written, _, _ in found}
+        new_ids = {}  # documents: each part's doc_ids (each doc_id once: policies join a unit's text back by it)
+        for written, _, _ in found if table == "documents" else ():
+            path = self.location.relpath(written.path)
+            new_ids[path] = docindex.read_doc_ids(self.location, [path])
 
         def change(snapshot: Snapshot) -> str:
             if table == "documents":
