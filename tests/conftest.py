@@ -37,9 +37,9 @@ def committed_parts(db: corpusdb.Database, table: str = "documents") -> list[tup
 
 def export_files(manifest: dict) -> list[str]:
     """The names an export folder holds when it is complete: its manifest, its dataset card (Parquet and
-    JSONL), and its parts' files, sorted."""
+    JSONL) or MosaicML's index.json (MDS), and its parts' files, sorted."""
     parts = [p[key] for p in manifest["parts"] for key in ("file", "index", "metadata") if key in p]
-    return sorted(["manifest.json", *([manifest["card"]] if manifest.get("card") else []), *parts])
+    return sorted(["manifest.json", *(manifest[key] for key in ("card", "dataset_index") if manifest.get(key)), *parts])
 
 
 def ingest_per_source(db: corpusdb.Database, folder: Path, **options) -> None:

@@ -24,14 +24,23 @@ from corpusdb.train.dataset import Blocks
 VIEW = "difference('teacher', 'reference', alpha := 1)"
 
 
-@pytest.fixture
-def scored_db(tmp_path, tiny_models) -> corpusdb.Database:
-    """The fixture corpus scored by two tiny models named teacher and reference."""
-    db = corpusdb.init(str(tmp_path / "db"))
+@pytest.fixture(scope="module")
+def scored_source(tmp_path_factory, tiny_models) -> str:
+    """The fixture corpus scored by two tiny models named teacher and reference (made once per module)."""
+    path = str(tmp_path_factory.mktemp("scored") / "db")
+    db = corpusdb.init(path)
     ingest_per_source(db, CORPUS, meta={"title": "title"})
     db.score(str(tiny_models["gpt2"]), "teacher", progress=False)
     db.score(str(tiny_models["llama"]), "reference", progress=False)
-    return db
+    db.close()
+    return path
+
+
+@pytest.fixture
+def scored_db(scored_source, tmp_path) -> corpusdb.Database:
+    """A copy of the scored database of its own for each test (the database folder holds only relative paths)."""
+    shutil.copytree(scored_source, tmp_path / "db")
+    return corpusdb.open(str(tmp_path / "db"))
 
 
 def _texts_in_place_order(db: corpusdb.Database, view: str) -> list[str]:
@@ -77,10 +86,10 @@ def test_token_export_decodes_back_to_the_text(scored_db, tmp_path, tiny_models,
     """Whole parts in one tokenizer call, or (as a 256 MB part is) in many slices of text: the same tokens."""
     from transformers import AutoTokenizer
 
-    import corpusdb.export
+    import corpusdb.export_base
 
     if slice_bytes:
-        monkeypatch.setattr(corpusdb.export, "TOKENIZE_BYTES", slice_bytes)
+        monkeypatch.setattr(corpusdb.export_base, "TOKENIZE_BYTES", slice_bytes)
     tokenizer = AutoTokenizer.from_pretrained(tiny_models["gpt2"])
     manifest = scored_db.view("documents").export(str(tmp_path / "tok"), format="tokens", tokenizer=str(tiny_models["gpt2"]),
                                                   part_size_mb=0.1)

@@ -230,11 +230,14 @@ def compare(db, view_a, view_b, fmt, as_of, storage_options):
 @click.argument("url")
 @click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="parquet", show_default=True,
               help="parquet or jsonl (all columns), tokens (flat token array + index), megatron (Megatron-LM's "
-                   ".bin + .idx indexed dataset) or datatrove (datatrove's .ds + .ds.index, which nanotron reads); "
-                   "tokens, megatron and datatrove need --tokenizer")
-@click.option("--tokenizer", help="for tokens, megatron and datatrove: a folder, .gguf file or hub id with a tokenizer "
-                                  "(EOS ends each row)")
-@click.option("--part-size-mb", type=float, default=256.0, show_default=True, help="text bytes per part")
+                   ".bin + .idx indexed dataset), datatrove (datatrove's .ds + .ds.index, which nanotron reads), "
+                   "mds (MosaicML streaming's shards + index.json, all columns) or litdata (LitData's chunks + "
+                   "index.json: keys, text and n_bytes; needs the litdata package); tokens, megatron and datatrove "
+                   "need --tokenizer, mds and litdata add a `tokens` column with it")
+@click.option("--tokenizer", help="for tokens, megatron and datatrove (optional for mds, litdata): a folder, .gguf file "
+                                  "or hub id with a tokenizer (EOS ends each row)")
+@click.option("--part-size-mb", type=float, default=256.0, show_default=True,
+              help="text bytes per part (mds and litdata: encoded bytes per shard or chunk, as their writers count)")
 @click.option("--overwrite", is_flag=True, help="replace an export of something else at URL")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
 @as_of_option
@@ -255,13 +258,16 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_
 
     A parquet or jsonl export carries a Hugging Face dataset card (README.md) naming its parts, so
     `datasets.load_dataset(URL, split="train")` reads the rows in order; other readers take the
-    parts by their glob, part-*.parquet or part-*.jsonl (the manifest is not data).
+    parts by their glob, part-*.parquet or part-*.jsonl (the manifest is not data). An mds or
+    litdata export is read by its library's StreamingDataset from the folder (index.json lists the
+    shards or chunks in order): streaming.StreamingDataset(local=URL) or litdata.StreamingDataset(URL).
 
     \b
     Examples:
       corpusdb export demo/db dedup out/dedup
       corpusdb export demo/db "difference('teacher', 'ref')" s3://bkt/refined --format tokens --tokenizer out/student
       corpusdb export demo/db refined out/refined-v12 --as-of 12
+      corpusdb export demo/db refined out/refined-mds --format mds --part-size-mb 64
     """
     with open_db(db, storage_options, as_of) as database:
         manifest = database.view(name).export(
