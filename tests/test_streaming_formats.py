@@ -10,9 +10,11 @@ import types
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from click.testing import CliRunner
 from corpusdb.train.dataset import Blocks
 
 import corpusdb
+from corpusdb.cli import cli
 from corpusdb.errors import ExportError
 from tests.conftest import CORPUS, export_files, ingest_per_source
 
@@ -107,6 +109,11 @@ def test_mds_export_refuses_a_null_text_and_a_shard_over_4_gib(corpus_db, tmp_pa
     assert not (tmp_path / "nulls").exists()  # nothing left behind
     with pytest.raises(ValueError, match="too large for an MDS shard"):
         corpus_db.view("documents").export(str(tmp_path / "big"), format="mds", part_size_mb=4096)
+    bad = CliRunner().invoke(cli, ["export", corpus_db.url, "documents", str(tmp_path / "cli"), "--format", "mds",
+                                   "--part-size-mb", "4096"])
+    assert bad.exit_code != 0 and "too large for an MDS shard" in bad.output and len(bad.output.strip().splitlines()) == 1
+    good = CliRunner().invoke(cli, ["export", corpus_db.url, "documents", str(tmp_path / "cli"), "--format", "mds"])
+    assert good.exit_code == 0 and "exported" in good.output and (tmp_path / "cli" / "index.json").exists()
 
 
 def test_litdata_export_reads_back_with_litdata(corpus_db, tmp_path, tiny_models):
@@ -135,3 +142,5 @@ def test_litdata_export_reads_back_with_litdata(corpus_db, tmp_path, tiny_models
     for name in ("index.json", *(p["file"] for p in manifest["parts"])):
         assert (out / name).read_bytes() == (tmp_path / "again" / name).read_bytes()
     assert [p["file"] for p in again["parts"]] == [p["file"] for p in manifest["parts"]]
+    with pytest.raises(ValueError, match="is a LitData export"):
+        Blocks(str(out))

@@ -79,9 +79,9 @@ class Blocks:
             raise FileNotFoundError(f"{url} has no manifest.json: not a (finished) corpusdb export; run `corpusdb export` first")
         self.manifest = json.loads(self.location.read_bytes("manifest.json"))
         self.format = self.manifest["format"]
-        if self.format in ("megatron", "datatrove", "mds"):
+        if self.format in ("megatron", "datatrove", "mds", "litdata"):
             reader = {"megatron": "a Megatron-LM export (for Megatron-LM, NeMo)", "datatrove": "a datatrove export (for nanotron)",
-                      "mds": "an MDS export (for MosaicML streaming, LLM Foundry)"}
+                      "mds": "an MDS export (for MosaicML streaming, LLM Foundry)", "litdata": "a LitData export (for litdata)"}
             raise ValueError(f"{url} is {reader[self.format]}; stream the view itself, or an export made with "
                              "--format tokens, parquet or jsonl")
         self.parts = self.manifest["parts"]
