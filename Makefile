@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	# The streaming trainers' readers the export tests read back with (tests/test_streaming_formats.py), without
 	# their torchvision (a CUDA build on PyPI, which would replace the CPU torch): mosaicml-streaming's MDS
 	# reader and writer with its codecs; litdata with what its import needs (boto3 as botocore's own version).
-	$(BIN)/pip install -q --no-deps mosaicml-streaming==0.13.0 brotli python-snappy zstd \
-	  litdata==0.2.76 lightning-utilities s3transfer "boto3==$$($(BIN)/python -c 'import botocore; print(botocore.__version__)')"
+	$(BIN)/pip install -q brotli python-snappy zstd
+	$(BIN)/pip install -q --no-deps mosaicml-streaming==0.13.0 litdata==0.2.76 lightning-utilities s3transfer \
+	  "boto3==$$($(BIN)/python -c 'import botocore; print(botocore.__version__)')"
 	touch $@
 
 # Real English text from Debian packages (optional: the demo uses whichever are installed).

@@ -16,6 +16,7 @@ from __future__ import annotations
 import multiprocessing
 import shlex
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
@@ -49,32 +50,42 @@ def run_shard(job: str, url: str, storage_options: dict, shard: tuple[int, int],
     raise ValueError(f"unknown job {job!r}; jobs are {', '.join(JOBS)}")
 
 
-def _local(job: str, url: str, storage_options: dict, shards: int, options: dict, workers: int, retries: int) -> list[dict]:
-    reports: dict[int, dict] = {}
+def map_tasks(function: Callable, arguments: list[tuple], *, executor: str = "local", workers: int | None = None,
+              address: str | None = None, retries: int = 2, what: str = "a task") -> list:
+    """`function(*args)` for each tuple of `arguments`, as local processes or Ray tasks; the results in order.
+
+    A task whose process dies (a killed worker, a lost Ray node) is run again, up to `retries` times.
+
+    Raises:
+        ValueError: unknown executor, Ray missing.
+        RuntimeError: a task's process died more than `retries` times.
+    """
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
+    if executor == "ray":
+        try:
+            import ray
+        except ImportError as exc:
+            raise ValueError("the Ray executor needs Ray: pip install 'corpusdb[ray]'") from exc
+        if not ray.is_initialized():
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        task = ray.remote(max_retries=retries, retry_exceptions=False)(function)
+        return ray.get([task.remote(*args) for args in arguments])
+    results: dict[int, object] = {}
+    workers = workers or multiprocessing.cpu_count()
     for attempt in range(retries + 1):
-        todo = [i for i in range(shards) if i not in reports]
+        todo = [i for i in range(len(arguments)) if i not in results]
         if not todo:
             break
         try:
             with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=worker_context()) as pool:
-                futures = {i: pool.submit(run_shard, job, url, storage_options, (i, shards), options) for i in todo}
+                futures = {i: pool.submit(function, *arguments[i]) for i in todo}
                 for i, future in futures.items():
-                    reports[i] = future.result()
+                    results[i] = future.result()
         except BrokenProcessPool:
             if attempt == retries:
-                raise RuntimeError(f"{job}: a shard's process died {retries + 1} times; see its output above") from None
-    return [reports[i] for i in range(shards)]
-
-
-def _ray(job: str, url: str, storage_options: dict, shards: int, options: dict, address: str | None, retries: int) -> list[dict]:
-    try:
-        import ray
-    except ImportError as exc:
-        raise ValueError("the Ray executor needs Ray: pip install 'corpusdb[ray]'") from exc
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
-    task = ray.remote(max_retries=retries, retry_exceptions=False)(run_shard)
-    return ray.get([task.remote(job, url, storage_options, (i, shards), options) for i in range(shards)])
+                raise RuntimeError(f"{what}'s process died {retries + 1} times; see its output above") from None
+    return [results[i] for i in range(len(arguments))]
 
 
 def run_sharded(job: str, url: str, *, shards: int, executor: str = "local", workers: int | None = None,
@@ -102,10 +113,8 @@ def run_sharded(job: str, url: str, *, shards: int, executor: str = "local", wor
     cluster_with = cluster_with or ("ray" if executor == "ray" else "duckdb")
     if job == "minhash":
         options = {**options, "cluster_when_done": cluster_with == "duckdb"}
-    if executor == "local":
-        reports = _local(job, url, storage_options, shards, options, workers or multiprocessing.cpu_count(), retries)
-    else:
-        reports = _ray(job, url, storage_options, shards, options, address, retries)
+    reports = map_tasks(run_shard, [(job, url, storage_options, (i, shards), options) for i in range(shards)],
+                        executor=executor, workers=workers, address=address, retries=retries, what=f"a {job} shard")
     if job == "minhash" and cluster_with == "ray":
         reports.append(_cluster_on_ray(url, storage_options, reports[0]["settings"]))
     return reports

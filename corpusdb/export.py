@@ -50,27 +50,21 @@ import json
 import os
 import posixpath
 import re
-import shutil
 import socket
-import struct
 import sys
-import tempfile
 import threading
 import time
 from typing import TYPE_CHECKING
 
 import numpy as np
-import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import xxhash
 from tqdm.auto import tqdm
 
-from corpusdb import failpoint, mds
 from corpusdb.cut import placed_batches, text_kind
 from corpusdb.errors import ExportError
-from corpusdb.export_base import JOURNAL, claim, slices, tokenize
+from corpusdb.export_base import JOURNAL, claim
+from corpusdb.part_sink import TOKENIZED, PartSink, load_tokenizer, part_files
 from corpusdb.provenance import is_ordered, missing_choices, provenance
 from corpusdb.release import VERSION
 from corpusdb.storage import Location, WriteQueue, temporary_of
@@ -80,15 +74,11 @@ if TYPE_CHECKING:
     from corpusdb.db import Database
 
 FORMATS = ("parquet", "jsonl", "tokens", "megatron", "datatrove", "mds", "litdata")
-TOKENIZED = ("tokens", "megatron", "datatrove")  # need a tokenizer (mds and litdata take one: a `tokens` column)
 STREAMING = ("mds", "litdata")  # cut into shards or chunks by their encoded size, listed in index.json
-MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
-MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 MANIFEST = "manifest.json"
 CARD = "README.md"  # a Hugging Face dataset card naming the parts (parquet and jsonl exports)
 DATASET_INDEX = "index.json"  # the shards (mds) or chunks (litdata) in order, as their readers want
 MDS_MAX_PART_MB = 2048.0  # an MDS shard addresses its samples with uint32 offsets
-ROW_GROUP_ROWS, ROW_GROUP_BYTES = 65536, 32 * 1024 * 1024  # a Parquet part's row groups: rows, or bytes of text
 LOCK = ".corpusdb-export.lock"  # held by the export writing into the folder (ExportLock)
 FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -103,229 +93,6 @@ def check_file_name(url: str, name: object) -> str:
         raise ExportError(f"{url}: the manifest names {name!r}, which is not a file of its own folder; "
                           "a corpusdb export only names files next to its manifest (re-export it)")
     return name
-
-
-def load_tokenizer(name: str):
-    """A tokenizer (folder, .gguf file or hub id) with an EOS token, which ends every exported document."""
-    from corpusdb.scoring.model import load_tokenizer as load
-
-    return load(name, need_eos=True)
-
-
-class _PartSink:
-    """Streams record batches into numbered parts in one format, each file recorded in the journal first.
-
-    A part is open from its first batch (`add`) to `finish`: its files are written as the batches
-    come (Parquet row groups, JSON lines, token ids) and published atomically at the end, so memory
-    holds a batch and a row group, never a whole part.
-    """
-
-    def __init__(self, out: Location, fmt: str, key: str, journal: dict, tokenizer=None, part_bytes: int = 0):
-        self.out, self.fmt, self.key, self.journal, self.tokenizer = out, fmt, key, journal, tokenizer
-        self.part_bytes = part_bytes
-        self.parts: list[dict] = []
-        self.shards: list[dict] = []  # mds: each part's entry in index.json
-        self._stack: contextlib.ExitStack | None = None
-        if tokenizer is not None:
-            # Megatron-LM reads uint16 or int32 token ids (no uint32)
-            self.dtype = np.uint16 if len(tokenizer) <= 65536 else (np.int32 if fmt == "megatron" else np.uint32)
-
-    def _claim(self, *names: str) -> None:
-        claim(self.out, self.journal, *names)
-
-    def _open(self, schema: pa.Schema) -> None:
-        index = len(self.parts)
-        entry = self._entry = {"rows": 0, "bytes": 0}
-        self._stack = contextlib.ExitStack()
-        if self.fmt == "parquet":
-            entry["file"] = f"part-{index:05d}-{self.key}.parquet"
-            self._claim(entry["file"])
-            self._file = self._stack.enter_context(self.out.open_atomic(entry["file"]))
-            self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
-            self._group: list[pa.RecordBatch] = []
-            self._group_rows = self._group_bytes = 0
-            return
-        if self.fmt == "mds":  # the samples wait in a local file: the shard's header comes first and counts them
-            entry["file"] = f"mds-{index:05d}-{self.key}.mds"
-            self._claim(entry["file"])
-            self._columns = mds.encodings(schema, self.dtype if self.tokenizer is not None else None)
-            self._config = mds.shard_config(self._columns, self.part_bytes)
-            self._shard_bytes = 8 + len(self._config)  # what MDSWriter counts against its size limit
-            self._samples = self._stack.enter_context(tempfile.TemporaryFile())
-            self._sizes: list[int] = []
-            self._lengths = []
-            return
-        if self.fmt == "jsonl":
-            entry["file"] = f"part-{index:05d}-{self.key}.jsonl"
-            self._claim(entry["file"])
-        else:
-            prefix = f"{self.fmt}-{index:05d}-{self.key}"
-            names = {"tokens": (f"{prefix}.bin", f"{prefix}.idx.parquet"), "megatron": (f"{prefix}.bin", f"{prefix}.idx"),
-                     "datatrove": (f"{prefix}.ds", f"{prefix}.ds.index", f"{prefix}.ds.metadata")}[self.fmt]
-            entry.update(zip(("file", "index", "metadata"), names))
-            if self.fmt != "tokens":
-                entry["prefix"] = prefix
-            self._claim(*names)
-            self._lengths: list[np.ndarray] = []
-            self._keys: dict[str, list[pa.Array]] = {name: [] for name in ("doc_id", "instance_id") if name in schema.names}
-        self._file = self._stack.enter_context(self.out.open_atomic(entry["file"]))
-
-    @property
-    def open(self) -> bool:
-        """Whether a part is open (it has had a batch and is not finished)."""
-        return self._stack is not None
-
-    def add(self, batch: pa.RecordBatch) -> None:
-        """Append rows to the open part (opening the next one first)."""
-        if self.fmt == "mds":
-            self._add_samples(batch)
-            return
-        if self._stack is None:
-            self._open(batch.schema)
-        entry = self._entry
-        entry["rows"] += batch.num_rows
-        entry["bytes"] += int(pc.sum(batch.column("n_bytes")).as_py() or 0)
-        if self.fmt == "parquet":
-            self._add_rows(batch)
-        elif self.fmt == "jsonl":  # rows become Python objects a slice at a time
-            for piece in slices(batch):
-                self._file.write(b"".join(orjson.dumps(row) + b"\n" for row in piece.to_pylist()))
-        else:
-            for piece in slices(batch):
-                flat, lengths = self._tokenize(piece)
-                self._file.write(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes())
-                self._lengths.append(lengths)
-            for name, arrays in self._keys.items():
-                arrays.append(batch.column(name))
-
-    def _add_samples(self, batch: pa.RecordBatch) -> None:
-        """MDS: rows as samples into shards cut as MDSWriter cuts them: a sample that would take the shard past
-        the size limit (its bytes and 4 per sample) starts the next one, so the shards are MDSWriter's own."""
-        for piece in slices(batch):
-            tokens = lengths = None
-            if self.tokenizer is not None:
-                flat, lengths = self._tokenize(piece)
-                tokens = np.split(flat.astype(np.dtype(self.dtype).newbyteorder("<")), np.cumsum(lengths)[:-1])
-            if self._stack is None:
-                self._open(piece.schema)
-            try:
-                samples = mds.encode_samples(piece, self._columns, tokens)
-            except ValueError as exc:
-                raise ExportError(str(exc)) from None
-            n_bytes = piece.column("n_bytes").to_numpy(zero_copy_only=False)
-            start = 0
-            while start < len(samples):
-                if self._stack is None:
-                    self._open(piece.schema)
-                end, size = start, self._shard_bytes
-                while end < len(samples) and (size + len(samples[end]) + 4 <= self.part_bytes or not self._sizes and end == start):
-                    size += len(samples[end]) + 4
-                    end += 1
-                self._samples.write(b"".join(samples[start:end]))
-                self._sizes += map(len, samples[start:end])
-                self._shard_bytes = size
-                self._entry["rows"] += end - start
-                self._entry["bytes"] += int(n_bytes[start:end].sum())
-                if lengths is not None:
-                    self._lengths.append(lengths[start:end])
-                if end < len(samples):
-                    self.finish()
-                start = end
-
-    def _add_rows(self, batch: pa.RecordBatch) -> None:
-        """Parquet: rows into row groups of ROW_GROUP_ROWS rows or ROW_GROUP_BYTES of text, whichever comes
-        first, cut at the same rows however the batches come."""
-        while batch.num_rows:
-            rows = np.arange(1, batch.num_rows + 1) + self._group_rows
-            sizes = self._group_bytes + np.cumsum(batch.column("n_bytes").to_numpy(zero_copy_only=False))
-            full = np.flatnonzero((rows >= ROW_GROUP_ROWS) | (sizes >= ROW_GROUP_BYTES))
-            if not len(full):
-                self._group.append(batch)
-                self._group_rows, self._group_bytes = int(rows[-1]), int(sizes[-1])
-                return
-            cut = int(full[0]) + 1
-            self._group.append(batch.slice(0, cut))
-            self._flush_group()
-            batch = batch.slice(cut)
-
-    def _flush_group(self) -> None:
-        if self._group:
-            self._writer.write_table(pa.Table.from_batches(self._group), row_group_size=ROW_GROUP_ROWS)
-        self._group, self._group_rows, self._group_bytes = [], 0, 0
-
-    def finish(self, schema: pa.Schema | None = None) -> None:
-        """Publish the open part (an empty one with `schema` where no row came at all)."""
-        if self._stack is None:
-            self._open(schema)
-        entry, stack = self._entry, self._stack
-        with stack:
-            if self.fmt == "parquet":
-                self._flush_group()
-                self._writer.close()
-            elif self.fmt == "mds":
-                self._write_shard(entry)
-            elif self.fmt in TOKENIZED:
-                lengths = np.concatenate(self._lengths) if self._lengths else np.empty(0, np.int64)
-                entry["tokens"] = int(lengths.sum())
-                self._write_index(entry, lengths)
-        self._stack = None
-        self.parts.append(entry)
-        failpoint.after_part("export", len(self.parts))
-
-    def abort(self) -> None:
-        """Drop the open part: its files are never published."""
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
-            stack.__exit__(ExportError, ExportError("export failed"), None)
-
-    def _write_shard(self, entry: dict) -> None:
-        """An MDS shard: its header (sample count, offsets, config), then the samples from the local file."""
-        sizes = np.array(self._sizes, dtype=np.int64)
-        if self.tokenizer is not None:
-            entry["tokens"] = int(sum(int(lengths.sum()) for lengths in self._lengths))
-        try:
-            header = mds.shard_header(sizes, self._config)
-        except ValueError as exc:
-            raise ExportError(str(exc)) from None
-        self._samples.seek(0)
-        with self.out.open_atomic(entry["file"]) as shard:
-            shard.write(header)
-            shutil.copyfileobj(self._samples, shard, 8 * 1024 * 1024)
-        if len(sizes):  # an empty selection's one part is no shard of MosaicML's
-            self.shards.append(mds.index_entry(entry["file"], len(sizes), len(header) + int(sizes.sum()), self._columns,
-                                               self.part_bytes))
-
-    def _write_index(self, entry: dict, lengths: np.ndarray) -> None:
-        """The index next to a part's token ids, in its format."""
-        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-        dtype = np.dtype(self.dtype)
-        if self.fmt == "tokens":
-            keys = {name: pa.concat_arrays([a.combine_chunks() if isinstance(a, pa.ChunkedArray) else a for a in arrays])
-                    if arrays else pa.array([], pa.int64()) for name, arrays in self._keys.items()}
-            self.out.write_parquet(pa.table({**keys, "offset": offsets, "n_tokens": lengths}), entry["index"])
-        elif self.fmt == "megatron":
-            # Megatron-LM's indexed dataset: each row one sequence and one document
-            idx = b"".join([
-                MEGATRON_HEADER, struct.pack("<Q", 1), struct.pack("<B", MEGATRON_DTYPES[dtype]),
-                struct.pack("<Q", len(lengths)), struct.pack("<Q", len(lengths) + 1),
-                lengths.astype("<i4").tobytes(), (offsets * dtype.itemsize).astype("<i8").tobytes(),
-                np.arange(len(lengths) + 1, dtype="<i8").tobytes(),
-            ])
-            self.out.write_atomic(idx, entry["index"])
-        else:
-            # datatrove's tokenized files, which nanotron's `DatatroveFolderDataset` reads: document ends
-            # in tokens (uint64) and `tokenizer|token size`, token count
-            self.out.write_atomic(np.cumsum(lengths).astype("<u8").tobytes(), entry["index"])
-            name = getattr(self.tokenizer, "name_or_path", "") or "Unknown Tokenizer"
-            total = int(lengths.sum())
-            self.out.write_atomic(f"{name}|{dtype.itemsize}\n{total}\n{total:,}T".encode(), entry["metadata"])
-
-    def _tokenize(self, piece: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        return tokenize(self.tokenizer, piece, self.dtype)
-
-    def dataset_index(self) -> bytes | None:
-        """MDS: `index.json`, the shards in order (None for the other formats)."""
-        return mds.index(self.shards) if self.fmt == "mds" else None
 
 
 def _files_of(manifest: dict) -> set[str]:
@@ -385,6 +152,10 @@ def export_view(
     storage_options: dict | None = None,
     overwrite: bool = False,
     progress: bool | None = None,
+    shards: int = 1,
+    executor: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> dict:
     """Export the rows of VIEW (a view name, macro call or select) to URL; returns the manifest.
 
@@ -395,6 +166,11 @@ def export_view(
         tokenizer: a folder or hub id with a tokenizer that has an EOS token (mds, litdata: adds `tokens`).
         storage_options: fsspec options for URL (default: the database's).
         overwrite: replace an export of something else that is already at URL (or write the same again).
+        shards: write the parts as this many shards at once (`corpusdb.export_shards`): the same bytes as one
+            process; for a view that hands out documents' or instances' text unchanged (every built-in policy),
+            in a format other than mds and litdata.
+        executor, workers, address: with shards > 1: local processes (at most `workers` at once) or Ray tasks on
+            the cluster at `address`.
 
     Raises:
         ValueError: bad format or size.
@@ -412,6 +188,11 @@ def export_view(
     if format == "mds" and part_size_mb > MDS_MAX_PART_MB:
         raise ValueError(f"part_size_mb {part_size_mb:g} is too large for an MDS shard (uint32 offsets); pass "
                          f"{MDS_MAX_PART_MB:g} or less (MosaicML's default shard is 64)")
+    if shards < 1:
+        raise ValueError(f"shards {shards} must be at least 1")
+    if shards > 1 and format in STREAMING:
+        raise ValueError(f"--shards: {format} shards and chunks are cut by their encoded size as the rows come, in one "
+                         "process; export it without --shards")
     started = time.perf_counter()
     sql = relation_sql(db, view)
     columns = db.sql(f"select * from ({sql}) limit 0").columns
@@ -422,6 +203,10 @@ def export_view(
     # a view that hands out documents' text unchanged streams it from the parts, in place order
     kind = None if ordered else text_kind(db, sql)[0]
     select = sql if ordered or kind else f"select * from ({sql}) order by {unit_order(columns)}"
+    if shards > 1 and not kind:
+        raise ValueError(f"--shards: {view!r} does not hand out documents' or instances' text unchanged"
+                         f"{' (it orders its rows)' if ordered else ''}, so its parts cannot be cut on keys alone; "
+                         "export it without --shards")
     record = provenance(db, sql)
     warnings = _order_warnings(view, sql, record, columns, ordered, "place" if kind else unit_order(columns))
     loaded = load_tokenizer(tokenizer) if tokenizer else None
@@ -449,12 +234,14 @@ def export_view(
 
             sink = LitDataSink(out, key, journal, loaded, part_bytes)
         else:
-            sink = _PartSink(out, format, key, journal, loaded, part_bytes)
+            sink = PartSink(out, format, key, journal, loaded, part_bytes)
         try:
             with db.query_errors():
-                # MDS and LitData cut their shards and chunks themselves, by their encoded size, as their writers do
-                limit = sys.maxsize if format in STREAMING else part_bytes
-                _write_parts(db, select, kind, view, sink, limit, progress)
+                if shards > 1:
+                    _write_sharded(db, select, kind, view, sink, out, journal, (tokenizer, shards, executor, workers, address),
+                                   progress)
+                else:  # MDS and LitData cut their shards and chunks themselves, by their encoded size, as their writers do
+                    _write_parts(db, select, kind, view, sink, sys.maxsize if format in STREAMING else part_bytes, progress)
             manifest = {
                 "format": format, "view": view, "key": key, **settings, **record, "database": db.url, "parts": sink.parts,
                 "n_rows": sum(p["rows"] for p in sink.parts), "n_bytes": sum(p["bytes"] for p in sink.parts),
@@ -613,7 +400,29 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
     return old, journal
 
 
-def _write_parts(db: Database, select: str, kind: str | None, view: str, sink: _PartSink, limit: int,
+def _write_sharded(db: Database, select: str, kind: str, view: str, sink: PartSink, out: Location, journal: dict,
+                   how: tuple, progress: bool | None) -> None:
+    """The parts written by shards (`corpusdb.export_shards`), their entries in `sink.parts` in order."""
+    from corpusdb.execute import map_tasks
+    from corpusdb.export_shards import deal, plan_parts, write_shard
+
+    tokenizer, shards, executor, workers, address = how
+    plans = plan_parts(db, select, kind, out, sink.key, journal, sink.part_bytes,
+                       lambda index: [v for k, v in part_files(sink.fmt, index, sink.key).items() if k != "prefix"])
+    if not plans:  # nothing selected: the one empty part, as one process writes it
+        _write_parts(db, select, kind, view, sink, sink.part_bytes, progress)
+        return
+    names = db.sql(f"select * from ({select}) limit 0").columns
+    arguments = [(db.location.url, db.location.storage_options, db.snapshot.parts("documents"), kind, names, out.url,
+                  out.storage_options, sink.fmt, sink.key, tokenizer, sink.part_bytes, group) for group in deal(plans, shards)]
+    if progress:
+        print(f"export {view}: {len(plans)} parts in {len(arguments)} shards ({executor})", file=sys.stderr)
+    results = map_tasks(write_shard, arguments, executor=executor, workers=workers, address=address, what="an export shard")
+    sink.parts.extend(entry for entries in results for entry in entries)
+    _clean(out, {plan["plan"] for plan in plans})
+
+
+def _write_parts(db: Database, select: str, kind: str | None, view: str, sink: PartSink, limit: int,
                  progress: bool | None) -> None:
     cursor = db.con.cursor()
     try:

@@ -34,7 +34,7 @@ COLUMNS = ("doc_id", "instance_id", "byte_start", "byte_end", "text", "n_bytes")
 
 
 class LitDataSink:
-    """The export's part sink for `--format litdata` (the interface of export's `_PartSink`)."""
+    """The export's part sink for `--format litdata` (the interface of `corpusdb.part_sink.PartSink`)."""
 
     def __init__(self, out: Location, key: str, journal: dict, tokenizer=None, part_bytes: int = 0):
         try:

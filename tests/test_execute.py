@@ -10,7 +10,7 @@ import pytest
 import corpusdb
 from corpusdb.annotations import annotator_for
 from corpusdb.execute import run_sharded, torchrun_command
-from tests.conftest import CORPUS, fixture_texts
+from tests.conftest import CORPUS, export_files, fixture_texts
 
 
 def _corpus_files(folder) -> list[str]:
@@ -96,6 +96,14 @@ def test_ray_over_s3_equals_the_local_executor(ray_cluster, tmp_path, s3_options
     local.annotate("language", progress=False, workers=1)
     query = "select doc_id, language, language_score from annotations_language order by doc_id"
     assert corpusdb.open(url, storage_options=s3_options).sql(query).fetchall() == local.sql(query).fetchall()
+    # a sharded export as Ray tasks, from S3 to S3 (plans, text and parts all in the object store): one process's bytes
+    db = corpusdb.open(url, storage_options=s3_options)
+    one = db.view("dedup").export(f"s3://{bucket}/export-one", part_size_mb=0.05)
+    many = db.view("dedup").export(f"s3://{bucket}/export-ray", part_size_mb=0.05, shards=3, executor="ray")
+    assert len(one["parts"]) > 3 and many["parts"] == one["parts"]
+    assert sorted(p.rsplit("/", 1)[1] for p in fs.ls(f"{bucket}/export-ray", refresh=True)) == export_files(one)
+    for part in one["parts"]:
+        assert fs.cat_file(f"{bucket}/export-one/{part['file']}") == fs.cat_file(f"{bucket}/export-ray/{part['file']}")
 
 
 @pytest.mark.parametrize("ray_cluster", [{"CORPUSDB_FAILPOINT": "ingest.after_part=1"}], indirect=True)

@@ -51,7 +51,7 @@ from corpusdb.world import World
 def _load_tokenizer(tokenizer):
     if tokenizer is None or not isinstance(tokenizer, (str, os.PathLike)):
         return tokenizer
-    from corpusdb.export import load_tokenizer
+    from corpusdb.part_sink import load_tokenizer
 
     return load_tokenizer(str(tokenizer))
 

@@ -12,7 +12,7 @@ import textwrap
 
 import click
 
-from corpusdb.cli.base import as_of_option, cli, format_option, open_db, storage_option
+from corpusdb.cli.base import as_of_option, cli, executor_options, format_option, open_db, storage_option
 from corpusdb.export import FORMATS as EXPORT_FORMATS
 from corpusdb.output import render
 from corpusdb.storage import parse_storage_options
@@ -240,9 +240,10 @@ def compare(db, view_a, view_b, fmt, as_of, storage_options):
               help="text bytes per part (mds and litdata: encoded bytes per shard or chunk, as their writers count)")
 @click.option("--overwrite", is_flag=True, help="replace an export of something else at URL")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@executor_options
 @as_of_option
 @storage_option
-def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_of, storage_options):
+def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, shards, executor, address, as_of, storage_options):
     """Export VIEW's rows to URL (any fsspec URL) as a training subset, with a manifest written last.
 
     VIEW is a view name, a macro call such as "difference('teacher', 'ref')", or a select. Rows
@@ -256,6 +257,12 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_
     there needs --overwrite. A folder without manifest.json is an unfinished export: run the
     command again.
 
+    With --shards N the parts are written by N processes (or Ray tasks) at once: the driver cuts
+    the selection into parts on its keys alone and each shard reads the text of its parts' rows
+    from the database, so the parts are the bytes one process writes. For views that hand out
+    documents' or instances' text unchanged (every built-in policy), in any format but mds and
+    litdata.
+
     A parquet or jsonl export carries a Hugging Face dataset card (README.md) naming its parts, so
     `datasets.load_dataset(URL, split="train")` reads the rows in order; other readers take the
     parts by their glob, part-*.parquet or part-*.jsonl (the manifest is not data). An mds or
@@ -268,11 +275,13 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, as_
       corpusdb export demo/db "difference('teacher', 'ref')" s3://bkt/refined --format tokens --tokenizer out/student
       corpusdb export demo/db refined out/refined-v12 --as-of 12
       corpusdb export demo/db refined out/refined-mds --format mds --part-size-mb 64
+      corpusdb export s3://bkt/db refined s3://bkt/refined --shards 64 --executor ray --address auto
     """
     with open_db(db, storage_options, as_of) as database:
         manifest = database.view(name).export(
             url, format=fmt, tokenizer=tokenizer, part_size_mb=part_size_mb, overwrite=overwrite,
-            storage_options=parse_storage_options(storage_options), progress=progress,
+            storage_options=parse_storage_options(storage_options), progress=progress, shards=max(shards, 1),
+            executor=executor, address=address,
         )
     tokens = f", {manifest['n_tokens']:,} tokens" if "n_tokens" in manifest else ""
     what = "already exported (same selection, data and settings):" if manifest.get("reused") else "exported"

@@ -1,0 +1,114 @@
+"""A sharded export: the driver cuts the selection into export parts on keys alone; shards write the parts.
+
+    corpusdb export demo/db "difference('teacher', 'reference')" out/refined --shards 2
+    corpusdb export s3://bkt/db refined s3://bkt/refined --shards 64 --executor ray --address auto
+
+For a view that hands out documents' or instances' text unchanged (every built-in policy), the
+driver runs the view for every column but the text, in place order (DuckDB sorts keys, never
+text), and cuts the rows into export parts where a single-process export cuts them (a part ends at
+the row whose running text bytes reach `part_size_mb`). Each part's rows go into a plan file in
+the export folder (`plan-NNNNN-<key>.parquet`: recorded in the journal with the part's own files,
+removed at the end). The parts are dealt to `shards` contiguous ranges; each shard (a local
+process or a Ray task, which needs only the object store) reads its plans and the text of their
+rows from the committed documents parts, and writes its parts. So the parts are the bytes a
+single-process export writes and the manifest lists them in the same order; the driver holds one
+batch of keys, never text. A shard whose process dies is run again (its parts are written again).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from corpusdb.cut import PartReader, _places, places_sql
+from corpusdb.export_base import claim
+from corpusdb.part_sink import PartSink, load_tokenizer
+from corpusdb.storage import Location
+
+if TYPE_CHECKING:
+    from corpusdb.db import Database
+
+PLAN_BATCH_ROWS = 1 << 16
+
+
+def plan_name(index: int, key: str) -> str:
+    return f"plan-{index:05d}-{key}.parquet"
+
+
+def plan_parts(db: Database, select: str, kind: str, out: Location, key: str, journal: dict, limit: int, files) -> list[dict]:
+    """Write the plan of each export part (its rows' columns but the text, with their places) into `out`; returns
+    per part its index, plan file and row count. `files(index)` names the part's own files, claimed with its plan."""
+    names = db.sql(f"select * from ({select}) limit 0").columns
+    query = places_sql(db, select, kind, ", ".join(f's."{name}"' for name in names if name != "text"))
+    plans: list[dict] = []
+    writer = stack = None
+    running = 0
+    cursor = db.con.cursor()
+    try:
+        for batch in cursor.sql(query).to_arrow_reader(PLAN_BATCH_ROWS):
+            while batch.num_rows:
+                if writer is None:  # the next part: its plan and its files are ours before a byte is written
+                    name = plan_name(len(plans), key)
+                    claim(out, journal, name, *files(len(plans)))
+                    stack = out.open_atomic(name)
+                    writer = pq.ParquetWriter(stack.__enter__(), batch.schema)
+                    plans.append({"index": len(plans), "plan": name, "rows": 0})
+                # the cut of export's `_write_parts`: a part ends at the row whose running bytes reach the limit
+                sizes = running + np.cumsum(batch.column("n_bytes").to_numpy(zero_copy_only=False))
+                cut = int(np.searchsorted(sizes, limit, side="left")) + 1
+                take = batch.slice(0, min(cut, batch.num_rows))
+                writer.write_batch(take)
+                plans[-1]["rows"] += take.num_rows
+                if cut > batch.num_rows:
+                    running = int(sizes[-1])
+                    break
+                writer.close()
+                stack.__exit__(None, None, None)
+                writer = stack = None
+                running = 0
+                batch = batch.slice(cut)
+        if writer is not None:
+            writer.close()
+            stack.__exit__(None, None, None)
+            writer = stack = None
+    except BaseException as exc:
+        if stack is not None:
+            stack.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    finally:
+        cursor.close()
+    return plans
+
+
+def write_shard(db_url: str, db_options: dict, documents: list[str], kind: str, names: list[str], out_url: str,
+                out_options: dict, fmt: str, key: str, tokenizer: str | None, part_bytes: int, plans: list[dict]) -> list[dict]:
+    """A shard's export parts (anywhere: a process, a Ray task): each plan's rows with their text, written as the part
+    of its index; returns the parts' manifest entries in order."""
+
+    reader = PartReader(Location(db_url, db_options), documents, kind)
+    out = Location(out_url, out_options)
+    loaded = load_tokenizer(tokenizer) if tokenizer else None
+    entries = []
+    for plan in plans:
+        sink = PartSink(out, fmt, key, None, loaded, part_bytes, first_index=plan["index"])
+        with out.fs.open(out.join(plan["plan"]), "rb") as f:
+            for batch in pq.ParquetFile(f).iter_batches(PLAN_BATCH_ROWS):
+                parts, rows = _places(batch)
+                spans = (batch.column("byte_start").to_numpy(), batch.column("byte_end").to_numpy()) if kind == "instances" else None
+                columns = {name: batch.column(name) for name in names if name != "text"}
+                columns["text"] = reader.texts(parts, rows, batch.column("doc_id").to_numpy(), spans)
+                sink.add(pa.RecordBatch.from_arrays([columns[name] for name in names], names=names))
+        if not sink.open:
+            raise RuntimeError(f"{plan['plan']} holds no rows; re-run the export")
+        sink.finish()
+        entries.append(sink.parts[0])
+    return entries
+
+
+def deal(plans: list[dict], shards: int) -> list[list[dict]]:
+    """The plans in `shards` contiguous ranges of about equal counts (fewer where there are fewer plans)."""
+    bounds = np.linspace(0, len(plans), min(shards, len(plans)) + 1).round().astype(int)
+    return [plans[a:b] for a, b in zip(bounds[:-1], bounds[1:])]
