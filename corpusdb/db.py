@@ -76,6 +76,32 @@ def allowed_directories(location: Location) -> list[str]:
     return [f"{location.protocol}://{path}/", f"{location.protocol}:///{path}/"]
 
 
+def _dependency_order(statements: dict[str, str]) -> list[str]:
+    """The names of `statements` (view creations), each after the others whose name its SQL mentions as a word:
+    DuckDB binds a view at creation, and one created before a view it reads fails and is tried again (each
+    failed try binds it; an open of the experiment's 19 views spent 0.25 of its 1.1 s on them). A name in a
+    string or a cycle only costs that retry."""
+    words = {name: set(re.findall(r"[a-z_][a-z0-9_]*", sql.lower())) & statements.keys() - {name}
+             for name, sql in statements.items()}
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in statements:  # depth first, without recursion (a chain may be longer than Python's stack)
+        if root in seen:
+            continue
+        seen.add(root)
+        stack = [(root, iter(sorted(words[root])))]
+        while stack:
+            name, others = stack[-1]
+            other = next((o for o in others if o not in seen), None)
+            if other is None:
+                order.append(name)
+                stack.pop()
+            else:
+                seen.add(other)
+                stack.append((other, iter(sorted(words[other]))))
+    return order
+
+
 class Database:
     """An open corpus database at one version: its location, catalog, snapshot and a DuckDB connection.
 
@@ -346,6 +372,7 @@ class Database:
                 pending.pop(name, None)
                 continue
         broken = set(self.snapshot.views) - set(pending) - standing
+        pending = {name: pending[name] for name in _dependency_order(pending)}  # a view after the views it reads
         created = dict(created)
         while pending:
             progress = False

@@ -235,3 +235,17 @@ def test_a_new_version_recreates_only_the_views_it_must(tmp_path):
     other.drop_view("third")
     db.refresh()
     assert "third" not in oids() and db.broken_views == []
+
+
+def test_user_views_are_created_after_the_views_they_read():
+    """An open creates each user view after those its SQL names (no failed bind and retry), whatever the names'
+    order, for chains longer than Python's stack and with cycles or names inside strings."""
+    from corpusdb.db import _dependency_order
+
+    statements = {"a_top": "create or replace view a_top as select * from m_mid join z_base using (doc_id) where 'a_top' <> ''",
+                  "m_mid": "create or replace view m_mid as select * from z_base", "z_base": "create or replace view z_base as select 1"}
+    assert _dependency_order(statements) == ["z_base", "m_mid", "a_top"]
+    chain = {f"v{i}": f"create or replace view v{i} as select * from v{i - 1}" for i in range(3000, 0, -1)}
+    assert _dependency_order(chain) == [f"v{i}" for i in range(1, 3001)]
+    cycle = {"p": "create or replace view p as select * from q", "q": "create or replace view q as select * from p"}
+    assert sorted(_dependency_order(cycle)) == ["p", "q"]
