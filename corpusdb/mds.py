@@ -87,7 +87,11 @@ def encode_samples(batch: pa.RecordBatch, columns: dict[str, str], tokens: list[
                 data = np.asarray(column.to_numpy(zero_copy_only=False), dtype="<i8").tobytes()
                 encoded.append([data[i:i + 8] for i in range(0, len(data), 8)])
             else:  # the stdlib's json.dumps, as MDS's JSON encoding writes it
-                encoded.append([json.dumps(value).encode() for value in column.to_pylist()])
+                try:
+                    encoded.append([json.dumps(value).encode() for value in column.to_pylist()])
+                except TypeError:
+                    raise ValueError(f"column {name!r} is {column.type}, which MDS's json encoding cannot store; cast "
+                                     "it in the view (e.g. to varchar) or leave it out") from None
         variable.append(encoding != "int64")
     sized = [values for values, is_variable in zip(encoded, variable) if is_variable]
     head = struct.Struct(f"<{len(sized)}I")

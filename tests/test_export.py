@@ -276,30 +276,32 @@ def test_datatrove_export_has_datatroves_tokenized_layout(scored_db, tmp_path, t
         Blocks(str(out))
 
 
-@pytest.mark.parametrize("fmt", ["parquet", "megatron"])
 def test_a_sharded_export_is_the_bytes_of_one_process_and_survives_a_killed_shard(scored_db, tmp_path, tiny_models,
-                                                                                  monkeypatch, fmt):
+                                                                                  monkeypatch):
     """`shards=3`: the driver cuts the parts on keys, local processes write them; every file is the single-process
-    export's, even when a shard's process is killed after its first part (the pool runs it again)."""
-    tokenizer = str(tiny_models["gpt2"]) if fmt == "megatron" else None
-    one = scored_db.view(VIEW).export(str(tmp_path / "one"), format=fmt, tokenizer=tokenizer, part_size_mb=0.02)
+    export's, even when a shard's process is killed after its first part (the pool runs it again); the CLI's
+    --shards too."""
+    tokenizer = str(tiny_models["gpt2"])
+    one = scored_db.view(VIEW).export(str(tmp_path / "one"), format="megatron", tokenizer=tokenizer, part_size_mb=0.02)
     monkeypatch.setenv("CORPUSDB_FAILPOINT", "export.after_part=1")
     monkeypatch.setenv("CORPUSDB_FAILPOINT_ONCE", str(tmp_path / "crashed-once"))
-    many = scored_db.view(VIEW).export(str(tmp_path / "many"), format=fmt, tokenizer=tokenizer, part_size_mb=0.02,
+    many = scored_db.view(VIEW).export(str(tmp_path / "many"), format="megatron", tokenizer=tokenizer, part_size_mb=0.02,
                                        shards=3, workers=2)
     assert (tmp_path / "crashed-once").exists()  # a shard's process died, and its parts were written again
-    assert len(one["parts"]) > 6 and many["parts"] == one["parts"] and many["n_rows"] == one["n_rows"]
+    assert len(one["parts"]) > 6 and many["parts"] == one["parts"] and many["n_tokens"] == one["n_tokens"]
     names = sorted(p.name for p in (tmp_path / "one").iterdir())
     assert names == sorted(p.name for p in (tmp_path / "many").iterdir()) == export_files(one)  # no plan left behind
     for name in names:
         if name != "manifest.json":
             assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "many" / name).read_bytes(), name
-    if fmt == "parquet":  # the CLI's --shards: the same parts again
-        monkeypatch.delenv("CORPUSDB_FAILPOINT")
-        result = CliRunner().invoke(cli, ["export", scored_db.url, VIEW, str(tmp_path / "cli"), "--part-size-mb", "0.02",
-                                          "--shards", "2"])
-        assert result.exit_code == 0, result.output
-        assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["parts"] == one["parts"]
+    monkeypatch.delenv("CORPUSDB_FAILPOINT")
+    single = scored_db.view(VIEW).export(str(tmp_path / "single"), part_size_mb=0.02)
+    result = CliRunner().invoke(cli, ["export", scored_db.url, VIEW, str(tmp_path / "cli"), "--part-size-mb", "0.02",
+                                      "--shards", "2"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["parts"] == single["parts"]
+    for part in single["parts"]:
+        assert (tmp_path / "single" / part["file"]).read_bytes() == (tmp_path / "cli" / part["file"]).read_bytes()
     with pytest.raises(ValueError, match="does not hand out documents' or instances' text unchanged"):
         scored_db.view(f"select doc_id, upper(text) as text, n_bytes from {VIEW}").export(str(tmp_path / "x"), shards=2)
     with pytest.raises(ValueError, match="export it without --shards"):

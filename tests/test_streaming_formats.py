@@ -102,11 +102,15 @@ def test_mds_shards_are_the_bytes_mosaicmls_writer_writes(corpus_db, tmp_path):
 
 
 def test_mds_export_refuses_a_null_text_and_a_shard_over_4_gib(corpus_db, tmp_path):
-    """Bad input is a one-line error and leaves nothing: a null text, a shard size past MDS's uint32 offsets."""
+    """Bad input is a one-line error and leaves nothing: a null text, a column MDS cannot encode, a shard size past
+    MDS's uint32 offsets."""
     with pytest.raises(ExportError, match="column 'text' holds nulls"):
         corpus_db.view("select doc_id, n_bytes, case when n_bytes > 100 then text end as text from documents").export(
             str(tmp_path / "nulls"), format="mds")
     assert not (tmp_path / "nulls").exists()  # nothing left behind
+    with pytest.raises(ExportError, match="column 'day' is date32.*cast it in the view"):
+        corpus_db.view("select *, date '2024-01-01' as day from documents").export(str(tmp_path / "dates"), format="mds")
+    assert not (tmp_path / "dates").exists()
     with pytest.raises(ValueError, match="too large for an MDS shard"):
         corpus_db.view("documents").export(str(tmp_path / "big"), format="mds", part_size_mb=4096)
     bad = CliRunner().invoke(cli, ["export", corpus_db.url, "documents", str(tmp_path / "cli"), "--format", "mds",
