@@ -298,12 +298,17 @@ def placed_batches(db: Database, sql: str, kind: str, cursor, batch_rows: int = 
     reader = PartReader(db.location, db.snapshot.parts("documents"), kind)
     query = places_sql(db, sql, kind, ", ".join(f's."{name}"' for name in others))
     for batch in cursor.sql(query).to_arrow_reader(batch_rows) if db.snapshot.parts("documents") else ():
-        parts, rows = _places(batch)
-        spans = (batch.column("byte_start").to_numpy(), batch.column("byte_end").to_numpy()) if kind == "instances" else None
-        texts = reader.texts(parts, rows, batch.column("doc_id").to_numpy(), spans)
-        columns = {name: batch.column(name) for name in others}
-        columns["text"] = texts
-        yield pa.RecordBatch.from_arrays([columns[name] for name in names], names=names)
+        yield with_text(batch, reader, kind, names)
+
+
+def with_text(batch: pa.RecordBatch, reader: PartReader, kind: str, names: list[str]) -> pa.RecordBatch:
+    """A batch of `places_sql` (every column but the text, with the rows' places) as the view's rows: the columns
+    `names` in order, the text read from the parts (an instance's: its byte span)."""
+    parts, rows = _places(batch)
+    spans = (batch.column("byte_start").to_numpy(), batch.column("byte_end").to_numpy()) if kind == "instances" else None
+    columns = {name: batch.column(name) for name in names if name != "text"}
+    columns["text"] = reader.texts(parts, rows, batch.column("doc_id").to_numpy(), spans)
+    return pa.RecordBatch.from_arrays([columns[name] for name in names], names=names)
 
 
 def _places(batch) -> tuple[np.ndarray, np.ndarray]:

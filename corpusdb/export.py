@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 
 from corpusdb.cut import placed_batches, text_kind
 from corpusdb.errors import ExportError
-from corpusdb.export_base import JOURNAL, claim
+from corpusdb.export_base import JOURNAL, claim, part_end
 from corpusdb.part_sink import TOKENIZED, PartSink, load_tokenizer, part_files
 from corpusdb.provenance import is_ordered, missing_choices, provenance
 from corpusdb.release import VERSION
@@ -238,8 +238,8 @@ def export_view(
         try:
             with db.query_errors():
                 if shards > 1:
-                    _write_sharded(db, select, kind, view, sink, out, journal, (tokenizer, shards, executor, workers, address),
-                                   progress)
+                    _write_sharded(db, select, kind, view, columns, sink, out, journal,
+                                   (tokenizer, shards, executor, workers, address), progress)
                 else:  # MDS and LitData cut their shards and chunks themselves, by their encoded size, as their writers do
                     _write_parts(db, select, kind, view, sink, sys.maxsize if format in STREAMING else part_bytes, progress)
             manifest = {
@@ -400,19 +400,19 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
     return old, journal
 
 
-def _write_sharded(db: Database, select: str, kind: str, view: str, sink: PartSink, out: Location, journal: dict,
-                   how: tuple, progress: bool | None) -> None:
-    """The parts written by shards (`corpusdb.export_shards`), their entries in `sink.parts` in order."""
+def _write_sharded(db: Database, select: str, kind: str, view: str, names: list[str], sink: PartSink, out: Location,
+                   journal: dict, how: tuple, progress: bool | None) -> None:
+    """The parts written by shards (`corpusdb.export_shards`), their entries in `sink.parts` in order; `names` are
+    the columns of `select` (a pass-through view: `select` is the view's SQL)."""
     from corpusdb.execute import map_tasks
     from corpusdb.export_shards import deal, plan_parts, write_shard
 
     tokenizer, shards, executor, workers, address = how
-    plans = plan_parts(db, select, kind, out, sink.key, journal, sink.part_bytes,
+    plans = plan_parts(db, select, kind, names, out, sink.key, journal, sink.part_bytes,
                        lambda index: [v for k, v in part_files(sink.fmt, index, sink.key).items() if k != "prefix"])
     if not plans:  # nothing selected: the one empty part, as one process writes it
         _write_parts(db, select, kind, view, sink, sink.part_bytes, progress)
         return
-    names = db.sql(f"select * from ({select}) limit 0").columns
     arguments = [(db.location.url, db.location.storage_options, db.snapshot.parts("documents"), kind, names, out.url,
                   out.storage_options, sink.fmt, sink.key, tokenizer, sink.part_bytes, group) for group in deal(plans, shards)]
     if progress:
@@ -449,11 +449,10 @@ def _write_parts(db: Database, select: str, kind: str | None, view: str, sink: P
                     bar.update(batch.num_rows)
                     while batch.num_rows:
                         # cut the batch where the part reaches its size, so parts are about part_size_mb
-                        running = held_bytes + np.cumsum(batch.column("n_bytes").to_numpy(zero_copy_only=False))
-                        cut = int(np.searchsorted(running, limit, side="left")) + 1
+                        cut, running = part_end(held_bytes, batch.column("n_bytes").to_numpy(zero_copy_only=False), limit)
                         if cut > batch.num_rows:
                             writes.submit(sink.add, batch)
-                            held_bytes = int(running[-1])
+                            held_bytes = running
                             break
                         writes.submit(sink.add, batch.slice(0, cut))
                         writes.submit(sink.finish)

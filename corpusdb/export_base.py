@@ -46,3 +46,12 @@ def slices(table: pa.Table | pa.RecordBatch, limit: int | None = None) -> Iterat
         end = max(int(np.searchsorted(sizes, base + limit, side="right")), start + 1)
         yield table.slice(start, end - start)
         start = end
+
+
+def part_end(held: int, n_bytes: np.ndarray, limit: int) -> tuple[int, int]:
+    """Where the open part ends in a batch whose rows have `n_bytes`, the part holding `held` bytes before it: the
+    rows of the batch that go into the part (past the batch's end if the part goes on after it) and the part's
+    bytes after the batch (if it goes on). A part ends at the row whose running text bytes reach `limit`, however
+    the batches come: a sharded export's plan cuts its parts with this same rule."""
+    running = held + np.cumsum(n_bytes)
+    return int(np.searchsorted(running, limit, side="left")) + 1, int(running[-1]) if len(running) else held

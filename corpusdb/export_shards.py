@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 
-from corpusdb.cut import PartReader, _places, places_sql
-from corpusdb.export_base import claim
+from corpusdb.cut import PartReader, places_sql, with_text
+from corpusdb.export_base import claim, part_end
 from corpusdb.part_sink import PartSink, load_tokenizer
 from corpusdb.storage import Location
 
@@ -38,10 +37,13 @@ def plan_name(index: int, key: str) -> str:
     return f"plan-{index:05d}-{key}.parquet"
 
 
-def plan_parts(db: Database, select: str, kind: str, out: Location, key: str, journal: dict, limit: int, files) -> list[dict]:
-    """Write the plan of each export part (its rows' columns but the text, with their places) into `out`; returns
-    per part its index, plan file and row count. `files(index)` names the part's own files, claimed with its plan."""
-    names = db.sql(f"select * from ({select}) limit 0").columns
+def plan_parts(db: Database, select: str, kind: str, names: list[str], out: Location, key: str, journal: dict, limit: int,
+               files) -> list[dict]:
+    """Write the plan of each export part (its rows' columns `names` but the text, with their places) into `out`;
+    returns per part its index, plan file and row count. `files(index)` names the part's own files, claimed with
+    its plan. No documents parts: no plan (nothing to place)."""
+    if not db.snapshot.parts("documents"):
+        return []
     query = places_sql(db, select, kind, ", ".join(f's."{name}"' for name in names if name != "text"))
     plans: list[dict] = []
     writer = stack = None
@@ -57,13 +59,12 @@ def plan_parts(db: Database, select: str, kind: str, out: Location, key: str, jo
                     writer = pq.ParquetWriter(stack.__enter__(), batch.schema)
                     plans.append({"index": len(plans), "plan": name, "rows": 0})
                 # the cut of export's `_write_parts`: a part ends at the row whose running bytes reach the limit
-                sizes = running + np.cumsum(batch.column("n_bytes").to_numpy(zero_copy_only=False))
-                cut = int(np.searchsorted(sizes, limit, side="left")) + 1
+                cut, held = part_end(running, batch.column("n_bytes").to_numpy(zero_copy_only=False), limit)
                 take = batch.slice(0, min(cut, batch.num_rows))
                 writer.write_batch(take)
                 plans[-1]["rows"] += take.num_rows
                 if cut > batch.num_rows:
-                    running = int(sizes[-1])
+                    running = held
                     break
                 writer.close()
                 stack.__exit__(None, None, None)
@@ -96,11 +97,7 @@ def write_shard(db_url: str, db_options: dict, documents: list[str], kind: str, 
         sink = PartSink(out, fmt, key, None, loaded, part_bytes, first_index=plan["index"])
         with out.fs.open(out.join(plan["plan"]), "rb") as f:
             for batch in pq.ParquetFile(f).iter_batches(PLAN_BATCH_ROWS):
-                parts, rows = _places(batch)
-                spans = (batch.column("byte_start").to_numpy(), batch.column("byte_end").to_numpy()) if kind == "instances" else None
-                columns = {name: batch.column(name) for name in names if name != "text"}
-                columns["text"] = reader.texts(parts, rows, batch.column("doc_id").to_numpy(), spans)
-                sink.add(pa.RecordBatch.from_arrays([columns[name] for name in names], names=names))
+                sink.add(with_text(batch, reader, kind, names))
         if not sink.open:
             raise RuntimeError(f"{plan['plan']} holds no rows; re-run the export")
         sink.finish()

@@ -116,7 +116,7 @@ class PartSink:
                 self._file.write(b"".join(orjson.dumps(row) + b"\n" for row in piece.to_pylist()))
         else:
             for piece in slices(batch):
-                flat, lengths = self._tokenize(piece)
+                flat, lengths = tokenize(self.tokenizer, piece, self.dtype)
                 self._file.write(flat.astype(np.dtype(self.dtype).newbyteorder("<")).tobytes())
                 self._lengths.append(lengths)
             for name, arrays in self._keys.items():
@@ -128,7 +128,7 @@ class PartSink:
         for piece in slices(batch):
             tokens = lengths = None
             if self.tokenizer is not None:
-                flat, lengths = self._tokenize(piece)
+                flat, lengths = tokenize(self.tokenizer, piece, self.dtype)
                 tokens = np.split(flat.astype(np.dtype(self.dtype).newbyteorder("<")), np.cumsum(lengths)[:-1])
             if self._stack is None:
                 self._open(piece.schema)
@@ -243,9 +243,6 @@ class PartSink:
             name = getattr(self.tokenizer, "name_or_path", "") or "Unknown Tokenizer"
             total = int(lengths.sum())
             self.out.write_atomic(f"{name}|{dtype.itemsize}\n{total}\n{total:,}T".encode(), entry["metadata"])
-
-    def _tokenize(self, piece: pa.Table | pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-        return tokenize(self.tokenizer, piece, self.dtype)
 
     def dataset_index(self) -> bytes | None:
         """MDS: `index.json`, the shards in order (None for the other formats)."""
