@@ -283,8 +283,41 @@ class Database:
                      if instance_models else "null::bigint")
         return f"doc_id as unit_id, {instances} as instance_id"
 
+    def restrict(self, parts: list[str]) -> tuple[int, int] | None:
+        """Let this connection's `documents` show only `parts` (some of this version's documents parts) and
+        `scores` only the rows whose doc_id lies within theirs: what one task of a distributed plan reads
+        (`corpusdb.distributed`). Returns the parts' (smallest, largest) doc_id, None where they hold none.
+
+        Raises:
+            ValueError: a path that is not a documents part of this version.
+        """
+        own = dict(zip(self.parts("documents"), sorted(self.snapshot.tables.get("documents", {}).items())))
+        stray = [p for p in parts if p not in own]
+        if stray:
+            raise ValueError(f"{stray[0]} is not a documents part of {self.url} version {self.version}")
+        _, hive = TABLE_FOLDERS["documents"]
+        self._create_view("documents", list(parts), TABLE_SCHEMAS["documents"], hive, [own[p][1].get("schema") for p in parts])
+        low, high = self._con.execute("select min(doc_id), max(doc_id) from documents").fetchall()[0]
+        bounds = (low, high) if low is not None else (0, -1)  # no documents: no scores either
+        _, hive = TABLE_FOLDERS["scores"]
+        schemas = [info.get("schema") for _, info in sorted(self.snapshot.tables.get("scores", {}).items())]
+        # the range prunes score parts and row groups by their statistics where doc_ids cluster; where they do not
+        # (content hashes), every task reads the two models' score columns in full (docs/scaling.md)
+        self._create_view("corpusdb_task_scores", self.parts("scores"), TABLE_SCHEMAS["scores"], hive, schemas,
+                          derived=self._derived("scores"), where=f"doc_id between {int(bounds[0])} and {int(bounds[1])}")
+        # one keyless row per scored model (a NULL doc_id joins nothing): a policy's "no scores named X" check
+        # sees every model of the version, as it does unrestricted
+        models = sorted({m.group(1) for p in self.snapshot.parts("scores") if (m := re.search(r"(?:^|/)model=([^/]+)/", p))})
+        if models:
+            rows = ", ".join(f"({quote(m)})" for m in models)
+            self._con.execute("create or replace view scores as select * from corpusdb_task_scores union all by name "
+                              f"select null::bigint as doc_id, model from (values {rows}) as t(model)")
+        else:
+            self._con.execute("create or replace view scores as select * from corpusdb_task_scores")
+        return (low, high) if low is not None else None
+
     def _create_view(self, view: str, paths: list[str], columns: dict[str, str], hive: bool = False,
-                     schemas: list[str | None] | None = None, derived: str | None = None) -> None:
+                     schemas: list[str | None] | None = None, derived: str | None = None, where: str | None = None) -> None:
         """The view VIEW over the Parquet parts `paths` (an empty relation of `columns` without parts).
 
         Parts whose records carry their schema's key (`tables.schema_key`) are read one `read_parquet`
@@ -307,6 +340,8 @@ class Database:
             body = _empty_select(columns)
         if derived:
             body = f"select *, {derived} from ({body})"
+        if where:
+            body = f"select * from ({body}) where {where}"
         try:
             self._con.execute(f"create or replace view {view} as {body}")
         except duckdb.IOException as exc:

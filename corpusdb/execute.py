@@ -55,11 +55,14 @@ def map_tasks(function: Callable, arguments: list[tuple], *, executor: str = "lo
     """`function(*args)` for each tuple of `arguments`, as local processes or Ray tasks; the results in order.
 
     A task whose process dies (a killed worker, a lost Ray node) is run again, up to `retries` times.
+    `executor="inline"` runs them one after another in this process (tests, debugging).
 
     Raises:
         ValueError: unknown executor, Ray missing.
         RuntimeError: a task's process died more than `retries` times.
     """
+    if executor == "inline":
+        return [function(*args) for args in arguments]
     if executor not in EXECUTORS:
         raise ValueError(f"executor {executor!r} is not one of {', '.join(EXECUTORS)}")
     if executor == "ray":

@@ -1,5 +1,5 @@
 -- purpose: documents ordered easy to hard by a model's loss (or any column), optionally cut into stages
--- depends: require, require_coverage, require_unit, score_command, scored_models, unit_key
+-- depends: curriculum_checks, curriculum_coverage, model_losses, unit_key
 -- params: model (score name, or null to order by a column of docs); key := 'loss_per_byte' (or 'loss_per_token', 'bits_per_byte', or any column of docs such as difference's 'score'); descending := false; stages := 1; docs := 'documents'; missing := 'error' | 'last' | 'exclude'
 -- Rows come out in curriculum order; curriculum_rank (1 = easiest) and stage (1..stages, equal
 -- counts, as ntile gives them) let consumers re-establish it. Ordered by a model's loss, every
@@ -14,29 +14,12 @@ create or replace macro curriculum(
     model, key := 'loss_per_byte', descending := false, stages := 1, docs := 'documents', missing := 'error'
 ) as table
 with checks as (
-    select
-        require(
-            model is null or exists (select 1 from scores where scores.model = model),
-            'curriculum: no scores named ''' || coalesce(model, '') || '''; scored models: ' || scored_models()
-            || ' (or model := null to order by a column of docs)'
-        )
-        and require(
-            model is not null or key not in ('loss_per_byte', 'loss_per_token', 'bits_per_byte'),
-            'curriculum: key ''' || key || ''' is a model''s loss; name the model, e.g. curriculum(''reference'')'
-        )
-        and require(stages >= 1, 'curriculum: stages must be at least 1, not ' || coalesce(stages::varchar, 'NULL'))
-        and require_unit('curriculum', model, docs) as ok
+    select curriculum_checks(model, key, stages, docs) as ok
 ),
 
-model_losses as (
+losses as (
     -- every unit the model scored (empty ones too, with NULL losses: judged, and never first)
-    select
-        doc_id,
-        -sum_logprob / nullif(n_tokens, 0) as loss_per_token,
-        -sum_logprob / nullif(n_bytes, 0) as loss_per_byte,
-        -sum_logprob / nullif(n_bytes, 0) / ln(2) as bits_per_byte
-    from (select doc_id, sum_logprob, n_tokens, n_bytes, scores.model as scored_by from scores)
-    where scored_by = model
+    select * from model_losses(model)
 ),
 
 units as not materialized (
@@ -67,7 +50,7 @@ keyed as (
         l.loss_per_byte,
         l.bits_per_byte
     from unit_ids as u
-    left join model_losses as l on u.unit_id = l.doc_id
+    left join losses as l on u.unit_id = l.doc_id
     where model is not null and key in ('loss_per_byte', 'loss_per_token', 'bits_per_byte')
     union all
     -- ordered by any other column (of docs, or of the losses)
@@ -81,7 +64,7 @@ keyed as (
     from (
         select u.*, l.* exclude (doc_id)
         from (select columns(lambda c: c <> 'text') from units) as u
-        left join model_losses as l on u.unit_id = l.doc_id
+        left join losses as l on u.unit_id = l.doc_id
         where not (model is not null and key in ('loss_per_byte', 'loss_per_token', 'bits_per_byte'))
     )
     group by unit_id
@@ -109,13 +92,7 @@ sizes as (
     select
         count(*) filter (where scored or missing <> 'exclude') // stages as per_stage,
         count(*) filter (where scored or missing <> 'exclude') % stages as longer,
-        require_coverage(
-            'curriculum', missing, ['error', 'last', 'exclude'], count(*) filter (where not scored), count(*), docs,
-            'score of ''' || coalesce(model, '') || '''',
-            'score them with ' || score_command(model, docs) || ' (a re-run scores only the units without a score)',
-            'missing := ''last'' to put them after the ' || count(*) filter (where scored) || ' scored units, or '
-            || 'missing := ''exclude'' to rank only those'
-        ) as covered
+        curriculum_coverage(model, missing, count(*) filter (where not scored), count(*), docs) as covered
     from ranked
 ),
 

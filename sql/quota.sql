@@ -1,5 +1,5 @@
 -- purpose: per-source budgets: from each source, documents in a seeded random order while they fit its budget
--- depends: instances_of_kept, require, require_coverage, require_unit, score_command, scored_models, uniform, unit_key
+-- depends: instances_of_kept, quota_checks, quota_units, uniform, unit_key
 -- params: budgets := map {'source': budget, ...}; unit := 'bytes' | 'tokens' | 'documents'; model := null (score name whose n_tokens count, for unit 'tokens'); seed := 0; docs := 'documents'; missing := 'error' | 'exclude' (unit 'tokens'); policy := 'quota' (the name its errors give; mixture passes its own)
 -- A document is kept when the running total of its source, in seeded random order, stays within
 -- the budget (the order is a prefix, so no source ever exceeds its budget). Sources not named in
@@ -12,68 +12,17 @@
 create or replace macro quota(
     budgets, unit := 'bytes', model := null, seed := 0, docs := 'documents', missing := 'error', policy := 'quota'
 ) as table
-with model_tokens as (
-    select doc_id, n_tokens as model_tokens from (select doc_id, n_tokens, scores.model as scored_by from scores)
-    where scored_by = model
-),
-
-unjudged as (
-    -- keys alone: the sources docs holds, and (unit 'tokens') how many units of the budgeted sources
-    -- the model did not score
-    select
-        list(distinct d.source order by d.source) as sources,
-        count(*) filter (where unit = 'tokens' and t.doc_id is null and budgets[d.source] is not null) as n_missing,
-        count(*) filter (where budgets[d.source] is not null) as n_units
-    from (select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id, source from query_table(docs)) as d
-    left join model_tokens as t on d.unit_id = t.doc_id
+with units as materialized (
+    -- keys alone: unit, source, size and budget; the text is joined back for the kept rows
+    select * from quota_units(budgets, unit := unit, model := model, docs := docs, policy := policy)
 ),
 
 checks as (
-    select
-        require(
-            len(map_keys(budgets)) > 0 and list_bool_and(list_transform(map_values(budgets), lambda b: b > 0)),
-            policy || ': every budget must be positive, not ' || budgets::varchar
-        )
-        and require(
-            list_bool_and(list_transform(map_keys(budgets), lambda s: list_contains(unjudged.sources, s))),
-            policy || ': no units of source(s) '
-            || list_filter(map_keys(budgets), lambda s: not list_contains(unjudged.sources, s))::varchar || ' in '''
-            || docs || '''; sources: ' || unjudged.sources::varchar
-        )
-        and require(
-            unit in ('bytes', 'tokens', 'documents'),
-            policy || ': unit must be ''bytes'', ''tokens'' or ''documents'', not ''' || coalesce(unit, 'NULL') || ''''
-        )
-        and require(
-            unit <> 'tokens' or exists (select 1 from scores where scores.model = model),
-            policy || ': unit ''tokens'' counts a scored model''s tokens; no scores named ''' || coalesce(model, 'NULL')
-            || '''; scored models: ' || scored_models()
-        )
-        and require_unit(policy, case when unit = 'tokens' then model end, docs)
-        and require_coverage(
-            policy, missing, ['error', 'exclude'], unjudged.n_missing, unjudged.n_units, docs,
-            'score of ''' || coalesce(model, '') || ''' (unit ''tokens'' counts its tokens)',
-            'score them with ' || score_command(model, docs) || ' (a re-run scores only the units without a score)',
-            'missing := ''exclude'' to fill the budgets from the scored units only'
-        ) as ok
-    from unjudged
-),
-
-sized as (
-    -- keys alone: unit, source and size; the text is joined back for the kept rows
-    select
-        d.unit_id,
-        d.n_bytes,
-        d.source,
-        case unit
-            when 'bytes' then d.n_bytes
-            when 'tokens' then t.model_tokens
-            when 'documents' then 1
-            else error('quota: unit must be ''bytes'', ''tokens'' or ''documents'', not ''' || unit || '''')
-        end as quota_units,
-        budgets[d.source] as quota_budget
-    from (select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id, n_bytes, source from query_table(docs)) as d
-    left join model_tokens as t on d.unit_id = t.doc_id
+    select quota_checks(
+        budgets, unit, model, docs, missing, policy, list(distinct source order by source),
+        count(*) filter (where unjudged and quota_budget is not null), count(*) filter (where quota_budget is not null)
+    ) as ok
+    from units
 ),
 
 ordered as (
@@ -82,7 +31,7 @@ ordered as (
         sum(quota_units) over (
             partition by source order by uniform(unit_id, seed), unit_id rows unbounded preceding
         ) as quota_running
-    from sized
+    from units
     where quota_budget is not null and quota_units is not null
 ),
 

@@ -336,7 +336,8 @@ def test_view_show_states_the_coverage_rule_and_view_list_puts_user_views_first(
     result = runner.invoke(cli, ["view", "show", db.url, "mine"])
     assert result.output == "mine  (user view)\nselect * from documents where n_bytes > 10\n"
     result = runner.invoke(cli, ["view", "show", db.url, "nope"])
-    assert result.exit_code == 1 and result.output.startswith("Error: no view named 'nope'; views: contamination, covered_bytes, curriculum, dedup")
+    assert result.exit_code == 1 and result.output.startswith("Error: no view named 'nope'; views: contamination, covered_bytes, curriculum, curriculum_checks, "
+                                                   "curriculum_coverage, dedup")
     listed = json.loads(runner.invoke(cli, ["view", "list", db.url, "--format", "json"]).output)
     assert listed[0]["name"] == "mine" and listed[1]["kind"].startswith("built-in")
 

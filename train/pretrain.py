@@ -43,6 +43,7 @@ class TrainConfig:
     db: str = "demo/db"  # database URL (local path or fsspec URL)
     as_of: int | None = None  # database version to train on; None: the latest (a resume keeps the checkpoint's)
     view: str = "documents"  # training data: a view name, macro call or select
+    export: str | None = None  # train on an export or `corpusdb select` folder instead (each rank reads its own parts)
     eval_view: str | None = None  # held-out documents (same forms as view); None: no evaluation
     eval_docs: int = 200  # held-out documents scored at each evaluation (the first ones by doc_id)
     out: str = "out/student"  # checkpoint, metrics.jsonl, model/ and tokenizer/
@@ -128,8 +129,17 @@ def _tokenizer(config: TrainConfig, db, rank: int, world_size: int):
         return AutoTokenizer.from_pretrained(config.tokenizer)
     folder = Path(config.out) / "tokenizer"
     if rank == 0 and not (folder / "tokenizer.json").exists():
-        sql = f"select text from ({relation_sql(db, config.view)}) order by doc_id limit {config.tokenizer_docs}"
-        texts = [t for (t,) in db.sql(sql).fetchall()]
+        if config.export:  # the first parts of the export, in its order
+            from corpusdb.train.dataset import Blocks
+
+            blocks, texts = Blocks(config.export), []
+            for block in range(len(blocks)):
+                if len(texts) >= config.tokenizer_docs:
+                    break
+                texts += blocks.read(block)[1][:config.tokenizer_docs - len(texts)]
+        else:
+            sql = f"select text from ({relation_sql(db, config.view)}) order by doc_id limit {config.tokenizer_docs}"
+            texts = [t for (t,) in db.sql(sql).fetchall()]
         train_tokenizer(texts, config.vocab_size).save_pretrained(folder)
     _barrier(world_size)
     return AutoTokenizer.from_pretrained(folder)
@@ -236,8 +246,12 @@ def train(config: TrainConfig) -> dict:
         lr=config.lr, betas=(config.beta1, config.beta2), fused=device.startswith("cuda"),
     )
     data_seed = config.seed if config.data_seed is None else config.data_seed
-    dataset = ViewDataset(db, config.view, tokenizer, config.seq_len, batch_size=config.batch_size, shuffle=config.shuffle,
-                          seed=data_seed, block_mb=config.block_mb, cache_dir=str(out / "cache"))
+    if config.export:
+        dataset = ViewDataset.from_export(config.export, tokenizer, config.seq_len, batch_size=config.batch_size,
+                                          shuffle=config.shuffle, seed=data_seed)
+    else:
+        dataset = ViewDataset(db, config.view, tokenizer, config.seq_len, batch_size=config.batch_size, shuffle=config.shuffle,
+                              seed=data_seed, block_mb=config.block_mb, cache_dir=str(out / "cache"))
     step, consumed = 0, 0
     if state is not None:
         model.load_state_dict(state["model"])

@@ -28,7 +28,8 @@ class TrainCommand(click.Command):
 
 @cli.command(cls=TrainCommand, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.argument("db")
-@click.option("--view", required=True, help="training data: a view name, macro call or select")
+@click.option("--view", help="training data: a view name, macro call or select (or --export URL: an export or a "
+                             "`corpusdb select` folder, each rank reading its own parts)")
 @click.option("--out", required=True, help="folder for the checkpoint, metrics.jsonl and the final model/")
 @click.option("--nproc-per-node", type=int, default=0, help="run under torchrun with this many processes (one per GPU)")
 @click.argument("options", nargs=-1, type=click.UNPROCESSED)
@@ -45,12 +46,15 @@ def train(db, view, out, nproc_per_node, options):
     Examples:
       corpusdb train demo/db --view refined --out out/student --size small --max-steps 500 --eval-view heldout
       corpusdb train demo/db --view refined --out out/student --size 20m --nproc-per-node 8
+      corpusdb train s3://bkt/db --export s3://bkt/refined --out out/student --nproc-per-node 8
       corpusdb score demo/db --model out/student/model --as student
     """
     from corpusdb.train.pretrain import parse_args
     from corpusdb.train.pretrain import train as run
 
-    argv = ["--db", db, "--view", view, "--out", out, *options]
+    if view is None and not any(o == "--export" or o.startswith("--export=") for o in options):
+        raise click.UsageError("name the training data: --view VIEW, or --export URL (an export or a `corpusdb select` folder)")
+    argv = ["--db", db, *(["--view", view] if view is not None else []), "--out", out, *options]
     config = parse_args(argv)  # check the flags before launching anything
     if nproc_per_node:
         from corpusdb.execute import launch_torchrun

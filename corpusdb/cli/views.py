@@ -325,3 +325,48 @@ def report(db, out, teacher, reference, alpha, views, docs, as_of, storage_optio
     with open_db(db, storage_options, as_of) as database:
         write_report(database, out, teacher=teacher, reference=reference, alpha=alpha, views=list(views) or None, docs=docs)
     click.echo(f"report written to {out}")
+
+
+@cli.command("select")
+@click.argument("db")
+@click.argument("call")
+@click.argument("url")
+@click.option("--shards", type=click.IntRange(min=1), help="tasks, each over a run of contiguous documents parts "
+                                                           "[default: two per CPU]")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="run the tasks as local processes or as Ray tasks")
+@click.option("--address", help="Ray cluster address for --executor ray (e.g. auto) [default: start a local Ray]")
+@click.option("--workers", type=click.IntRange(min=1), help="local processes at once [default: CPU count]")
+@click.option("--part-size-mb", type=click.FloatRange(min=0, min_open=True), default=64.0, show_default=True,
+              help="text bytes per part (a part ends at the row that reaches it)")
+@click.option("--overwrite", is_flag=True, help="replace a selection already at URL")
+@click.option("--task-memory-limit", help="DuckDB's memory limit in each task, e.g. 2GB [default: --memory-limit's]")
+@as_of_option
+@storage_option
+def select_command(db, call, url, shards, executor, address, workers, part_size_mb, overwrite, task_memory_limit, as_of,
+                   storage_options):
+    """Run a cut policy as tasks over the documents parts; write its rows as Parquet parts to URL.
+
+    CALL is a call of difference, difference_bytes, difference_sampled, difference_by_source,
+    quota or mixture over the documents (the default docs). The result is the rows the same call
+    gives in one process (`corpusdb sql`), ties included, its columns and order too; no process
+    holds every key. Each task ranks its parts' units on keys alone and writes them to URL/_work;
+    the driver finds the cut from the tasks' histograms, narrowing it pass by pass (it receives a
+    few hundred KB per task, never the keys); each task keeps its units at or before the cut and
+    joins their text. URL/manifest.json, written last, lists the parts in order, as an export's
+    does: `corpusdb train --export URL` (or `ViewDataset.from_export`) trains on them, each rank
+    reading its own parts.
+
+    \b
+    Examples:
+      corpusdb select demo/db "difference('teacher', 'reference', alpha := 0.5)" out/refined --shards 4
+      corpusdb select s3://bkt/db "quota(map {'web': 1e12, 'code': 2e11})" s3://bkt/quota --shards 512 --executor ray --address auto
+    """
+    from corpusdb.distributed.select import select
+
+    with open_db(db, storage_options, as_of) as database:
+        selection = select(database, call, url, shards=shards, executor=executor, address=address, workers=workers,
+                           storage_options=parse_storage_options(storage_options), part_size_mb=part_size_mb, overwrite=overwrite,
+                           memory_limit=task_memory_limit, progress=True)
+    click.echo(f"selected {selection.rows:,} rows in {len(selection.files)} parts to {url} ({selection.passes} passes of the "
+               f"cut, {selection.received_bytes:,} bytes received by the driver)")

@@ -1,0 +1,106 @@
+"""A distributed selection (`corpusdb select`, tasks over the parts) beside the single-process export of the same call.
+
+    python benchmarks/distributed.py                                     # 1M documents in 100 parts, 8 tasks
+    python benchmarks/distributed.py --n 50000000 --parts 500 --shards 16 --task-memory-limit 1GB
+
+Builds (or reuses) a synthetic database (`benchmarks/synthetic.py`: documents of ~220 bytes, random
+64-bit doc_ids, teacher and reference scores), then for each call runs, each in a fresh process:
+- one process: `db.view(call).export(OUT, format="parquet")`, the single-process path (DuckDB ranks
+  every key in one query, then the text of the kept rows is streamed into parts);
+- tasks: `corpusdb.distributed.select(db, call, OUT, shards=N)` as local processes (2 at once on
+  2 cores), each task's DuckDB under --task-memory-limit.
+It prints wall time, CPU (the process and its children), the peak RSS of the driver and of the
+largest task process, the seconds per stage, the passes of the cut, the bytes the driver received,
+and whether both wrote the same rows (count and an order-free hash of doc_id and score).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CALLS = ("difference('teacher', 'reference', alpha := 0.5)", "difference_bytes('teacher', 'reference', alpha := 0.5)",
+         "quota(map {'web': 2000000000, 'code': 500000000}, seed := 1)")
+
+CHILD = """
+import json, sys, time, resource
+import corpusdb
+side, db_path, call, out, options, report_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), sys.argv[6]
+db = corpusdb.open(db_path)
+started = time.perf_counter()
+if side == "single":
+    manifest = db.view(call).export(out, format="parquet", progress=False)
+    report = {"rows": manifest["n_rows"], "files": [out + "/" + p["file"] for p in manifest["parts"]]}
+else:
+    from corpusdb.distributed.select import select
+    selection = select(db, call, out, workers=2, **options)
+    report = {"rows": selection.rows, "files": selection.files, "passes": selection.passes,
+              "received": selection.received_bytes, "stages": selection.seconds, "task_rss_gb": selection.task_peak_rss / 1e9}
+report["wall"] = time.perf_counter() - started
+report["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+import duckdb
+duckdb.execute("set enable_progress_bar = false")
+files = report.pop("files")
+column = "score" if "score" in duckdb.sql(f"select * from read_parquet({files}) limit 0").columns else "quota_running"
+report["digest"] = [str(x) for x in duckdb.sql(f"select count(*), sum(hash(doc_id, {column})) from read_parquet({files})").fetchall()[0]]
+open(report_path, "w").write(json.dumps(report))
+"""
+
+
+def run(side: str, db: str, call: str, out: Path, options: dict) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report_path = out.parent / f"report-{side}.json"
+    report_path.unlink(missing_ok=True)
+    result = subprocess.run([sys.executable, "-c", CHILD, side, db, call, str(out), json.dumps(options), str(report_path)],
+                            capture_output=True, text=True, cwd=ROOT, check=False)
+    if result.returncode:
+        raise SystemExit(result.stderr[-3000:])
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    report = json.loads(report_path.read_text())
+    report["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    shutil.rmtree(out, ignore_errors=True)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=1_000_000)
+    parser.add_argument("--parts", type=int, default=100)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--task-memory-limit", default="1GB")
+    parser.add_argument("--dir", default="/tmp/corpusdb-distributed")
+    parser.add_argument("--calls", default="all", help="comma-separated indices into the calls, or all")
+    args = parser.parse_args()
+    from synthetic import build
+
+    folder = Path(args.dir)
+    started = time.perf_counter()
+    build(folder / f"db-{args.n}-{args.parts}", args.n, part_rows=-(-args.n // args.parts))
+    print(f"database: {args.n:,} documents in {args.parts} parts ({time.perf_counter() - started:.0f} s to build or reuse)")
+    calls = CALLS if args.calls == "all" else [CALLS[int(i)] for i in args.calls.split(",")]
+    options = {"shards": args.shards, "memory_limit": args.task_memory_limit}
+    print(f"{'call':58} {'side':7} {'wall s':>7} {'cpu s':>7} {'rss GB':>7} {'task GB':>7} {'passes':>6} {'recv KB':>8}  same  stages")
+    for call in calls:
+        db = str(folder / f"db-{args.n}-{args.parts}")
+        single = run("single", db, call, folder / "out-single", {})
+        tasks = run("tasks", db, call, folder / "out-tasks", options)
+        same = single["digest"] == tasks["digest"]
+        print(f"{call[:58]:58} {'one':7} {single['wall']:7.1f} {single['cpu']:7.1f} {single['rss_gb']:7.2f} {'':>7} {'':>6} "
+              f"{'':>8}  {single['rows']:,} rows")
+        stages = " ".join(f"{k} {v:.1f}" for k, v in tasks["stages"].items())
+        print(f"{'':58} {'tasks':7} {tasks['wall']:7.1f} {tasks['cpu']:7.1f} {tasks['rss_gb']:7.2f} {tasks['task_rss_gb']:7.2f} "
+              f"{tasks['passes']:6} {tasks['received'] / 1e3:8.0f}  {same}  {stages}  (ratio wall {tasks['wall'] / single['wall']:.2f}x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,11 @@
+"""Selections past one machine: a policy computed as tasks over the parts, the same rows as one process.
+
+    corpusdb select demo/db "difference('teacher', 'reference', alpha := 0.5)" out/refined --shards 4
+
+- `calls`: a policy call read into its macro and each argument's SQL.
+- `plans`: each policy as what a task computes, the rule and threshold of its cut, its checks and its rows.
+- `radix`: the exact cut from histograms, narrowed pass by pass (the driver's arithmetic).
+- `tasks`: the tasks (keys, histogram, resolve, filter, rank), each runnable anywhere from its arguments.
+- `select`: the driver (`corpusdb.distributed.select.select(db, call, out, shards=, executor=)`); `docs/scaling.md`
+  has the plan and its costs.
+"""

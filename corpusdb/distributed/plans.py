@@ -1,0 +1,180 @@
+"""Each cut policy as a distributed plan: what a task computes over its parts, the rule and threshold of the cut,
+the driver's checks, and the columns and order of the result, all in the policy's own SQL.
+
+    python -c "from corpusdb.distributed.plans import plan_for; from corpusdb.distributed.calls import read_call; print(plan_for(read_call(\\"difference('t', 'r')\\")).threshold)"
+
+A task's units are the policy's own key relation (`difference_units`, `quota_units`) over the
+documents of its parts; its keys are (`__grp`, `__k`, `__u`, `__w`): the group the policy ranks
+within (NULL, or the source), the order key ascending (a descending score negated), the unit id,
+and the weight. The threshold of each group is computed by DuckDB from the user's own argument SQL
+and the group's totals, as the macro computes it (so `alpha := 0.3` stays a DECIMAL). The checks
+are the macro's: its argument checks on an empty documents relation, its coverage and source
+checks on the tasks' summed counts; so the errors are the single-process errors, word for word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corpusdb.distributed.calls import Call
+
+POLICIES = ("difference", "difference_bytes", "difference_sampled", "difference_by_source", "quota", "mixture", "curriculum")
+NO_DOCUMENTS = "corpusdb_no_documents"  # the documents relation, empty: where the driver runs the argument checks
+UNITS, KEPT = "corpusdb_units", "corpusdb_kept"
+INTERNAL = ("__grp", "__k", "__u", "__w")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A policy call as tasks and a driver run it (plain strings and lists: it travels to Ray tasks)."""
+
+    call: str
+    units: str  # SQL of every unit of {docs} (a task's documents), with what the checks count (kept as table UNITS)
+    counts: str  # SQL over UNITS: no_teacher, no_reference, no_either, units (what the coverage check counts), sources
+    keys: str  # SQL over UNITS: __grp, __k, __u, __w and the carried columns, for the units it ranks
+    carried: list[str]  # columns of the keys that the result carries
+    rule: str  # "before" or "through" (corpusdb.distributed.radix), or "all" (no cut: an order only)
+    threshold: str  # SQL of a group's threshold, with {group}, {count} and {weight}
+    checks: list[str]  # SQL boolean expressions the driver evaluates, with {no_teacher} ... {sources}
+    rows: str  # SQL of the result rows of KEPT joined to the documents (no rank columns), with {columns} (theirs)
+    ranks: list[str] = field(default_factory=list)  # SQL of the numbering columns over one range in order, each
+    #   added over the last ({offset}: the count, or weight, before the range; {total}: the kept units)
+    rank_by: str = "count"  # what {offset} counts: "count" or "weight" of the kept units before the range
+    numbering: str = "group"  # numbers restart with each group ("group") or run on across them ("global")
+    ordered: bool = False  # the policy orders its rows (by group, then the order)
+    join: list[str] = field(default_factory=lambda: ["unit_id", "n_bytes"])
+
+
+def _alpha_check(name: str, alpha: str) -> str:
+    return f"require({alpha} > 0 and {alpha} <= 1, '{name}: alpha must be in (0, 1], not ' || coalesce(({alpha})::varchar, 'NULL'))"
+
+
+def _sources_check(name: str, names: str, docs: str) -> str:
+    """A source the call names that the documents do not hold: the macros' own message."""
+    return (f"require(coalesce(list_bool_and(list_transform({names}, lambda s: list_contains({{sources}}, s))), true), "
+            f"'{name}: no units of source(s) ' || list_filter({names}, lambda s: not list_contains({{sources}}, s))::varchar "
+            f"|| ' in ''' || {docs} || '''; sources: ' || {{sources}}::varchar)")
+
+
+def _difference(call: Call) -> Plan:
+    a = call.args
+    name, alpha = call.name, a["alpha"]
+    units = f"select * from difference_units({a['teacher']}, {a['reference']}, per := {a['per']}, docs := '{{docs}}')"
+    counts = (f"select count(*) filter (where not has_teacher) as no_teacher, count(*) filter (where not has_reference) "
+              f"as no_reference, count(*) filter (where not (has_teacher and has_reference)) as no_either, count(*) as units, "
+              f"list(distinct source) as sources from {UNITS}")
+    carried = ["n_bytes", "teacher_logprob", "reference_logprob", "score"]
+    group, weight, key, rank, threshold = "null::varchar", "1::bigint", "-score", None, \
+        f"least(ceil(least(greatest({alpha}, 0), 1) * {{count}}::bigint), {{count}}::bigint)::bigint"
+    checks = [_alpha_check(name, alpha)]
+    if name == "difference_bytes":
+        weight, threshold = "n_bytes", f"{alpha} * {{weight}}::hugeint"
+    elif name == "difference_sampled":
+        carried.append("sample_key")
+        key, rank, threshold = "-sample_key", "sample_rank", f"ceil({alpha} * {{count}}::bigint)"
+        t = a["temperature"]
+        checks.append(f"require({t} > 0, 'difference_sampled: temperature must be positive, not ' || "
+                      f"coalesce(({t})::varchar, 'NULL') || ' (as it goes to 0 this becomes difference(...))')")
+    elif name == "difference_by_source":
+        group, rank = "source", "difference_rank"
+        threshold = f"ceil(coalesce(({a['alphas']})[{{group}}], {alpha}) * {{count}}::bigint)"
+        checks += [(f"require(coalesce(list_bool_and(list_transform(map_values({a['alphas']}), lambda a: a > 0 and a <= 1)), "
+                    f"true), 'difference_by_source: every value of alphas must be in (0, 1], not ' || ({a['alphas']})::varchar)"),
+                   _sources_check(name, f"map_keys({a['alphas']})", a["docs"])]
+    checks.append(f"difference_coverage('{name}', {a['teacher']}, {a['reference']}, {a['missing']}, {{no_teacher}}, "
+                  f"{{no_reference}}, {{no_either}}, {{units}}, {a['docs']})")
+    sample = ("score / " + a["temperature"] + f" - ln(-ln(uniform(unit_id, {a['seed']}))) as sample_key, "
+              if name == "difference_sampled" else "")
+    keys = (f"select {group} as __grp, {key} as __k, unit_id as __u, {weight} as __w, {', '.join(carried)} "
+            f"from (select *, {sample}from {UNITS} where score is not null)")
+    extra = ", ".join(f"{KEPT}.{c}" for c in carried if c != "n_bytes")
+    return Plan(call.sql(), units, counts, keys, carried, "before", threshold, checks,
+                _rows(extra), ranks=[f"row_number() over (order by __k, __u) + {{offset}} as {rank}"] if rank else [],
+                ordered=name in ("difference_sampled", "difference_by_source"))
+
+
+def _quota(call: Call) -> Plan:
+    a = call.args
+    policy = a.get("policy", "'mixture'")
+    budgets, checks = a.get("budgets"), []
+    if call.name == "mixture":  # mixture's budgets, as mixture.sql hands them to quota
+        w, total = a["weights"], a["total"]
+        budgets = (f"map_from_entries(list_transform(map_entries({w}), lambda entry: {{'key': entry.key, 'value': "
+                   f"{total} * entry.value / list_sum(map_values({w}))}}))")
+        checks += [(f"require(len(map_keys({w})) > 0 and list_bool_and(list_transform(map_values({w}), lambda w: w > 0)), "
+                    f"'mixture: every weight must be positive, not ' || ({w})::varchar)"),
+                   f"require({total} > 0, 'mixture: total must be positive, not ' || coalesce(({total})::varchar, 'NULL'))"]
+    units = (f"select * from quota_units({budgets}, unit := {a['unit']}, model := {a['model']}, docs := '{{docs}}', "
+             f"policy := {policy})")
+    counts = (f"select 0 as no_teacher, 0 as no_reference, count(*) filter (where unjudged and quota_budget is not null) "
+              f"as no_either, count(*) filter (where quota_budget is not null) as units, list(distinct source) as sources "
+              f"from {UNITS}")
+    checks += [(f"quota_checks({budgets}, {a['unit']}, {a['model']}, {a['docs']}, {a['missing']}, {policy}, "
+                "{sources}, {no_either}, {units})")]
+    keys = (f"select source as __grp, uniform(unit_id, {a['seed']}) as __k, unit_id as __u, quota_units as __w, n_bytes, "
+            f"source, quota_units from {UNITS} where quota_budget is not null and quota_units is not null")
+    return Plan(call.sql(), units, counts, keys, ["n_bytes", "source", "quota_units"], "through", f"({budgets})[{{group}}]",
+                checks, _rows(f"{KEPT}.quota_units"), ranks=[("sum(__w) over (order by __k, __u rows unbounded preceding) "
+                                                               "+ {offset}::hugeint as quota_running")],
+                rank_by="weight", join=["unit_id", "n_bytes", "source"])
+
+
+LOSS_KEYS = ("'loss_per_byte'", "'loss_per_token'", "'bits_per_byte'")
+
+
+def _curriculum(call: Call) -> Plan:
+    """Easy to hard by a model's loss: no cut, one global order (groups: scored with a loss, scored without, unscored)."""
+    a = call.args
+    if a["key"] not in LOSS_KEYS or a["model"].lower() == "null":
+        raise ValueError(f"curriculum: a distributed curriculum orders by a model's loss (key := {' | '.join(LOSS_KEYS)}), "
+                         f"not key := {a['key']}; run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
+    units = (f"select u.unit_id, u.n_bytes, l.doc_id is not null as scored, case {a['key']} when 'loss_per_token' then "
+             "l.loss_per_token when 'bits_per_byte' then l.bits_per_byte else l.loss_per_byte end as sort_key, "
+             "l.loss_per_token, l.loss_per_byte from (select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) "
+             f"as unit_id, n_bytes from {{docs}}) as u left join model_losses({a['model']}) as l on u.unit_id = l.doc_id")
+    counts = (f"select 0 as no_teacher, 0 as no_reference, count(*) filter (where not scored) as no_either, count(*) as units, "
+              f"[]::varchar[] as sources from {UNITS}")
+    keys = (f"select case when not scored then 'c' when sort_key is null then 'b' else 'a' end as __grp, "
+            f"case when scored and sort_key is not null then case when {a['descending']} then -sort_key else sort_key end "
+            f"else 0.0 end as __k, unit_id as __u, 1::bigint as __w, n_bytes, loss_per_token, loss_per_byte "
+            f"from {UNITS} where scored or {a['missing']} <> 'exclude'")
+    checks = [f"curriculum_checks({a['model']}, {a['key']}, {a['stages']}, {a['docs']})",
+              f"curriculum_coverage({a['model']}, {a['missing']}, {{no_either}}, {{units}}, {a['docs']})"]
+    per_stage, longer = f"({{total}}::bigint // {a['stages']})", f"({{total}}::bigint % {a['stages']})"
+    stage = (f"case when curriculum_rank <= {longer} * ({per_stage} + 1) then (curriculum_rank - 1) // ({per_stage} + 1) + 1 "
+             f"else {longer} + (curriculum_rank - 1 - {longer} * ({per_stage} + 1)) // {per_stage} + 1 end as stage")
+    return Plan(call.sql(), units, counts, keys, ["n_bytes", "loss_per_token", "loss_per_byte"], "all", "null", checks,
+                _rows(f"{KEPT}.loss_per_token, {KEPT}.loss_per_byte, {KEPT}.loss_per_byte / ln(2) as bits_per_byte"),
+                ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global",
+                ordered=True)
+
+
+def _rows(extra: str) -> str:
+    return ("select {columns}, " + extra + ", __grp, __k, __u, __w from (select *, "
+            "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from documents) as d "
+            f"inner join {KEPT} on {{join}} order by __grp nulls last, __k, __u")
+
+
+def plan_for(call: Call) -> Plan:
+    """The distributed plan of a policy call.
+
+    Raises:
+        ValueError: a policy without a distributed plan, or docs other than the documents table.
+    """
+    if call.name not in POLICIES:
+        raise ValueError(f"{call.name} has no distributed plan (policies with one: {', '.join(POLICIES)}); "
+                         "run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
+    if call.args.get("docs") != "'documents'":
+        raise ValueError(f"{call.name}: a distributed selection ranks the documents table, not docs := {call.args['docs']}; "
+                         "run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
+    plan = (_quota(call) if call.name in ("quota", "mixture") else _curriculum(call) if call.name == "curriculum"
+            else _difference(call))
+    join = " and ".join(f"d.{c} = {KEPT}.{'__u' if c == 'unit_id' else c}" for c in plan.join)
+    return Plan(**{**plan.__dict__, "rows": fill(plan.rows, join=join)})
+
+
+def fill(template: str, **values: object) -> str:
+    """`template` with each `{name}` replaced (str.format would read the braces of a struct literal in the SQL)."""
+    for name, value in values.items():
+        template = template.replace("{" + name + "}", str(value))
+    return template

@@ -1,0 +1,268 @@
+"""The driver of a distributed selection: summaries, the exact cut, the filter and the ranges, on tasks.
+
+    corpusdb select demo/db "difference('teacher', 'reference', alpha := 0.5)" out/refined --shards 4
+    corpusdb select s3://bkt/db "quota(map {'web': 1e12})" s3://bkt/sel --shards 512 --executor ray --address auto
+
+The documents parts are dealt to `shards` tasks of contiguous parts. Each task computes its units
+and keys (`tasks.keys_task`); the driver checks the summed counts (the policy's own errors), gets
+each group's threshold from DuckDB, and narrows the cut pass by pass over histograms
+(`corpusdb.distributed.radix`) until a window of at most `resolve_rows` units is fetched and
+resolved. Each task then keeps its units at or before the cut and joins their rows (text
+included, for the kept rows only). Policies that number their rows (`difference_sampled`,
+`difference_by_source`, `quota`'s running totals) have their kept units split into ranges of the
+order, offset from the tasks' counts, and numbered by one task per range. The result is the rows
+of the single-process query, ties included: `manifest.json`, written last, lists the parts in
+the policy's order (for an unordered policy, in the order of the documents parts) as an export's
+manifest does, so `ViewDataset.from_export(URL)` streams them on every rank (and `corpusdb train
+--export URL`), each rank reading its own blocks.
+
+What the driver receives is the summaries (per task and group: counts, a 64-key sample, and per
+pass at most `nbins` bins) and at most `resolve_rows` units: never the keys.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import posixpath
+import re
+import resource
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from corpusdb.db import MEMORY_LIMIT_ENV
+from corpusdb.distributed import radix, tasks
+from corpusdb.distributed.calls import read_call
+from corpusdb.distributed.plans import NO_DOCUMENTS, fill, plan_for
+from corpusdb.execute import map_tasks
+from corpusdb.provenance import provenance
+from corpusdb.statements import quote
+from corpusdb.storage import Location
+
+if TYPE_CHECKING:
+    from corpusdb.db import Database
+
+MANIFEST = "manifest.json"  # as an export's: `ViewDataset.from_export` streams a selection's parts
+WORK = "_work"
+PART_RE = re.compile(r"part-\d{5}-\d{5}\.parquet")
+NBINS = 1024
+RESOLVE_ROWS = 1 << 16
+
+
+@dataclass
+class Selection:
+    """A distributed selection's result: its parts in order, and what it took."""
+
+    url: str
+    files: list[str]
+    rows: int
+    cuts: dict  # per group: the last kept unit (order key, unit_id), or None where nothing is kept
+    passes: int
+    received_bytes: int  # what the driver received from its tasks (pickled): the summaries, never the keys
+    seconds: dict = field(default_factory=dict)  # wall seconds per stage (keys, histogram, resolve, filter, rank)
+    task_peak_rss: int = 0  # the largest peak RSS of a process that ran a task (bytes; inline: this process's)
+
+
+def _measured(function, *args) -> tuple:
+    """`function(*args)` and the peak RSS of the process that ran it (bytes)."""
+    result = function(*args)
+    return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Driver:
+    def __init__(self, executor: str, workers: int | None, address: str | None, progress: bool):
+        self.options = {"executor": executor, "workers": workers, "address": address}
+        self.progress, self.received, self.seconds, self.task_rss = progress, 0, {}, 0
+
+    def run(self, stage: str, function, arguments: list[tuple]) -> list:
+        started = time.perf_counter()
+        measured = map_tasks(_measured, [(function, *args) for args in arguments], what=f"a {stage} task", **self.options)
+        self.received += len(pickle.dumps(measured))
+        results = [result for result, _ in measured]
+        self.task_rss = max([self.task_rss, *(rss for _, rss in measured)])
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - started
+        if self.progress:
+            print(f"  select: {stage} ({len(arguments)} tasks, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+        return results
+
+
+def _sql_list(values: list) -> str:
+    return "[" + ", ".join("NULL" if v is None else quote(str(v)) for v in values) + "]::varchar[]"
+
+
+def _check_models(db: Database, plan) -> None:
+    """The checks of the policy's units (score names, per, units) on an empty documents relation, before any task."""
+    db.con.execute(f"create or replace temp view {NO_DOCUMENTS} as select * from documents where false")
+    with db.query_errors():
+        db.con.execute(f"select count(*) from ({fill(plan.units, docs=NO_DOCUMENTS)})").fetchall()
+
+
+def _check(db: Database, plan, counts: dict, sources: list) -> None:
+    """The policy's own checks, on the units' summed counts: its errors, word for word."""
+    with db.query_errors():
+        listing = f"(select list(distinct source order by source) as sources from (select unnest({_sql_list(sources)}) as source))"
+        for check in plan.checks:
+            filled = fill(check, sources="listing.sources", **{k: int(v) for k, v in counts.items()})
+            db.con.execute(f"with listing as {listing} select {filled} from listing").fetchall()
+
+
+def _threshold(db: Database, plan, group, count: int, weight: int):
+    with db.query_errors():
+        return db.con.execute("select " + fill(plan.threshold, group="NULL" if group is None else quote(group),
+                                                count=count, weight=weight)).fetchall()[0][0]
+
+
+def _ranges(sample: np.ndarray, cut: tuple | None, n: int) -> list[float]:
+    """Up to n - 1 order keys where the ranges of one group's kept units start (from the tasks' samples)."""
+    if cut is None or n <= 1:
+        return []
+    keys = np.unique(sample[sample <= cut[0]])
+    if len(keys) <= 1:
+        return []
+    picks = np.unique(np.quantile(keys, np.linspace(0, 1, n + 1)[1:-1], method="lower"))
+    return [float(x) for x in picks if x > keys[0]]
+
+
+def select(db: Database, call: str, out: str, *, shards: int | None = None, executor: str = "local",
+           workers: int | None = None, address: str | None = None, storage_options: dict | None = None,
+           nbins: int = NBINS, resolve_rows: int = RESOLVE_ROWS, part_size_mb: float = 64.0, overwrite: bool = False,
+           memory_limit: str | None = None, progress: bool = False) -> Selection:
+    """Compute the policy call over `db` as tasks, writing its rows as Parquet parts in `out`.
+
+    Args:
+        call: a built-in cut policy's call, e.g. "difference('teacher', 'reference', alpha := 0.5)".
+        shards: tasks (each a run of contiguous documents parts) [default: two per CPU]. Each task reads the
+            score rows of the two models in full (filtered to its doc_id range): few large tasks, not one per part.
+        executor: "local" (processes), "ray" (tasks on the cluster at `address`) or "inline" (this process).
+        nbins, resolve_rows: bins per pass of the cut, and the window fetched whole (both bound the driver's memory).
+        part_size_mb: text bytes per part (a part ends at the row that reaches it; each task writes its own parts).
+        storage_options: fsspec options for `out` [default: the database's].
+        overwrite: replace a selection already in `out`.
+        memory_limit: DuckDB's memory limit in each task ("2GB") [default: CORPUSDB_MEMORY_LIMIT, else DuckDB's].
+
+    Raises:
+        ValueError: not a call of a policy with a distributed plan, a selection already in `out`, bad settings.
+        QueryError: the policy refuses its arguments or the database's coverage (its own message).
+    """
+    plan = plan_for(read_call(call))
+    if nbins < 2 or nbins & (nbins - 1):
+        raise ValueError(f"nbins must be a power of two of at least 2, not {nbins}")
+    if resolve_rows < 1:
+        raise ValueError(f"resolve_rows must be at least 1, not {resolve_rows}")
+    storage_options = storage_options if storage_options is not None else db.location.storage_options
+    target = Location(out, storage_options)
+    if target.exists(MANIFEST):
+        kind = json.loads(target.read_bytes(MANIFEST)).get("kind")
+        if kind != "selection":
+            raise ValueError(f"{out} holds an export, not a selection ({MANIFEST}); pick another folder")
+        if not overwrite:
+            raise ValueError(f"{out} holds a selection already ({MANIFEST}); pass overwrite=True (--overwrite) to replace it")
+    parts = db.parts("documents")
+    if not parts:
+        raise ValueError(f"{db.url} has no documents; ingest some first")
+    shards = min(shards or 2 * (os.cpu_count() or 1), len(parts))
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, not {shards}")
+    groups_of_parts = [parts[i * len(parts) // shards:(i + 1) * len(parts) // shards] for i in range(shards)]
+    # the database's own storage options for reading it; `storage_options` for the selection's folder
+    source = {"url": db.url, "storage_options": db.location.storage_options, "out_options": storage_options,
+              "version": db.version, "memory_limit": memory_limit or os.environ.get(MEMORY_LIMIT_ENV)}
+    work = Location(out.rstrip("/") + "/" + WORK, storage_options)
+    driver = _Driver(executor, workers, address, progress)
+    _check_models(db, plan)
+    try:
+        return _select(db, plan, groups_of_parts, source, work, target, driver, nbins, resolve_rows, out,
+                       max(1, int(part_size_mb * 1024 * 1024)))
+    finally:
+        if work.fs.exists(work.path):  # the keys and kept files: done with, or of a failed run
+            work.fs.rm(work.path, recursive=True)
+
+
+def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Location, target: Location, driver: _Driver,
+            nbins: int, resolve_rows: int, out: str, limit: int) -> Selection:
+    storage_options, shards, plan_dict = source["out_options"], len(groups_of_parts), plan.__dict__
+    summaries = driver.run("keys", tasks.keys_task, [(source, g, work.url, i, plan_dict) for i, g in enumerate(groups_of_parts)])
+    counts = {name: sum(s["counts"][name] for s in summaries) for name in tasks.COUNTS if name != "sources"}
+    sources = sorted({x for s in summaries for x in s["counts"]["sources"]}, key=lambda x: (x is None, x or ""))
+    _check(db, plan, counts, sources)
+
+    searches: dict = {}
+    samples: dict = {}
+    for group in sorted({g for s in summaries for g in s["groups"]}, key=lambda x: (x is None, x or "")):
+        mine = [s["groups"][group] for s in summaries if group in s["groups"]]
+        if not all(m["finite"] for m in mine):
+            raise ValueError(f"{plan.call}: an order key is not finite (an infinite score?); a distributed cut needs "
+                             "finite ones: run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
+        count, weight = sum(m["count"] for m in mine), sum(m["weight"] for m in mine)
+        first, last = min(m["first"] for m in mine), max(m["last"] for m in mine)
+        if plan.rule == "all":  # an order without a cut: every unit is kept
+            search = radix.Search(plan.rule, None, (*first, *last), count)
+            search.finish(last)
+        else:
+            threshold = _threshold(db, plan, group, count, weight)
+            search = radix.Search(plan.rule, threshold, (*first, *last), count)
+            if threshold is None:
+                search.finish(None)
+        searches[group] = search
+        samples[group] = np.concatenate([m["sample"] for m in mine])
+
+    passes = 0
+    while not all(s.done for s in searches.values()):
+        passes += 1
+        small = {g: s.window for g, s in searches.items() if not s.done and s.count <= resolve_rows}
+        large = {g: s.window for g, s in searches.items() if not s.done and s.count > resolve_rows}
+        if small:
+            found = driver.run("resolve", tasks.rows_task, [(work.url, storage_options, i, small) for i in range(shards)])
+            for group in small:
+                got = [f[group] for f in found if group in f]
+                searches[group].resolve(*(np.concatenate([g[j] for g in got]) if got else np.zeros(0) for j in range(3)))
+        if large:
+            found = driver.run("histogram", tasks.histogram_task,
+                               [(work.url, storage_options, i, large, nbins) for i in range(shards)])
+            for group in large:
+                searches[group].narrow(radix.merge([f[group] for f in found if group in f]))
+    cuts = {g: s.cut for g, s in searches.items()}
+
+    columns = [tuple(c) for c in db.con.execute("select column_name, column_type from (describe documents)").fetchall()]
+    boundaries = None
+    if plan.ranks:
+        # about two ranges per task in all, shared among the groups by their units
+        per_group = {g: max(1, round(2 * shards * s.count / max(1, sum(t.count for t in searches.values()))))
+                     for g, s in searches.items()}
+        boundaries = {g: _ranges(samples[g], cuts[g], per_group[g]) for g in searches}
+    filtered = driver.run("filter", tasks.filter_task, [
+        (source, g, work.url, i, plan_dict, cuts, columns, boundaries, out, limit) for i, g in enumerate(groups_of_parts)])
+    if plan.ranks:
+        kept_files = [work.url_of(work.join(tasks.kept_name(i))) for i in range(shards)]
+        total = sum(f["rows"] for f in filtered)
+        arguments, offset = [], 0
+        for group in sorted(searches, key=lambda x: (x is None, x or "")):  # the policies' order: by group, nulls last
+            edges = [None, *boundaries[group], None]
+            if plan.numbering == "group":
+                offset = 0
+            for r in range(len(edges) - 1):
+                got = [f["ranges"].get(group, {}).get(r, (0, 0)) for f in filtered]
+                arguments.append((work.url, storage_options, kept_files, group, edges[r], edges[r + 1], offset, total,
+                                  plan.ranks, out, len(arguments), limit, source["memory_limit"]))
+                offset += sum(w if plan.rank_by == "weight" else c for c, w in got)
+        written = driver.run("rank", tasks.rank_task, arguments)
+    else:
+        written = filtered
+    parts = [part for w in written for part in w["parts"]]
+    manifest = {"format": "parquet", "kind": "selection", "view": plan.call, "database": db.url, "version": db.version,
+                "inputs_hash": provenance(db, f"select * from {plan.call}")["inputs_hash"],
+                "n_rows": sum(p["n_rows"] for p in parts), "n_bytes": sum(p["n_bytes"] for p in parts), "parts": parts,
+                "cuts": {str(g): c for g, c in cuts.items()}, "tasks": shards, "passes": passes}
+    target.write_atomic(json.dumps(manifest, indent=1).encode(), MANIFEST)
+    listed = {p["file"] for p in parts}
+    for path in target.fs.find(target.path):  # an earlier selection's parts, or a killed run's, that this one did not write
+        name = posixpath.relpath(path, target.path)
+        if PART_RE.fullmatch(name) and name not in listed:
+            target.remove(path)
+    files = [target.url_of(target.join(p["file"])) for p in parts]
+    return Selection(target.url, files, manifest["n_rows"], cuts, passes, driver.received, driver.seconds, driver.task_rss)

@@ -1,0 +1,296 @@
+"""The tasks of a distributed selection; each runs anywhere (a process, a Ray task) from its arguments alone.
+
+    python -c "from corpusdb.distributed import tasks; print(tasks.keys_task.__doc__)"
+
+- `keys_task`: over its documents parts (and their scores), the policy's units: the counts its
+  checks need, and its keys (group, order key, unit id, weight, carried columns) sorted, written to
+  the work folder; returns per group the count, the weight, the first and last unit and a sample
+  of the order key.
+- `histogram_task`, `rows_task`: a pass of the cut (`corpusdb.distributed.radix`) over its keys file.
+- `filter_task`: its units at or before its group's cut, joined to their documents' rows (the
+  text, read for the kept rows only), in the order of the policy; written as a part of the result
+  or, where the policy numbers its rows, as a kept file for the ranges.
+- `rank_task`: one range of one group's order from every kept file: numbered from the range's
+  offset, written as a part of the result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from corpusdb import failpoint
+from corpusdb.distributed import radix
+from corpusdb.distributed.plans import INTERNAL, KEPT, UNITS, fill
+from corpusdb.export_base import part_end
+from corpusdb.storage import Location
+
+SAMPLE = 64  # order keys a task returns per group, for the ranges of the numbered policies
+BATCH_ROWS = 1 << 16  # rows a task holds at once of what DuckDB hands it
+COUNTS = ("no_teacher", "no_reference", "no_either", "units", "sources")
+
+
+_OPENED: dict = {}  # (pid, source): the last database a task of this process opened, reused by the next task
+_INHERITED: list = []
+
+
+def _open(source: dict, parts: list[str]):
+    """The database of the selection, its documents restricted to `parts` (an open one reused: ~0.1 s an open)."""
+    from corpusdb.db import Database
+
+    key = (os.getpid(), json.dumps(source, sort_keys=True))
+    db = _OPENED.get(key)
+    if db is None:
+        for (pid, _), stale in _OPENED.items():
+            if pid == os.getpid():
+                stale.close()
+            else:  # a forked child never frees its parent's connection: its threads are not here
+                _INHERITED.append(stale)
+        _OPENED.clear()
+        db = _OPENED[key] = Database.connect(source["url"], source["storage_options"], as_of=source["version"],
+                                             memory_limit=source.get("memory_limit"))
+    db.con.execute(f"drop table if exists {UNITS}")
+    with contextlib.suppress(Exception):
+        db.con.unregister(KEPT)
+    db.restrict(parts)
+    return db
+
+
+def keys_name(index: int) -> str:
+    return f"keys-{index:05d}.parquet"
+
+
+def kept_name(index: int) -> str:
+    return f"kept-{index:05d}.parquet"
+
+
+class PartsWriter:
+    """Batches written as Parquet parts `PREFIX-NNNNN.parquet`, each ending at the row whose running text bytes reach
+    `limit` (as an export cuts its parts), each published whole when it ends; never more than a batch in memory."""
+
+    def __init__(self, location: Location, prefix: str, limit: int):
+        self.location, self.prefix, self.limit = location, prefix, limit
+        self.parts: list[dict] = []
+        self._stack: contextlib.ExitStack | None = None
+        self._writer = None
+        self._rows = self._bytes = 0
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        while batch.num_rows:
+            sizes = batch.column(batch.schema.get_field_index("n_bytes")).to_numpy(zero_copy_only=False).astype(np.int64)
+            take, _ = part_end(self._bytes, sizes, self.limit)
+            piece = batch.slice(0, min(take, batch.num_rows))
+            if self._writer is None:
+                self._stack = contextlib.ExitStack()
+                name = f"{self.prefix}-{len(self.parts):05d}.parquet"
+                handle = self._stack.enter_context(self.location.open_atomic(name))
+                self._writer = pq.ParquetWriter(handle, batch.schema)
+                self.parts.append({"file": name, "n_rows": 0, "n_bytes": 0})
+            self._writer.write_batch(piece, row_group_size=1 << 16)
+            self._rows += piece.num_rows
+            self._bytes += int(sizes[:piece.num_rows].sum())
+            batch = batch.slice(piece.num_rows)
+            if take <= piece.num_rows:
+                self._end()
+
+    def _end(self) -> None:
+        self._writer.close()
+        self._stack.close()  # published
+        self.parts[-1].update(n_rows=self._rows, n_bytes=self._bytes)
+        self._writer = self._stack = None
+        self._rows = self._bytes = 0
+
+    def close(self) -> list[dict]:
+        if self._writer is not None:
+            self._end()
+        return self.parts
+
+    def abort(self) -> None:
+        """Drop the open part (a failed task leaves no half part)."""
+        if self._stack is not None:
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+
+def _write_batches(location: Location, name: str, reader: pa.RecordBatchReader, each=None) -> None:
+    """Stream `reader` into the Parquet file `name`, published whole at the end; `each(batch)` sees every batch."""
+    with location.open_atomic(name) as handle, pq.ParquetWriter(handle, reader.schema) as writer:
+        for batch in reader:
+            writer.write_batch(batch, row_group_size=1 << 16)
+            if each is not None:
+                each(batch)
+
+
+def groups(column: pa.ChunkedArray | pa.Array) -> list[tuple[str | None, int, int]]:
+    """The runs (value, start, end) of a sorted column."""
+    if not len(column):
+        return []
+    encoded = (column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column).dictionary_encode()
+    codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+    ends = np.r_[starts[1:], len(codes)]
+    names = encoded.dictionary.to_pylist()
+    return [(names[codes[s]] if codes[s] >= 0 else None, int(s), int(e)) for s, e in zip(starts, ends)]
+
+
+def _read_keys(work: Location, index: int, columns: list[str] | None = None) -> tuple[pa.Table, list]:
+    with work.fs.open(work.join(keys_name(index)), "rb") as handle:
+        table = pq.read_table(handle, columns=columns)
+    return table, groups(table.column("__grp"))
+
+
+def _arrays(table: pa.Table | pa.RecordBatch, start: int, end: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    piece = table.slice(start, end - start)
+    column = piece.schema.get_field_index
+    return (piece.column(column("__k")).to_numpy(zero_copy_only=False), piece.column(column("__u")).to_numpy(zero_copy_only=False),
+            piece.column(column("__w")).to_numpy(zero_copy_only=False).astype(np.int64))
+
+
+def keys_task(source: dict, parts: list[str], work_url: str, index: int, plan: dict) -> dict:
+    """The units of `parts` under the plan: their checks' counts, and per group count, weight, first, last, sample."""
+    db = _open(source, parts)
+    work = Location(work_url, source["out_options"])
+    summary: dict = {}
+
+    def summarise(batch: pa.RecordBatch) -> None:  # batches come in (group, k, unit_id) order
+        for group, start, end in groups(batch.column(batch.schema.get_field_index("__grp"))):
+            k, u, w = _arrays(batch, start, end)
+            mine = summary.setdefault(group, {"count": 0, "weight": 0, "first": (float(k[0]), int(u[0])), "sample": [],
+                                              "finite": True})
+            mine["count"] += len(k)
+            mine["weight"] += int(w.sum())
+            mine["last"] = (float(k[-1]), int(u[-1]))
+            mine["sample"].append(k[::max(1, len(k) // SAMPLE)])
+            mine["finite"] &= bool(np.isfinite(k).all())
+
+    with db.query_errors():
+        db.con.execute(f"create temp table {UNITS} as {fill(plan['units'], docs='documents')}")
+        counts = dict(zip(COUNTS, db.con.execute(plan["counts"]).fetchall()[0]))
+        reader = db.con.sql(f"select * from ({plan['keys']}) order by __grp nulls last, __k, __u").to_arrow_reader(BATCH_ROWS)
+        _write_batches(work, keys_name(index), reader, summarise)
+    db.con.execute(f"drop table {UNITS}")
+    for mine in summary.values():
+        sample = np.concatenate(mine["sample"])
+        mine["sample"] = sample[np.unique(np.linspace(0, len(sample) - 1, min(SAMPLE, len(sample))).astype(np.int64))]
+    return {"counts": counts, "groups": summary}
+
+
+def histogram_task(work_url: str, storage_options: dict, index: int, windows: dict, nbins: int) -> dict:
+    """Per group of `windows`: the histogram of this task's units inside the group's window."""
+    table, runs = _read_keys(Location(work_url, storage_options), index, list(INTERNAL))
+    return {group: radix.histogram(*_arrays(table, start, end), windows[group], nbins)
+            for group, start, end in runs if group in windows}
+
+
+def rows_task(work_url: str, storage_options: dict, index: int, windows: dict) -> dict:
+    """Per group of `windows`: this task's units inside the group's window (k, unit_id, weight)."""
+    table, runs = _read_keys(Location(work_url, storage_options), index, list(INTERNAL))
+    out = {}
+    for group, start, end in runs:
+        if group in windows:
+            k, u, w = _arrays(table, start, end)
+            rows = radix.window_slice(k, u, windows[group])
+            out[group] = (k[rows], u[rows], w[rows])
+    return out
+
+
+def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan: dict, cuts: dict, columns: list,
+                boundaries: dict | None, out_url: str, limit: int) -> dict:
+    """Keep this task's units at or before their group's cut, join their documents' rows, and write them.
+
+    Unnumbered policies: the rows are parts of the result (`part-INDEX-NNNNN.parquet` in `out_url`, cut at
+    `limit` text bytes). Numbered ones (`boundaries`: per group the order keys where its ranges start): a
+    kept file in the work folder, and per group and range the count and weight kept, from which the driver
+    offsets each range. DuckDB hands the rows over a batch at a time: the task holds its kept keys and one
+    batch, whatever its size.
+    """
+    work = Location(work_url, source["out_options"])
+    kept = []
+    with work.fs.open(work.join(keys_name(index)), "rb") as handle:
+        keys = pq.ParquetFile(handle)
+        for batch in keys.iter_batches(BATCH_ROWS):
+            mask = np.zeros(batch.num_rows, bool)
+            for group, start, end in groups(batch.column(batch.schema.get_field_index("__grp"))):
+                k, u, _ = _arrays(batch, start, end)
+                mask[start:end] = radix.kept_mask(k, u, cuts.get(group))
+            kept.append(batch.filter(pa.array(mask)))
+        kept = pa.Table.from_batches(kept, schema=keys.schema_arrow)
+    db = _open(source, parts)
+    have = {name for (name, *_) in db.con.execute("describe documents").fetchall()}
+    # every column of the database's documents, in its order: a part of an older schema gives NULLs, as the view does
+    select = ", ".join(f'd."{name}"' if name in have else f'null::{kind} as "{name}"' for name, kind in columns)
+    db.con.register(KEPT, kept)
+    rows = 0
+    ranges: dict = {}
+    try:
+        with db.query_errors():
+            reader = db.con.sql(fill(plan["rows"], columns=select)).to_arrow_reader(BATCH_ROWS)
+            if boundaries is None:  # the result's own parts, without the keys
+                sink = PartsWriter(Location(out_url, source["out_options"]), f"part-{index:05d}", limit)
+                try:
+                    for batch in reader:
+                        sink.write(batch.drop_columns(list(INTERNAL)))
+                        rows += batch.num_rows
+                except BaseException:
+                    sink.abort()
+                    raise
+                written = sink.close()
+                failpoint.after_part("select", 1)
+                return {"rows": rows, "parts": written}
+
+            def count(batch: pa.RecordBatch) -> None:  # per group and range: the units and weight kept
+                for group, start, end in groups(batch.column(batch.schema.get_field_index("__grp"))):
+                    k, _, w = _arrays(batch, start, end)
+                    which = np.searchsorted(np.asarray(boundaries.get(group, []), dtype=np.float64), k, "right")
+                    mine = ranges.setdefault(group, {})
+                    for r in np.unique(which):
+                        n, weight = mine.get(int(r), (0, 0))
+                        mine[int(r)] = (n + int((which == r).sum()), weight + int(w[which == r].sum()))
+
+            _write_batches(work, kept_name(index), reader, count)
+    finally:
+        db.con.unregister(KEPT)
+    failpoint.after_part("select", 1)
+    return {"rows": sum(n for mine in ranges.values() for n, _ in mine.values()), "ranges": ranges}
+
+
+def rank_task(work_url: str, storage_options: dict, files: list[str], group: str | None, low: float | None,
+              high: float | None, offset: int, total: int, ranks: list[str], out_url: str, index: int, limit: int,
+              memory_limit: str | None) -> dict:
+    """The kept units of `group` with low <= k < high from every kept file, numbered from `offset`, in order."""
+    import duckdb
+
+    from corpusdb.db import set_memory_limit
+
+    work = Location(work_url, storage_options)
+    con = duckdb.connect()
+    if memory_limit:
+        set_memory_limit(con, memory_limit)
+    if not work.is_local:
+        con.register_filesystem(work.fs)
+    where = ["__grp is not distinct from ?"] + (["__k >= ?"] if low is not None else []) + (["__k < ?"] if high is not None else [])
+    params = [group] + [b for b in (low, high) if b is not None]
+    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    query = f"select * from read_parquet([{listing}]) where {' and '.join(where)}"
+    for rank in ranks:
+        query = f"select *, {fill(rank, offset=int(offset), total=int(total))} from ({query})"
+    reader = con.sql(f"select * exclude ({', '.join(INTERNAL)}) from ({query}) order by __k, __u",
+                     params=params).to_arrow_reader(BATCH_ROWS)
+    sink, rows = PartsWriter(Location(out_url, storage_options), f"part-{index:05d}", limit), 0
+    try:
+        for batch in reader:
+            sink.write(batch)
+            rows += batch.num_rows
+    except BaseException:
+        sink.abort()
+        raise
+    finally:
+        con.close()
+    written = sink.close()
+    failpoint.after_part("select", 1)
+    return {"rows": rows, "parts": written}

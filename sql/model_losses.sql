@@ -1,0 +1,18 @@
+-- purpose: a model's losses per unit it scored (per token, per byte, bits per byte): what curriculum orders by
+-- depends:
+-- params: model (score name)
+-- One row per unit the model scored: doc_id (the unit's key), loss_per_token, loss_per_byte and
+-- bits_per_byte (-sum_logprob over the unit's tokens or bytes; NULL for an empty unit: judged,
+-- nothing to divide by).
+create or replace macro model_losses(model) as table
+with final as (
+    select
+        doc_id,
+        -sum_logprob / nullif(n_tokens, 0) as loss_per_token,
+        -sum_logprob / nullif(n_bytes, 0) as loss_per_byte,
+        -sum_logprob / nullif(n_bytes, 0) / ln(2) as bits_per_byte
+    from (select doc_id, sum_logprob, n_tokens, n_bytes, scores.model as scored_by from scores)
+    where scored_by = model
+)
+
+select * from final;

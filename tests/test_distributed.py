@@ -1,0 +1,288 @@
+"""Distributed selections (`corpusdb select`): the same rows as the single-process query, ties and order included.
+
+Random databases are committed through `register_parts` (documents cut into parts at random rows,
+scores drawn from a few values so that many tie), and every cut policy's distributed result is
+compared with DuckDB's answer over the same version, column for column and (for the policies that
+order their rows) in order. The cut's settings are made tiny (2 or 4 bins, windows of 1 or 3 units)
+so that every example narrows over several passes, ties resolved by unit id.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import pickle
+import random
+import tempfile
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import corpusdb
+from corpusdb.distributed import radix
+from corpusdb.distributed.calls import read_call
+from corpusdb.distributed.select import MANIFEST, select
+from corpusdb.errors import QueryError
+
+SOURCES = ("web", "books", "code")
+LOGPROBS = (-12.0, -6.0, -3.0, -1.5, 0.0)
+
+
+def make_db(root: Path | str, docs: list[tuple[int, str, int]], cuts: list[int], scores: dict[str, dict[int, float]],
+            storage_options: dict | None = None):
+    """A database of `docs` (doc_id, source, n_bytes) in parts ending at `cuts`, with the scores given."""
+    db = corpusdb.init(str(root), storage_options)
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(docs)}), len(docs)]
+    paths = []
+    for i, (start, end) in enumerate(itertools.pairwise(bounds)):
+        rows = docs[start:end]
+        table = pa.table({"doc_id": pa.array([d for d, _, _ in rows], pa.int64()), "source": [s for _, s, _ in rows],
+                          "text": ["t" * n for _, _, n in rows], "n_bytes": pa.array([n for _, _, n in rows], pa.int64())})
+        paths.append(db.location.write_parquet(table, "documents", f"part-{i:03d}.parquet", row_group_size=4).path)
+    db.register_parts("documents", paths)
+    for model, values in scores.items():
+        ids = sorted(values)
+        table = pa.table({"doc_id": pa.array(ids, pa.int64()), "sum_logprob": pa.array([values[i] for i in ids], pa.float64()),
+                          "n_tokens": pa.array([3] * len(ids), pa.int64()), "n_bytes": pa.array([1] * len(ids), pa.int64())})
+        written = db.location.write_parquet(table, "scores", f"model={model}", "part-0.parquet")
+        db.register_parts("scores", [written.path], models={model: {"model": f"test/{model}", "content_hash": model,
+                                                                    "tokenizer_hash": "bpe", "unit": "documents"}})
+    return corpusdb.open(str(root), storage_options=storage_options)
+
+
+def single_and_distributed(db, call: str, out: Path | str, **options):
+    """The policy's rows from DuckDB in one process and from the distributed plan (sorted by doc_id when unordered)."""
+    single = db.sql(f"select * from {call}").to_arrow_table()
+    selection = select(db, call, str(out), overwrite=True, **options)
+    con = duckdb.connect()
+    if not db.location.is_local:
+        con.register_filesystem(db.location.fs)
+    got = con.sql(f"select * from read_parquet({selection.files})").to_arrow_table() if selection.files else single.slice(0, 0)
+    if not ("sampled" in call or "by_source" in call or "curriculum" in call):
+        single, got = single.sort_by("doc_id"), got.sort_by("doc_id")
+    return single, got, selection
+
+
+@st.composite
+def databases(draw):
+    n = draw(st.integers(1, 40))
+    ids = draw(st.lists(st.integers(-2**63, 2**63 - 1), min_size=n, max_size=n, unique=True))
+    docs = [(i, draw(st.sampled_from(SOURCES)), draw(st.sampled_from((0, 1, 2, 4, 8)))) for i in ids]
+    cuts = draw(st.lists(st.integers(1, max(1, n - 1)), max_size=5))
+    scores = {m: {i: draw(st.sampled_from(LOGPROBS)) for i in ids if draw(st.integers(0, 9))} for m in ("teacher", "reference")}
+    return docs, cuts, scores
+
+
+ALPHAS = ("0.1", "0.3", "0.5", "1", "0.25::double", "0.7")
+calls = st.one_of(
+    st.builds(lambda a, m: f"difference('teacher', 'reference', alpha := {a}, missing := '{m}')",
+              st.sampled_from(ALPHAS), st.sampled_from(("exclude", "error"))),
+    st.builds(lambda a: f"difference_bytes('teacher', 'reference', alpha := {a}, missing := 'exclude')", st.sampled_from(ALPHAS)),
+    st.builds(lambda a, t, s: f"difference_sampled('teacher', 'reference', alpha := {a}, temperature := {t}, seed := {s}, "
+              "missing := 'exclude')", st.sampled_from(ALPHAS), st.sampled_from(("0.5", "1.0", "3")), st.integers(0, 3)),
+    st.builds(lambda a, w: f"difference_by_source('teacher', 'reference', alphas := map {{'web': {w}}}, alpha := {a}, "
+              "missing := 'exclude')", st.sampled_from(ALPHAS), st.sampled_from(("0.2", "1", "0.6"))),
+    st.builds(lambda b, c, u, s: f"quota(map {{'web': {b}, 'books': {c}}}, unit := '{u}', seed := {s})",
+              st.integers(1, 40), st.integers(1, 40), st.sampled_from(("bytes", "documents")), st.integers(0, 3)),
+    st.builds(lambda t, u: f"mixture(map {{'web': 1, 'code': 3}}, {t}, unit := '{u}')",
+              st.sampled_from(("1", "7", "20.5", "1e3")), st.sampled_from(("bytes", "documents"))),
+    st.builds(lambda m, k, d, s, x: f"curriculum('{m}', key := '{k}', descending := {d}, stages := {s}, missing := '{x}')",
+              st.sampled_from(("teacher", "reference")), st.sampled_from(("loss_per_byte", "loss_per_token", "bits_per_byte")),
+              st.booleans(), st.integers(1, 4), st.sampled_from(("error", "last", "exclude"))),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(databases(), calls, st.integers(1, 4), st.sampled_from((2, 4)), st.sampled_from((1, 3)))
+def test_every_cut_policy_distributed_equals_the_single_process_query(data, call, shards, nbins, resolve_rows):
+    docs, cuts, scores = data
+    with tempfile.TemporaryDirectory() as tmp:
+        db = make_db(Path(tmp) / "db", docs, cuts, scores)
+        try:
+            with db.query_errors():
+                expected = db.sql(f"select * from {call}").to_arrow_table()
+        except QueryError as exc:  # the policy refuses: the distributed plan refuses with the same words
+            with pytest.raises(QueryError) as caught:
+                select(db, call, str(Path(tmp) / "out"), shards=shards, executor="inline", nbins=nbins,
+                       resolve_rows=resolve_rows)
+            assert str(caught.value) == str(exc)
+            return
+        single, got, _ = single_and_distributed(db, call, Path(tmp) / "out", shards=shards, executor="inline", nbins=nbins,
+                                                resolve_rows=resolve_rows)
+        assert single.num_rows == expected.num_rows
+        assert got.schema == single.schema
+        assert got.to_pylist() == single.to_pylist()
+        assert json.loads((Path(tmp) / "out" / MANIFEST).read_text())["n_rows"] == single.num_rows
+        assert not (Path(tmp) / "out" / "_work").exists()
+
+
+def test_many_ties_resolve_by_unit_id_over_many_passes(tmp_path):
+    """Every document has the same score: the cut is found among unit ids alone, 2 bins a pass."""
+    rng = random.Random(3)
+    ids = list({rng.randint(-2**63, 2**63 - 1) for _ in range(300)})
+    db = make_db(tmp_path / "db", [(i, "web", 4) for i in ids], [50, 100, 220],
+                 {"teacher": dict.fromkeys(ids, -4.0), "reference": dict.fromkeys(ids, -8.0)})
+    for call in ("difference('teacher', 'reference', alpha := 0.3)", "difference_bytes('teacher', 'reference', alpha := 0.55)"):
+        single, got, selection = single_and_distributed(db, call, tmp_path / "out", shards=3, executor="inline", nbins=2,
+                                                        resolve_rows=1)
+        assert got.to_pylist() == single.to_pylist()
+        assert selection.passes > 8  # a unit id range of 2**63 halved pass by pass
+        kept = sorted(ids)[:single.num_rows]
+        assert sorted(got.column("doc_id").to_pylist()) == kept  # ties: the smallest doc_ids first
+
+
+def test_the_driver_receives_summaries_not_keys(tmp_path):
+    """The bytes the driver receives are bounded by the cut's settings, whatever the rows: a small fraction of the keys."""
+    for n in (1_000, 5_000):
+        rng = np.random.default_rng(n)
+        ids = rng.choice(np.arange(-2**40, 2**40, 7919), n, replace=False).tolist()
+        docs = [(i, SOURCES[i % 3], int(b)) for i, b in zip(ids, rng.integers(1, 300, n))]
+        scores = {m: dict(zip(ids, rng.normal(-300, 50, n).round(1).tolist())) for m in ("teacher", "reference")}
+        db = make_db(tmp_path / f"db{n}", docs, [n // 4, n // 2, 3 * n // 4], scores)
+        single, got, selection = single_and_distributed(db, "difference('teacher', 'reference', alpha := 0.4)",
+                                                        tmp_path / f"out{n}", shards=4, executor="inline", nbins=64,
+                                                        resolve_rows=200)
+        assert got.to_pylist() == single.to_pylist()
+        # the bound the settings give, not the rows: per task and pass 64 bins and a 64-key sample, 200 resolved units
+        assert selection.received_bytes < 4 * (selection.passes + 2) * 64 * 120 + 200 * 40 + 10_000
+        assert selection.passes <= 4
+    assert selection.received_bytes < 5_000 * 32 / 4  # the keys alone (unit id, score, weight) would be 32 bytes a row
+
+
+def test_the_policy_errors_are_the_single_process_ones(tmp_path):
+    ids = list(range(1, 21))
+    db = make_db(tmp_path / "db", [(i, "web", 5) for i in ids], [10],
+                 {"teacher": dict.fromkeys(ids, -1.0), "reference": dict.fromkeys(ids[:15], -2.0)})
+    for call in ("difference('teacher', 'reference')",  # 5 documents without a reference score
+                 "difference('teacher', 'reference', alpha := 0, missing := 'exclude')",
+                 "difference_sampled('teacher', 'reference', temperature := 0, missing := 'exclude')",
+                 "difference_by_source('teacher', 'reference', alphas := map {'wbe': 0.5}, missing := 'exclude')",
+                 "difference('teacher', 'nobody')", "quota(map {'web': -1})", "quota(map {'webb': 10})",
+                 "quota(map {'web': 10}, unit := 'tokens', model := 'reference')", "mixture(map {'web': 1}, 0)",
+                 "curriculum('reference')", "curriculum('teacher', stages := 0)"):
+        with pytest.raises(QueryError) as single, db.query_errors():
+            db.sql(f"select * from {call}").fetchall()
+        with pytest.raises(QueryError) as distributed:
+            select(db, call, str(tmp_path / "out"), shards=2, executor="inline")
+        assert str(distributed.value) == str(single.value), call
+    for call, message in (("filter_length(min_bytes := 3)", "has no distributed plan"),
+                          ("curriculum(null, key := 'n_bytes')", "orders by a model's loss"),
+                          ("difference('teacher', 'reference', docs := 'instances')", "ranks the documents table"),
+                          ("select 1", "is not a call of one policy")):
+        with pytest.raises(ValueError, match=message):
+            select(db, call, str(tmp_path / "out"), executor="inline")
+
+
+def test_a_selection_is_not_overwritten_unless_asked(tmp_path):
+    ids = list(range(1, 41))
+    db = make_db(tmp_path / "db", [(i, "web", 5) for i in ids], [10, 20, 30],
+                 {"teacher": {i: -float(i % 7) for i in ids}, "reference": dict.fromkeys(ids, -2.0)})
+    out = tmp_path / "out"
+    first = select(db, "difference('teacher', 'reference', alpha := 0.5)", str(out), shards=4, executor="inline")
+    assert len(first.files) == 4 and Path(first.files[0]).name == "part-00000-00000.parquet"
+    with pytest.raises(ValueError, match="holds a selection already"):
+        select(db, "difference('teacher', 'reference', alpha := 0.5)", str(out), executor="inline")
+    second = select(db, "difference('teacher', 'reference', alpha := 0.1)", str(out), shards=1, overwrite=True, executor="inline")
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "part-00000-00000.parquet"]  # the first's other parts are gone
+    assert second.rows == 4
+
+
+def test_local_processes_equal_inline_and_a_killed_task_reruns_to_the_same_bytes(tmp_path, monkeypatch):
+    rng = random.Random(5)
+    ids = rng.sample(range(1, 10**9), 500)
+    db = make_db(tmp_path / "db", [(i, rng.choice(SOURCES), rng.randint(1, 50)) for i in ids], [100, 250, 400],
+                 {m: {i: rng.choice(LOGPROBS) for i in ids} for m in ("teacher", "reference")})
+    for call in ("difference_by_source('teacher', 'reference', alphas := map {'code': 0.9}, alpha := 0.2)",
+                 "difference('teacher', 'reference', alpha := 0.6)"):
+        single, got, clean = single_and_distributed(db, call, tmp_path / "clean", shards=3, executor="local", nbins=4,
+                                                    resolve_rows=5)
+        assert got.to_pylist() == single.to_pylist()
+        # the first task process to write a part dies right after (no cleanup); the pool runs its task again
+        monkeypatch.setenv("CORPUSDB_FAILPOINT", "select.after_part=1")
+        monkeypatch.setenv("CORPUSDB_FAILPOINT_ONCE", str(tmp_path / f"crashed-{len(call)}"))
+        crashed = select(db, call, str(tmp_path / "crashed"), shards=3, executor="local", nbins=4, resolve_rows=5,
+                         overwrite=True)
+        monkeypatch.delenv("CORPUSDB_FAILPOINT")
+        assert (tmp_path / f"crashed-{len(call)}").exists()
+        names = [Path(f).name for f in clean.files]
+        assert [Path(f).name for f in crashed.files] == names
+        assert all((tmp_path / "crashed" / n).read_bytes() == (tmp_path / "clean" / n).read_bytes() for n in names)
+
+
+@pytest.fixture
+def ray_cluster():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.s3
+def test_ray_tasks_from_s3_to_s3_equal_the_single_process_query(ray_cluster, s3_options, bucket):
+    """Keys, histograms, kept files, ranges and parts all in the object store; numbered and unnumbered policies."""
+    rng = random.Random(8)
+    ids = rng.sample(range(-10**12, 10**12), 3000)
+    db = make_db(f"s3://{bucket}/dist", [(i, rng.choice(SOURCES), rng.randint(0, 60)) for i in ids], [700, 1500, 2400],
+                 {m: {i: rng.choice(LOGPROBS) + rng.randint(0, 3) for i in ids} for m in ("teacher", "reference")}, s3_options)
+    for call in ("difference_bytes('teacher', 'reference', alpha := 0.3, missing := 'exclude')",
+                 "difference_sampled('teacher', 'reference', alpha := 0.4, missing := 'exclude')",
+                 "quota(map {'web': 9000, 'code': 4000}, seed := 5)"):
+        single, got, selection = single_and_distributed(db, call, f"s3://{bucket}/sel", shards=3, executor="ray", nbins=8,
+                                                        resolve_rows=20)
+        assert got.num_rows and got.to_pylist() == single.to_pylist(), call
+        assert selection.passes > 1
+
+
+def test_call_arguments_keep_their_sql_types():
+    call = read_call("difference_sampled('t', 'r', alpha := 0.3, temperature := 0.5::double, seed := (1 + 2))")
+    assert call.args["alpha"] == "0.3" and call.args["temperature"] == "CAST(0.5 AS double)"
+    assert call.args["seed"] == "(1 + 2)" and call.args["docs"] == "'documents'"
+    assert duckdb.sql(f"select ceil({call.args['alpha']} * 10)").fetchall()[0][0] == Decimal(3)  # not 4, as a float's
+    with pytest.raises(ValueError, match="no parameter alfa"):
+        read_call("difference('t', 'r', alfa := 1)")
+    with pytest.raises(ValueError, match="parameter reference is required"):
+        read_call("difference('t')")
+
+
+def test_bins_are_monotone_in_the_order():
+    rng = np.random.default_rng(0)
+    k = np.sort(np.concatenate([rng.normal(size=500), [-1e308, 1e308, 0.0, -0.0]]))
+    u = rng.integers(-2**63, 2**63 - 1, len(k))
+    bins = radix.bin_of(k, u, (float(k[0]), 0, float(k[-1]), 0), 16)
+    assert (np.diff(bins) >= 0).all() and bins[0] == 0 and bins[-1] == 15
+    same = np.sort(rng.integers(-2**63, 2**63 - 1, 1000))
+    bins = radix.bin_of(np.zeros(1000), same, (0.0, int(same[0]), 0.0, int(same[-1])), 16)
+    assert (np.diff(bins) >= 0).all() and bins[0] == 0 and bins[-1] == 15
+    assert len(pickle.dumps(radix.histogram(k, u, np.ones(len(k), np.int64), (float(k[0]), 0, float(k[-1]), 0), 16))) < 4000
+
+
+def test_ranks_stream_and_train_from_the_selection_parts(tmp_path, tiny_models):
+    """Each rank reads its own parts of a selection (no rank exports it); `train --export` trains on them."""
+    from corpusdb.train import ViewDataset, World
+    from corpusdb.train.pretrain import TrainConfig, train
+
+    rng = random.Random(2)
+    ids = rng.sample(range(1, 10**9), 400)
+    db = make_db(tmp_path / "db", [(i, rng.choice(SOURCES), rng.randint(20, 80)) for i in ids], [100, 200, 300],
+                 {m: {i: rng.choice(LOGPROBS) * rng.randint(1, 5) for i in ids} for m in ("teacher", "reference")})
+    out = tmp_path / "sel"
+    selection = select(db, "difference('teacher', 'reference', alpha := 0.5)", str(out), shards=2, executor="inline",
+                       part_size_mb=0.002)
+    assert len(selection.files) > 4
+    dataset = ViewDataset.from_export(str(out), str(tiny_models["gpt2"]), 16, epochs=1)
+    assert dataset.view == "difference(teacher := 'teacher', reference := 'reference', alpha := 0.5, per := 'byte', " \
+                           "docs := 'documents', missing := 'error')"
+    streams = [[doc for doc, _ in dataset.documents(World(rank, 2, 0, 1))] for rank in range(2)]
+    kept = db.sql("select doc_id from difference('teacher', 'reference', alpha := 0.5)").fetchall()
+    assert streams[0] and streams[1] and not set(streams[0]) & set(streams[1])
+    assert sorted(streams[0] + streams[1]) == sorted(d for (d,) in kept)
+    metrics = train(TrainConfig(db=db.url, export=str(out), out=str(tmp_path / "student"), tokenizer=str(tiny_models["gpt2"]),
+                                seq_len=16, batch_size=2, max_steps=2, warmup_steps=1, eval_every=100, checkpoint_every=100,
+                                progress=False, num_workers=0, device="cpu"))
+    assert metrics["step"] == 2 and np.isfinite(metrics["loss"])
