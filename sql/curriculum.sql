@@ -17,7 +17,7 @@ with checks as (
     select curriculum_checks(model, key, stages, docs) as ok
 ),
 
-losses as (
+scored_losses as (
     -- every unit the model scored (empty ones too, with NULL losses: judged, and never first)
     select * from model_losses(model)
 ),
@@ -50,7 +50,7 @@ keyed as (
         l.loss_per_byte,
         l.bits_per_byte
     from unit_ids as u
-    left join losses as l on u.unit_id = l.doc_id
+    left join scored_losses as l on u.unit_id = l.doc_id
     where model is not null and key in ('loss_per_byte', 'loss_per_token', 'bits_per_byte')
     union all
     -- ordered by any other column (of docs, or of the losses)
@@ -64,7 +64,7 @@ keyed as (
     from (
         select u.*, l.* exclude (doc_id)
         from (select columns(lambda c: c <> 'text') from units) as u
-        left join losses as l on u.unit_id = l.doc_id
+        left join scored_losses as l on u.unit_id = l.doc_id
         where not (model is not null and key in ('loss_per_byte', 'loss_per_token', 'bits_per_byte'))
     )
     group by unit_id

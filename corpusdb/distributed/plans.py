@@ -8,8 +8,11 @@ documents of its parts; its keys are (`__grp`, `__k`, `__u`, `__w`): the group t
 within (NULL, or the source), the order key ascending (a descending score negated), the unit id,
 and the weight. The threshold of each group is computed by DuckDB from the user's own argument SQL
 and the group's totals, as the macro computes it (so `alpha := 0.3` stays a DECIMAL). The checks
-are the macro's: its argument checks on an empty documents relation, its coverage and source
-checks on the tasks' summed counts; so the errors are the single-process errors, word for word.
+are the macro's: the checks of its key relation on an empty documents relation, its shared check
+macros (`difference_coverage`, `quota_checks`, `curriculum_checks`, `curriculum_coverage`) on the
+tasks' summed counts; the few a macro writes inline (alpha, temperature, alphas and their
+sources) are restated here in its words. tests/test_distributed.py compares every error with the
+single-process one, word for word.
 """
 
 from __future__ import annotations
@@ -41,7 +44,6 @@ class Plan:
     #   added over the last ({offset}: the count, or weight, before the range; {total}: the kept units)
     rank_by: str = "count"  # what {offset} counts: "count" or "weight" of the kept units before the range
     numbering: str = "group"  # numbers restart with each group ("group") or run on across them ("global")
-    ordered: bool = False  # the policy orders its rows (by group, then the order)
     join: list[str] = field(default_factory=lambda: ["unit_id", "n_bytes"])
 
 
@@ -89,8 +91,7 @@ def _difference(call: Call) -> Plan:
             f"from (select *, {sample}from {UNITS} where score is not null)")
     extra = ", ".join(f"{KEPT}.{c}" for c in carried if c != "n_bytes")
     return Plan(call.sql(), units, counts, keys, carried, "before", threshold, checks,
-                _rows(extra), ranks=[f"row_number() over (order by __k, __u) + {{offset}} as {rank}"] if rank else [],
-                ordered=name in ("difference_sampled", "difference_by_source"))
+                _rows(extra), ranks=[f"row_number() over (order by __k, __u) + {{offset}} as {rank}"] if rank else [])
 
 
 def _quota(call: Call) -> Plan:
@@ -145,8 +146,7 @@ def _curriculum(call: Call) -> Plan:
              f"else {longer} + (curriculum_rank - 1 - {longer} * ({per_stage} + 1)) // {per_stage} + 1 end as stage")
     return Plan(call.sql(), units, counts, keys, ["n_bytes", "loss_per_token", "loss_per_byte"], "all", "null", checks,
                 _rows(f"{KEPT}.loss_per_token, {KEPT}.loss_per_byte, {KEPT}.loss_per_byte / ln(2) as bits_per_byte"),
-                ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global",
-                ordered=True)
+                ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global")
 
 
 def _rows(extra: str) -> str:

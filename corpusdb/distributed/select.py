@@ -193,6 +193,7 @@ def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Locat
 
     searches: dict = {}
     samples: dict = {}
+    units: dict = {}  # per group: its units (the searches' counts narrow to their windows)
     for group in sorted({g for s in summaries for g in s["groups"]}, key=lambda x: (x is None, x or "")):
         mine = [s["groups"][group] for s in summaries if group in s["groups"]]
         if not all(m["finite"] for m in mine):
@@ -208,7 +209,7 @@ def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Locat
             search = radix.Search(plan.rule, threshold, (*first, *last), count)
             if threshold is None:
                 search.finish(None)
-        searches[group] = search
+        searches[group], units[group] = search, count
         samples[group] = np.concatenate([m["sample"] for m in mine])
 
     passes = 0
@@ -232,8 +233,7 @@ def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Locat
     boundaries = None
     if plan.ranks:
         # about two ranges per task in all, shared among the groups by their units
-        per_group = {g: max(1, round(2 * shards * s.count / max(1, sum(t.count for t in searches.values()))))
-                     for g, s in searches.items()}
+        per_group = {g: max(1, round(2 * shards * n / max(1, sum(units.values())))) for g, n in units.items()}
         boundaries = {g: _ranges(samples[g], cuts[g], per_group[g]) for g in searches}
     filtered = driver.run("filter", tasks.filter_task, [
         (source, g, work.url, i, plan_dict, cuts, columns, boundaries, out, limit) for i, g in enumerate(groups_of_parts)])
