@@ -98,7 +98,7 @@ calls = st.one_of(
 )
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(databases(), calls, st.integers(1, 4), st.sampled_from((2, 4)), st.sampled_from((1, 3)))
 def test_every_cut_policy_distributed_equals_the_single_process_query(data, call, shards, nbins, resolve_rows):
     docs, cuts, scores = data
