@@ -7,9 +7,9 @@
   the work folder; returns per group the count, the weight, the first and last unit and a sample
   of the order key.
 - `histogram_task`, `rows_task`: a pass of the cut (`corpusdb.distributed.radix`) over its keys file.
-- `filter_task`: its units at or before its group's cut, joined to their documents' rows (the
-  text, read for the kept rows only), in the order of the policy; written as a part of the result
-  or, where the policy numbers its rows, as a kept file for the ranges.
+- `filter_task`: its units at or before its group's cut, joined to their documents' rows (DuckDB
+  reads the text of the task's own parts, never another task's), in the order of the policy;
+  written as parts of the result or, where the policy numbers its rows, as a kept file for the ranges.
 - `rank_task`: one range of one group's order from every kept file: numbered from the range's
   offset, written as a part of the result.
 """
