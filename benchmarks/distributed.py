@@ -8,7 +8,9 @@ Builds (or reuses) a synthetic database (`benchmarks/synthetic.py`: documents of
 - one process: `db.view(call).export(OUT, format="parquet")`, the single-process path (DuckDB ranks
   every key in one query, then the text of the kept rows is streamed into parts);
 - tasks: `corpusdb.distributed.select(db, call, OUT, shards=N)` as local processes (2 at once on
-  2 cores), each task's DuckDB under --task-memory-limit.
+  2 cores), each task's DuckDB under --task-memory-limit;
+- with --export, also `db.view(call).export(OUT, shards=N)`: the same parquet export cut by the tasks
+  (`corpusdb.distributed.places`) and written by N shards, checked byte for byte against one process.
 It prints wall time, CPU (the process and its children), the peak RSS of the driver and of the
 largest task process, the seconds per stage, the passes of the cut, the bytes the driver received,
 and whether both wrote the same rows (count and an order-free hash of doc_id and score).
@@ -29,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CALLS = ("difference('teacher', 'reference', alpha := 0.5)", "difference_bytes('teacher', 'reference', alpha := 0.5)",
-         "quota(map {'web': 2000000000, 'code': 500000000}, seed := 1)")
+         "quota(map {'web': 2000000000, 'code': 500000000}, seed := 1)", "curriculum('reference', stages := 4)")
 
 CHILD = """
 import json, sys, time, resource
@@ -37,9 +39,20 @@ import corpusdb
 side, db_path, call, out, options, report_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), sys.argv[6]
 db = corpusdb.open(db_path)
 started = time.perf_counter()
-if side == "single":
-    manifest = db.view(call).export(out, format="parquet", progress=False)
+if side in ("single", "export"):
+    if side == "export":
+        import os
+        os.environ["CORPUSDB_MEMORY_LIMIT"] = options["memory_limit"]
+    more = {"shards": options["shards"], "workers": 2} if side == "export" else {}
+    manifest = db.view(call).export(out, format="parquet", progress=False, **more)
     report = {"rows": manifest["n_rows"], "files": [out + "/" + p["file"] for p in manifest["parts"]]}
+    import hashlib
+    digest = hashlib.sha256()
+    for name in report["files"]:
+        with open(name, "rb") as f:
+            while chunk := f.read(1 << 24):
+                digest.update(chunk)
+    report["bytes"] = digest.hexdigest()
 else:
     from corpusdb.distributed.select import select
     selection = select(db, call, out, workers=2, **options)
@@ -50,7 +63,8 @@ report["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 import duckdb
 duckdb.execute("set enable_progress_bar = false")
 files = report.pop("files")
-column = "score" if "score" in duckdb.sql(f"select * from read_parquet({files}) limit 0").columns else "quota_running"
+names = duckdb.sql(f"select * from read_parquet({files}) limit 0").columns
+column = next(name for name in ("score", "quota_running", "curriculum_rank") if name in names)
 report["digest"] = [str(x) for x in duckdb.sql(f"select count(*), sum(hash(doc_id, {column})) from read_parquet({files})").fetchall()[0]]
 open(report_path, "w").write(json.dumps(report))
 """
@@ -80,6 +94,7 @@ def main() -> None:
     parser.add_argument("--task-memory-limit", default="1GB")
     parser.add_argument("--dir", default="/tmp/corpusdb-distributed")
     parser.add_argument("--calls", default="all", help="comma-separated indices into the calls, or all")
+    parser.add_argument("--export", action="store_true", help="also a sharded parquet export cut by the tasks")
     args = parser.parse_args()
     from synthetic import build
 
@@ -100,6 +115,10 @@ def main() -> None:
         stages = " ".join(f"{k} {v:.1f}" for k, v in tasks["stages"].items())
         print(f"{'':58} {'tasks':7} {tasks['wall']:7.1f} {tasks['cpu']:7.1f} {tasks['rss_gb']:7.2f} {tasks['task_rss_gb']:7.2f} "
               f"{tasks['passes']:6} {tasks['received'] / 1e3:8.0f}  {same}  {stages}  (ratio wall {tasks['wall'] / single['wall']:.2f}x)")
+        if args.export:
+            sharded = run("export", db, call, folder / "out-export", options)
+            print(f"{'':58} {'export':7} {sharded['wall']:7.1f} {sharded['cpu']:7.1f} {sharded['rss_gb']:7.2f} {'':>7} {'':>6} "
+                  f"{'':>8}  {sharded['bytes'] == single['bytes']}  (the same bytes; ratio wall {sharded['wall'] / single['wall']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,14 @@ def set_memory_limit(con: duckdb.DuckDBPyConnection, limit: str) -> None:
                          "500MB") from error
 
 
+def own_spill_folder(con: duckdb.DuckDBPyConnection) -> str:
+    """Make what `con` spills go to a folder of its own (DuckDB's default is `.tmp` in the working directory), made
+    only when something spills; returns it, for the caller to remove with the connection."""
+    spill = os.path.join(os.environ.get(TEMP_ENV) or tempfile.gettempdir(), f"corpusdb-spill-{uuid.uuid4().hex}")
+    con.execute("set temp_directory = ?", [spill])
+    return spill
+
+
 def allowed_directories(location: Location) -> list[str]:
     """The spellings of a location's folder that DuckDB's `allowed_directories` must list."""
     if location.is_local:
@@ -168,11 +176,7 @@ class Database:
         con.execute("set parquet_metadata_cache = true")
         if memory_limit is not None:
             set_memory_limit(con, memory_limit)
-        # what spills goes to a folder of this connection's own (DuckDB's default is `.tmp` in the
-        # working directory), made only when something spills and removed with the connection
-        spill = os.path.join(os.environ.get(TEMP_ENV) or tempfile.gettempdir(), f"corpusdb-spill-{uuid.uuid4().hex}")
-        con.execute("set temp_directory = ?", [spill])
-        self._spilled = weakref.finalize(self, shutil.rmtree, spill, True)
+        self._spilled = weakref.finalize(self, shutil.rmtree, own_spill_folder(con), True)
         if not self.location.is_local:
             con.register_filesystem(self.location.fs)
         if not self.unsafe:

@@ -62,6 +62,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb.cut import placed_batches, text_kind
+from corpusdb.distributed.places import distributed_plan
 from corpusdb.errors import ExportError
 from corpusdb.export_base import JOURNAL, claim, part_end
 from corpusdb.part_sink import TOKENIZED, PartSink, load_tokenizer, part_files
@@ -167,8 +168,9 @@ def export_view(
         storage_options: fsspec options for URL (default: the database's).
         overwrite: replace an export of something else that is already at URL (or write the same again).
         shards: write the parts as this many shards at once (`corpusdb.export_shards`): the same bytes as one
-            process; for a view that hands out documents' or instances' text unchanged (every built-in policy),
-            in a format other than mds and litdata.
+            process, in a format other than mds and litdata. A call of a policy with a distributed plan is cut by
+            this many tasks too (`corpusdb.distributed.places`); another view must hand out documents' or
+            instances' text unchanged, and this process cuts it on its keys.
         executor, workers, address: with shards > 1: local processes (at most `workers` at once) or Ray tasks on
             the cluster at `address`.
 
@@ -203,7 +205,9 @@ def export_view(
     # a view that hands out documents' text unchanged streams it from the parts, in place order
     kind = None if ordered else text_kind(db, sql)[0]
     select = sql if ordered or kind else f"select * from ({sql}) order by {unit_order(columns)}"
-    if shards > 1 and not kind:
+    # a call of a policy with a distributed plan: its cut is found by tasks, in its own order where it has one
+    policy = distributed_plan(view) if shards > 1 and (kind == "documents" or ordered) else None
+    if shards > 1 and not kind and policy is None:
         raise ValueError(f"--shards: {view!r} does not hand out documents' or instances' text unchanged"
                          f"{' (it orders its rows)' if ordered else ''}, so its parts cannot be cut on keys alone; "
                          "export it without --shards")
@@ -221,6 +225,7 @@ def export_view(
         old, journal = _check_target(out, url, key, overwrite)
         if journal is not None:  # an unfinished or interrupted run: its files are ours by the journal
             _clean(out, _journal_files(journal) - _files_of(old or {}))
+            _remove_work(out, journal)
             out.remove(out.join(JOURNAL))
         if old is not None and old.get("key") == key and not overwrite:
             # what a killed re-run left, e.g. half a manifest
@@ -239,7 +244,7 @@ def export_view(
             with db.query_errors():
                 if shards > 1:
                     _write_sharded(db, select, kind, view, columns, sink, out, journal,
-                                   (tokenizer, shards, executor, workers, address), progress)
+                                   (tokenizer, shards, executor, workers, address), progress, policy, ordered)
                 else:  # MDS and LitData cut their shards and chunks themselves, by their encoded size, as their writers do
                     _write_parts(db, select, kind, view, sink, sys.maxsize if format in STREAMING else part_bytes, progress)
             manifest = {
@@ -388,8 +393,10 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
     for name in ours:
         check_file_name(url, name)
     ours |= {MANIFEST, JOURNAL, LOCK}
+    work = check_file_name(url, journal["work"]) + "/" if (journal or {}).get("work") else None  # a killed run's tasks'
     present = [posixpath.relpath(path, out.path) for path in out.fs.find(out.path)] if out.exists("") else []
-    foreign = sorted(name for name in present if name not in ours and temporary_of(name) not in ours)
+    foreign = sorted(name for name in present if name not in ours and temporary_of(name) not in ours
+                     and not (work and name.startswith(work)))
     if foreign:
         raise ExportError(f"{url} holds {len(foreign)} file(s) corpusdb did not write (e.g. {foreign[0]!r}); "
                           "export into a new or empty folder (nothing there was changed)")
@@ -401,25 +408,62 @@ def _check_target(out: Location, url: str, key: str, overwrite: bool) -> tuple[d
 
 
 def _write_sharded(db: Database, select: str, kind: str, view: str, names: list[str], sink: PartSink, out: Location,
-                   journal: dict, how: tuple, progress: bool | None) -> None:
+                   journal: dict, how: tuple, progress: bool | None, policy=None, ordered: bool = False) -> None:
     """The parts written by shards (`corpusdb.export_shards`), their entries in `sink.parts` in order; `names` are
-    the columns of `select` (a pass-through view: `select` is the view's SQL)."""
+    the columns of `select`. A call of a policy with a distributed plan (`policy`) is cut by tasks
+    (`corpusdb.distributed.places`), in place order or (`ordered`) its own; any other view, which hands out
+    documents' or instances' text unchanged (`select` is its SQL), by the driver's DuckDB in place order."""
+    from corpusdb.distributed.places import placed_plans
     from corpusdb.execute import map_tasks
     from corpusdb.export_shards import deal, plan_parts, write_shard
 
     tokenizer, shards, executor, workers, address = how
-    plans = plan_parts(db, select, kind, names, out, sink.key, journal, sink.part_bytes,
-                       lambda index: [v for k, v in part_files(sink.fmt, index, sink.key).items() if k != "prefix"])
-    if not plans:  # nothing selected: the one empty part, as one process writes it
-        _write_parts(db, select, kind, view, sink, sink.part_bytes, progress)
-        return
-    arguments = [(db.location.url, db.location.storage_options, db.snapshot.parts("documents"), kind, names, out.url,
-                  out.storage_options, sink.fmt, sink.key, tokenizer, sink.part_bytes, group) for group in deal(plans, shards)]
-    if progress:
-        print(f"export {view}: {len(plans)} parts in {len(arguments)} shards ({executor})", file=sys.stderr)
-    results = map_tasks(write_shard, arguments, executor=executor, workers=workers, address=address, what="an export shard")
-    sink.parts.extend(entry for entries in results for entry in entries)
-    _clean(out, {plan["plan"] for plan in plans})
+
+    def files(index: int) -> list[str]:  # the files of export part `index`
+        return [v for k, v in part_files(sink.fmt, index, sink.key).items() if k != "prefix"]
+
+    try:
+        if policy is not None:
+            journal["work"] = f"_work-{sink.key}"  # the tasks' files, in a folder of their own: ours by the journal
+            claim(out, journal)
+            work = Location(out.url.rstrip("/") + "/" + journal["work"], out.storage_options)
+            plans = placed_plans(db, policy, work, sink.part_bytes, shards,
+                                 {"executor": executor, "workers": workers, "address": address}, progress, ordered)
+            for plan in plans:
+                plan["work"] = journal["work"]
+            claim(out, journal, *(name for plan in plans for name in files(plan["index"])))
+        else:
+            plans = plan_parts(db, select, kind, names, out, sink.key, journal, sink.part_bytes, files)
+        if not plans:  # nothing selected: the one empty part, as one process writes it
+            sink.finish(_empty_schema(db, select))
+            return
+        arguments = [(db.location.url, db.location.storage_options, db.snapshot.parts("documents"), kind, names, out.url,
+                      out.storage_options, sink.fmt, sink.key, tokenizer, sink.part_bytes, group) for group in deal(plans, shards)]
+        if progress:
+            print(f"export {view}: {len(plans)} parts in {len(arguments)} shards ({executor}; the cut by "
+                  f"{'tasks' if policy is not None else 'this process'})", file=sys.stderr)
+        results = map_tasks(write_shard, arguments, executor=executor, workers=workers, address=address, what="an export shard")
+        sink.parts.extend(entry for entries in results for entry in entries)
+        _clean(out, {plan["plan"] for plan in plans if "plan" in plan})
+    finally:
+        _remove_work(out, journal)
+
+
+def _remove_work(out: Location, journal: dict) -> None:
+    """The distributed cut's work folder named in the journal, if any (done with, or left by a killed run)."""
+    work = journal.get("work")
+    if work and out.exists(check_file_name(out.url, work)):
+        out.fs.rm(out.join(work), recursive=True)
+
+
+def _empty_schema(db: Database, select: str) -> pa.Schema:
+    """The schema of the rows of `select` (a pass-through view) as an export writes them: its text a string."""
+    cursor = db.con.cursor()
+    try:
+        schema = cursor.sql(f"select * from ({select}) limit 0").to_arrow_table().schema
+    finally:
+        cursor.close()
+    return schema.set(schema.get_field_index("text"), pa.field("text", pa.string()))
 
 
 def _write_parts(db: Database, select: str, kind: str | None, view: str, sink: PartSink, limit: int,
@@ -430,8 +474,7 @@ def _write_parts(db: Database, select: str, kind: str | None, view: str, sink: P
             batches = placed_batches(db, select, kind, cursor)
             first = next(batches, None)
             if first is None:
-                schema = cursor.sql(f"select * from ({select}) limit 0").to_arrow_table().schema
-                schema = schema.set(schema.get_field_index("text"), pa.field("text", pa.string()))
+                schema = _empty_schema(db, select)
             else:
                 schema = first.schema
             reader = itertools.chain([first] if first is not None else [], batches)

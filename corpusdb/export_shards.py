@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusdb.cut import PartReader, places_sql, with_text
@@ -84,6 +85,19 @@ def plan_parts(db: Database, select: str, kind: str, names: list[str], out: Loca
     return plans
 
 
+def _plan_batches(out: Location, plan: dict):
+    """A plan's rows (every column but the text, with places): its plan file, or its slices of the distributed
+    cut's placed files (`corpusdb.distributed.places`) in the export's work folder."""
+    if "plan" in plan:
+        with out.fs.open(out.join(plan["plan"]), "rb") as f:
+            yield from pq.ParquetFile(f).iter_batches(PLAN_BATCH_ROWS)
+        return
+    from corpusdb.distributed.places import read_slices
+
+    yield from read_slices(Location(out.url.rstrip("/") + "/" + plan["work"], out.storage_options), plan["slices"],
+                           PLAN_BATCH_ROWS)
+
+
 def write_shard(db_url: str, db_options: dict, documents: list[str], kind: str, names: list[str], out_url: str,
                 out_options: dict, fmt: str, key: str, tokenizer: str | None, part_bytes: int, plans: list[dict]) -> list[dict]:
     """A shard's export parts (anywhere: a process, a Ray task): each plan's rows with their text, written as the part
@@ -95,11 +109,16 @@ def write_shard(db_url: str, db_options: dict, documents: list[str], kind: str, 
     entries = []
     for plan in plans:
         sink = PartSink(out, fmt, key, None, loaded, part_bytes, first_index=plan["index"])
-        with out.fs.open(out.join(plan["plan"]), "rb") as f:
-            for batch in pq.ParquetFile(f).iter_batches(PLAN_BATCH_ROWS):
+        for batch in _plan_batches(out, plan):
+            if "text" in batch.schema.names:  # the rows of an ordered policy's ranges, text included
+                text = batch.column("text")
+                columns = {**dict(zip(batch.schema.names, batch.columns)),
+                           "text": text if text.type == pa.string() else text.cast(pa.string())}
+                sink.add(pa.RecordBatch.from_arrays([columns[name] for name in names], names=names))
+            else:
                 sink.add(with_text(batch, reader, kind, names))
         if not sink.open:
-            raise RuntimeError(f"{plan['plan']} holds no rows; re-run the export")
+            raise RuntimeError(f"the plan of part {plan['index']} holds no rows; re-run the export")
         sink.finish()
         entries.append(sink.parts[0])
     return entries

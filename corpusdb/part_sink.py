@@ -7,6 +7,7 @@ datatrove) and MDS shards; each file recorded in the export's journal before it 
 from __future__ import annotations
 
 import contextlib
+import decimal
 import shutil
 import struct
 import tempfile
@@ -26,6 +27,13 @@ TOKENIZED = ("tokens", "megatron", "datatrove")  # need a tokenizer (mds and lit
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
 MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 ROW_GROUP_ROWS, ROW_GROUP_BYTES = 65536, 32 * 1024 * 1024  # a Parquet part's row groups: rows, or bytes of text
+
+
+def _json_number(value: object) -> orjson.Fragment:
+    """A DECIMAL or HUGEINT value (quota's running total) as its exact number: DuckDB hands them over as Decimal."""
+    if isinstance(value, decimal.Decimal) and value.is_finite():
+        return orjson.Fragment(str(value))
+    raise TypeError(f"a {type(value).__name__} value cannot be written as JSON; cast the column in the view")
 
 
 def load_tokenizer(name: str):
@@ -113,7 +121,7 @@ class PartSink:
             self._add_rows(batch)
         elif self.fmt == "jsonl":  # rows become Python objects a slice at a time
             for piece in slices(batch):
-                self._file.write(b"".join(orjson.dumps(row) + b"\n" for row in piece.to_pylist()))
+                self._file.write(b"".join(orjson.dumps(row, default=_json_number) + b"\n" for row in piece.to_pylist()))
         else:
             for piece in slices(batch):
                 flat, lengths = tokenize(self.tokenizer, piece, self.dtype)

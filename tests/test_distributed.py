@@ -215,6 +215,92 @@ def test_local_processes_equal_inline_and_a_killed_task_reruns_to_the_same_bytes
         assert all((tmp_path / "crashed" / n).read_bytes() == (tmp_path / "clean" / n).read_bytes() for n in names)
 
 
+EXPORTED = (
+    "difference('teacher', 'reference', alpha := 0.5, missing := 'exclude')",
+    "difference_bytes('teacher', 'reference', alpha := 0.3, missing := 'exclude')",
+    "difference_sampled('teacher', 'reference', alpha := 0.5, missing := 'exclude')",
+    "difference_by_source('teacher', 'reference', alphas := map {'web': 0.2}, alpha := 0.7, missing := 'exclude')",
+    "quota(map {'web': 1500, 'books': 300}, unit := 'bytes')",
+    "mixture(map {'web': 1, 'code': 3}, 2000, unit := 'bytes')",
+    "curriculum('teacher', stages := 3, missing := 'last')",
+    "curriculum('reference', stages := 2, missing := 'exclude', descending := true)",
+    "quota(map {'books': 0.5}, unit := 'bytes')",  # nothing fits: the one empty part
+)
+
+
+def same_files(one: Path, many: Path) -> None:
+    """The two export folders hold the same files (no work folder left), byte for byte but the manifest."""
+    names = sorted(p.name for p in one.iterdir())
+    assert sorted(p.name for p in many.iterdir()) == names
+    for name in names:
+        if name != MANIFEST:
+            assert (one / name).read_bytes() == (many / name).read_bytes(), name
+
+
+def scattered_db(root: Path, seed: int, n: int = 300):
+    rng = random.Random(seed)
+    ids = rng.sample(range(-2**40, 2**40), n)
+    docs = [(i, rng.choice(SOURCES), rng.choice((0, 1, 2, 4, 8, 30, 100))) for i in ids]
+    scores = {m: {i: rng.choice(LOGPROBS) for i in ids if rng.random() < 0.9} for m in ("teacher", "reference")}
+    return make_db(root, docs, rng.sample(range(1, n), 7), scores)
+
+
+@pytest.mark.parametrize("call", EXPORTED)
+def test_a_sharded_export_of_a_policy_is_cut_by_tasks_to_the_bytes_of_one_process(tmp_path, call):
+    """`export(shards=N)` of a policy call: the cut by tasks, its rows placed (in place order, numbered ranges gathered
+    back) or ranged (the policy's own order, text shuffled through the ranges), cut into parts by one plan task:
+    every file is the single-process export's, for any number of tasks and part size."""
+    db = scattered_db(tmp_path / "db", len(call))
+    rng = random.Random(call)
+    fmt = ("parquet", "jsonl")[EXPORTED.index(call) % 2]
+    size, shards = rng.choice((0.0001, 0.0002, 0.0004)), rng.randint(2, 6)
+    one = db.view(call).export(str(tmp_path / "one"), format=fmt, part_size_mb=size)
+    many = db.view(call).export(str(tmp_path / "many"), format=fmt, part_size_mb=size, shards=shards, executor="inline")
+    assert many["parts"] == one["parts"] and many["n_rows"] == one["n_rows"], (fmt, size, shards)
+    same_files(tmp_path / "one", tmp_path / "many")
+    if fmt == "jsonl" and one["n_rows"]:  # a HUGEINT (quota's running total) is written as its exact number
+        row = json.loads((tmp_path / "one" / one["parts"][0]["file"]).read_text().splitlines()[0])
+        assert all(isinstance(v, int) for k, v in row.items() if k in ("quota_running", "curriculum_rank", "doc_id"))
+    assert (one["n_rows"] == 0) == ("0.5}" in call) and (len(one["parts"]) > 1 or one["n_rows"] == 0)
+
+
+def test_a_tokenized_sharded_export_survives_a_killed_cut_task(tmp_path, tiny_models, monkeypatch):
+    """Local processes, Megatron's format: a filter task dies after writing its placed file (the pool runs it again);
+    the files are the single-process export's, in place order (quota's numbered ranges gathered back) and in the
+    policy's own (curriculum)."""
+    db = scattered_db(tmp_path / "db", 11, n=600)
+    tokenizer = str(tiny_models["gpt2"])
+    for call in ("quota(map {'web': 2000, 'code': 900}, unit := 'bytes', seed := 3)", "curriculum('teacher', stages := 2, missing := 'last')"):
+        name = call.split("(")[0]
+        one = db.view(call).export(str(tmp_path / f"one-{name}"), format="megatron", tokenizer=tokenizer, part_size_mb=0.0005)
+        monkeypatch.setenv("CORPUSDB_FAILPOINT", "select.after_part=1")
+        monkeypatch.setenv("CORPUSDB_FAILPOINT_ONCE", str(tmp_path / f"crashed-{name}"))
+        many = db.view(call).export(str(tmp_path / f"many-{name}"), format="megatron", tokenizer=tokenizer,
+                                    part_size_mb=0.0005, shards=3, workers=2)
+        monkeypatch.delenv("CORPUSDB_FAILPOINT")
+        assert (tmp_path / f"crashed-{name}").exists()
+        assert len(one["parts"]) > 3 and many["parts"] == one["parts"] and many["n_tokens"] == one["n_tokens"]
+        same_files(tmp_path / f"one-{name}", tmp_path / f"many-{name}")
+
+
+def test_a_killed_driver_s_work_folder_is_removed_by_the_next_export(tmp_path):
+    """The tasks' files live in the export folder's `_work-KEY/`, named by the journal: a re-run after a killed driver
+    takes them as its own (not foreign files) and removes them."""
+    db = scattered_db(tmp_path / "db", 4)
+    call = "difference('teacher', 'reference', alpha := 0.5, missing := 'exclude')"
+    out = tmp_path / "out"
+    (out / "_work-0123abcd").mkdir(parents=True)
+    (out / "_work-0123abcd" / "keys-00000.parquet").write_bytes(b"left by a killed run")
+    (out / ".corpusdb-export.json").write_text(json.dumps({"key": "0123abcd", "files": [], "replaces": [],
+                                                           "work": "_work-0123abcd"}))
+    manifest = db.view(call).export(str(out), shards=2, executor="inline")
+    assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "README.md", *(p["file"] for p in manifest["parts"])])
+    (out / "stray").mkdir()
+    (out / "stray" / "x.parquet").write_bytes(b"not ours")
+    with pytest.raises(Exception, match="corpusdb did not write"):
+        db.view(call).export(str(out), shards=2, executor="inline", overwrite=True)
+
+
 @pytest.fixture
 def ray_cluster():
     ray = pytest.importorskip("ray")
@@ -237,6 +323,14 @@ def test_ray_tasks_from_s3_to_s3_equal_the_single_process_query(ray_cluster, s3_
                                                         resolve_rows=20)
         assert got.num_rows and got.to_pylist() == single.to_pylist(), call
         assert selection.passes > 1
+        # a sharded export cut by Ray tasks: the single-process export's bytes
+        one = db.view(call).export(f"s3://{bucket}/one", part_size_mb=0.01, overwrite=True)
+        many = db.view(call).export(f"s3://{bucket}/many", part_size_mb=0.01, overwrite=True, shards=3, executor="ray")
+        assert len(one["parts"]) > 1 and many["parts"] == one["parts"], call
+        for part in one["parts"]:
+            assert db.location.fs.cat(f"{bucket}/one/{part['file']}") == db.location.fs.cat(f"{bucket}/many/{part['file']}")
+        db.location.fs.invalidate_cache()  # no task's file is left (SeaweedFS may list the emptied folder itself)
+        assert not [path for path in db.location.fs.find(f"{bucket}/many") if "/_work-" in path]
 
 
 def test_call_arguments_keep_their_sql_types():

@@ -257,11 +257,12 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, sha
     there needs --overwrite. A folder without manifest.json is an unfinished export: run the
     command again.
 
-    With --shards N the parts are written by N processes (or Ray tasks) at once: the driver cuts
-    the selection into parts on its keys alone and each shard reads the text of its parts' rows
-    from the database, so the parts are the bytes one process writes. For views that hand out
-    documents' or instances' text unchanged (every built-in policy), in any format but mds and
-    litdata.
+    With --shards N the parts are written by N processes (or Ray tasks) at once, the bytes one
+    process writes, in any format but mds and litdata. A call of a policy with a distributed plan
+    (difference, difference_bytes, difference_sampled, difference_by_source, quota, mixture,
+    curriculum by a model's loss; see `corpusdb select`) is cut by N tasks too, each over its own
+    documents parts, so no process ranks every key; any other view that hands out documents' or
+    instances' text unchanged is cut by this process on its keys alone.
 
     A parquet or jsonl export carries a Hugging Face dataset card (README.md) naming its parts, so
     `datasets.load_dataset(URL, split="train")` reads the rows in order; other readers take the

@@ -74,7 +74,7 @@ def _measured(function, *args) -> tuple:
     return result, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class _Driver:
+class Driver:
     def __init__(self, executor: str, workers: int | None, address: str | None, progress: bool):
         self.options = {"executor": executor, "workers": workers, "address": address}
         self.progress, self.received, self.seconds, self.task_rss = progress, 0, {}, 0
@@ -95,7 +95,7 @@ def _sql_list(values: list) -> str:
     return "[" + ", ".join("NULL" if v is None else quote(str(v)) for v in values) + "]::varchar[]"
 
 
-def _check_models(db: Database, plan) -> None:
+def check_models(db: Database, plan) -> None:
     """The checks of the policy's units (score names, per, units) on an empty documents relation, before any task."""
     db.con.execute(f"create or replace temp view {NO_DOCUMENTS} as select * from documents where false")
     with db.query_errors():
@@ -162,19 +162,12 @@ def select(db: Database, call: str, out: str, *, shards: int | None = None, exec
             raise ValueError(f"{out} holds an export, not a selection ({MANIFEST}); pick another folder")
         if not overwrite:
             raise ValueError(f"{out} holds a selection already ({MANIFEST}); pass overwrite=True (--overwrite) to replace it")
-    parts = db.parts("documents")
-    if not parts:
-        raise ValueError(f"{db.url} has no documents; ingest some first")
-    shards = min(shards or 2 * (os.cpu_count() or 1), len(parts))
-    if shards < 1:
-        raise ValueError(f"shards must be at least 1, not {shards}")
-    groups_of_parts = [parts[i * len(parts) // shards:(i + 1) * len(parts) // shards] for i in range(shards)]
+    groups_of_parts = plan_groups(db, shards)
     # the database's own storage options for reading it; `storage_options` for the selection's folder
-    source = {"url": db.url, "storage_options": db.location.storage_options, "out_options": storage_options,
-              "version": db.version, "memory_limit": memory_limit or os.environ.get(MEMORY_LIMIT_ENV)}
+    source = task_source(db, storage_options, memory_limit)
     work = Location(out.rstrip("/") + "/" + WORK, storage_options)
-    driver = _Driver(executor, workers, address, progress)
-    _check_models(db, plan)
+    driver = Driver(executor, workers, address, progress)
+    check_models(db, plan)
     try:
         return _select(db, plan, groups_of_parts, source, work, target, driver, nbins, resolve_rows, out,
                        max(1, int(part_size_mb * 1024 * 1024)))
@@ -183,8 +176,46 @@ def select(db: Database, call: str, out: str, *, shards: int | None = None, exec
             work.fs.rm(work.path, recursive=True)
 
 
-def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Location, target: Location, driver: _Driver,
-            nbins: int, resolve_rows: int, out: str, limit: int) -> Selection:
+@dataclass
+class Cut:
+    """Where each group's kept units end, and what the ranges of the numbered policies start from."""
+
+    cuts: dict  # per group: the last kept unit (order key, unit_id), or None where nothing is kept
+    passes: int
+    units: dict  # per group: its units
+    samples: dict  # per group: the tasks' samples of its order keys
+
+    def boundaries(self, shards: int) -> dict:
+        """Per group the order keys where its ranges start: about two ranges per task in all, shared by units."""
+        total = max(1, sum(self.units.values()))
+        return {g: _ranges(self.samples[g], self.cuts[g], max(1, round(2 * shards * n / total))) for g, n in self.units.items()}
+
+
+def task_source(db: Database, out_options: dict, memory_limit: str | None) -> dict:
+    """What a task opens: the database at this version (its own storage options), the options of the output's folder,
+    DuckDB's memory limit per task [default: CORPUSDB_MEMORY_LIMIT, else DuckDB's]."""
+    return {"url": db.url, "storage_options": db.location.storage_options, "out_options": out_options,
+            "version": db.version, "memory_limit": memory_limit or os.environ.get(MEMORY_LIMIT_ENV)}
+
+
+def plan_groups(db: Database, shards: int | None) -> list[list[str]]:
+    """The documents parts dealt to `shards` tasks of contiguous parts [default: two per CPU].
+
+    Raises:
+        ValueError: no documents, or shards below 1.
+    """
+    parts = db.parts("documents")
+    if not parts:
+        raise ValueError(f"{db.url} has no documents; ingest some first")
+    shards = min(shards or 2 * (os.cpu_count() or 1), len(parts))
+    if shards < 1:
+        raise ValueError(f"shards must be at least 1, not {shards}")
+    return [parts[i * len(parts) // shards:(i + 1) * len(parts) // shards] for i in range(shards)]
+
+
+def find_cut(db: Database, plan, groups_of_parts: list, source: dict, work: Location, driver: Driver, nbins: int,
+             resolve_rows: int) -> Cut:
+    """The keys tasks, the policy's checks on their summed counts, and the cut, narrowed pass by pass."""
     storage_options, shards, plan_dict = source["out_options"], len(groups_of_parts), plan.__dict__
     summaries = driver.run("keys", tasks.keys_task, [(source, g, work.url, i, plan_dict) for i, g in enumerate(groups_of_parts)])
     counts = {name: sum(s["counts"][name] for s in summaries) for name in tasks.COUNTS if name != "sources"}
@@ -227,30 +258,39 @@ def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Locat
                                [(work.url, storage_options, i, large, nbins) for i in range(shards)])
             for group in large:
                 searches[group].narrow(radix.merge([f[group] for f in found if group in f]))
-    cuts = {g: s.cut for g, s in searches.items()}
+    return Cut({g: s.cut for g, s in searches.items()}, passes, units, samples)
 
+
+def rank_arguments(plan, cut: Cut, boundaries: dict, filtered: list[dict], work: Location, shards: int, how: tuple) -> list:
+    """The rank tasks' arguments: per group (in the policy's order, nulls last) and range, its offset from the kept
+    counts of the ranges before it; `how` is the rest of `tasks.rank_task`'s arguments after the range's index."""
+    kept_files = [work.url_of(work.join(tasks.kept_name(i))) for i in range(shards)]
+    total = sum(f["rows"] for f in filtered)
+    arguments, offset = [], 0
+    for group in sorted(cut.cuts, key=lambda x: (x is None, x or "")):
+        edges = [None, *boundaries[group], None]
+        if plan.numbering == "group":
+            offset = 0
+        for r in range(len(edges) - 1):
+            got = [f["ranges"].get(group, {}).get(r, (0, 0)) for f in filtered]
+            arguments.append((work.url, work.storage_options, kept_files, group, edges[r], edges[r + 1], offset, total,
+                              plan.ranks, len(arguments), *how))
+            offset += sum(w if plan.rank_by == "weight" else c for c, w in got)
+    return arguments
+
+
+def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Location, target: Location, driver: Driver,
+            nbins: int, resolve_rows: int, out: str, limit: int) -> Selection:
+    shards, plan_dict = len(groups_of_parts), plan.__dict__
+    cut = find_cut(db, plan, groups_of_parts, source, work, driver, nbins, resolve_rows)
+    cuts, passes = cut.cuts, cut.passes
     columns = [tuple(c) for c in db.con.execute("select column_name, column_type from (describe documents)").fetchall()]
-    boundaries = None
-    if plan.ranks:
-        # about two ranges per task in all, shared among the groups by their units
-        per_group = {g: max(1, round(2 * shards * n / max(1, sum(units.values())))) for g, n in units.items()}
-        boundaries = {g: _ranges(samples[g], cuts[g], per_group[g]) for g in searches}
+    boundaries = cut.boundaries(shards) if plan.ranks else None
     filtered = driver.run("filter", tasks.filter_task, [
         (source, g, work.url, i, plan_dict, cuts, columns, boundaries, out, limit) for i, g in enumerate(groups_of_parts)])
     if plan.ranks:
-        kept_files = [work.url_of(work.join(tasks.kept_name(i))) for i in range(shards)]
-        total = sum(f["rows"] for f in filtered)
-        arguments, offset = [], 0
-        for group in sorted(searches, key=lambda x: (x is None, x or "")):  # the policies' order: by group, nulls last
-            edges = [None, *boundaries[group], None]
-            if plan.numbering == "group":
-                offset = 0
-            for r in range(len(edges) - 1):
-                got = [f["ranges"].get(group, {}).get(r, (0, 0)) for f in filtered]
-                arguments.append((work.url, storage_options, kept_files, group, edges[r], edges[r + 1], offset, total,
-                                  plan.ranks, out, len(arguments), limit, source["memory_limit"]))
-                offset += sum(w if plan.rank_by == "weight" else c for c, w in got)
-        written = driver.run("rank", tasks.rank_task, arguments)
+        written = driver.run("rank", tasks.rank_task, rank_arguments(plan, cut, boundaries, filtered, work, shards,
+                                                                     (out, limit, source["memory_limit"])))
     else:
         written = filtered
     parts = [part for w in written for part in w["parts"]]

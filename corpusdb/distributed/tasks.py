@@ -29,6 +29,7 @@ from corpusdb import failpoint
 from corpusdb.distributed import radix
 from corpusdb.distributed.plans import INTERNAL, KEPT, UNITS, fill
 from corpusdb.export_base import part_end
+from corpusdb.statements import quote
 from corpusdb.storage import Location
 
 SAMPLE = 64  # order keys a task returns per group, for the ranges of the numbered policies
@@ -68,6 +69,16 @@ def keys_name(index: int) -> str:
 
 def kept_name(index: int) -> str:
     return f"kept-{index:05d}.parquet"
+
+
+def placed_name(index: int) -> str:
+    """A task's rows in place order, every column but the text (an export's plan)."""
+    return f"placed-{index:05d}.parquet"
+
+
+def ranked_name(index: int) -> str:
+    """A numbered range's rows in place order, every column but the text."""
+    return f"ranked-{index:05d}.parquet"
 
 
 class PartsWriter:
@@ -117,13 +128,17 @@ class PartsWriter:
             self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
 
-def _write_batches(location: Location, name: str, reader: pa.RecordBatchReader, each=None) -> None:
-    """Stream `reader` into the Parquet file `name`, published whole at the end; `each(batch)` sees every batch."""
+def _write_batches(location: Location, name: str, reader: pa.RecordBatchReader, each=None) -> int:
+    """Stream `reader` into the Parquet file `name`, published whole at the end; `each(batch)` sees every batch.
+    Returns the rows written."""
+    rows = 0
     with location.open_atomic(name) as handle, pq.ParquetWriter(handle, reader.schema) as writer:
         for batch in reader:
             writer.write_batch(batch, row_group_size=1 << 16)
+            rows += batch.num_rows
             if each is not None:
                 each(batch)
+    return rows
 
 
 def groups(column: pa.ChunkedArray | pa.Array) -> list[tuple[str | None, int, int]]:
@@ -200,7 +215,7 @@ def rows_task(work_url: str, storage_options: dict, index: int, windows: dict) -
 
 
 def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan: dict, cuts: dict, columns: list,
-                boundaries: dict | None, out_url: str, limit: int) -> dict:
+                boundaries: dict | None, out_url: str | None, limit: int, first: int | None = None) -> dict:
     """Keep this task's units at or before their group's cut, join their documents' rows, and write them.
 
     Unnumbered policies: the rows are parts of the result (`part-INDEX-NNNNN.parquet` in `out_url`, cut at
@@ -208,6 +223,11 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
     kept file in the work folder, and per group and range the count and weight kept, from which the driver
     offsets each range. DuckDB hands the rows over a batch at a time: the task holds its kept keys and one
     batch, whatever its size.
+
+    Placed (`first`: the index of the task's first part among the version's documents parts; `columns` without
+    the text): every column but the text, with each row's place (`__part`, `__row`: its part's index and its row
+    there) in place order, an export's plan (`corpusdb.distributed.places`): unnumbered, the task's placed file;
+    numbered, its kept file.
     """
     work = Location(work_url, source["out_options"])
     kept = []
@@ -229,7 +249,18 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
     ranges: dict = {}
     try:
         with db.query_errors():
-            reader = db.con.sql(fill(plan["rows"], columns=select)).to_arrow_reader(BATCH_ROWS)
+            query = fill(plan["rows"], columns=select)
+            if first is not None:  # every row's place, as `corpusdb.cut.places_sql` numbers it over all the parts
+                files = ", ".join(quote(db.location.url_of(p)) for p in parts)  # paths in the filesystem
+                keys = "" if boundaries is not None else f" exclude ({', '.join(INTERNAL)})"  # the ranks need the keys
+                query = (f"select p.file_index + {int(first)} as __part, p.file_row_number as __row, s.*{keys} "
+                         f"from ({query}) s inner join (select doc_id, file_index, file_row_number from "
+                         f"read_parquet([{files}], union_by_name = true)) p on s.doc_id = p.doc_id order by __part, __row")
+            reader = db.con.sql(query).to_arrow_reader(BATCH_ROWS)
+            if first is not None and boundaries is None:
+                rows = _write_batches(work, placed_name(index), reader)
+                failpoint.after_part("select", 1)
+                return {"rows": rows}
             if boundaries is None:  # the result's own parts, without the keys
                 sink = PartsWriter(Location(out_url, source["out_options"]), f"part-{index:05d}", limit)
                 try:
@@ -244,13 +275,20 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
                 return {"rows": rows, "parts": written}
 
             def count(batch: pa.RecordBatch) -> None:  # per group and range: the units and weight kept
-                for group, start, end in groups(batch.column(batch.schema.get_field_index("__grp"))):
-                    k, _, w = _arrays(batch, start, end)
-                    which = np.searchsorted(np.asarray(boundaries.get(group, []), dtype=np.float64), k, "right")
-                    mine = ranges.setdefault(group, {})
-                    for r in np.unique(which):
-                        n, weight = mine.get(int(r), (0, 0))
-                        mine[int(r)] = (n + int((which == r).sum()), weight + int(w[which == r].sum()))
+                encoded = batch.column(batch.schema.get_field_index("__grp")).dictionary_encode()
+                codes = pc.fill_null(encoded.indices, -1).to_numpy(zero_copy_only=False)
+                k, _, w = _arrays(batch, 0, batch.num_rows)
+                names = encoded.dictionary.to_pylist()
+                for code in np.unique(codes):  # a few groups; in place order (placed) their rows interleave
+                    group, mine = names[code] if code >= 0 else None, codes == code
+                    which = np.searchsorted(np.asarray(boundaries.get(group, []), dtype=np.float64), k[mine], "right")
+                    counts = ranges.setdefault(group, {})
+                    order = np.argsort(which, kind="stable")
+                    starts = np.flatnonzero(np.r_[True, which[order][1:] != which[order][:-1]])
+                    sums, sizes = np.add.reduceat(w[mine][order], starts), np.diff(np.r_[starts, len(order)])
+                    for r, n, weight in zip(which[order][starts], sizes, sums):
+                        before = counts.get(int(r), (0, 0))
+                        counts[int(r)] = (before[0] + int(n), before[1] + int(weight))
 
             _write_batches(work, kept_name(index), reader, count)
     finally:
@@ -259,38 +297,69 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
     return {"rows": sum(n for mine in ranges.values() for n, _ in mine.values()), "ranges": ranges}
 
 
-def rank_task(work_url: str, storage_options: dict, files: list[str], group: str | None, low: float | None,
-              high: float | None, offset: int, total: int, ranks: list[str], out_url: str, index: int, limit: int,
-              memory_limit: str | None) -> dict:
-    """The kept units of `group` with low <= k < high from every kept file, numbered from `offset`, in order."""
+@contextlib.contextmanager
+def _connect(work: Location, memory_limit: str | None):
+    """A DuckDB connection of its own that reads the work folder (no database: a rank or gather task), spilling to a
+    folder of its own, removed with it."""
+    import shutil
+
     import duckdb
 
-    from corpusdb.db import set_memory_limit
+    from corpusdb.db import own_spill_folder, set_memory_limit
 
-    work = Location(work_url, storage_options)
     con = duckdb.connect()
-    if memory_limit:
-        set_memory_limit(con, memory_limit)
-    if not work.is_local:
-        con.register_filesystem(work.fs)
-    where = ["__grp is not distinct from ?"] + (["__k >= ?"] if low is not None else []) + (["__k < ?"] if high is not None else [])
-    params = [group] + [b for b in (low, high) if b is not None]
-    listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-    query = f"select * from read_parquet([{listing}]) where {' and '.join(where)}"
-    for rank in ranks:
-        query = f"select *, {fill(rank, offset=int(offset), total=int(total))} from ({query})"
-    reader = con.sql(f"select * exclude ({', '.join(INTERNAL)}) from ({query}) order by __k, __u",
-                     params=params).to_arrow_reader(BATCH_ROWS)
-    sink, rows = PartsWriter(Location(out_url, storage_options), f"part-{index:05d}", limit), 0
+    spill = own_spill_folder(con)
     try:
-        for batch in reader:
-            sink.write(batch)
-            rows += batch.num_rows
-    except BaseException:
-        sink.abort()
-        raise
+        if memory_limit:
+            set_memory_limit(con, memory_limit)
+        if not work.is_local:
+            con.register_filesystem(work.fs)
+        yield con
     finally:
         con.close()
+        shutil.rmtree(spill, ignore_errors=True)
+
+
+def _listing(files: list[str]) -> str:
+    return ", ".join(quote(f) for f in files)
+
+
+def rank_task(work_url: str, storage_options: dict, files: list[str], group: str | None, low: float | None,
+              high: float | None, offset: int, total: int, ranks: list[str], index: int, out_url: str | None, limit: int,
+              memory_limit: str | None, order: str = "__k, __u") -> dict:
+    """The kept units of `group` with low <= k < high from every kept file, numbered from `offset`, in `order` (the
+    policy's, or `__part, __row` for placed kept files): written as parts of the result in `out_url`, or (`out_url`
+    None) as the range's ranked file in the work folder (an export's plan)."""
+    work = Location(work_url, storage_options)
+    where = ["__grp is not distinct from ?"] + (["__k >= ?"] if low is not None else []) + (["__k < ?"] if high is not None else [])
+    params = [group] + [b for b in (low, high) if b is not None]
+    query = f"select * from read_parquet([{_listing(files)}]) where {' and '.join(where)}"
+    for rank in ranks:
+        query = f"select *, {fill(rank, offset=int(offset), total=int(total))} from ({query})"
+    with _connect(work, memory_limit) as con:
+        reader = con.sql(f"select * exclude ({', '.join(INTERNAL)}) from ({query}) order by {order}",
+                         params=params).to_arrow_reader(BATCH_ROWS)
+        if out_url is None:
+            return {"rows": _write_batches(work, ranked_name(index), reader)}
+        sink, rows = PartsWriter(Location(out_url, storage_options), f"part-{index:05d}", limit), 0
+        try:
+            for batch in reader:
+                sink.write(batch)
+                rows += batch.num_rows
+        except BaseException:
+            sink.abort()
+            raise
     written = sink.close()
     failpoint.after_part("select", 1)
     return {"rows": rows, "parts": written}
+
+
+def gather_task(work_url: str, storage_options: dict, files: list[str], low: int, high: int, index: int,
+                memory_limit: str | None) -> dict:
+    """The ranked rows placed in documents parts low..high (a filter task's parts), from every ranked file, in place
+    order: the task's placed file."""
+    work = Location(work_url, storage_options)
+    with _connect(work, memory_limit) as con:
+        reader = con.sql(f"select * from read_parquet([{_listing(files)}]) where __part between {int(low)} and {int(high)} "
+                         "order by __part, __row").to_arrow_reader(BATCH_ROWS)
+        return {"rows": _write_batches(work, placed_name(index), reader)}
