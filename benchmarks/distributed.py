@@ -118,7 +118,8 @@ def main() -> None:
         if args.export:
             sharded = run("export", db, call, folder / "out-export", options)
             print(f"{'':58} {'export':7} {sharded['wall']:7.1f} {sharded['cpu']:7.1f} {sharded['rss_gb']:7.2f} {'':>7} {'':>6} "
-                  f"{'':>8}  {sharded['bytes'] == single['bytes']}  (the same bytes; ratio wall {sharded['wall'] / single['wall']:.2f}x)")
+                  f"{'':>8}  {sharded['bytes'] == single['bytes']}  (the same bytes as one process's export; ratio wall "
+                  f"{sharded['wall'] / single['wall']:.2f}x)")
 
 
 if __name__ == "__main__":

@@ -182,7 +182,10 @@ class PartSink:
 
     def _flush_group(self) -> None:
         if self._group:
-            self._writer.write_table(pa.Table.from_batches(self._group), row_group_size=ROW_GROUP_ROWS)
+            # one contiguous chunk: Arrow's writer checks its dictionary's size (and falls back to plain pages) at the
+            # boundaries of the chunks it is given, so the bytes would depend on how the batches came
+            table = pa.Table.from_batches(self._group).combine_chunks()
+            self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self._group, self._group_rows, self._group_bytes = [], 0, 0
 
     def finish(self, schema: pa.Schema | None = None) -> None:

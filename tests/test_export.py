@@ -276,6 +276,33 @@ def test_datatrove_export_has_datatroves_tokenized_layout(scored_db, tmp_path, t
         Blocks(str(out))
 
 
+def test_a_parquet_part_s_bytes_do_not_depend_on_how_its_rows_came(tmp_path):
+    """Arrow's writer checks its dictionary's size at the chunks it is given and falls back to plain pages there: a
+    part's row groups are written as one chunk, so the rows split into batches anywhere give the same bytes (a
+    sharded export's batches are cut where its plan's slices end, one process's where DuckDB's batches do)."""
+    import pyarrow as pa
+
+    from corpusdb.part_sink import PartSink
+    from corpusdb.storage import Location
+
+    rng = np.random.default_rng(0)
+    n = 30_000  # ~3 MB of distinct text in a row group: past the 1 MB dictionary page, so the writer falls back
+    texts = [rng.bytes(int(k)).hex() for k in rng.integers(20, 80, n)]
+    table = pa.table({"doc_id": np.arange(n), "text": texts, "n_bytes": [len(t) for t in texts]})
+    written = []
+    for name, sizes in (("one", [n]), ("small", [1000] * 30), ("uneven", [1, 4096, 13_000, 7, 12_896])):
+        sink = PartSink(Location(str(tmp_path / name)), "parquet", "k", None, part_bytes=1 << 30)
+        start = 0
+        for size in sizes:
+            for batch in table.slice(start, size).to_batches():
+                sink.add(batch)
+            start += size
+        sink.finish()
+        written.append((tmp_path / name / sink.parts[0]["file"]).read_bytes())
+    assert pq.ParquetFile(tmp_path / "one" / sink.parts[0]["file"]).metadata.row_group(0).column(1).encodings[-1] \
+        == "RLE_DICTIONARY" and written[0] == written[1] == written[2]
+
+
 def test_a_sharded_export_is_the_bytes_of_one_process_and_survives_a_killed_shard(scored_db, tmp_path, tiny_models,
                                                                                   monkeypatch):
     """`shards=3`: the driver cuts the parts on keys, local processes write them; every file is the single-process
