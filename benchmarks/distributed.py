@@ -53,6 +53,7 @@ if side in ("single", "export"):
             while chunk := f.read(1 << 24):
                 digest.update(chunk)
     report["bytes"] = digest.hexdigest()
+    report["task_rss_gb"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6  # the largest task or shard process
 else:
     from corpusdb.distributed.select import select
     selection = select(db, call, out, workers=2, **options)
@@ -117,7 +118,8 @@ def main() -> None:
               f"{tasks['passes']:6} {tasks['received'] / 1e3:8.0f}  {same}  {stages}  (ratio wall {tasks['wall'] / single['wall']:.2f}x)")
         if args.export:
             sharded = run("export", db, call, folder / "out-export", options)
-            print(f"{'':58} {'export':7} {sharded['wall']:7.1f} {sharded['cpu']:7.1f} {sharded['rss_gb']:7.2f} {'':>7} {'':>6} "
+            print(f"{'':58} {'export':7} {sharded['wall']:7.1f} {sharded['cpu']:7.1f} {sharded['rss_gb']:7.2f} "
+                  f"{sharded['task_rss_gb']:7.2f} {'':>6} "
                   f"{'':>8}  {sharded['bytes'] == single['bytes']}  (the same bytes as one process's export; ratio wall "
                   f"{sharded['wall'] / single['wall']:.2f}x)")
 
