@@ -270,7 +270,8 @@ def test_a_tokenized_sharded_export_survives_a_killed_cut_task(tmp_path, tiny_mo
     policy's own (curriculum)."""
     db = scattered_db(tmp_path / "db", 11, n=600)
     tokenizer = str(tiny_models["gpt2"])
-    for call in ("quota(map {'web': 2000, 'code': 900}, unit := 'bytes', seed := 3)", "curriculum('teacher', stages := 2, missing := 'last')"):
+    for call in ("quota(map {'web': 2000, 'code': 900}, unit := 'bytes', seed := 3)",
+                 "curriculum('teacher', stages := 2, missing := 'last')"):
         name = call.split("(")[0]
         one = db.view(call).export(str(tmp_path / f"one-{name}"), format="megatron", tokenizer=tokenizer, part_size_mb=0.0005)
         monkeypatch.setenv("CORPUSDB_FAILPOINT", "select.after_part=1")

@@ -39,7 +39,8 @@ class Plan:
     rule: str  # "before" or "through" (corpusdb.distributed.radix), or "all" (no cut: an order only)
     threshold: str  # SQL of a group's threshold, with {group}, {count} and {weight}
     checks: list[str]  # SQL boolean expressions the driver evaluates, with {no_teacher} ... {sources}
-    rows: str  # SQL of the result rows of KEPT joined to the documents (no rank columns), with {columns} (theirs)
+    rows: str  # SQL of the result rows of KEPT joined to the documents (no rank columns), with {columns} (theirs),
+    #   {documents} (the relation) and {place} (columns of its own to carry, each followed by a comma)
     ranks: list[str] = field(default_factory=list)  # SQL of the numbering columns over one range in order, each
     #   added over the last ({offset}: the count, or weight, before the range; {total}: the kept units)
     rank_by: str = "count"  # what {offset} counts: "count" or "weight" of the kept units before the range
@@ -150,8 +151,9 @@ def _curriculum(call: Call) -> Plan:
 
 
 def _rows(extra: str) -> str:
-    return ("select {columns}, " + extra + ", __grp, __k, __u, __w from (select *, "
-            "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from documents) as d "
+    """The result rows: {columns} of the documents `d` ({documents}: the task's, with {place} columns of theirs)."""
+    return ("select {columns}, " + extra + ", __grp, __k, __u, __w from (select *, {place}"
+            "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from {documents}) as d "
             f"inner join {KEPT} on {{join}} order by __grp nulls last, __k, __u")
 
 

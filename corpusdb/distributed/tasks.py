@@ -11,7 +11,8 @@
   reads the text of the task's own parts, never another task's), in the order of the policy;
   written as parts of the result or, where the policy numbers its rows, as a kept file for the ranges.
 - `rank_task`: one range of one group's order from every kept file: numbered from the range's
-  offset, written as a part of the result.
+  offset, written as a part of the result (or, for an export's plan, as a ranked file).
+- `gather_task`: an export's plan: the ranked rows of a filter task's parts, back in place order.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ def placed_name(index: int) -> str:
 
 
 def ranked_name(index: int) -> str:
-    """A numbered range's rows in place order, every column but the text."""
+    """A numbered range's rows for an export: in place order without the text, or in the policy's order with it."""
     return f"ranked-{index:05d}.parquet"
 
 
@@ -249,13 +250,15 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
     ranges: dict = {}
     try:
         with db.query_errors():
-            query = fill(plan["rows"], columns=select)
-            if first is not None:  # every row's place, as `corpusdb.cut.places_sql` numbers it over all the parts
+            if first is None:
+                query = fill(plan["rows"], columns=select, documents="documents", place="")
+            else:  # every row's place, as `corpusdb.cut.places_sql` numbers it over all the parts, read with the row
                 files = ", ".join(quote(db.location.url_of(p)) for p in parts)  # paths in the filesystem
-                keys = "" if boundaries is not None else f" exclude ({', '.join(INTERNAL)})"  # the ranks need the keys
-                query = (f"select p.file_index + {int(first)} as __part, p.file_row_number as __row, s.*{keys} "
-                         f"from ({query}) s inner join (select doc_id, file_index, file_row_number from "
-                         f"read_parquet([{files}], union_by_name = true)) p on s.doc_id = p.doc_id order by __part, __row")
+                place = f"d.file_index + {int(first)} as __part, d.file_row_number as __row"
+                query = fill(plan["rows"], columns=f"{place}, {select}", place="file_index, file_row_number, ",
+                             documents=f"read_parquet([{files}], union_by_name = true)")
+                if boundaries is None:  # in place order without the keys (numbered: the ranks need them, and order)
+                    query = f"select * exclude ({', '.join(INTERNAL)}) from ({query}) order by __part, __row"
             reader = db.con.sql(query).to_arrow_reader(BATCH_ROWS)
             if first is not None and boundaries is None:
                 rows = _write_batches(work, placed_name(index), reader)
