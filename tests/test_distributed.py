@@ -179,6 +179,17 @@ def test_the_policy_errors_are_the_single_process_ones(tmp_path):
             select(db, call, str(tmp_path / "out"), executor="inline")
 
 
+def test_a_task_out_of_memory_names_the_fix(tmp_path):
+    """A task whose DuckDB runs out of its memory limit: an error naming the two fixes, not DuckDB's advice."""
+    rng = random.Random(1)
+    ids = rng.sample(range(1, 10**12), 20_000)
+    db = make_db(tmp_path / "db", [(i, rng.choice(SOURCES), rng.randint(100, 400)) for i in ids], [5000, 10000, 15000],
+                 {m: {i: rng.random() for i in ids} for m in ("teacher", "reference")})
+    with pytest.raises(QueryError, match=r"a keys task ran out of memory \(Out of Memory Error.*\): give each task fewer "
+                                         r"documents \(more --shards\) or more memory \(--task-memory-limit"):
+        select(db, "curriculum('teacher')", str(tmp_path / "out"), shards=2, executor="inline", memory_limit="4MB")
+
+
 def test_a_selection_is_not_overwritten_unless_asked(tmp_path):
     ids = list(range(1, 41))
     db = make_db(tmp_path / "db", [(i, "web", 5) for i in ids], [10, 20, 30],

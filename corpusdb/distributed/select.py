@@ -39,6 +39,7 @@ from corpusdb.db import MEMORY_LIMIT_ENV
 from corpusdb.distributed import radix, tasks
 from corpusdb.distributed.calls import read_call
 from corpusdb.distributed.plans import NO_DOCUMENTS, fill, plan_for
+from corpusdb.errors import QueryError
 from corpusdb.execute import map_tasks
 from corpusdb.provenance import provenance
 from corpusdb.statements import quote
@@ -81,7 +82,14 @@ class Driver:
 
     def run(self, stage: str, function, arguments: list[tuple]) -> list:
         started = time.perf_counter()
-        measured = map_tasks(_measured, [(function, *args) for args in arguments], what=f"a {stage} task", **self.options)
+        try:
+            measured = map_tasks(_measured, [(function, *args) for args in arguments], what=f"a {stage} task",
+                                 **self.options)
+        except QueryError as exc:
+            if "Out of Memory" not in str(exc):
+                raise
+            raise QueryError(f"a {stage} task ran out of memory ({str(exc).split(';')[0]}): give each task fewer "
+                             "documents (more --shards) or more memory (--task-memory-limit, CORPUSDB_MEMORY_LIMIT)") from exc
         self.received += len(pickle.dumps(measured))
         results = [result for result, _ in measured]
         self.task_rss = max([self.task_rss, *(rss for _, rss in measured)])
