@@ -157,6 +157,7 @@ def export_view(
     executor: str = "local",
     workers: int | None = None,
     address: str | None = None,
+    task_memory_limit: str | None = None,
 ) -> dict:
     """Export the rows of VIEW (a view name, macro call or select) to URL; returns the manifest.
 
@@ -173,6 +174,8 @@ def export_view(
             instances' text unchanged, and this process cuts it on its keys.
         executor, workers, address: with shards > 1: local processes (at most `workers` at once) or Ray tasks on
             the cluster at `address`.
+        task_memory_limit: DuckDB's memory limit in each task of a cut by tasks ("2GB") [default:
+            CORPUSDB_MEMORY_LIMIT, else DuckDB's].
 
     Raises:
         ValueError: bad format or size.
@@ -244,7 +247,8 @@ def export_view(
             with db.query_errors():
                 if shards > 1:
                     _write_sharded(db, select, kind, view, columns, sink, out, journal,
-                                   (tokenizer, shards, executor, workers, address), progress, policy, ordered)
+                                   (tokenizer, shards, executor, workers, address, task_memory_limit), progress, policy,
+                                   ordered)
                 else:  # MDS and LitData cut their shards and chunks themselves, by their encoded size, as their writers do
                     _write_parts(db, select, kind, view, sink, sys.maxsize if format in STREAMING else part_bytes, progress)
             manifest = {
@@ -417,7 +421,7 @@ def _write_sharded(db: Database, select: str, kind: str, view: str, names: list[
     from corpusdb.execute import map_tasks
     from corpusdb.export_shards import deal, plan_parts, write_shard
 
-    tokenizer, shards, executor, workers, address = how
+    tokenizer, shards, executor, workers, address, memory_limit = how
 
     def files(index: int) -> list[str]:  # the files of export part `index`
         return [v for k, v in part_files(sink.fmt, index, sink.key).items() if k != "prefix"]
@@ -427,8 +431,8 @@ def _write_sharded(db: Database, select: str, kind: str, view: str, names: list[
             journal["work"] = f"_work-{sink.key}"  # the tasks' files, in a folder of their own: ours by the journal
             claim(out, journal)
             work = Location(out.url.rstrip("/") + "/" + journal["work"], out.storage_options)
-            plans = placed_plans(db, policy, work, sink.part_bytes, shards,
-                                 {"executor": executor, "workers": workers, "address": address}, progress, ordered)
+            plans = placed_plans(db, policy, work, sink.part_bytes, shards, {"executor": executor, "workers": workers,
+                                 "address": address, "memory_limit": memory_limit}, progress, ordered)
             for plan in plans:
                 plan["work"] = journal["work"]
             claim(out, journal, *(name for plan in plans for name in files(plan["index"])))

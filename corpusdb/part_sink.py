@@ -27,6 +27,33 @@ TOKENIZED = ("tokens", "megatron", "datatrove")  # need a tokenizer (mds and lit
 MEGATRON_HEADER = b"MMIDIDX\x00\x00"  # Megatron-LM's indexed dataset (.idx), version 1
 MEGATRON_DTYPES = {np.dtype(np.uint16): 8, np.dtype(np.int32): 4}  # megatron.core.datasets.indexed_dataset.DType
 ROW_GROUP_ROWS, ROW_GROUP_BYTES = 65536, 32 * 1024 * 1024  # a Parquet part's row groups: rows, or bytes of text
+WRITE_BATCH_ROWS = 1024  # the rows Arrow's Parquet writer takes at a time (its default, set explicitly)
+
+
+def aligned(batches: list[pa.RecordBatch], step: int = WRITE_BATCH_ROWS) -> pa.Table:
+    """The rows of `batches` as a table whose chunks all start at multiples of `step` rows.
+
+    Arrow's Parquet writer takes a column chunk by chunk, `step` rows at a time, and after each
+    step checks its dictionary's size (falling back to plain pages) and its page's: so a row
+    group's bytes depend on where its chunks begin. Aligned, they are the same however the rows
+    came (a sharded export's batches end where its plan's slices do, one process's where DuckDB's
+    do). Only the `step` rows around a place where two batches meet are copied; the rest are
+    slices of the batches.
+    """
+    offsets = np.cumsum([0, *(b.num_rows for b in batches)])
+    chunks, start, total = [], 0, int(offsets[-1])
+    table = None
+    while start < total:
+        i = int(np.searchsorted(offsets, start, side="right")) - 1  # the batch that holds row `start`
+        end = int(offsets[i + 1]) // step * step
+        if end > start:  # whole steps inside one batch
+            chunks.append(batches[i].slice(start - int(offsets[i]), end - start))
+        else:  # the step where batches meet, copied into one chunk
+            end = min(start + step, total)
+            table = pa.Table.from_batches(batches) if table is None else table
+            chunks.append(table.slice(start, end - start).combine_chunks().to_batches()[0])
+        start = end
+    return pa.Table.from_batches(chunks, schema=batches[0].schema)
 
 
 def _json_number(value: object) -> orjson.Fragment:
@@ -85,7 +112,7 @@ class PartSink:
         self._stack = contextlib.ExitStack()
         if self.fmt == "parquet":
             self._file = self._stack.enter_context(self.out.open_atomic(entry["file"]))
-            self._writer = pq.ParquetWriter(self._file, schema, compression="zstd")
+            self._writer = pq.ParquetWriter(self._file, schema, compression="zstd", write_batch_size=WRITE_BATCH_ROWS)
             self._group: list[pa.RecordBatch] = []
             self._group_rows = self._group_bytes = 0
             return
@@ -182,10 +209,7 @@ class PartSink:
 
     def _flush_group(self) -> None:
         if self._group:
-            # one contiguous chunk: Arrow's writer checks its dictionary's size (and falls back to plain pages) at the
-            # boundaries of the chunks it is given, so the bytes would depend on how the batches came
-            table = pa.Table.from_batches(self._group).combine_chunks()
-            self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            self._writer.write_table(aligned(self._group), row_group_size=ROW_GROUP_ROWS)
         self._group, self._group_rows, self._group_bytes = [], 0, 0
 
     def finish(self, schema: pa.Schema | None = None) -> None:

@@ -28,7 +28,7 @@ import corpusdb
 from corpusdb.distributed import radix
 from corpusdb.distributed.calls import read_call
 from corpusdb.distributed.select import MANIFEST, select
-from corpusdb.errors import QueryError
+from corpusdb.errors import ExportError, QueryError
 
 SOURCES = ("web", "books", "code")
 LOGPROBS = (-12.0, -6.0, -3.0, -1.5, 0.0)
@@ -188,6 +188,11 @@ def test_a_task_out_of_memory_names_the_fix(tmp_path):
     with pytest.raises(QueryError, match=r"a keys task ran out of memory \(Out of Memory Error.*\): give each task fewer "
                                          r"documents \(more --shards\) or more memory \(--task-memory-limit"):
         select(db, "curriculum('teacher')", str(tmp_path / "out"), shards=2, executor="inline", memory_limit="4MB")
+    with pytest.raises(QueryError, match=r"a keys task ran out of memory .*more --shards"):  # an export cut by tasks
+        db.view("curriculum('teacher')").export(str(tmp_path / "export"), shards=2, executor="inline", task_memory_limit="4MB")
+    assert not (tmp_path / "export").exists()  # nothing left behind: no part, no journal, no work folder
+    with pytest.raises(ValueError, match="memory limit 'lots' is not a size DuckDB reads"):
+        db.view("curriculum('teacher')").export(str(tmp_path / "export"), shards=2, task_memory_limit="lots")
 
 
 def test_a_selection_is_not_overwritten_unless_asked(tmp_path):
@@ -309,7 +314,7 @@ def test_a_killed_driver_s_work_folder_is_removed_by_the_next_export(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == sorted([MANIFEST, "README.md", *(p["file"] for p in manifest["parts"])])
     (out / "stray").mkdir()
     (out / "stray" / "x.parquet").write_bytes(b"not ours")
-    with pytest.raises(Exception, match="corpusdb did not write"):
+    with pytest.raises(ExportError, match="corpusdb did not write"):
         db.view(call).export(str(out), shards=2, executor="inline", overwrite=True)
 
 

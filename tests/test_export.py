@@ -324,7 +324,7 @@ def test_a_sharded_export_is_the_bytes_of_one_process_and_survives_a_killed_shar
     monkeypatch.delenv("CORPUSDB_FAILPOINT")
     single = scored_db.view(VIEW).export(str(tmp_path / "single"), part_size_mb=0.02)
     result = CliRunner().invoke(cli, ["export", scored_db.url, VIEW, str(tmp_path / "cli"), "--part-size-mb", "0.02",
-                                      "--shards", "2"])
+                                      "--shards", "2", "--task-memory-limit", "500MB"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "cli" / "manifest.json").read_text())["parts"] == single["parts"]
     for part in single["parts"]:

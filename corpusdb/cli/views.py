@@ -240,10 +240,13 @@ def compare(db, view_a, view_b, fmt, as_of, storage_options):
               help="text bytes per part (mds and litdata: encoded bytes per shard or chunk, as their writers count)")
 @click.option("--overwrite", is_flag=True, help="replace an export of something else at URL")
 @click.option("--progress/--no-progress", default=None, help="progress bar [default: on a terminal]")
+@click.option("--task-memory-limit", help="with --shards, a policy call cut by tasks: DuckDB's memory limit in each task, "
+                                          "e.g. 2GB [default: --memory-limit's]")
 @executor_options
 @as_of_option
 @storage_option
-def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, shards, executor, address, as_of, storage_options):
+def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, task_memory_limit, shards, executor, address, as_of,
+           storage_options):
     """Export VIEW's rows to URL (any fsspec URL) as a training subset, with a manifest written last.
 
     VIEW is a view name, a macro call such as "difference('teacher', 'ref')", or a select. Rows
@@ -282,7 +285,7 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, sha
         manifest = database.view(name).export(
             url, format=fmt, tokenizer=tokenizer, part_size_mb=part_size_mb, overwrite=overwrite,
             storage_options=parse_storage_options(storage_options), progress=progress, shards=max(shards, 1),
-            executor=executor, address=address,
+            executor=executor, address=address, task_memory_limit=task_memory_limit,
         )
     tokens = f", {manifest['n_tokens']:,} tokens" if "n_tokens" in manifest else ""
     what = "already exported (same selection, data and settings):" if manifest.get("reused") else "exported"

@@ -45,7 +45,7 @@ def distributed_plan(view: str):
 def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, how: dict, progress: bool | None,
                  ordered: bool = False) -> list[dict]:
     """The export parts of the policy's rows, each {index, rows, slices: [[file, start, stop], ...]} in order, the files
-    in `work`; `how`: executor, workers, address. None selected: no parts.
+    in `work`; `how`: executor, workers, address, memory_limit (DuckDB's in each task). None selected: no parts.
 
     In place order (an unordered policy), the files hold every column but the text, with the rows' places; in the
     policy's own order (`ordered`: it numbers its rows and orders by the numbers), the ranges' rows with their text,
@@ -53,7 +53,7 @@ def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, ho
     crosses the network once, as in a shuffle, and no task reads another's documents parts.
     """
     groups = plan_groups(db, shards)
-    source = task_source(db, work.storage_options, None)
+    source = task_source(db, work.storage_options, how.get("memory_limit"))
     driver = Driver(how["executor"], how.get("workers"), how.get("address"), bool(progress))
     check_models(db, plan)
     cut = find_cut(db, plan, groups, source, work, driver, NBINS, RESOLVE_ROWS)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from corpusdb.db import MEMORY_LIMIT_ENV
+from corpusdb.db import MEMORY_LIMIT_ENV, set_memory_limit
 from corpusdb.distributed import radix, tasks
 from corpusdb.distributed.calls import read_call
 from corpusdb.distributed.plans import NO_DOCUMENTS, fill, plan_for
@@ -201,9 +201,19 @@ class Cut:
 
 def task_source(db: Database, out_options: dict, memory_limit: str | None) -> dict:
     """What a task opens: the database at this version (its own storage options), the options of the output's folder,
-    DuckDB's memory limit per task [default: CORPUSDB_MEMORY_LIMIT, else DuckDB's]."""
+    DuckDB's memory limit per task [default: CORPUSDB_MEMORY_LIMIT, else DuckDB's].
+
+    Raises:
+        ValueError: a memory limit DuckDB does not read (before any task starts).
+    """
+    memory_limit = memory_limit or os.environ.get(MEMORY_LIMIT_ENV)
+    if memory_limit:
+        import duckdb
+
+        with duckdb.connect() as con:
+            set_memory_limit(con, memory_limit)
     return {"url": db.url, "storage_options": db.location.storage_options, "out_options": out_options,
-            "version": db.version, "memory_limit": memory_limit or os.environ.get(MEMORY_LIMIT_ENV)}
+            "version": db.version, "memory_limit": memory_limit}
 
 
 def plan_groups(db: Database, shards: int | None) -> list[list[str]]:
