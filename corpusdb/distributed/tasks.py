@@ -123,6 +123,17 @@ class PartsWriter:
             self._end()
         return self.parts
 
+    def write_all(self, batches) -> list[dict]:
+        """Write every batch and close; a failure drops the open part (its finished parts stay, as a re-run rewrites
+        them). Returns the parts."""
+        try:
+            for batch in batches:
+                self.write(batch)
+        except BaseException:
+            self.abort()
+            raise
+        return self.close()
+
     def abort(self) -> None:
         """Drop the open part (a failed task leaves no half part)."""
         if self._stack is not None:
@@ -246,7 +257,6 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
     # every column of the database's documents, in its order: a part of an older schema gives NULLs, as the view does
     select = ", ".join(f'd."{name}"' if name in have else f'null::{kind} as "{name}"' for name, kind in columns)
     db.con.register(KEPT, kept)
-    rows = 0
     ranges: dict = {}
     try:
         with db.query_errors():
@@ -261,21 +271,14 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
                     query = f"select * exclude ({', '.join(INTERNAL)}) from ({query}) order by __part, __row"
             reader = db.con.sql(query).to_arrow_reader(BATCH_ROWS)
             if first is not None and boundaries is None:
-                rows = _write_batches(work, placed_name(index), reader)
+                placed = _write_batches(work, placed_name(index), reader)
                 failpoint.after_part("select", 1)
-                return {"rows": rows}
+                return {"rows": placed}
             if boundaries is None:  # the result's own parts, without the keys
-                sink = PartsWriter(Location(out_url, source["out_options"]), f"part-{index:05d}", limit)
-                try:
-                    for batch in reader:
-                        sink.write(batch.drop_columns(list(INTERNAL)))
-                        rows += batch.num_rows
-                except BaseException:
-                    sink.abort()
-                    raise
-                written = sink.close()
+                written = PartsWriter(Location(out_url, source["out_options"]), f"part-{index:05d}", limit).write_all(
+                    batch.drop_columns(list(INTERNAL)) for batch in reader)
                 failpoint.after_part("select", 1)
-                return {"rows": rows, "parts": written}
+                return {"rows": sum(p["n_rows"] for p in written), "parts": written}
 
             def count(batch: pa.RecordBatch) -> None:  # per group and range: the units and weight kept
                 encoded = batch.column(batch.schema.get_field_index("__grp")).dictionary_encode()
@@ -344,17 +347,9 @@ def rank_task(work_url: str, storage_options: dict, files: list[str], group: str
                          params=params).to_arrow_reader(BATCH_ROWS)
         if out_url is None:
             return {"rows": _write_batches(work, ranked_name(index), reader)}
-        sink, rows = PartsWriter(Location(out_url, storage_options), f"part-{index:05d}", limit), 0
-        try:
-            for batch in reader:
-                sink.write(batch)
-                rows += batch.num_rows
-        except BaseException:
-            sink.abort()
-            raise
-    written = sink.close()
+        written = PartsWriter(Location(out_url, storage_options), f"part-{index:05d}", limit).write_all(reader)
     failpoint.after_part("select", 1)
-    return {"rows": rows, "parts": written}
+    return {"rows": sum(p["n_rows"] for p in written), "parts": written}
 
 
 def gather_task(work_url: str, storage_options: dict, files: list[str], low: int, high: int, index: int,
