@@ -11,6 +11,9 @@ Builds (or reuses) a synthetic database (`benchmarks/synthetic.py`: documents of
   2 cores), each task's DuckDB under --task-memory-limit;
 - with --export, also `db.view(call).export(OUT, shards=N)`: the same parquet export cut by the tasks
   (`corpusdb.distributed.places`) and written by N shards, checked byte for byte against one process.
+- with --covers, the selection twice: over the version whose score parts do not say which documents parts they
+  cover (every task reads every score row: "tasks"), and over the next version, where the same parts are
+  registered again with `covers` (each covers its documents part, as a scoring job records it: "covered").
 It prints wall time, CPU (the process and its children), the peak RSS of the driver and of the
 largest task process, the seconds per stage, the passes of the cut, the bytes the driver received,
 and whether both wrote the same rows (count and an order-free hash of doc_id and score).
@@ -37,7 +40,7 @@ CHILD = """
 import json, sys, time, resource
 import corpusdb
 side, db_path, call, out, options, report_path = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], json.loads(sys.argv[5]), sys.argv[6]
-db = corpusdb.open(db_path)
+db = corpusdb.open(db_path, as_of=options.pop("as_of", None))
 started = time.perf_counter()
 if side in ("single", "export"):
     if side == "export":
@@ -87,6 +90,21 @@ def run(side: str, db: str, call: str, out: Path, options: dict) -> dict:
     return report
 
 
+def cover(path: str) -> tuple[int, int]:
+    """Register the synthetic score parts again, each with the documents part it covers (same name); returns the
+    versions before and after (once: a database whose parts carry covers already returns those)."""
+    import corpusdb
+
+    db = corpusdb.open(path)
+    records = db.snapshot.tables["scores"]
+    if not all("covers" in info for info in records.values()):
+        db.register_parts("scores", sorted(records), covers={p: ["documents/" + p.rsplit("/", 1)[1]] for p in records})
+        db = corpusdb.open(path)
+    before = corpusdb.open(path, as_of=db.version - 1)
+    assert not any("covers" in info for info in before.snapshot.tables["scores"].values())
+    return before.version, db.version
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=1_000_000)
@@ -96,15 +114,21 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/corpusdb-distributed")
     parser.add_argument("--calls", default="all", help="comma-separated indices into the calls, or all")
     parser.add_argument("--export", action="store_true", help="also a sharded parquet export cut by the tasks")
+    parser.add_argument("--covers", action="store_true",
+                        help="the selection without and with score parts that record the documents parts they cover")
     args = parser.parse_args()
-    from synthetic import build
-
     folder = Path(args.dir)
     started = time.perf_counter()
-    build(folder / f"db-{args.n}-{args.parts}", args.n, part_rows=-(-args.n // args.parts))
+    # built in a process of its own: a child's peak RSS (ru_maxrss) starts from what this process holds when it starts
+    # the child, so this one must stay small
+    prepare = subprocess.run([sys.executable, __file__, "--prepare", str(folder / f"db-{args.n}-{args.parts}"), str(args.n),
+                              str(args.parts), str(args.covers)], stdout=subprocess.PIPE, text=True, check=True)
+    uncovered, covered = json.loads(prepare.stdout.splitlines()[-1])
     print(f"database: {args.n:,} documents in {args.parts} parts ({time.perf_counter() - started:.0f} s to build or reuse)")
     calls = CALLS if args.calls == "all" else [CALLS[int(i)] for i in args.calls.split(",")]
     options = {"shards": args.shards, "memory_limit": args.task_memory_limit}
+    if args.covers:
+        options["as_of"] = uncovered
     print(f"{'call':58} {'side':7} {'wall s':>7} {'cpu s':>7} {'rss GB':>7} {'task GB':>7} {'passes':>6} {'recv KB':>8}  same  stages")
     for call in calls:
         db = str(folder / f"db-{args.n}-{args.parts}")
@@ -116,13 +140,32 @@ def main() -> None:
         stages = " ".join(f"{k} {v:.1f}" for k, v in tasks["stages"].items())
         print(f"{'':58} {'tasks':7} {tasks['wall']:7.1f} {tasks['cpu']:7.1f} {tasks['rss_gb']:7.2f} {tasks['task_rss_gb']:7.2f} "
               f"{tasks['passes']:6} {tasks['received'] / 1e3:8.0f}  {same}  {stages}  (ratio wall {tasks['wall'] / single['wall']:.2f}x)")
+        if args.covers:
+            near = run("tasks", db, call, folder / "out-covered", {**options, "as_of": covered})
+            stages = " ".join(f"{k} {v:.1f}" for k, v in near["stages"].items())
+            print(f"{'':58} {'covered':7} {near['wall']:7.1f} {near['cpu']:7.1f} {near['rss_gb']:7.2f} {near['task_rss_gb']:7.2f} "
+                  f"{near['passes']:6} {near['received'] / 1e3:8.0f}  {near['digest'] == single['digest']}  {stages}  "
+                  f"(ratio wall {near['wall'] / single['wall']:.2f}x one process, {near['wall'] / tasks['wall']:.2f}x tasks; "
+                  f"cpu {near['cpu'] / tasks['cpu']:.2f}x)")
         if args.export:
-            sharded = run("export", db, call, folder / "out-export", options)
+            sharded = run("export", db, call, folder / "out-export", {**options, "as_of": covered} if args.covers else options)
             print(f"{'':58} {'export':7} {sharded['wall']:7.1f} {sharded['cpu']:7.1f} {sharded['rss_gb']:7.2f} "
                   f"{sharded['task_rss_gb']:7.2f} {'':>6} "
                   f"{'':>8}  {sharded['bytes'] == single['bytes']}  (the same bytes as one process's export; ratio wall "
                   f"{sharded['wall'] / single['wall']:.2f}x)")
 
 
+def prepare(path: str, n: int, parts: int, covers: bool) -> None:
+    """Build (or reuse) the database; with covers, register its score parts again with their covers. Prints the
+    versions without and with covers as JSON."""
+    from synthetic import build
+
+    build(Path(path), n, part_rows=-(-n // parts))
+    print(json.dumps(cover(path) if covers else [None, None]))
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:2] == ["--prepare"]:
+        prepare(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "True")
+    else:
+        main()

@@ -29,6 +29,9 @@ import duckdb
 
 from corpusdb import docindex, versions
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
+from corpusdb.covers import FIELD as COVERS
+from corpusdb.covers import check as covers_check
+from corpusdb.covers import task_parts
 from corpusdb.errors import QueryError, VersionError
 from corpusdb.integrity import check_sizes
 from corpusdb.policies import load_builtin_views
@@ -289,8 +292,8 @@ class Database:
 
     def restrict(self, parts: list[str]) -> tuple[int, int] | None:
         """Let this connection's `documents` show only `parts` (some of this version's documents parts) and
-        `scores` only the rows whose doc_id lies within theirs: what one task of a distributed plan reads
-        (`corpusdb.distributed`). Returns the parts' (smallest, largest) doc_id, None where they hold none.
+        `scores` only the rows whose doc_id lies within theirs, read from the score parts that may hold them
+        (`corpusdb.covers`): what one task of a distributed plan reads (`corpusdb.distributed`). Returns the parts' (smallest, largest) doc_id, None where they hold none.
 
         Raises:
             ValueError: a path that is not a documents part of this version.
@@ -304,11 +307,13 @@ class Database:
         low, high = self._con.execute("select min(doc_id), max(doc_id) from documents").fetchall()[0]
         bounds = (low, high) if low is not None else (0, -1)  # no documents: no scores either
         _, hive = TABLE_FOLDERS["scores"]
-        schemas = [info.get("schema") for _, info in sorted(self.snapshot.tables.get("scores", {}).items())]
-        # the range prunes score parts and row groups by their statistics where doc_ids cluster; where they do not
-        # (content hashes), every task reads the two models' score columns in full (docs/scaling.md)
-        self._create_view("corpusdb_task_scores", self.parts("scores"), TABLE_SCHEMAS["scores"], hive, schemas,
-                          derived=self._derived("scores"), where=f"doc_id between {int(bounds[0])} and {int(bounds[1])}")
+        records = self.snapshot.tables.get("scores", {})
+        # the score parts covering these parts (and those of unknown cover: `corpusdb.covers`); the range prunes
+        # row groups by their statistics where doc_ids cluster, where they do not (content hashes) nothing else would
+        scores = task_parts(self.snapshot, {own[p][0] for p in parts})
+        self._create_view("corpusdb_task_scores", [self.location.join(p) for p in scores], TABLE_SCHEMAS["scores"], hive,
+                          [records[p].get("schema") for p in scores], derived=self._derived("scores"),
+                          where=f"doc_id between {int(bounds[0])} and {int(bounds[1])}")
         # one keyless row per scored model (a NULL doc_id joins nothing): a policy's "no scores named X" check
         # sees every model of the version, as it does unrestricted
         models = sorted({m.group(1) for p in self.snapshot.parts("scores") if (m := re.search(r"(?:^|/)model=([^/]+)/", p))})
@@ -328,8 +333,31 @@ class Database:
         per schema, without `union_by_name`, so binding reads one footer per schema instead of every
         part's (30k parts: seconds per query); where any part lacks the key, one `union_by_name` read.
         """
+        body = self._parts_sql(paths, columns, hive, schemas, derived, where)
+        try:
+            self._con.execute(f"create or replace view {view} as {body}")
+        except duckdb.IOException as exc:
+            missing = [p for p in paths if not self.location.fs.exists(p)]
+            if not missing:
+                raise
+            raise VersionError(
+                f"{self.url}: version {self.version} lists {len(missing)} part(s) of {view} that are missing "
+                f"(e.g. {self.location.url_of(missing[0])}); restore them, or read an earlier version with --as-of"
+            ) from exc
+
+    def documents_with_files(self, column: str) -> str:
+        """SQL of the `documents` rows of this version, in the view's order, with each row's part (its URL, as
+        `location.url_of` gives it) in `column`."""
+        documents = self.snapshot.tables.get("documents", {})
+        return self._parts_sql(self.parts("documents"), TABLE_SCHEMAS["documents"], TABLE_FOLDERS["documents"][1],
+                               [info.get("schema") for _, info in sorted(documents.items())], file_column=column)
+
+    def _parts_sql(self, paths: list[str], columns: dict[str, str], hive: bool = False, schemas: list[str | None] | None = None,
+                   derived: str | None = None, where: str | None = None, file_column: str | None = None) -> str:
+        """The SQL of `_create_view`'s view (`file_column`: a column naming each row's file)."""
         if paths:
-            hive_option = ", hive_partitioning = true" if hive else ""
+            hive_option = (", hive_partitioning = true" if hive else "") + (f", filename = {quote(file_column)}"
+                                                                           if file_column else "")
             groups: dict[str, list[str]] = {}
             if schemas and all(schemas):
                 for path, schema in zip(paths, schemas):
@@ -341,21 +369,12 @@ class Database:
                 f"select * from read_parquet([{', '.join(quote(self.location.url_of(p)) for p in group)}], {options})"
                 for group in groups.values())
         else:
-            body = _empty_select(columns)
+            body = _empty_select({**columns, **({file_column: "VARCHAR"} if file_column else {})})
         if derived:
             body = f"select *, {derived} from ({body})"
         if where:
             body = f"select * from ({body}) where {where}"
-        try:
-            self._con.execute(f"create or replace view {view} as {body}")
-        except duckdb.IOException as exc:
-            missing = [p for p in paths if not self.location.fs.exists(p)]
-            if not missing:
-                raise
-            raise VersionError(
-                f"{self.url}: version {self.version} lists {len(missing)} part(s) of {view} that are missing "
-                f"(e.g. {self.location.url_of(missing[0])}); restore them, or read an earlier version with --as-of"
-            ) from exc
+        return body
 
     def _create_annotation_views(self) -> None:
         """One view `annotations_NAME` per annotation of the version; views of annotations it lacks are dropped."""
@@ -488,15 +507,22 @@ class Database:
         self.snapshot = versions.commit(self.location, operation, change)
         return self.snapshot
 
-    def register_parts(self, table: str, paths: Iterable[str], models: dict | None = None) -> Snapshot:
+    def register_parts(self, table: str, paths: Iterable[str], models: dict | None = None,
+                       covers: dict[str, list[str]] | None = None) -> Snapshot:
         """Commit Parquet files already written under the table's folder as parts of `table` (with `models`
         entries for scores), e.g. tables computed by another engine; `minhash` parts replace the table's.
 
+        `covers` (scores only) maps a score part to the documents parts holding all its doc_ids (paths as
+        `paths` takes them): a task of a distributed selection then reads the score parts of its own documents
+        only (`corpusdb.covers`). It is checked against the doc_ids; registering a part again updates its record.
+
         Raises:
-            ValueError: an unknown table, or a file outside the table's folder.
+            ValueError: an unknown table, a file outside the table's folder, or covers that miss a doc_id.
         """
         if table not in TABLE_FOLDERS:
             raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLE_FOLDERS)}")
+        if covers and table != "scores":
+            raise ValueError(f"covers is for parts of scores, not {table}")
         folder = self.location.join(TABLE_FOLDERS[table][0]) + "/"
         found = []
         for path in paths:
@@ -504,6 +530,11 @@ class Database:
             if not full.startswith(folder):
                 raise ValueError(f"{path} is not under {folder}; write parts of {table} there")
             found.append(versions.existing_part(self.location, full))
+        relative = {self.location.relpath(written.path) for written, _, _ in found}
+        covered = {self._relative(path): sorted({self._relative(part) for part in parts}) for path, parts in (covers or {}).items()}
+        unknown = sorted(set(covered) - relative)
+        if unknown:
+            raise ValueError(f"register_parts: covers names {unknown[0]}, which is not among the parts to register")
 
         new_ids = {}  # documents: each part's doc_ids (each doc_id once: policies join a unit's text back by it)
         for written, _, _ in found if table == "documents" else ():
@@ -515,8 +546,12 @@ class Database:
                 self._refuse_repeated_doc_ids(snapshot, new_ids)
             if table == "minhash":
                 snapshot.tables["minhash"] = {}
+            covers_check(snapshot, covered, lambda path: docindex.read_doc_ids(self.location, [path]),
+                         lambda part: docindex.read_doc_ids(self.location, [part]))
             for written, rows, fields in found:
-                snapshot.add_part(table, self.location, written, rows, **fields)
+                path = self.location.relpath(written.path)
+                snapshot.add_part(table, self.location, written, rows, **fields,
+                                  **({COVERS: covered[path]} if path in covered else {}))
             if table == "documents":
                 docindex.update(self.location, snapshot, lambda path: new_ids[path] if path in new_ids
                                 else docindex.read_doc_ids(self.location, [path]))
@@ -524,6 +559,10 @@ class Database:
             return f"{len(found)} parts of {table} registered"
 
         return self.commit("register", change)
+
+    def _relative(self, path: str) -> str:
+        """A part's path relative to the database, given that or its full path."""
+        return self.location.relpath(path) if path.startswith(self.location.path.rstrip("/") + "/") else path
 
     def _refuse_repeated_doc_ids(self, snapshot: Snapshot, new_ids: dict) -> None:
         """Raise ValueError where parts to register repeat a doc_id, or hold one `documents` already has."""

@@ -35,8 +35,9 @@ LOGPROBS = (-12.0, -6.0, -3.0, -1.5, 0.0)
 
 
 def make_db(root: Path | str, docs: list[tuple[int, str, int]], cuts: list[int], scores: dict[str, dict[int, float]],
-            storage_options: dict | None = None):
-    """A database of `docs` (doc_id, source, n_bytes) in parts ending at `cuts`, with the scores given."""
+            storage_options: dict | None = None, covered: bool = False):
+    """A database of `docs` (doc_id, source, n_bytes) in parts ending at `cuts`, with the scores given: one part a
+    model, or (`covered`) one a documents part, every other one recording the documents part it covers."""
     db = corpusdb.init(str(root), storage_options)
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(docs)}), len(docs)]
     paths = []
@@ -46,13 +47,20 @@ def make_db(root: Path | str, docs: list[tuple[int, str, int]], cuts: list[int],
                           "text": ["t" * n for _, _, n in rows], "n_bytes": pa.array([n for _, _, n in rows], pa.int64())})
         paths.append(db.location.write_parquet(table, "documents", f"part-{i:03d}.parquet", row_group_size=4).path)
     db.register_parts("documents", paths)
+    groups = [[d for d, _, _ in docs[start:end]] for start, end in (itertools.pairwise(bounds) if covered else [(0, len(docs))])]
     for model, values in scores.items():
-        ids = sorted(values)
-        table = pa.table({"doc_id": pa.array(ids, pa.int64()), "sum_logprob": pa.array([values[i] for i in ids], pa.float64()),
-                          "n_tokens": pa.array([3] * len(ids), pa.int64()), "n_bytes": pa.array([1] * len(ids), pa.int64())})
-        written = db.location.write_parquet(table, "scores", f"model={model}", "part-0.parquet")
-        db.register_parts("scores", [written.path], models={model: {"model": f"test/{model}", "content_hash": model,
-                                                                    "tokenizer_hash": "bpe", "unit": "documents"}})
+        written, covers = [], {}
+        for i, group in enumerate(groups):
+            ids = sorted(d for d in group if d in values)
+            table = pa.table({"doc_id": pa.array(ids, pa.int64()),
+                              "sum_logprob": pa.array([values[i] for i in ids], pa.float64()),
+                              "n_tokens": pa.array([3] * len(ids), pa.int64()), "n_bytes": pa.array([1] * len(ids), pa.int64())})
+            written.append(db.location.write_parquet(table, "scores", f"model={model}", f"part-{i}.parquet").path)
+            if covered and i % 2 == 0:
+                covers[written[-1]] = [paths[i]]
+        db.register_parts("scores", written, covers=covers,
+                          models={model: {"model": f"test/{model}", "content_hash": model, "tokenizer_hash": "bpe",
+                                          "unit": "documents"}})
     return corpusdb.open(str(root), storage_options=storage_options)
 
 
@@ -76,7 +84,7 @@ def databases(draw):
     docs = [(i, draw(st.sampled_from(SOURCES)), draw(st.sampled_from((0, 1, 2, 4, 8)))) for i in ids]
     cuts = draw(st.lists(st.integers(1, max(1, n - 1)), max_size=5))
     scores = {m: {i: draw(st.sampled_from(LOGPROBS)) for i in ids if draw(st.integers(0, 9))} for m in ("teacher", "reference")}
-    return docs, cuts, scores
+    return docs, cuts, scores, draw(st.booleans())
 
 
 ALPHAS = ("0.1", "0.3", "0.5", "1", "0.25::double", "0.7")
@@ -101,9 +109,9 @@ calls = st.one_of(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(databases(), calls, st.integers(1, 4), st.sampled_from((2, 4)), st.sampled_from((1, 3)))
 def test_every_cut_policy_distributed_equals_the_single_process_query(data, call, shards, nbins, resolve_rows):
-    docs, cuts, scores = data
+    docs, cuts, scores, covered = data
     with tempfile.TemporaryDirectory() as tmp:
-        db = make_db(Path(tmp) / "db", docs, cuts, scores)
+        db = make_db(Path(tmp) / "db", docs, cuts, scores, covered=covered)
         try:
             with db.query_errors():
                 expected = db.sql(f"select * from {call}").to_arrow_table()
@@ -348,6 +356,55 @@ def test_ray_tasks_from_s3_to_s3_equal_the_single_process_query(ray_cluster, s3_
             assert db.location.fs.cat(f"{bucket}/one/{part['file']}") == db.location.fs.cat(f"{bucket}/many/{part['file']}")
         db.location.fs.invalidate_cache()  # no task's file is left (SeaweedFS may list the emptied folder itself)
         assert not [path for path in db.location.fs.find(f"{bucket}/many") if "/_work-" in path]
+
+
+def million(root: Path, parts: int = 8, n: int = 1_000_000):
+    """A database of n documents in `parts` parts, written with numpy and committed through register_parts, with
+    teacher and reference scores from a few values (most units tie), one part a documents part, as a scoring job
+    writes them: each records the documents part it covers."""
+    db = corpusdb.init(str(root))
+    rng = np.random.default_rng(1)
+    ids = np.unique(rng.integers(-2**62, 2**62, int(n * 1.01)))[:n]
+    rng.shuffle(ids)
+    sizes = rng.integers(0, 40, n)
+    pool = "abcdefghijklmnopqrstuvwxyz0123456789abcd"
+    docs, scores, covers = [], [], {}
+    for i, rows in enumerate(np.array_split(np.arange(n), parts)):
+        table = pa.table({"doc_id": pa.array(ids[rows]), "source": pa.array(np.array(SOURCES)[rng.integers(0, 3, len(rows))]),
+                          "text": pa.array([pool[:k] for k in sizes[rows]]), "n_bytes": pa.array(sizes[rows])})
+        docs.append(db.location.write_parquet(table, "documents", f"part-{i:03d}.parquet").path)
+        for model in ("teacher", "reference"):
+            kept = rows[rng.random(len(rows)) < 0.98]
+            score = pa.table({"doc_id": pa.array(ids[kept]), "sum_logprob": pa.array(-rng.integers(0, 64, len(kept)) / 4.0),
+                              "n_tokens": pa.array(np.full(len(kept), 3)), "n_bytes": pa.array(sizes[kept])})
+            path = db.location.write_parquet(score, "scores", f"model={model}", f"part-{i:03d}.parquet").path
+            scores.append(path)
+            covers[path] = [docs[-1]]
+    db.register_parts("documents", docs)
+    db.register_parts("scores", scores, covers=covers, models={
+        m: {"model": f"test/{m}", "content_hash": m, "tokenizer_hash": "bpe", "unit": "documents"} for m in ("teacher", "reference")})
+    return corpusdb.open(str(root))
+
+
+def test_ray_tasks_over_a_million_documents_equal_one_process(ray_cluster, tmp_path):
+    """A local Ray cluster at 1M documents: the cut (two passes of 1,024 bins), numbered ranges and a global order
+    give the single-process rows, and a sharded export its bytes."""
+    db = million(tmp_path / "db")
+    for call, ordered in (("difference('teacher', 'reference', alpha := 0.5, missing := 'exclude')", False),
+                          ("quota(map {'web': 5000000, 'code': 2000000}, unit := 'bytes', seed := 2)", False),
+                          ("curriculum('reference', stages := 3, missing := 'last')", True)):
+        single = db.sql(f"select * from {call}").to_arrow_table()
+        selection = select(db, call, str(tmp_path / "sel"), shards=4, executor="ray", overwrite=True)
+        got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table()
+        if not ordered:
+            single, got = single.sort_by("doc_id"), got.sort_by("doc_id")
+        assert got.num_rows == single.num_rows > 200_000 and got.equals(single), call
+        assert selection.passes >= (0 if ordered else 1)
+    call = "difference_bytes('teacher', 'reference', alpha := 0.4, missing := 'exclude')"
+    one = db.view(call).export(str(tmp_path / "one"), part_size_mb=1)
+    many = db.view(call).export(str(tmp_path / "many"), part_size_mb=1, shards=4, executor="ray")
+    assert len(one["parts"]) > 4 and many["parts"] == one["parts"]
+    same_files(tmp_path / "one", tmp_path / "many")
 
 
 def test_call_arguments_keep_their_sql_types():

@@ -93,7 +93,7 @@ def test_view_create_runs_a_view_for_a_bounded_time_and_says_how_to_pass_the_sql
     assert result.exit_code == 1 and 'Referenced column "nope" not found' in result.output  # binding is still checked
     for args, left in ((["select", "*", "from", "documents"], "'select * from documents'"), (["--sql", "select", "*", "from", "documents"], "'* from documents'")):
         result = runner.invoke(cli, ["view", "create", db.url, "short", *args])
-        assert result.exit_code == 2 and f"the view's SQL must be one quoted argument after --sql" in result.output and left in result.output
+        assert result.exit_code == 2 and "the view's SQL must be one quoted argument after --sql" in result.output and left in result.output
     result = runner.invoke(cli, ["view", "create", db.url, "short"])
     assert result.exit_code == 2 and "pass the view's select with --sql, as one quoted argument, e.g. corpusdb view create DB " \
                                       "short --sql \"select * from documents where n_bytes < 2000\"" in " ".join(result.output.split())

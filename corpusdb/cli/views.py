@@ -359,7 +359,8 @@ def select_command(db, call, url, shards, executor, address, workers, part_size_
     few hundred KB per task, never the keys); each task keeps its units at or before the cut and
     joins their text. URL/manifest.json, written last, lists the parts in order, as an export's
     does: `corpusdb train --export URL` (or `ViewDataset.from_export`) trains on them, each rank
-    reading its own parts.
+    reading its own parts. A task reads the score parts that cover its documents parts (`corpusdb
+    score` records them); parts of scores registered without covers are read by every task.
 
     \b
     Examples:

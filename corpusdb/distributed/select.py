@@ -145,7 +145,9 @@ def select(db: Database, call: str, out: str, *, shards: int | None = None, exec
     Args:
         call: a built-in cut policy's call, e.g. "difference('teacher', 'reference', alpha := 0.5)".
         shards: tasks (each a run of contiguous documents parts) [default: two per CPU]. Each task reads the
-            score rows of the two models in full (filtered to its doc_id range): few large tasks, not one per part.
+            score parts that cover its documents parts (`corpusdb.covers`; `corpusdb score` records them), and
+            every score part that records none: where none do, every task reads all the scores, so few large
+            tasks, not one per part.
         executor: "local" (processes), "ray" (tasks on the cluster at `address`) or "inline" (this process).
         nbins, resolve_rows: bins per pass of the cut, and the window fetched whole (both bound the driver's memory).
         part_size_mb: text bytes per part (a part ends at the row that reaches it; each task writes its own parts).

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from corpusdb.covers import FIELD as COVERS
 from corpusdb.errors import CatalogError, ConflictError
 from corpusdb.tables import schema_key
 from corpusdb.storage import WrittenFile
@@ -87,9 +88,11 @@ class ScoreCommitter:
         self.known = set(committed.parts(TABLE, prefix(self.name)))
         self.registered = True
 
-    def add(self, written: WrittenFile, table: pa.Table) -> None:
+    def add(self, written: WrittenFile, table: pa.Table, covers: list[str] | None = None) -> None:
+        """A written part of scores to commit; `covers`: the documents parts holding its doc_ids (`corpusdb.covers`)."""
         self.uncommitted.add(written.path)
-        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows, "schema": schema_key(table.schema)}
+        info = {"size": written.size, "hash": written.hash, "rows": table.num_rows, "schema": schema_key(table.schema),
+                **({COVERS: covers} if covers is not None else {})}
         self.pending.append((self.db.location.relpath(written.path), info, table.column("doc_id").to_numpy()))
 
     def commit(self) -> None:
@@ -110,7 +113,7 @@ class ScoreCommitter:
             for path, info, ids in batch:
                 overlap = np.isin(ids, taken)
                 if overlap.any():
-                    path, info = self._rewrite(path, ~overlap)
+                    path, info = self._rewrite(path, info, ~overlap)
                     if path is None:
                         continue
                     rewrites.append(path)
@@ -138,12 +141,13 @@ class ScoreCommitter:
         full = self.db.location.join(path)
         return pq.read_table(full, columns=["doc_id"], filesystem=self.db.location.fs).column("doc_id").to_numpy()
 
-    def _rewrite(self, path: str, keep: np.ndarray) -> tuple[str | None, dict | None]:
+    def _rewrite(self, path: str, info: dict, keep: np.ndarray) -> tuple[str | None, dict | None]:
         if not keep.any():
             return None, None
         location = self.db.location
         table = pq.read_table(location.join(path), filesystem=location.fs).filter(pa.array(keep))
         written = location.write_parquet(table, "scores", f"model={self.name}", f"part-{uuid.uuid4().hex}.parquet")
         self.uncommitted.add(written.path)
+        kept = {key: info[key] for key in (COVERS,) if key in info}  # fewer doc_ids: the same parts still hold them
         return location.relpath(written.path), {"size": written.size, "hash": written.hash, "rows": table.num_rows,
-                                                "schema": schema_key(table.schema)}
+                                                "schema": schema_key(table.schema), **kept}

@@ -52,6 +52,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNITS = ("documents", "instances")
 READ_DOCS = 256  # documents per read and tokenizer call
+FILE = "__corpusdb_part"  # the stream's column naming each document's part
 SCORES_SCHEMA = pa.schema([
     ("doc_id", pa.int64()), ("sum_logprob", pa.float64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
 ])
@@ -141,7 +142,7 @@ class _Producer(threading.Thread):
             tokenizer = self.loaded.tokenizer
             bos = self.loaded.bos_id
             prefix = [bos] if bos is not None else []
-            held_ids, held_bytes, held_seqs, part_docs, part_bytes = [], [], [], 0, 0
+            held_ids, held_bytes, held_seqs, held_files, part_docs, part_bytes = [], [], [], set(), 0, 0
             reader = self.cursor.sql(self.query, params=self.params).to_arrow_reader(READ_DOCS)
             for batch in _rechunk(reader, READ_DOCS):
                 if self.stop.is_set():
@@ -150,33 +151,36 @@ class _Producer(threading.Thread):
                 todo = np.flatnonzero(~done)
                 texts = batch.column("text").take(pa.array(todo)).to_pylist()
                 encoded = iter(tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else [])
-                for doc_id, n_bytes, scored in zip(batch.column("doc_id").to_numpy(), batch.column("n_bytes").to_numpy(), done):
+                files = batch.column("file").to_pylist()
+                for doc_id, n_bytes, scored, file in zip(batch.column("doc_id").to_numpy(), batch.column("n_bytes").to_numpy(),
+                                                         done, files):
                     if not scored:
                         held_ids.append(doc_id)
                         held_bytes.append(n_bytes)
                         held_seqs.append(np.array(prefix + next(encoded), dtype=np.int64))
+                        held_files.add(file)
                     part_docs += 1
                     part_bytes += int(n_bytes)
                     if part_bytes >= self.part_bytes or part_docs >= self.chunk_docs:
                         if held_ids:
-                            self._put(self._chunk(held_ids, held_bytes, held_seqs))
-                        held_ids, held_bytes, held_seqs, part_docs, part_bytes = [], [], [], 0, 0
+                            self._put(self._chunk(held_ids, held_bytes, held_seqs, held_files))
+                        held_ids, held_bytes, held_seqs, held_files, part_docs, part_bytes = [], [], [], set(), 0, 0
             if held_ids:
-                self._put(self._chunk(held_ids, held_bytes, held_seqs))
+                self._put(self._chunk(held_ids, held_bytes, held_seqs, held_files))
             self._put(("done",))
         except BaseException as exc:  # handed to the main thread, which raises it
             self._put(("error", exc))
         finally:
             self.cursor.close()
 
-    def _chunk(self, doc_ids: list, n_bytes: list, sequences: list[np.ndarray]) -> tuple:
+    def _chunk(self, doc_ids: list, n_bytes: list, sequences: list[np.ndarray], files: set) -> tuple:
         tokenizer = self.loaded.tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.loaded.bos_id or 0)
         longest = min(max((len(s) for s in sequences), default=0), self.context)
         row_tokens = min(self.context, max(self.batch_tokens, longest))  # a long window may get a batch to itself
         batches = make_batches(sequences, self.context, self.stride, row_tokens, self.batch_tokens, pad)
         n_tokens = np.array([max(len(s) - 1, 0) for s in sequences], dtype=np.int64)
-        return "chunk", np.array(doc_ids, dtype=np.int64), np.array(n_bytes, dtype=np.int64), n_tokens, batches
+        return "chunk", np.array(doc_ids, dtype=np.int64), np.array(n_bytes, dtype=np.int64), n_tokens, batches, files
 
     def _put(self, item: tuple) -> None:
         while not self.stop.is_set():
@@ -368,10 +372,14 @@ def run_score(
     report = ScoreReport(name=name, unit=unit, n_documents_before=n_all - n_todo, device=device, precision=precision,
                          version=db.version, load_seconds=load_seconds, n_uncut_documents=n_uncut)
     (n_bytes_todo,) = db.con.execute(f"select coalesce(sum(n_bytes), 0) {pending_sql}", [name]).fetchall()[0]
-    # every document of the source in its order, those with a score flagged (and without their text)
-    stream = (f"select doc_id, n_bytes, case when done then null else text end as text, done from ("
-              f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done "
-              f"from {source} where {shard_sql})")
+    # every document of the source in its order, those with a score flagged (and without their text), and the
+    # documents part of each, recorded with each part of scores (`corpusdb.covers`) where the source is documents
+    placed = unit == "documents" and view is None
+    files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")} if placed else {}
+    stream = ("select doc_id, n_bytes, case when done then null else text end as text, done, file from ("
+              "select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, "
+              + (f"{FILE} as file from ({db.documents_with_files(FILE)})" if placed else f"null::varchar as file from {source}")
+              + f" where {shard_sql})")
     producer = _Producer(db, stream, [name], loaded, chunk_docs, part_bytes,
                          context, stride, batch_tokens)
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
@@ -411,7 +419,7 @@ def run_score(
                     raise item[1]
                 if item[0] == "done":
                     break
-                _, doc_ids, n_bytes, n_tokens, batches = item
+                _, doc_ids, n_bytes, n_tokens, batches, parts = item
                 sums = np.zeros(len(doc_ids), dtype=np.float64)
                 chunk_bytes, chunk_computed, computed, moved = int(n_bytes.sum()), sum(b.n_tokens for b in batches), 0, 0
                 for batch in batches:
@@ -432,7 +440,8 @@ def run_score(
                     [pa.array(doc_ids, pa.int64()), pa.array(sums, mask=n_tokens == 0), pa.array(n_tokens), pa.array(n_bytes, pa.int64())],
                     schema=SCORES_SCHEMA,
                 )
-                writes.submit(lambda t=table: (_write_part(db, name, t), t), on_done=written)
+                covers = sorted({files[p] for p in parts}) if placed and parts <= files.keys() else None  # else unknown
+                writes.submit(lambda t=table, c=covers: (_write_part(db, name, t), t, c), on_done=written)
                 report.n_documents += len(doc_ids)
                 bar.update(chunk_bytes - moved)
             writes.drain()

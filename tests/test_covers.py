@@ -1,0 +1,143 @@
+"""Score parts that record the documents parts they cover, so that a task of a distributed selection reads only its own.
+
+Real scoring jobs (tiny transformers models through `from_pretrained`) over a database of ten documents parts,
+real Parquet, real DuckDB: the covers a job records are the parts its documents came from, a task never opens a
+score part that covers none of its documents, and selections over covered, uncovered and stale covers equal the
+single-process query.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+import corpusdb
+from corpusdb.covers import task_parts
+from corpusdb.distributed.select import select
+from tests.conftest import CORPUS
+
+CALL = "difference('gpt2', 'llama', alpha := 0.5)"
+
+
+def ten_parts(root: Path) -> corpusdb.Database:
+    """297 real documents ingested in ten jobs: ten documents parts."""
+    lines = [line for s in ("fortunes", "bible", "git-docs") for line in (CORPUS / f"{s}.jsonl").read_text().splitlines()]
+    db = corpusdb.init(str(root / "db"))
+    for i in range(10):
+        path = root / f"docs-{i}.jsonl"
+        path.write_text("\n".join(lines[i::10]) + "\n")
+        db.ingest([str(path)], source="web" if i % 2 else "books", progress=False)
+    return db
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory, tiny_models) -> corpusdb.Database:
+    root = tmp_path_factory.mktemp("covers")
+    db = ten_parts(root)
+    for name in ("gpt2", "llama"):  # parts of 16 kB of text: several documents parts each, and a part in several
+        db.score(str(tiny_models[name]), name, part_bytes=16000, threads=1, progress=False)
+    return corpusdb.open(db.url)
+
+
+def holders(db: corpusdb.Database) -> dict[int, str]:
+    """doc_id -> the documents part (relative path) holding it, from the files themselves."""
+    found = {}
+    for path in db.snapshot.parts("documents"):
+        full = db.location.join(path)
+        for doc_id in duckdb.sql(f"select doc_id from read_parquet('{full}')").fetchall():
+            found[doc_id[0]] = path
+    return found
+
+
+def test_a_scoring_job_records_the_documents_parts_each_score_part_covers(scored):
+    where = holders(scored)
+    records = scored.snapshot.tables["scores"]
+    assert len(records) >= 12
+    spans = []
+    for path, info in records.items():
+        ids = duckdb.sql(f"select doc_id from read_parquet('{scored.location.join(path)}')").fetchall()
+        assert info["covers"] == sorted({where[i] for (i,) in ids})  # exactly the parts its documents came from
+        spans.append(len(info["covers"]))
+    assert max(spans) > 1 and min(spans) < len(scored.snapshot.parts("documents"))  # neither one part each nor all
+
+
+def test_a_task_opens_only_the_score_parts_covering_its_documents(scored, tmp_path):
+    import shutil
+
+    copy = tmp_path / "db"
+    shutil.copytree(scored.url, copy)
+    db = corpusdb.open(str(copy))
+    documents = db.snapshot.parts("documents")
+    mine = documents[:2]
+    wanted = db.sql(f"select * from difference_units('gpt2', 'llama') where unit_id in (select doc_id from "
+                    f"read_parquet({[db.location.join(p) for p in mine]})) order by unit_id").fetchall()
+    needed = set(task_parts(db.snapshot, set(mine)))
+    others = [p for p in db.snapshot.parts("scores") if p not in needed]
+    assert needed and others
+    for path in others:  # a task that opened any of these would fail
+        (copy / path).unlink()
+    db.restrict([db.location.join(p) for p in mine])
+    assert db.sql("select * from difference_units('gpt2', 'llama') order by unit_id").fetchall() == wanted
+    assert len(wanted) == db.sql("select count(*) from documents").fetchall()[0][0] > 0
+
+
+@pytest.mark.parametrize("shards", [3, 10])
+def test_a_selection_over_covered_scores_equals_the_single_process_query(scored, tmp_path, shards):
+    single = scored.sql(f"select * from {CALL}").to_arrow_table().sort_by("doc_id")
+    selection = select(scored, CALL, str(tmp_path / "out"), shards=shards, executor="inline")
+    got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table().sort_by("doc_id")
+    assert got.num_rows == single.num_rows > 100 and got.to_pylist() == single.to_pylist()
+
+
+def test_a_stale_or_missing_cover_is_read_by_every_task(scored, tmp_path):
+    """A documents part rewritten under another path (its doc_ids now lie there) voids the covers naming the old one;
+    a part registered without covers is read by every task: the selection still equals the single-process query."""
+    import shutil
+
+    copy = tmp_path / "db"
+    shutil.copytree(scored.url, copy)
+    db = corpusdb.open(str(copy))
+    old = db.snapshot.parts("documents")[3]
+    table = duckdb.sql(f"select * from read_parquet('{db.location.join(old)}')").to_arrow_table()
+    moved = db.location.write_parquet(table, "documents", "moved.parquet")
+
+    def move(snapshot):
+        del snapshot.tables["documents"][old]
+        snapshot.add_part("documents", db.location, moved, table.num_rows)
+        return "documents part rewritten"
+
+    db.commit("rewrite", move)
+    stale = [p for p, info in db.snapshot.tables["scores"].items() if old in info["covers"]]
+    assert stale and set(stale) <= set(task_parts(db.snapshot, {"documents/moved.parquet"}))
+    assert set(stale) <= set(task_parts(db.snapshot, {db.snapshot.parts("documents")[0]}))  # read by every task
+    single = db.sql(f"select * from {CALL}").to_arrow_table().sort_by("doc_id")
+    selection = select(db, CALL, str(tmp_path / "out"), shards=4, executor="inline")
+    got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table().sort_by("doc_id")
+    assert got.num_rows == single.num_rows and got.to_pylist() == single.to_pylist()
+
+
+def test_register_parts_checks_the_covers_it_is_given(tmp_path):
+    db = ten_parts(tmp_path)
+    documents = db.snapshot.parts("documents")
+    ids = duckdb.sql(f"select doc_id from read_parquet({[db.location.join(p) for p in documents[:2]]}) order by doc_id"
+                     ).fetchall()
+    table = pa.table({"doc_id": pa.array([i for (i,) in ids], pa.int64()), "sum_logprob": [-1.0] * len(ids),
+                      "n_tokens": pa.array([2] * len(ids), pa.int64()), "n_bytes": pa.array([3] * len(ids), pa.int64())})
+    part = db.location.write_parquet(table, "scores", "model=m", "part-0.parquet").path
+    models = {"m": {"model": "test/m", "content_hash": "m", "tokenizer_hash": "t", "unit": "documents"}}
+    with pytest.raises(ValueError, match=r"doc_id\(s\) of scores/model=m/part-0.parquet are in none of the documents "
+                                         r"parts its covers names .*leave the part out of covers"):
+        db.register_parts("scores", [part], models=models, covers={part: [documents[0]]})
+    with pytest.raises(ValueError, match="names documents/nowhere.parquet, which is not a documents part of this version"):
+        db.register_parts("scores", [part], models=models, covers={part: [documents[0], "documents/nowhere.parquet"]})
+    with pytest.raises(ValueError, match="covers is for parts of scores, not documents"):
+        db.register_parts("documents", documents[:1], covers={documents[0]: documents[:1]})
+    with pytest.raises(ValueError, match="covers names scores/model=m/other.parquet, which is not among the parts"):
+        db.register_parts("scores", [part], models=models, covers={"scores/model=m/other.parquet": documents[:2]})
+    assert "scores/model=m/part-0.parquet" not in corpusdb.open(db.url).snapshot.tables["scores"]  # nothing committed
+    db.register_parts("scores", [part], models=models, covers={part: [db.location.join(p) for p in documents[:2]]})
+    assert corpusdb.open(db.url).snapshot.tables["scores"]["scores/model=m/part-0.parquet"]["covers"] == documents[:2]
+    assert task_parts(corpusdb.open(db.url).snapshot, set(documents[2:])) == []
