@@ -61,7 +61,8 @@ else:
     from corpusdb.distributed.select import select
     selection = select(db, call, out, workers=2, **options)
     report = {"rows": selection.rows, "files": selection.files, "passes": selection.passes,
-              "received": selection.received_bytes, "stages": selection.seconds, "task_rss_gb": selection.task_peak_rss / 1e9}
+              "received": selection.received_bytes, "stages": selection.seconds, "task_rss_gb": selection.task_peak_rss / 1e9,
+              "score_parts": f"{selection.score_parts_read}/{selection.score_parts}"}
 report["wall"] = time.perf_counter() - started
 report["rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 import duckdb
@@ -139,14 +140,15 @@ def main() -> None:
               f"{'':>8}  {single['rows']:,} rows")
         stages = " ".join(f"{k} {v:.1f}" for k, v in tasks["stages"].items())
         print(f"{'':58} {'tasks':7} {tasks['wall']:7.1f} {tasks['cpu']:7.1f} {tasks['rss_gb']:7.2f} {tasks['task_rss_gb']:7.2f} "
-              f"{tasks['passes']:6} {tasks['received'] / 1e3:8.0f}  {same}  {stages}  (ratio wall {tasks['wall'] / single['wall']:.2f}x)")
+              f"{tasks['passes']:6} {tasks['received'] / 1e3:8.0f}  {same}  {stages}  (ratio wall {tasks['wall'] / single['wall']:.2f}x; "
+              f"score parts read {tasks['score_parts']})")
         if args.covers:
             near = run("tasks", db, call, folder / "out-covered", {**options, "as_of": covered})
             stages = " ".join(f"{k} {v:.1f}" for k, v in near["stages"].items())
             print(f"{'':58} {'covered':7} {near['wall']:7.1f} {near['cpu']:7.1f} {near['rss_gb']:7.2f} {near['task_rss_gb']:7.2f} "
                   f"{near['passes']:6} {near['received'] / 1e3:8.0f}  {near['digest'] == single['digest']}  {stages}  "
                   f"(ratio wall {near['wall'] / single['wall']:.2f}x one process, {near['wall'] / tasks['wall']:.2f}x tasks; "
-                  f"cpu {near['cpu'] / tasks['cpu']:.2f}x)")
+                  f"cpu {near['cpu'] / tasks['cpu']:.2f}x; score parts read {near['score_parts']})")
         if args.export:
             sharded = run("export", db, call, folder / "out-export", {**options, "as_of": covered} if args.covers else options)
             print(f"{'':58} {'export':7} {sharded['wall']:7.1f} {sharded['cpu']:7.1f} {sharded['rss_gb']:7.2f} "

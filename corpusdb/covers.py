@@ -9,6 +9,9 @@ parts (paths relative to the database) that hold every one of its doc_ids. The s
 it (it reads the documents part by part, in order: a part of scores covers the few documents parts
 its documents came from), and `register_parts("scores", ..., covers=)` takes it after checking it.
 
+`corpusdb models DB --covers` (`record`) finds them for the parts that have none (scores from before
+covers existed, registered without, or stale) with one join of their doc_ids to the documents'.
+
 A task over some documents parts then reads the score parts that cover one of them, and every score
 part whose record has no `covers` or names a documents part the version no longer holds (a part
 rewritten or dropped since, whose documents may now lie elsewhere): those stay read by every task,
@@ -20,24 +23,76 @@ task's document lies in a part that covers that document's part.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from corpusdb.statements import quote
 from corpusdb.versions import Snapshot
 
+if TYPE_CHECKING:
+    from corpusdb.db import Database
+
 FIELD = "covers"
+
+
+def _known(snapshot: Snapshot, info: dict) -> bool:
+    """Whether a score part's record says which live documents parts hold its doc_ids."""
+    covers = info.get(FIELD)
+    live = snapshot.tables.get("documents", {})
+    return covers is not None and all(part in live for part in covers)
 
 
 def task_parts(snapshot: Snapshot, documents: set[str]) -> list[str]:
     """The score parts (relative paths, sorted) a reader of the documents parts `documents` (relative paths of
     live documents parts) must read: those covering one of them, and those whose cover is unknown or stale."""
-    live = snapshot.tables.get("documents", {})
-    found = []
-    for path, info in sorted(snapshot.tables.get("scores", {}).items()):
-        covers = info.get(FIELD)
-        if covers is None or not documents.isdisjoint(covers) or any(part not in live for part in covers):
-            found.append(path)
-    return found
+    return [path for path, info in sorted(snapshot.tables.get("scores", {}).items())
+            if not _known(snapshot, info) or not documents.isdisjoint(info[FIELD])]
+
+
+def record(db: Database) -> int:
+    """Record the covers of every part of document scores whose record has none (or a stale one), from one join of
+    their doc_ids to the documents parts' (DuckDB, under the database's memory limit), in a new version. A doc_id
+    that no documents part holds (a document since dropped) is in no cover: no task's documents hold it either.
+    Returns the parts given covers.
+    """
+    snapshot = db.snapshot
+    instances = {name for name, entry in snapshot.models.items() if entry.get("unit") == "instances"}  # keyed otherwise
+    todo = [path for path, info in sorted(snapshot.tables.get("scores", {}).items())
+            if not _known(snapshot, info) and not any(path.startswith(f"scores/model={m}/") for m in instances)]
+    documents = snapshot.parts("documents")
+    if not todo:
+        return 0
+    urls = {db.location.url_of(db.location.join(p)): p for p in [*todo, *documents]}
+    listing = lambda paths: ", ".join(quote(db.location.url_of(db.location.join(p))) for p in paths)  # noqa: E731
+    found: dict[str, set[str]] = {path: set() for path in todo}
+    if documents:
+        rows = db.con.execute(
+            f"select distinct s.filename, d.filename from read_parquet([{listing(todo)}], filename = true) as s "
+            f"join (select doc_id, filename from read_parquet([{listing(documents)}], filename = true, union_by_name = true)) "
+            "as d using (doc_id)").fetchall()
+        unsure = set()
+        for score, part in rows:
+            if score in urls and part in urls:
+                found[urls[score]].add(urls[part])
+            else:  # a name DuckDB spelled otherwise: that part keeps no cover rather than a wrong one
+                unsure.add(urls.get(score, score))
+        found = {path: parts for path, parts in found.items() if path not in unsure}
+    given: list[str] = []
+
+    def change(latest: Snapshot) -> str:
+        records, live = latest.tables.get("scores", {}), latest.tables.get("documents", {})
+        given.clear()
+        for path, parts in found.items():
+            # a part rewritten meanwhile is another path; a documents part dropped meanwhile voids this cover
+            if path in records and not _known(latest, records[path]) and all(part in live for part in parts):
+                records[path] = {**records[path], FIELD: sorted(parts)}
+                given.append(path)
+        return f"covers recorded for {len(given)} part(s) of scores"
+
+    if found:
+        db.commit("covers", change)
+    return len(given)
 
 
 def check(snapshot: Snapshot, covers: dict[str, list[str]], score_ids: Callable[[str], np.ndarray],

@@ -90,6 +90,8 @@ def test_a_selection_over_covered_scores_equals_the_single_process_query(scored,
     selection = select(scored, CALL, str(tmp_path / "out"), shards=shards, executor="inline")
     got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table().sort_by("doc_id")
     assert got.num_rows == single.num_rows > 100 and got.to_pylist() == single.to_pylist()
+    # each part of scores is read by the tasks whose documents it covers: a few, not all
+    assert selection.score_parts <= selection.score_parts_read < shards * selection.score_parts / 2
 
 
 def test_a_stale_or_missing_cover_is_read_by_every_task(scored, tmp_path):
@@ -141,3 +143,46 @@ def test_register_parts_checks_the_covers_it_is_given(tmp_path):
     db.register_parts("scores", [part], models=models, covers={part: [db.location.join(p) for p in documents[:2]]})
     assert corpusdb.open(db.url).snapshot.tables["scores"]["scores/model=m/part-0.parquet"]["covers"] == documents[:2]
     assert task_parts(corpusdb.open(db.url).snapshot, set(documents[2:])) == []
+
+
+def test_models_covers_records_the_covers_of_scores_registered_without(scored, tmp_path):
+    """Scores from before covers existed (or registered without): `corpusdb models DB --covers` finds the documents
+    parts holding each part's doc_ids, a stale cover included; selections then read only their own and still equal
+    the single-process query; a second run has nothing to do."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from corpusdb.cli import cli
+
+    copy = tmp_path / "db"
+    shutil.copytree(scored.url, copy)
+    db = corpusdb.open(str(copy))
+    truth = {path: info["covers"] for path, info in db.snapshot.tables["scores"].items()}
+    stale = sorted(truth)[0]
+
+    def forget(snapshot):  # as a database scored before covers: none recorded, and one naming a dropped part
+        for path, info in snapshot.tables["scores"].items():
+            info.pop("covers")
+        snapshot.tables["scores"][stale]["covers"] = ["documents/gone.parquet"]
+        return "covers forgotten"
+
+    db.commit("forget", forget)
+    assert task_parts(corpusdb.open(str(copy)).snapshot, set(db.snapshot.parts("documents")[:1])) == sorted(truth)
+    before = CliRunner().invoke(cli, ["select", str(copy), CALL, str(tmp_path / "before"), "--shards", "3", "--workers", "1"])
+    assert before.exit_code == 0, before.output
+    assert f"the tasks read {3 * len(truth)} parts of scores of {len(truth)}" in before.output
+    assert f"note: {len(truth) - 1} parts of scores record no covers, so every task read them; `corpusdb models " \
+           f"{copy} --covers` records them" in before.output
+    result = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
+    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores" in result.output, result.output
+    db = corpusdb.open(str(copy))
+    assert {path: info["covers"] for path, info in db.snapshot.tables["scores"].items()} == truth
+    again = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
+    assert again.exit_code == 0 and "no part of document scores lacks covers" in again.output
+    assert CliRunner().invoke(cli, ["models", str(copy), "--covers", "--drop", "gpt2"]).exit_code == 2
+    single = db.sql(f"select * from {CALL}").to_arrow_table().sort_by("doc_id")
+    selection = select(db, CALL, str(tmp_path / "out"), shards=5, executor="inline")
+    got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table().sort_by("doc_id")
+    assert got.num_rows == single.num_rows and got.to_pylist() == single.to_pylist()
+    assert selection.score_parts == len(truth) and selection.score_parts_read < 3 * len(truth)

@@ -400,6 +400,7 @@ def test_ray_tasks_over_a_million_documents_equal_one_process(ray_cluster, tmp_p
             single, got = single.sort_by("doc_id"), got.sort_by("doc_id")
         assert got.num_rows == single.num_rows > 200_000 and got.equals(single), call
         assert selection.passes >= (0 if ordered else 1)
+        assert selection.score_parts_read == selection.score_parts == 16  # each task its own two per model
     call = "difference_bytes('teacher', 'reference', alpha := 0.4, missing := 'exclude')"
     one = db.view(call).export(str(tmp_path / "one"), part_size_mb=1)
     many = db.view(call).export(str(tmp_path / "many"), part_size_mb=1, shards=4, executor="ray")

@@ -54,10 +54,13 @@ def versions(db, limit, fmt, storage_options):
 @click.argument("db")
 @click.option("--drop", "drop", metavar="NAME", help="remove score name NAME (its scores and identity) from the next version")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="move score name OLD to NEW")
+@click.option("--covers", "record_covers", is_flag=True,
+              help="record in every part of scores without one which documents parts hold its doc_ids, so that a "
+                   "task of `corpusdb select` reads only its own (scores from before covers, or registered without)")
 @format_option
 @as_of_option
 @storage_option
-def models(db, drop, rename, fmt, as_of, storage_options):
+def models(db, drop, rename, record_covers, fmt, as_of, storage_options):
     """List DB's score names with their model's identity and what they scored; drop or rename one.
 
     A score name is bound to its model's content (a hash of its weight, config and tokenizer
@@ -69,12 +72,20 @@ def models(db, drop, rename, fmt, as_of, storage_options):
       corpusdb models demo/db
       corpusdb models demo/db --rename ref reference
       corpusdb models demo/db --drop student
+      corpusdb models demo/db --covers
     """
     from corpusdb.models import drop_model, rename_model
 
     with open_db(db, storage_options, as_of) as database:
-        if drop and rename:
-            raise click.UsageError("pass either --drop or --rename, not both")
+        if sum(map(bool, (drop, rename, record_covers))) > 1:
+            raise click.UsageError("pass one of --drop, --rename and --covers")
+        if record_covers:
+            from corpusdb.covers import record
+
+            given = record(database)
+            click.echo(f"covers recorded for {given} part(s) of scores in version {database.version}" if given else
+                       "no part of document scores lacks covers")
+            return
         if drop:
             rows = drop_model(database, drop)
             click.echo(f"scores {drop!r} dropped ({rows:,} rows) in version {database.version}")

@@ -373,5 +373,10 @@ def select_command(db, call, url, shards, executor, address, workers, part_size_
         selection = select(database, call, url, shards=shards, executor=executor, address=address, workers=workers,
                            storage_options=parse_storage_options(storage_options), part_size_mb=part_size_mb, overwrite=overwrite,
                            memory_limit=task_memory_limit, progress=True)
+        uncovered = sum("covers" not in info for info in database.snapshot.tables.get("scores", {}).values())
     click.echo(f"selected {selection.rows:,} rows in {len(selection.files)} parts to {url} ({selection.passes} passes of the "
-               f"cut, {selection.received_bytes:,} bytes received by the driver)")
+               f"cut, {selection.received_bytes:,} bytes received by the driver; the tasks read {selection.score_parts_read:,} "
+               f"parts of scores of {selection.score_parts:,})")
+    if uncovered and selection.score_parts_read > selection.score_parts:
+        click.echo(f"note: {uncovered:,} parts of scores record no covers, so every task read them; "
+                   f"`corpusdb models {db} --covers` records them", err=True)

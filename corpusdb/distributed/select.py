@@ -67,6 +67,8 @@ class Selection:
     received_bytes: int  # what the driver received from its tasks (pickled): the summaries, never the keys
     seconds: dict = field(default_factory=dict)  # wall seconds per stage (keys, histogram, resolve, filter, rank)
     task_peak_rss: int = 0  # the largest peak RSS of a process that ran a task (bytes; inline: this process's)
+    score_parts_read: int = 0  # score parts the keys tasks read, all told (each its own where parts record covers)
+    score_parts: int = 0  # score parts of the version
 
 
 def _measured(function, *args) -> tuple:
@@ -194,6 +196,7 @@ class Cut:
     passes: int
     units: dict  # per group: its units
     samples: dict  # per group: the tasks' samples of its order keys
+    score_parts_read: int = 0  # score parts the keys tasks read, all told
 
     def boundaries(self, shards: int) -> dict:
         """Per group the order keys where its ranges start: about two ranges per task in all, shared by units."""
@@ -278,7 +281,7 @@ def find_cut(db: Database, plan, groups_of_parts: list, source: dict, work: Loca
                                [(work.url, storage_options, i, large, nbins) for i in range(shards)])
             for group in large:
                 searches[group].narrow(radix.merge([f[group] for f in found if group in f]))
-    return Cut({g: s.cut for g, s in searches.items()}, passes, units, samples)
+    return Cut({g: s.cut for g, s in searches.items()}, passes, units, samples, sum(s["score_parts"] for s in summaries))
 
 
 def rank_arguments(plan, cut: Cut, boundaries: dict, filtered: list[dict], work: Location, shards: int, how: tuple) -> list:
@@ -325,4 +328,5 @@ def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Locat
         if PART_RE.fullmatch(name) and name not in listed:
             target.remove(path)
     files = [target.url_of(target.join(p["file"])) for p in parts]
-    return Selection(target.url, files, manifest["n_rows"], cuts, passes, driver.received, driver.seconds, driver.task_rss)
+    return Selection(target.url, files, manifest["n_rows"], cuts, passes, driver.received, driver.seconds, driver.task_rss,
+                     cut.score_parts_read, len(db.snapshot.parts("scores")))

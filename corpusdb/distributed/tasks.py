@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from corpusdb import failpoint
+from corpusdb.covers import task_parts
 from corpusdb.distributed import radix
 from corpusdb.distributed.plans import INTERNAL, KEPT, UNITS, fill
 from corpusdb.export_base import part_end
@@ -204,7 +205,9 @@ def keys_task(source: dict, parts: list[str], work_url: str, index: int, plan: d
     for mine in summary.values():
         sample = np.concatenate(mine["sample"])
         mine["sample"] = sample[np.unique(np.linspace(0, len(sample) - 1, min(SAMPLE, len(sample))).astype(np.int64))]
-    return {"counts": counts, "groups": summary}
+    # the score parts this task's view read: its own where the parts record covers, else every one (`corpusdb.covers`)
+    read = len(task_parts(db.snapshot, {db.location.relpath(p) for p in parts}))
+    return {"counts": counts, "groups": summary, "score_parts": read}
 
 
 def histogram_task(work_url: str, storage_options: dict, index: int, windows: dict, nbins: int) -> dict:
