@@ -293,7 +293,8 @@ class Database:
     def restrict(self, parts: list[str]) -> tuple[int, int] | None:
         """Let this connection's `documents` show only `parts` (some of this version's documents parts) and
         `scores` only the rows whose doc_id lies within theirs, read from the score parts that may hold them
-        (`corpusdb.covers`): what one task of a distributed plan reads (`corpusdb.distributed`). Returns the parts' (smallest, largest) doc_id, None where they hold none.
+        (`corpusdb.covers`): what one task of a distributed plan reads (`corpusdb.distributed`). Returns the
+        parts' (smallest, largest) doc_id, None where they hold none.
 
         Raises:
             ValueError: a path that is not a documents part of this version.
