@@ -186,3 +186,28 @@ def test_models_covers_records_the_covers_of_scores_registered_without(scored, t
     got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table().sort_by("doc_id")
     assert got.num_rows == single.num_rows and got.to_pylist() == single.to_pylist()
     assert selection.score_parts == len(truth) and selection.score_parts_read < 3 * len(truth)
+
+
+def test_two_racing_scoring_jobs_keep_each_document_once_and_true_covers(tiny_models, tmp_path, scored):
+    """Two processes score the same name at once, committing after every part: a part holding documents the other
+    job committed first is rewritten without them, keeping its covers (the same parts still hold what is left).
+    Each document ends up scored once, with the single run's score, and every part's covers hold its doc_ids."""
+    import subprocess
+    import sys
+
+    db = ten_parts(tmp_path)
+    command = [sys.executable, "-m", "corpusdb.cli", "score", db.url, "--model", str(tiny_models["gpt2"]), "--as", "gpt2",
+               "--part-bytes", "4000", "--threads", "1", "--commit-every", "0", "--no-progress"]
+    jobs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for job in jobs:
+        _, err = job.communicate(timeout=600)
+        assert job.returncode == 0, err[-2000:]
+    db = corpusdb.open(db.url)
+    where = holders(db)
+    for path, info in db.snapshot.tables["scores"].items():
+        ids = duckdb.sql(f"select doc_id from read_parquet('{db.location.join(path)}')").fetchall()
+        assert {where[i] for (i,) in ids} <= set(info["covers"]), path
+    got = db.sql("select doc_id, sum_logprob, n_tokens from scores order by doc_id").fetchall()
+    want = scored.sql("select doc_id, sum_logprob, n_tokens from scores where model = 'gpt2' order by doc_id").fetchall()
+    assert len(got) == len(want) == len(where) and [r[0] for r in got] == [r[0] for r in want]
+    assert all(abs(a[1] - b[1]) < 1e-4 * max(1.0, abs(b[1])) for a, b in zip(got, want) if a[1] is not None)

@@ -6,11 +6,15 @@ The first commit of a job records the model's identity under the score name (a c
 its files, its tokenizer's hash and the scoring settings); every later commit checks it again on
 top of whatever was committed meanwhile, so a name never holds scores of two models, even when
 two jobs race. Parts that scored a document another job committed first are rewritten without
-it, so every (doc_id, model) has one row.
+it, so every (doc_id, model) has one row: each commit checks its parts against every part other
+jobs committed since this one registered (its stream never saw those), but those of jobs whose
+doc_id residues it does not share (the ranks and shards of one sharded job: each part records its
+job's residue and modulus).
 """
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import numpy as np
@@ -24,6 +28,7 @@ from corpusdb.storage import WrittenFile
 from corpusdb.versions import Snapshot
 
 TABLE = "scores"
+SHARD = "shard"  # a part's record: the job's (residue, modulus) of doc_ids
 # what must match for scores to be comparable; paths, library versions and devices need not
 SETTINGS = ("content_hash", "n_parameters", "vocab_size", "tokenizer_hash", "context", "stride", "bos_id", "precision",
             "unit", "instances")
@@ -63,9 +68,14 @@ def check_identity(name: str, old: dict | None, entry: dict) -> None:
 class ScoreCommitter:
     """Registers a score name and commits the parts a scoring job writes."""
 
-    def __init__(self, db, name: str, entry: dict):
+    def __init__(self, db, name: str, entry: dict, shard: tuple[int, int] = (0, 1)):
         self.db, self.name, self.entry = db, name, entry
-        self.known: set[str] = set()  # this name's parts whose documents this job does not score
+        self.shard = shard  # (residue, modulus): this job scores the doc_ids congruent to residue
+        # this name's parts whose documents this job does not score: those its stream saw as scored (committed before
+        # it registered) and its own; a part another job commits meanwhile is checked at every later commit, since
+        # the stream never saw it (it may hold documents this job's later parts score too)
+        self.known: set[str] = set()
+        self._ids: dict[str, np.ndarray] = {}  # doc_ids of other jobs' parts, read once
         self.pending: list[tuple[str, dict, np.ndarray]] = []
         self.uncommitted: set[str] = set()
         self.registered = False
@@ -92,7 +102,7 @@ class ScoreCommitter:
         """A written part of scores to commit; `covers`: the documents parts holding its doc_ids (`corpusdb.covers`)."""
         self.uncommitted.add(written.path)
         info = {"size": written.size, "hash": written.hash, "rows": table.num_rows, "schema": schema_key(table.schema),
-                **({COVERS: covers} if covers is not None else {})}
+                SHARD: list(self.shard), **({COVERS: covers} if covers is not None else {})}
         self.pending.append((self.db.location.relpath(written.path), info, table.column("doc_id").to_numpy()))
 
     def commit(self) -> None:
@@ -107,7 +117,8 @@ class ScoreCommitter:
                 raise ConflictError(f"scores {self.name!r} were dropped by another job while this one ran; re-run the job")
             check_identity(self.name, snapshot.models[self.name], self.entry)
             parts = snapshot.tables[TABLE]
-            others = [p for p in parts if p.startswith(prefix(self.name)) and p not in self.known]
+            others = [p for p, info in parts.items()
+                      if p.startswith(prefix(self.name)) and p not in self.known and self._may_overlap(info)]
             taken = np.concatenate([self._doc_ids(p) for p in others]) if others else np.empty(0, dtype=np.int64)
             n_rows = 0
             for path, info, ids in batch:
@@ -125,7 +136,7 @@ class ScoreCommitter:
 
         committed = self.db.commit("score", change)
         live = set(committed.tables[TABLE])
-        self.known |= {path for path in live if path.startswith(prefix(self.name))}
+        self.known |= {path for path, _, _ in batch} | set(rewrites)  # its own (not other jobs' parts: see above)
         for path in [p for p, _, _ in batch] + rewrites:
             if path not in live:  # replaced by a rewrite, or a rewrite of an attempt that lost the race
                 self.db.location.remove(self.db.location.join(path))
@@ -137,9 +148,19 @@ class ScoreCommitter:
             self.db.location.remove(path)
         self.uncommitted = set()
 
+    def _may_overlap(self, info: dict) -> bool:
+        """Whether a part another job committed may hold doc_ids this job scores: not where both record residues
+        that no doc_id shares (the ranks and shards of one sharded job)."""
+        if SHARD not in info:
+            return True
+        (mine, modulus), (theirs, other) = self.shard, info[SHARD]
+        return (mine - theirs) % math.gcd(modulus, other) == 0
+
     def _doc_ids(self, path: str) -> np.ndarray:
-        full = self.db.location.join(path)
-        return pq.read_table(full, columns=["doc_id"], filesystem=self.db.location.fs).column("doc_id").to_numpy()
+        if path not in self._ids:
+            full = self.db.location.join(path)
+            self._ids[path] = pq.read_table(full, columns=["doc_id"], filesystem=self.db.location.fs).column("doc_id").to_numpy()
+        return self._ids[path]
 
     def _rewrite(self, path: str, info: dict, keep: np.ndarray) -> tuple[str | None, dict | None]:
         if not keep.any():
@@ -148,6 +169,6 @@ class ScoreCommitter:
         table = pq.read_table(location.join(path), filesystem=location.fs).filter(pa.array(keep))
         written = location.write_parquet(table, "scores", f"model={self.name}", f"part-{uuid.uuid4().hex}.parquet")
         self.uncommitted.add(written.path)
-        kept = {key: info[key] for key in (COVERS,) if key in info}  # fewer doc_ids: the same parts still hold them
+        kept = {key: info[key] for key in (COVERS, SHARD) if key in info}  # fewer doc_ids: still true of them
         return location.relpath(written.path), {"size": written.size, "hash": written.hash, "rows": table.num_rows,
                                                 "schema": schema_key(table.schema), **kept}

@@ -365,7 +365,7 @@ def run_score(
         **({"instances": instances} if instances else {}),
     }
     check_identity(name, old, entry)
-    committer = ScoreCommitter(db, name, entry)
+    committer = ScoreCommitter(db, name, entry, (residue, modulus))
     committer.register(replace)
 
     n_todo, n_all = db.con.execute(counts, [name]).fetchall()[0]  # after --replace dropped the old scores
