@@ -197,7 +197,10 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
         snapshot.settings["instances"] = settings
         return f"instances of {tokens} tokens ({tokenizer})" + (" replaced" if replace else "")
 
-    known = set(db.commit("instances", register).tables[TABLE])  # parts whose documents this job does not cut
+    # parts whose documents this job does not cut: those its query saw (committed before it registered) and its own;
+    # a part another job commits meanwhile is checked at every later commit (its documents may come later here)
+    known = set(db.commit("instances", register).tables[TABLE])
+    ids_of: dict[str, np.ndarray] = {}  # doc_ids of other jobs' parts, read once
     source = "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
     pending = f"from {source} where n_bytes > 0 and doc_id not in (select doc_id from instance_spans)"
     n_todo, n_all = db.con.execute(f"select (select count(*) {pending}), (select count(*) from {source} where n_bytes > 0)").fetchall()[0]
@@ -213,7 +216,10 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
             _check_settings(snapshot.settings.get("instances"), settings)
             others = [p for p in snapshot.tables[TABLE] if p not in known]  # committed by another job meanwhile
             if others:
-                theirs = np.concatenate([_doc_ids(db, p) for p in others])
+                for path in others:
+                    if path not in ids_of:
+                        ids_of[path] = _doc_ids(db, path)
+                theirs = np.concatenate([ids_of[path] for path in others])
                 if np.isin(np.concatenate([ids for _, _, ids in batch]), theirs).any():
                     raise ConflictError("another `corpusdb instances` job cut some of the same documents while this one ran; "
                                         "re-run this one: it cuts only the documents still without instances")
@@ -221,7 +227,8 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
                 snapshot.tables[TABLE][path] = info
             return f"{sum(info['rows'] for _, info, _ in batch):,} instances"
 
-        known.update(db.commit("instances", change).tables[TABLE])
+        db.commit("instances", change)
+        known.update(path for path, _, _ in batch)
         del written[:len(batch)]
 
     last_commit = time.monotonic()

@@ -323,6 +323,44 @@ def test_two_jobs_cutting_the_same_documents_never_commit_them_twice(tmp_path, t
     assert run_instances(db, path, 16, progress=False).n_documents == 0
 
 
+class _LaterRacingTokenizer(_RacingTokenizer):
+    """The same, letting the other job run just before its `when`-th call (after this job committed a part)."""
+
+    def __init__(self, real, race, when: int):
+        super().__init__(real, race)
+        self.calls, self.when = 0, when
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.when and self.race:
+            race, self.race = self.race, None
+            race()
+        return self.real(*args, **kwargs)
+
+
+def test_a_job_checks_every_later_commit_against_what_another_job_committed(tmp_path, tiny_models, tokenizers):
+    """Another job cuts the last documents (a view) after this one committed its first part: this job's next part
+    does not overlap them, its later ones do, and are refused, never committed twice."""
+    url = str(tmp_path / "db")
+    ingest_per_source(corpusdb.init(url), CORPUS)
+    path = str(tiny_models["gpt2"])
+    db = corpusdb.open(url)
+    last = db.sql("select doc_id from documents where n_bytes > 0 order by doc_id").fetchall()[-60][0]
+    db.create_view("late", f"select * from documents where doc_id >= {last}")
+    other = lambda: run_instances(corpusdb.open(url), path, 16, view="late", progress=False)  # noqa: E731
+    racing = _LaterRacingTokenizer(tokenizers["gpt2"], other, when=3)
+    with pytest.raises(corpusdb.ConflictError, match="another `corpusdb instances` job cut some of the same documents"):
+        run_instances(corpusdb.open(url), path, 16, part_docs=40, commit_seconds=0, progress=False, loaded_tokenizer=racing)
+    db = corpusdb.open(url)
+    assert racing.race is None  # the other job ran
+    assert db.sql("select count(*) from (select doc_id, position from instance_spans group by all having count(*) > 1)"
+                  ).fetchall() == [(0,)]
+    assert run_instances(db, path, 16, progress=False).n_documents > 0  # the rest, cut once
+    assert db.sql("select count(distinct doc_id) from instance_spans").fetchall() == db.sql(
+        "select count(*) from documents where n_bytes > 0").fetchall()
+    assert db.sql("select count(*) = count(distinct (doc_id, position)) from instance_spans").fetchall() == [(True,)]
+
+
 def test_scoring_instances_names_documents_left_uncut(tmp_path, tiny_models):
     db = corpusdb.init(str(tmp_path / "db"))
     db.ingest([str(CORPUS / "bible.jsonl")], source="bible", progress=False)
