@@ -13,6 +13,7 @@ import itertools
 import json
 import pickle
 import random
+import re
 import tempfile
 from decimal import Decimal
 from pathlib import Path
@@ -100,13 +101,20 @@ calls = st.one_of(
               st.integers(1, 40), st.integers(1, 40), st.sampled_from(("bytes", "documents")), st.integers(0, 3)),
     st.builds(lambda t, u: f"mixture(map {{'web': 1, 'code': 3}}, {t}, unit := '{u}')",
               st.sampled_from(("1", "7", "20.5", "1e3")), st.sampled_from(("bytes", "documents"))),
+    st.builds(lambda s: f"filter_source({s})", st.sampled_from(("['web']", "['web', 'code']", "['books', 'nope']", "[]"))),
+    st.builds(lambda lo, hi: f"filter_length(min_bytes := {lo}, max_bytes := {hi})", st.sampled_from((0, 1, 4, 9)),
+              st.sampled_from(("null", "0", "4", "8", "100"))),
+    st.builds(lambda m, lo, hi, p, x: f"filter_loss('{m}', min_loss := {lo}, max_loss := {hi}, per := '{p}', missing := '{x}')",
+              st.sampled_from(("teacher", "reference")), st.sampled_from(("null", "0.5", "2")),
+              st.sampled_from(("null", "1", "6")), st.sampled_from(("byte", "token")),
+              st.sampled_from(("error", "exclude", "keep"))),
     st.builds(lambda m, k, d, s, x: f"curriculum('{m}', key := '{k}', descending := {d}, stages := {s}, missing := '{x}')",
               st.sampled_from(("teacher", "reference")), st.sampled_from(("loss_per_byte", "loss_per_token", "bits_per_byte")),
               st.booleans(), st.integers(1, 4), st.sampled_from(("error", "last", "exclude"))),
 )
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(databases(), calls, st.integers(1, 4), st.sampled_from((2, 4)), st.sampled_from((1, 3)))
 def test_every_cut_policy_distributed_equals_the_single_process_query(data, call, shards, nbins, resolve_rows):
     docs, cuts, scores, covered = data
@@ -249,6 +257,7 @@ EXPORTED = (
     "curriculum('teacher', stages := 3, missing := 'last')",
     "curriculum('reference', stages := 2, missing := 'exclude', descending := true)",
     "quota(map {'books': 0.5}, unit := 'bytes')",  # nothing fits: the one empty part
+    "filter_loss('teacher', max_loss := 4, missing := 'keep')",  # a row filter: no cut, in place order
 )
 
 
@@ -406,6 +415,19 @@ def test_ray_tasks_over_a_million_documents_equal_one_process(ray_cluster, tmp_p
     many = db.view(call).export(str(tmp_path / "many"), part_size_mb=1, shards=4, executor="ray")
     assert len(one["parts"]) > 4 and many["parts"] == one["parts"]
     same_files(tmp_path / "one", tmp_path / "many")
+
+
+def test_a_filter_s_arguments_are_checked_whatever_the_parts_statistics(tmp_path):
+    """filter_source([]) and filter_length with min_bytes > max_bytes rule out every row before reading one: the
+    macro's check still runs (it used to be skipped with the scan), in one process and as tasks."""
+    db = make_db(tmp_path / "db", [(1, "web", 0), (2, "web", 0)], [], {})
+    for call, words in (("filter_source([])", "filter_source: no documents of source(s) []; sources: [web]"),
+                        ("filter_length(min_bytes := 1, max_bytes := 0)", "filter_length: need 0 <= min_bytes <= max_bytes")):
+        with pytest.raises(QueryError, match=re.escape(words)):
+            with db.query_errors():
+                db.sql(f"select * from {call}").fetchall()
+        with pytest.raises(QueryError, match=re.escape(words)):
+            select(db, call, str(tmp_path / "out"), shards=2, executor="inline")
 
 
 def test_call_arguments_keep_their_sql_types():

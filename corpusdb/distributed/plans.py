@@ -3,6 +3,9 @@ the driver's checks, and the columns and order of the result, all in the policy'
 
     python -c "from corpusdb.distributed.plans import plan_for; from corpusdb.distributed.calls import read_call; print(plan_for(read_call(\\"difference('t', 'r')\\")).threshold)"
 
+The row filters (`filter_source`, `filter_length`, `filter_loss`) have no cut and no order: every unit a task keeps
+is kept (rule "all" over one group), their checks restated here on the summed counts.
+
 A task's units are the policy's own key relation (`difference_units`, `quota_units`) over the
 documents of its parts; its keys are (`__grp`, `__k`, `__u`, `__w`): the group the policy ranks
 within (NULL, or the source), the order key ascending (a descending score negated), the unit id,
@@ -21,7 +24,8 @@ from dataclasses import dataclass, field
 
 from corpusdb.distributed.calls import Call
 
-POLICIES = ("difference", "difference_bytes", "difference_sampled", "difference_by_source", "quota", "mixture", "curriculum")
+POLICIES = ("difference", "difference_bytes", "difference_sampled", "difference_by_source", "quota", "mixture", "curriculum",
+            "filter_source", "filter_length", "filter_loss")
 NO_DOCUMENTS = "corpusdb_no_documents"  # the documents relation, empty: where the driver runs the argument checks
 UNITS, KEPT = "corpusdb_units", "corpusdb_kept"
 INTERNAL = ("__grp", "__k", "__u", "__w")
@@ -150,9 +154,60 @@ def _curriculum(call: Call) -> Plan:
                 ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global")
 
 
+FILTERS = ("filter_source", "filter_length", "filter_loss")
+UNIT_ID = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id"
+
+
+def _filter(call: Call) -> Plan:
+    """A row filter: no cut and no order (every unit it keeps is kept, `rule` "all" over one group); its checks on
+    the tasks' summed counts; the rows are the documents' columns alone, as the macro returns them."""
+    a, name = call.args, call.name
+    checks: list[str] = []
+    if name == "filter_source":
+        wanted = a["sources"]
+        checks.append(f"require(len({wanted}) > 0 and list_bool_and(list_transform({wanted}, lambda s: list_contains("
+                      f"{{sources}}, s))), 'filter_source: no documents of source(s) ' || list_filter({wanted}, lambda s: "
+                      f"not list_contains({{sources}}, s))::varchar || '; sources: ' || {{sources}}::varchar)")
+        units = (f"select {UNIT_ID}, n_bytes, source, coalesce(list_contains({wanted}, source), false) as kept, "
+                 "true as judged from {docs}")
+    elif name == "filter_length":
+        low, high = a["min_bytes"], a["max_bytes"]
+        checks.append(f"require({low} >= 0 and ({high} is null or {high} >= {low}), 'filter_length: need 0 <= min_bytes <= "
+                      f"max_bytes, not min_bytes ' || coalesce(({low})::varchar, 'NULL') || ', max_bytes ' || "
+                      f"coalesce(({high})::varchar, 'NULL'))")
+        keep = f"coalesce(n_bytes >= {low} and n_bytes <= coalesce({high}, 9223372036854775807), false)"
+        units = f"select {UNIT_ID}, n_bytes, source, {keep} as kept, true as judged from {{docs}}"
+    else:
+        model, per, missing, docs = a["model"], a["per"], a["missing"], a["docs"]
+        loss = (f"case {per} when 'byte' then -sum_logprob / nullif(n_bytes, 0) when 'token' then -sum_logprob / "
+                "nullif(n_tokens, 0) end")
+        low, high = f"coalesce({a['min_loss']}, '-infinity'::double)", f"coalesce({a['max_loss']}, 'infinity'::double)"
+        units = (f"select d.unit_id, d.n_bytes, d.source, l.doc_id is not null as judged, coalesce((l.filter_loss >= {low} "
+                 f"and l.filter_loss <= {high}) or (l.doc_id is null and {missing} = 'keep'), false) as kept from "
+                 f"(select {UNIT_ID}, n_bytes, source from {{docs}}) as d left join (select doc_id, {loss} as filter_loss "
+                 f"from scores where model = {model}) as l on d.unit_id = l.doc_id")
+        checks += [  # the macro's checks, in its order and words
+            (f"require(exists (select 1 from scores where scores.model = {model}), 'filter_loss: no scores named ''' || "
+             f"coalesce({model}, 'NULL') || '''; scored models: ' || scored_models())"),
+            f"require({per} in ('byte', 'token'), 'filter_loss: per must be ''byte'' or ''token'', not ''' || {per} || '''')",
+            (f"require({a['min_loss']} is null or {a['max_loss']} is null or {a['min_loss']} <= {a['max_loss']}, "
+             f"'filter_loss: min_loss ' || {a['min_loss']} || ' is above max_loss ' || {a['max_loss']})"),
+            f"require_unit('filter_loss', {model}, {docs})",
+            (f"require_coverage('filter_loss', {missing}, ['error', 'exclude', 'keep'], {{no_either}}, {{units}}, {docs}, "
+             f"'score of ''' || coalesce({model}, '') || '''', 'score them with ' || score_command({model}, {docs}) || "
+             "' (a re-run scores only the units without a score)', 'missing := ''exclude'' to drop them or missing := "
+             "''keep'' to keep them unjudged')"),
+        ]
+    counts = (f"select 0 as no_teacher, 0 as no_reference, count(*) filter (where not judged) as no_either, count(*) as units, "
+              f"list(distinct source) as sources from {UNITS}")
+    keys = (f"select null::varchar as __grp, 0.0::double as __k, unit_id as __u, 1::bigint as __w, n_bytes from {UNITS} "
+            "where kept")
+    return Plan(call.sql(), units, counts, keys, ["n_bytes"], "all", "null", checks, _rows(""))
+
+
 def _rows(extra: str) -> str:
     """The result rows: {columns} of the documents `d` ({documents}: the task's, with {place} columns of theirs)."""
-    return ("select {columns}, " + extra + ", __grp, __k, __u, __w from (select *, {place}"
+    return ("select {columns}, " + (extra + ", " if extra else "") + "__grp, __k, __u, __w from (select *, {place}"
             "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from {documents}) as d "
             f"inner join {KEPT} on {{join}} order by __grp nulls last, __k, __u")
 
@@ -170,7 +225,7 @@ def plan_for(call: Call) -> Plan:
         raise ValueError(f"{call.name}: a distributed selection ranks the documents table, not docs := {call.args['docs']}; "
                          "run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
     plan = (_quota(call) if call.name in ("quota", "mixture") else _curriculum(call) if call.name == "curriculum"
-            else _difference(call))
+            else _filter(call) if call.name in FILTERS else _difference(call))
     join = " and ".join(f"d.{c} = {KEPT}.{'__u' if c == 'unit_id' else c}" for c in plan.join)
     return Plan(**{**plan.__dict__, "rows": fill(plan.rows, join=join)})
 
