@@ -23,15 +23,11 @@ task's document lies in a part that covers that document's part.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from corpusdb.statements import quote
 from corpusdb.versions import Snapshot
-
-if TYPE_CHECKING:
-    from corpusdb.db import Database
 
 FIELD = "covers"
 
@@ -50,9 +46,10 @@ def task_parts(snapshot: Snapshot, documents: set[str]) -> list[str]:
             if not _known(snapshot, info) or not documents.isdisjoint(info[FIELD])]
 
 
-def record(db: Database) -> int:
-    """Record the covers of every part of document scores whose record has none (or a stale one), from one join of
-    their doc_ids to the documents parts' (DuckDB, under the database's memory limit), in a new version. A doc_id
+def record(db) -> int:
+    """Record in `db` (a `corpusdb.Database`) the covers of every part of document scores whose record has none (or a
+    stale one), from one join of their doc_ids to the documents parts' (DuckDB, under the database's memory limit),
+    in a new version. A doc_id
     that no documents part holds (a document since dropped) is in no cover: no task's documents hold it either.
     Returns the parts given covers.
     """
