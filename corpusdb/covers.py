@@ -49,9 +49,8 @@ def task_parts(snapshot: Snapshot, documents: set[str]) -> list[str]:
 def record(db) -> int:
     """Record in `db` (a `corpusdb.Database`) the covers of every part of document scores whose record has none (or a
     stale one), from one join of their doc_ids to the documents parts' (DuckDB, under the database's memory limit),
-    in a new version. A doc_id
-    that no documents part holds (a document since dropped) is in no cover: no task's documents hold it either.
-    Returns the parts given covers.
+    in a new version. A doc_id that no documents part holds (a document since dropped) is in no cover: no task's
+    documents hold it either. Returns the parts given covers.
     """
     snapshot = db.snapshot
     instances = {name for name, entry in snapshot.models.items() if entry.get("unit") == "instances"}  # keyed otherwise
