@@ -181,13 +181,14 @@ def test_the_policy_errors_are_the_single_process_ones(tmp_path):
                  "difference_by_source('teacher', 'reference', alphas := map {'wbe': 0.5}, missing := 'exclude')",
                  "difference('teacher', 'nobody')", "quota(map {'web': -1})", "quota(map {'webb': 10})",
                  "quota(map {'web': 10}, unit := 'tokens', model := 'reference')", "mixture(map {'web': 1}, 0)",
-                 "curriculum('reference')", "curriculum('teacher', stages := 0)"):
+                 "curriculum('reference')", "curriculum('teacher', stages := 0)", "filter_source(['nope'])",
+                 "filter_loss('reference', max_loss := 1)", "filter_loss('teacher', per := 'bit', missing := 'keep')"):
         with pytest.raises(QueryError) as single, db.query_errors():
             db.sql(f"select * from {call}").fetchall()
         with pytest.raises(QueryError) as distributed:
             select(db, call, str(tmp_path / "out"), shards=2, executor="inline")
         assert str(distributed.value) == str(single.value), call
-    for call, message in (("filter_length(min_bytes := 3)", "has no distributed plan"),
+    for call, message in (("filter_quality()", "has no distributed plan"),
                           ("curriculum(null, key := 'n_bytes')", "orders by a model's loss"),
                           ("difference('teacher', 'reference', docs := 'instances')", "ranks the documents table"),
                           ("select 1", "is not a call of one policy")):
