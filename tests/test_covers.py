@@ -84,8 +84,7 @@ def test_a_task_opens_only_the_score_parts_covering_its_documents(scored, tmp_pa
     assert len(wanted) == db.sql("select count(*) from documents").fetchall()[0][0] > 0
 
 
-@pytest.mark.parametrize("shards", [3, 10])
-def test_a_selection_over_covered_scores_equals_the_single_process_query(scored, tmp_path, shards):
+def test_a_selection_over_covered_scores_equals_the_single_process_query(scored, tmp_path, shards=4):
     single = scored.sql(f"select * from {CALL}").to_arrow_table().sort_by("doc_id")
     selection = select(scored, CALL, str(tmp_path / "out"), shards=shards, executor="inline")
     got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table().sort_by("doc_id")
