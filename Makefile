@@ -64,8 +64,10 @@ test-browser:
 	-@command -v chromium >/dev/null || ($(SUDO_N) apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
 	  || ($(SUDO_N) apt-get update -qq && $(SUDO_N) apt-get install -y -qq --no-install-recommends chromium) >/dev/null 2>&1) || true
 
+# two pytest-xdist workers (TEST_WORKERS=1 runs in one process); each worker starts its own S3 server and Ray clusters
+TEST_WORKERS ?= 2
 test: setup test-browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: setup
 	$(BIN)/python benchmarks/ingest_s3.py

@@ -2,6 +2,7 @@
 
     python benchmarks/distributed.py                                     # 1M documents in 100 parts, 8 tasks
     python benchmarks/distributed.py --n 50000000 --parts 500 --shards 16 --task-memory-limit 1GB
+    python benchmarks/distributed.py --unit instances --n 10000000 --parts 100 --covers   # MiniPLM's unit
 
 Builds (or reuses) a synthetic database (`benchmarks/synthetic.py`: documents of ~220 bytes, random
 64-bit doc_ids, teacher and reference scores), then for each call runs, each in a fresh process:
@@ -92,14 +93,21 @@ def run(side: str, db: str, call: str, out: Path, options: dict) -> dict:
 
 
 def cover(path: str) -> tuple[int, int]:
-    """Register the synthetic score parts again, each with the documents part it covers (same name); returns the
-    versions before and after (once: a database whose parts carry covers already returns those)."""
+    """Register the synthetic score parts again, each with the documents part it covers (same name), or over
+    instances record the covers of the spans and scores with `corpusdb models --covers` (`covers.record`: one join,
+    timed); returns the versions before and after (once: a database whose parts carry covers already returns those)."""
     import corpusdb
+    from corpusdb.covers import record
 
     db = corpusdb.open(path)
     records = db.snapshot.tables["scores"]
     if not all("covers" in info for info in records.values()):
-        db.register_parts("scores", sorted(records), covers={p: ["documents/" + p.rsplit("/", 1)[1]] for p in records})
+        if db.snapshot.tables.get("instance_spans"):
+            started = time.perf_counter()
+            given = record(db)
+            print(f"models --covers: {given} parts in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        else:
+            db.register_parts("scores", sorted(records), covers={p: ["documents/" + p.rsplit("/", 1)[1]] for p in records})
         db = corpusdb.open(path)
     before = corpusdb.open(path, as_of=db.version - 1)
     assert not any("covers" in info for info in before.snapshot.tables["scores"].values())
@@ -115,6 +123,8 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/corpusdb-distributed")
     parser.add_argument("--calls", default="all", help="comma-separated indices into the calls, or all")
     parser.add_argument("--export", action="store_true", help="also a sharded parquet export cut by the tasks")
+    parser.add_argument("--unit", choices=("documents", "instances"), default="documents",
+                        help="rank documents, or instances (--n of them, ~8 a document; the calls take docs := 'instances')")
     parser.add_argument("--covers", action="store_true",
                         help="the selection without and with score parts that record the documents parts they cover")
     args = parser.parse_args()
@@ -122,17 +132,20 @@ def main() -> None:
     started = time.perf_counter()
     # built in a process of its own: a child's peak RSS (ru_maxrss) starts from what this process holds when it starts
     # the child, so this one must stay small
-    prepare = subprocess.run([sys.executable, __file__, "--prepare", str(folder / f"db-{args.n}-{args.parts}"), str(args.n),
-                              str(args.parts), str(args.covers)], stdout=subprocess.PIPE, text=True, check=True)
+    name = f"db-{args.n}-{args.parts}" + ("-instances" if args.unit == "instances" else "")
+    prepare = subprocess.run([sys.executable, __file__, "--prepare", str(folder / name), str(args.n), str(args.parts),
+                              str(args.covers), args.unit], stdout=subprocess.PIPE, text=True, check=True)
     uncovered, covered = json.loads(prepare.stdout.splitlines()[-1])
-    print(f"database: {args.n:,} documents in {args.parts} parts ({time.perf_counter() - started:.0f} s to build or reuse)")
+    print(f"database: {args.n:,} {args.unit} in {args.parts} parts ({time.perf_counter() - started:.0f} s to build or reuse)")
     calls = CALLS if args.calls == "all" else [CALLS[int(i)] for i in args.calls.split(",")]
+    if args.unit == "instances":
+        calls = [call[:-1] + ", docs := 'instances')" for call in calls]
     options = {"shards": args.shards, "memory_limit": args.task_memory_limit}
     if args.covers:
         options["as_of"] = uncovered
     print(f"{'call':58} {'side':7} {'wall s':>7} {'cpu s':>7} {'rss GB':>7} {'task GB':>7} {'passes':>6} {'recv KB':>8}  same  stages")
     for call in calls:
-        db = str(folder / f"db-{args.n}-{args.parts}")
+        db = str(folder / name)
         single = run("single", db, call, folder / "out-single", {})
         tasks = run("tasks", db, call, folder / "out-tasks", options)
         same = single["digest"] == tasks["digest"]
@@ -157,17 +170,17 @@ def main() -> None:
                   f"{sharded['wall'] / single['wall']:.2f}x)")
 
 
-def prepare(path: str, n: int, parts: int, covers: bool) -> None:
-    """Build (or reuse) the database; with covers, register its score parts again with their covers. Prints the
-    versions without and with covers as JSON."""
+def prepare(path: str, n: int, parts: int, covers: bool, unit: str) -> None:
+    """Build (or reuse) the database; with covers, record its parts' covers. Prints the versions without and with
+    covers as JSON."""
     from synthetic import build
 
-    build(Path(path), n, part_rows=-(-n // parts))
+    build(Path(path), n, unit=unit, part_rows=-(-n // parts))
     print(json.dumps(cover(path) if covers else [None, None]))
 
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--prepare"]:
-        prepare(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "True")
+        prepare(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5] == "True", sys.argv[6])
     else:
         main()

@@ -12,6 +12,11 @@ its documents came from), and `register_parts("scores", ..., covers=)` takes it 
 `corpusdb models DB --covers` (`record`) finds them for the parts that have none (scores from before
 covers existed, registered without, or stale) with one join of their doc_ids to the documents'.
 
+Over instances (`docs := 'instances'`) the same holds for the parts of `instance_spans` (their
+doc_id is their document's: `corpusdb instances` writes a part's covers as it reads the documents
+in order) and for scores of instances (keyed by instance_id: covered by the documents parts of
+their spans' documents; the scoring job records them, `record` finds them through the spans).
+
 A task over some documents parts then reads the score parts that cover one of them, and every score
 part whose record has no `covers` or names a documents part the version no longer holds (a part
 rewritten or dropped since, whose documents may now lie elsewhere): those stay read by every task,
@@ -32,6 +37,19 @@ from corpusdb.versions import Snapshot
 FIELD = "covers"
 
 
+TABLES = ("scores", "instance_spans")  # the tables whose parts may record covers
+
+
+def instance_models(snapshot: Snapshot) -> set[str]:
+    """Score names whose scores are keyed by instance_id (their covers go through the instances' spans)."""
+    return {name for name, entry in snapshot.models.items() if entry.get("unit") == "instances"}
+
+
+def of_instances(path: str, models: set[str]) -> bool:
+    """Whether the part of scores at `path` holds scores of instances."""
+    return any(path.startswith(f"scores/model={m}/") for m in models)
+
+
 def _known(snapshot: Snapshot, info: dict) -> bool:
     """Whether a score part's record says which live documents parts hold its doc_ids."""
     covers = info.get(FIELD)
@@ -39,52 +57,64 @@ def _known(snapshot: Snapshot, info: dict) -> bool:
     return covers is not None and all(part in live for part in covers)
 
 
-def task_parts(snapshot: Snapshot, documents: set[str]) -> list[str]:
-    """The score parts (relative paths, sorted) a reader of the documents parts `documents` (relative paths of
+def task_parts(snapshot: Snapshot, documents: set[str], table: str = "scores") -> list[str]:
+    """The parts of `table` (relative paths, sorted) a reader of the documents parts `documents` (relative paths of
     live documents parts) must read: those covering one of them, and those whose cover is unknown or stale."""
-    return [path for path, info in sorted(snapshot.tables.get("scores", {}).items())
+    return [path for path, info in sorted(snapshot.tables.get(table, {}).items())
             if not _known(snapshot, info) or not documents.isdisjoint(info[FIELD])]
 
 
 def record(db) -> int:
-    """Record in `db` (a `corpusdb.Database`) the covers of every part of document scores whose record has none (or a
-    stale one), from one join of their doc_ids to the documents parts' (DuckDB, under the database's memory limit),
-    in a new version. A doc_id that no documents part holds (a document since dropped) is in no cover: no task's
-    documents hold it either. Returns the parts given covers.
+    """Record in `db` (a `corpusdb.Database`) the covers of every part of scores and of instance spans whose record
+    has none (or a stale one), from one join of their keys to the documents parts' (DuckDB, under the database's
+    memory limit; scores of instances through the spans, instance_id to doc_id), in a new version. A key that no
+    documents part holds (a document since dropped) is in no cover: no task's documents hold it either. Returns the
+    parts given covers.
     """
     snapshot = db.snapshot
-    instances = {name for name, entry in snapshot.models.items() if entry.get("unit") == "instances"}  # keyed otherwise
-    todo = [path for path, info in sorted(snapshot.tables.get("scores", {}).items())
-            if not _known(snapshot, info) and not any(path.startswith(f"scores/model={m}/") for m in instances)]
+    instances = instance_models(snapshot)
+    todo = {table: [path for path, info in sorted(snapshot.tables.get(table, {}).items()) if not _known(snapshot, info)]
+            for table in TABLES}
     documents = snapshot.parts("documents")
-    if not todo:
+    if not any(todo.values()):
         return 0
-    urls = {db.location.url_of(db.location.join(p)): p for p in [*todo, *documents]}
-    listing = lambda paths: ", ".join(quote(db.location.url_of(db.location.join(p))) for p in paths)  # noqa: E731
-    found: dict[str, set[str]] = {path: set() for path in todo}
+    url = lambda p: db.location.url_of(db.location.join(p))  # noqa: E731
+    urls = {url(p): p for p in [*todo["scores"], *todo["instance_spans"], *documents]}
+    listing = lambda paths: ", ".join(quote(url(p)) for p in paths)  # noqa: E731
+    found: dict[str, set[str]] = {path: set() for paths in todo.values() for path in paths}
     if documents:
-        rows = db.con.execute(
-            f"select distinct s.filename, d.filename from read_parquet([{listing(todo)}], filename = true) as s "
-            f"join (select doc_id, filename from read_parquet([{listing(documents)}], filename = true, union_by_name = true)) "
-            "as d using (doc_id)").fetchall()
+        parts = (f"(select doc_id, filename from read_parquet([{listing(documents)}], filename = true, "
+                 "union_by_name = true))")
+        by_doc = [p for p in todo["scores"] if not of_instances(p, instances)] + todo["instance_spans"]
+        by_instance = [p for p in todo["scores"] if of_instances(p, instances)]
+        joins = []
+        if by_doc:
+            joins.append(f"select distinct s.filename as part, d.filename as documents from read_parquet([{listing(by_doc)}], "
+                         f"filename = true, union_by_name = true) as s join {parts} as d using (doc_id)")
+        if by_instance:  # an instance's score: its span's document
+            joins.append(f"select distinct s.filename as part, d.filename as documents from read_parquet("
+                         f"[{listing(by_instance)}], filename = true) as s join instance_spans as i on s.doc_id = "
+                         f"i.instance_id join {parts} as d on i.doc_id = d.doc_id")
         unsure = set()
-        for score, part in rows:
-            if score in urls and part in urls:
-                found[urls[score]].add(urls[part])
+        for part, holder in db.con.execute(" union all ".join(joins)).fetchall():
+            if part in urls and holder in urls:
+                found[urls[part]].add(urls[holder])
             else:  # a name DuckDB spelled otherwise: that part keeps no cover rather than a wrong one
-                unsure.add(urls.get(score, score))
+                unsure.add(urls.get(part, part))
         found = {path: parts for path, parts in found.items() if path not in unsure}
     given: list[str] = []
 
     def change(latest: Snapshot) -> str:
-        records, live = latest.tables.get("scores", {}), latest.tables.get("documents", {})
+        live = latest.tables.get("documents", {})
         given.clear()
-        for path, parts in found.items():
-            # a part rewritten meanwhile is another path; a documents part dropped meanwhile voids this cover
-            if path in records and not _known(latest, records[path]) and all(part in live for part in parts):
-                records[path] = {**records[path], FIELD: sorted(parts)}
-                given.append(path)
-        return f"covers recorded for {len(given)} part(s) of scores"
+        for table in TABLES:
+            records = latest.tables.get(table, {})
+            for path, parts in found.items():
+                # a part rewritten meanwhile is another path; a documents part dropped meanwhile voids this cover
+                if path in records and not _known(latest, records[path]) and all(part in live for part in parts):
+                    records[path] = {**records[path], FIELD: sorted(parts)}
+                    given.append(path)
+        return f"covers recorded for {len(given)} part(s) of scores and instances"
 
     if found:
         db.commit("covers", change)
@@ -93,8 +123,9 @@ def record(db) -> int:
 
 def check(snapshot: Snapshot, covers: dict[str, list[str]], score_ids: Callable[[str], np.ndarray],
           document_ids: Callable[[str], np.ndarray]) -> None:
-    """Raise ValueError unless every doc_id of each score part in `covers` lies in one of the documents parts it
-    names, each a live documents part of `snapshot` (paths relative to the database)."""
+    """Raise ValueError unless every doc_id of each part in `covers` (of document scores or instance spans) lies in
+    one of the documents parts it names, each a live documents part of `snapshot` (paths relative to the
+    database)."""
     live = snapshot.tables.get("documents", {})
     for path, parts in covers.items():
         stray = [part for part in parts if part not in live]

@@ -31,7 +31,8 @@ from corpusdb import docindex, versions
 from corpusdb.catalog import CATALOG_FILE, TABLE_SCHEMAS, Catalog, catalog_bytes, load_catalog
 from corpusdb.covers import FIELD as COVERS
 from corpusdb.covers import check as covers_check
-from corpusdb.covers import task_parts
+from corpusdb.covers import TABLES as COVERED_TABLES
+from corpusdb.covers import instance_models, of_instances, task_parts
 from corpusdb.errors import QueryError, VersionError
 from corpusdb.integrity import check_sizes
 from corpusdb.policies import load_builtin_views
@@ -285,14 +286,14 @@ class Database:
         """
         if table != "scores":
             return None
-        instance_models = sorted(name for name, entry in self.snapshot.models.items() if entry.get("unit") == "instances")
-        instances = (f"case when model in ({', '.join(quote(m) for m in instance_models)}) then doc_id end"
-                     if instance_models else "null::bigint")
+        keyed = sorted(instance_models(self.snapshot))
+        instances = f"case when model in ({', '.join(quote(m) for m in keyed)}) then doc_id end" if keyed else "null::bigint"
         return f"doc_id as unit_id, {instances} as instance_id"
 
     def restrict(self, parts: list[str]) -> tuple[int, int] | None:
-        """Let this connection's `documents` show only `parts` (some of this version's documents parts) and
-        `scores` only the rows whose doc_id lies within theirs, read from the score parts that may hold them
+        """Let this connection's `documents` show only `parts` (some of this version's documents parts),
+        `instance_spans` only their spans, and `scores` only the rows whose doc_id lies within theirs (every row of
+        instance scores), read from the score parts that may hold them
         (`corpusdb.covers`): what one task of a distributed plan reads (`corpusdb.distributed`). Returns the
         parts' (smallest, largest) doc_id, None where they hold none.
 
@@ -312,9 +313,29 @@ class Database:
         # the score parts covering these parts (and those of unknown cover: `corpusdb.covers`); the range prunes
         # row groups by their statistics where doc_ids cluster, where they do not (content hashes) nothing else would
         scores = task_parts(self.snapshot, {own[p][0] for p in parts})
+        within = f"doc_id between {int(bounds[0])} and {int(bounds[1])}"
+        # instance scores are keyed by instance_id, which no range of doc_ids bounds: theirs are kept whole (the
+        # instances view joins only this task's documents' spans, so only their scores ever join)
+        keyed = sorted(instance_models(self.snapshot))
+        where = f"model in ({', '.join(quote(m) for m in keyed)}) or {within}" if keyed else within
         self._create_view("corpusdb_task_scores", [self.location.join(p) for p in scores], TABLE_SCHEMAS["scores"], hive,
-                          [records[p].get("schema") for p in scores], derived=self._derived("scores"),
-                          where=f"doc_id between {int(bounds[0])} and {int(bounds[1])}")
+                          [records[p].get("schema") for p in scores], derived=self._derived("scores"), where=where)
+        spans = self.snapshot.tables.get("instance_spans", {})
+        if spans:  # the spans of these documents alone (a span's doc_id is its document's), from the parts covering them
+            _, hive = TABLE_FOLDERS["instance_spans"]
+            mine = task_parts(self.snapshot, {own[p][0] for p in parts}, "instance_spans")
+            self._create_view("instance_spans", [self.location.join(p) for p in mine], TABLE_SCHEMAS["instance_spans"],
+                              hive, [spans[p].get("schema") for p in mine], derived=self._derived("instance_spans"),
+                              where=within)
+        # each annotation: the parts of these documents parts (an annotation part records the one it annotates, `of`),
+        # and any whose part is not a live one (imported, or of a part since rewritten)
+        live, mine = self.snapshot.tables.get("documents", {}), {own[p][0] for p in parts}
+        for name, entry in sorted(self.snapshot.annotations.items()):
+            prefix = annotation_prefix(name)
+            records = {path: info for path, info in self.snapshot.tables.get(ANNOTATIONS, {}).items() if path.startswith(prefix)}
+            read = [path for path, info in sorted(records.items()) if info.get("of") in mine or info.get("of") not in live]
+            self._create_view(annotation_view(name), [self.location.join(p) for p in read],
+                              {"doc_id": "BIGINT", **annotation_columns(entry)})
         # one keyless row per scored model (a NULL doc_id joins nothing): a policy's "no scores named X" check
         # sees every model of the version, as it does unrestricted
         models = sorted({m.group(1) for p in self.snapshot.parts("scores") if (m := re.search(r"(?:^|/)model=([^/]+)/", p))})
@@ -513,8 +534,8 @@ class Database:
         """Commit Parquet files already written under the table's folder as parts of `table` (with `models`
         entries for scores), e.g. tables computed by another engine; `minhash` parts replace the table's.
 
-        `covers` (scores only) maps a score part to the documents parts holding all its doc_ids (paths as
-        `paths` takes them): a task of a distributed selection then reads the score parts of its own documents
+        `covers` (scores of documents, instance_spans) maps a part to the documents parts holding all its doc_ids
+        (paths as `paths` takes them): a task of a distributed selection then reads the parts of its own documents
         only (`corpusdb.covers`). It is checked against the doc_ids; registering a part again updates its record.
 
         Raises:
@@ -522,8 +543,8 @@ class Database:
         """
         if table not in TABLE_FOLDERS:
             raise ValueError(f"unknown table {table!r}; tables are {', '.join(TABLE_FOLDERS)}")
-        if covers and table != "scores":
-            raise ValueError(f"covers is for parts of scores, not {table}")
+        if covers and table not in COVERED_TABLES:
+            raise ValueError(f"covers is for parts of scores or instance_spans, not {table}")
         folder = self.location.join(TABLE_FOLDERS[table][0]) + "/"
         found = []
         for path in paths:
@@ -547,6 +568,11 @@ class Database:
                 self._refuse_repeated_doc_ids(snapshot, new_ids)
             if table == "minhash":
                 snapshot.tables["minhash"] = {}
+            keyed = instance_models(snapshot) | {m for m, entry in (models or {}).items() if entry.get("unit") == "instances"}
+            by_instance = [path for path in covered if of_instances(path, keyed)]
+            if by_instance:
+                raise ValueError(f"register_parts: {by_instance[0]} holds scores of instances, whose covers go through "
+                                 "the instances' spans; register it without covers and run `corpusdb models DB --covers`")
             covers_check(snapshot, covered, lambda path: docindex.read_doc_ids(self.location, [path]),
                          lambda part: docindex.read_doc_ids(self.location, [part]))
             for written, rows, fields in found:

@@ -149,6 +149,8 @@ def torchrun_command(argv: list[str], nproc_per_node: int, nnodes: int = 1, rdzv
     parts = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc_per_node}"]
     if nnodes > 1:
         parts += [f"--nnodes={nnodes}", "--rdzv_backend=c10d", f"--rdzv_endpoint={rdzv_endpoint or 'HEAD_NODE:29400'}"]
+    else:  # one node: rendezvous on a free local port, so two jobs on one machine never meet on 29500
+        parts += ["--standalone"]
     return shlex.join([*parts, "-m", module, *argv])
 
 

@@ -63,7 +63,7 @@ from tqdm.auto import tqdm
 
 from corpusdb.cut import placed_batches, text_kind
 from corpusdb.distributed.places import distributed_plan
-from corpusdb.errors import ExportError
+from corpusdb.errors import ExportError, StorageError
 from corpusdb.export_base import JOURNAL, claim, part_end
 from corpusdb.part_sink import TOKENIZED, PartSink, load_tokenizer, part_files
 from corpusdb.provenance import is_ordered, missing_choices, provenance
@@ -126,10 +126,17 @@ def dataset_card(fmt: str, view: str, parts: list[dict], record: dict) -> bytes:
 
 
 def _read_json(out: Location, name: str) -> dict | None:
+    """The JSON object in `name`, or None where there is none (or it went away meanwhile: a lock released)."""
     if not out.exists(name):
         return None
     try:
-        data = json.loads(out.read_bytes(name))
+        raw = out.read_bytes(name)
+    except StorageError as exc:
+        if isinstance(exc.__cause__, FileNotFoundError):
+            return None
+        raise
+    try:
+        data = json.loads(raw)
     except ValueError as exc:
         raise ExportError(f"{out.url}/{name} is not valid JSON ({exc}); move the folder aside and export again") from exc
     return data if isinstance(data, dict) else None
@@ -209,7 +216,7 @@ def export_view(
     kind = None if ordered else text_kind(db, sql)[0]
     select = sql if ordered or kind else f"select * from ({sql}) order by {unit_order(columns)}"
     # a call of a policy with a distributed plan: its cut is found by tasks, in its own order where it has one
-    policy = distributed_plan(view) if shards > 1 and (kind == "documents" or ordered) else None
+    policy = distributed_plan(view) if shards > 1 and (kind is not None or ordered) else None
     if shards > 1 and not kind and policy is None:
         raise ValueError(f"--shards: {view!r} does not hand out documents' or instances' text unchanged"
                          f"{' (it orders its rows)' if ordered else ''}, so its parts cannot be cut on keys alone; "
@@ -357,7 +364,8 @@ class ExportLock:
         if self._thread is not None:
             self._thread.join()
         self.out.remove(self.out.join(LOCK))
-        self.out.remove_temporaries("", {LOCK}.__contains__)
+        # a killed holder's leftovers; a younger one may be another export's lock being created right now
+        self.out.remove_temporaries("", {LOCK}.__contains__, min_age=self.LEASE)
         self._remove_if_created()
 
 

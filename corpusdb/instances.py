@@ -35,6 +35,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb import failpoint
+from corpusdb.covers import FIELD as COVERS
 from corpusdb.errors import CatalogError, ConflictError
 from corpusdb.scoring.model import load_tokenizer
 from corpusdb.versions import Snapshot
@@ -46,6 +47,7 @@ SCHEMA = pa.schema([
     ("byte_end", pa.int64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
 ])
 TOKENIZE_DOCS = 256  # documents per tokenizer call
+FILE = "__corpusdb_part"  # the stream's column naming each document's part
 
 
 @dataclass
@@ -201,7 +203,12 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
     # a part another job commits meanwhile is checked at every later commit (its documents may come later here)
     known = set(db.commit("instances", register).tables[TABLE])
     ids_of: dict[str, np.ndarray] = {}  # doc_ids of other jobs' parts, read once
-    source = "documents" if view is None else f"(select doc_id, text, n_bytes from ({relation_sql(db, view)}))"
+    # the documents in place order, each with its part (a part of spans records the documents parts it covers:
+    # `corpusdb.covers`); a view's rows have no part, and are cut in doc_id order
+    placed = view is None
+    files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")} if placed else {}
+    source = (f"(select doc_id, text, n_bytes, {FILE} from ({db.documents_with_files(FILE)}))" if placed
+              else f"(select doc_id, text, n_bytes, null::varchar as {FILE} from ({relation_sql(db, view)}))")
     pending = f"from {source} where n_bytes > 0 and doc_id not in (select doc_id from instance_spans)"
     n_todo, n_all = db.con.execute(f"select (select count(*) {pending}), (select count(*) from {source} where n_bytes > 0)").fetchall()[0]
     report = InstancesReport(n_documents_before=n_all - n_todo)
@@ -233,8 +240,14 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
 
     last_commit = time.monotonic()
     cursor = db.con.cursor()
+    # one DuckDB thread while the stream is read in place order: a parallel scan interleaves row groups in an order
+    # that varies run to run (as the scoring job reads)
+    duckdb_threads = db.con.execute("select current_setting('threads')").fetchall()[0][0]
+    if placed:
+        db.con.execute("set threads = 1")
     try:
-        reader = cursor.sql(f"select doc_id, text {pending} order by doc_id").to_arrow_reader(part_docs)
+        order = "" if placed else " order by doc_id"
+        reader = cursor.sql(f"select doc_id, text, {FILE} {pending}{order}").to_arrow_reader(part_docs)
         with tqdm(total=n_todo, unit="doc", desc="instances", disable=(not progress) if progress is not None else None,
                   dynamic_ncols=True) as bar:
             from corpusdb.scoring.job import _rechunk
@@ -244,6 +257,9 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
                 key = xxhash.xxh3_64_hexdigest(table.column("instance_id").to_numpy().tobytes())
                 part = db.location.write_parquet(table, FOLDER, f"part-{key}-{uuid.uuid4().hex[:8]}.parquet")
                 info = {"size": part.size, "hash": part.hash, "rows": table.num_rows}
+                parts = set(batch.column(FILE).to_pylist())
+                if placed and parts <= files.keys():  # else unknown: every task of a selection reads the part
+                    info[COVERS] = sorted({files[p] for p in parts})
                 written.append((db.location.relpath(part.path), info, batch.column("doc_id").to_numpy()))
                 report.n_parts_written += 1
                 report.n_documents += batch.num_rows
@@ -265,6 +281,7 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
         raise
     finally:
         cursor.close()
+        db.con.execute(f"set threads = {int(duckdb_threads)}")
     report.version = db.version
     report.seconds = time.perf_counter() - started
     return report

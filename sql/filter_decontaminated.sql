@@ -1,5 +1,5 @@
 -- purpose: units (documents or instances) whose bytes overlap the evaluation sets' n-grams at most max_fraction, on the `decontamination` annotation
--- depends: covered_bytes, require, require_coverage, unit_bytes
+-- depends: covered_bytes, filter_decontaminated_checks, unit_bytes
 -- params: max_fraction := 0 (drop any unit a matched n-gram touches); docs := 'documents'; missing := 'error' | 'exclude' | 'keep'
 -- GPT-3's and OLMo's decontamination as a view: `corpusdb decontaminate DB --against FILES`
 -- finds every word n-gram (13 by default) of each document that occurs in the evaluation sets;
@@ -19,18 +19,7 @@ with unjudged as (
 
 checks as (
     select
-        require(
-            max_fraction >= 0 and max_fraction <= 1,
-            'filter_decontaminated: max_fraction must be in [0, 1] (the share of a unit''s bytes inside matched '
-            || 'n-grams), not ' || coalesce(max_fraction::varchar, 'NULL')
-        )
-        and require_coverage(
-            'filter_decontaminated', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
-            'decontamination row (documents ingested after `corpusdb decontaminate` ran?)',
-            'compute them with `corpusdb decontaminate DB --against FILES` (a re-run with the same files computes only '
-            || 'the documents without a row)',
-            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
-        ) as ok,
+        filter_decontaminated_checks(max_fraction, missing, unjudged.n_missing, unjudged.n_units, docs) as ok,
         max_fraction as high
     from unjudged
 ),

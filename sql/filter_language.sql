@@ -1,5 +1,5 @@
 -- purpose: documents in one of the given languages with at least min_score probability, on the `language` annotation (fastText)
--- depends: require, require_coverage
+-- depends: filter_language_checks
 -- params: langs (a list of ISO 639 codes, e.g. ['en']); min_score := 0.65 (FineWeb's); docs := 'documents'; missing := 'error' | 'exclude' | 'keep'
 -- Keeps a document when the probability of one of `langs` is at least min_score, as datatrove's
 -- LanguageFilter(languages, language_threshold) does (it asks for more than the threshold; the
@@ -18,22 +18,7 @@ with unjudged as (
 
 checks as (
     select
-        require(
-            len(langs) > 0,
-            'filter_language: langs must be a non-empty list of language codes such as [''en''], not '
-            || coalesce(langs::varchar, 'NULL')
-        )
-        and require(
-            min_score >= 0.01 and min_score <= 1,
-            'filter_language: min_score must be in [0.01, 1] (probabilities under 0.01 are not stored, so a lower '
-            || 'threshold could not be told apart from them), not ' || coalesce(min_score::varchar, 'NULL')
-        )
-        and require_coverage(
-            'filter_language', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
-            'language annotation (documents ingested after it was computed, or `corpusdb annotate` still running?)',
-            'annotate them with `corpusdb annotate DB language` (a re-run annotates only the documents without a row)',
-            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
-        ) as ok,
+        filter_language_checks(langs, min_score, missing, unjudged.n_missing, unjudged.n_units, docs) as ok,
         min_score as low
     from unjudged
 ),

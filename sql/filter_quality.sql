@@ -1,5 +1,5 @@
 -- purpose: documents that pass the Gopher quality, Gopher repetition, C4 and FineWeb rules (datatrove's filters, FineWeb's settings) on the `quality` annotation
--- depends: require, require_coverage
+-- depends: filter_quality_checks
 -- params: docs := 'documents'; missing := 'error' | 'exclude' | 'keep'; rules := ['gopher_quality', 'gopher_repetition', 'c4', 'fineweb']; Gopher quality: min_doc_words := 50, max_doc_words := 100000, min_avg_word_length := 3, max_avg_word_length := 10, max_symbol_word_ratio := 0.1, max_bullet_lines_ratio := 0.9, max_ellipsis_lines_ratio := 0.3, min_alpha_words_ratio := 0.8, min_stop_words := 2; Gopher repetition: dup_line_frac := 0.3, dup_para_frac := 0.3, dup_line_char_frac := 0.2, dup_para_char_frac := 0.2, top_2gram_frac := 0.2, top_3gram_frac := 0.18, top_4gram_frac := 0.16, dup_5gram_frac := 0.15, dup_6gram_frac := 0.14, dup_7gram_frac := 0.13, dup_8gram_frac := 0.12, dup_9gram_frac := 0.11, dup_10gram_frac := 0.1; C4: c4_terminal_punct := false, min_sentences := 5, drop_lorem_ipsum := true, drop_curly_bracket := true; FineWeb: line_punct_thr := 0.12, line_punct_exclude_zero := false, short_line_thr := 0.67, char_duplicates_ratio := 0.01, new_line_ratio := 0.3
 -- The defaults are datatrove's, as FineWeb's pipeline runs them: GopherRepetitionFilter(),
 -- GopherQualityFilter(), C4QualityFilter(filter_no_terminal_punct=False) and
@@ -40,32 +40,7 @@ with unjudged as (
 
 checks as (
     select
-        require(
-            len(rules) > 0 and list_bool_and(list_transform(
-                rules, lambda r: list_contains(['gopher_quality', 'gopher_repetition', 'c4', 'fineweb'], r)
-            )),
-            'filter_quality: rules must be a non-empty list of gopher_quality, gopher_repetition, c4, fineweb, not '
-            || coalesce(rules::varchar, 'NULL')
-        )
-        and require(
-            chain is not null and (not chain or exists (
-                select 1 from duckdb_columns()
-                where table_name = 'annotations_quality' and column_name = 'fineweb_chain_line_punct_ratio'
-            )),
-            'filter_quality: chain := true reads the fineweb_chain_* columns, which quality annotations made before '
-            || 'they existed lack; recompute them with `corpusdb annotate DB quality --replace`'
-        )
-        and require(
-            c4_terminal_punct is not null,
-            'filter_quality: c4_terminal_punct must be true (C4: only lines ending in terminal punctuation) or false '
-            || '(FineWeb: lines kept whatever they end with), not NULL'
-        )
-        and require_coverage(
-            'filter_quality', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
-            'quality annotation (documents ingested after it was computed, or `corpusdb annotate` still running?)',
-            'annotate them with `corpusdb annotate DB quality` (a re-run annotates only the documents without a row)',
-            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
-        ) as ok,
+        filter_quality_checks(rules, chain, c4_terminal_punct, missing, unjudged.n_missing, unjudged.n_units, docs) as ok,
         list_contains(rules, 'gopher_quality') as gopher_quality,
         list_contains(rules, 'gopher_repetition') as gopher_repetition,
         list_contains(rules, 'c4') as c4,

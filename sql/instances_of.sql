@@ -1,10 +1,10 @@
 -- purpose: the instances of some spans (a table or view with instance_spans' columns): each span joined to its document, its text cut; what the `instances` view and the policies' join back over instances read
 -- depends:
--- params: spans (the name of a table, view or CTE with instance_spans' columns)
+-- params: spans (the name of a table, view or CTE with instance_spans' columns); docs := 'documents' (the documents they cut, e.g. with a column more)
 -- `instances` is instances_of('instance_spans'). The policies that cut over instances pass the
 -- kept spans alone, so that only the kept instances' documents are joined and cut, instead of
 -- joining the `instances` view (every span, every document's text) to the kept keys.
-create or replace macro instances_of(spans) as table
+create or replace macro instances_of(spans, docs := 'documents') as table
 with final as (
     select
         i.instance_id,
@@ -17,7 +17,7 @@ with final as (
         decode(encode(d.text)[i.byte_start + 1:i.byte_end]) as text,
         i.n_bytes
     from query_table(spans) as i
-    inner join documents as d on i.doc_id = d.doc_id
+    inner join query_table(docs) as d on i.doc_id = d.doc_id
 )
 
 select * from final;

@@ -134,7 +134,7 @@ def test_register_parts_checks_the_covers_it_is_given(tmp_path):
         db.register_parts("scores", [part], models=models, covers={part: [documents[0]]})
     with pytest.raises(ValueError, match="names documents/nowhere.parquet, which is not a documents part of this version"):
         db.register_parts("scores", [part], models=models, covers={part: [documents[0], "documents/nowhere.parquet"]})
-    with pytest.raises(ValueError, match="covers is for parts of scores, not documents"):
+    with pytest.raises(ValueError, match="covers is for parts of scores or instance_spans, not documents"):
         db.register_parts("documents", documents[:1], covers={documents[0]: documents[:1]})
     with pytest.raises(ValueError, match="covers names scores/model=m/other.parquet, which is not among the parts"):
         db.register_parts("scores", [part], models=models, covers={"scores/model=m/other.parquet": documents[:2]})
@@ -174,11 +174,11 @@ def test_models_covers_records_the_covers_of_scores_registered_without(scored, t
     assert f"note: {len(truth) - 1} parts of scores record no covers, so every task read them; `corpusdb models " \
            f"{copy} --covers` records them" in before.output
     result = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
-    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores" in result.output, result.output
+    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores and instances" in result.output, result.output
     db = corpusdb.open(str(copy))
     assert {path: info["covers"] for path, info in db.snapshot.tables["scores"].items()} == truth
     again = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
-    assert again.exit_code == 0 and "no part of document scores lacks covers" in again.output
+    assert again.exit_code == 0 and "no part of scores or instances lacks covers" in again.output
     assert CliRunner().invoke(cli, ["models", str(copy), "--covers", "--drop", "gpt2"]).exit_code == 2
     single = db.sql(f"select * from {CALL}").to_arrow_table().sort_by("doc_id")
     selection = select(db, CALL, str(tmp_path / "out"), shards=5, executor="inline")
@@ -210,3 +210,109 @@ def test_two_racing_scoring_jobs_keep_each_document_once_and_true_covers(tiny_mo
     want = scored.sql("select doc_id, sum_logprob, n_tokens from scores where model = 'gpt2' order by doc_id").fetchall()
     assert len(got) == len(want) == len(where) and [r[0] for r in got] == [r[0] for r in want]
     assert all(abs(a[1] - b[1]) < 1e-4 * max(1.0, abs(b[1])) for a, b in zip(got, want) if a[1] is not None)
+
+
+INSTANCES = "difference('gpt2', 'llama', alpha := 0.5, docs := 'instances')"
+
+
+@pytest.fixture(scope="module")
+def instances_scored(tmp_path_factory, tiny_models) -> corpusdb.Database:
+    """The ten documents parts cut into instances (parts of 40 documents) and the instances scored by both models."""
+    from corpusdb.instances import run_instances
+
+    db = ten_parts(tmp_path_factory.mktemp("instance-covers"))
+    run_instances(db, str(tiny_models["gpt2"]), 32, part_docs=40, progress=False)
+    for name in ("gpt2", "llama"):
+        db.score(str(tiny_models[name]), name, unit="instances", part_bytes=16000, threads=1, progress=False)
+    return corpusdb.open(db.url)
+
+
+def instance_holders(db: corpusdb.Database) -> dict[int, str]:
+    """instance_id -> the documents part holding its document, from the files themselves."""
+    where = holders(db)
+    return {i: where[d] for i, d in db.sql("select instance_id, doc_id from instance_spans").fetchall()}
+
+
+def true_covers(db: corpusdb.Database) -> dict[str, list[str]]:
+    """Every part of instance spans and of instance scores with the documents parts its keys lie in (from the files)."""
+    where, through = holders(db), instance_holders(db)
+    truth = {}
+    for table, column, lookup in (("instance_spans", "doc_id", where), ("scores", "doc_id", through)):
+        for path in db.snapshot.tables[table]:
+            ids = duckdb.sql(f"select {column} from read_parquet('{db.location.join(path)}')").fetchall()
+            truth[path] = sorted({lookup[i] for (i,) in ids})
+    return truth
+
+
+def test_instances_and_their_scores_record_the_documents_parts_they_cover(instances_scored):
+    """`corpusdb instances` reads the documents in place order and records each part's documents parts; scoring
+    instances records the parts of their documents."""
+    db = instances_scored
+    truth = true_covers(db)
+    recorded = {path: info["covers"] for table in ("instance_spans", "scores") for path, info in db.snapshot.tables[table].items()}
+    assert recorded == truth
+    spans = [len(c) for p, c in truth.items() if p.startswith("instances/")]
+    scores = [len(c) for p, c in truth.items() if p.startswith("scores/")]
+    assert len(spans) >= 7 and len(scores) >= 8
+    assert max(scores) > 1 and max(spans + scores) < len(db.snapshot.parts("documents"))  # neither one each nor all
+
+
+def test_a_task_over_instances_opens_only_the_parts_covering_its_documents(instances_scored, tmp_path):
+    import shutil
+
+    copy = tmp_path / "db"
+    shutil.copytree(instances_scored.url, copy)
+    db = corpusdb.open(str(copy))
+    mine = db.snapshot.parts("documents")[4:6]
+    query = "select * from difference_units('gpt2', 'llama', docs := 'instances') order by unit_id"
+    wanted = db.sql(f"select * from ({query}) where unit_id in (select instance_id from instances where doc_id in (select "
+                    f"doc_id from read_parquet({[db.location.join(p) for p in mine]})))").fetchall()
+    others = [p for table in ("instance_spans", "scores") for p in db.snapshot.parts(table)
+              if p not in set(task_parts(db.snapshot, set(mine), table))]
+    assert len(others) > len(db.snapshot.parts("scores")) // 2
+    for path in others:  # a task that opened any of these would fail
+        (copy / path).unlink()
+    db.restrict([db.location.join(p) for p in mine])
+    assert db.sql(query).fetchall() == wanted and len(wanted) > 10
+
+
+def test_a_selection_over_instances_reads_each_part_in_a_few_tasks(instances_scored, tmp_path, shards=4):
+    single = instances_scored.sql(f"select * from {INSTANCES}").to_arrow_table().sort_by([("doc_id", "ascending"),
+                                                                                          ("byte_start", "ascending")])
+    selection = select(instances_scored, INSTANCES, str(tmp_path / "out"), shards=shards, executor="inline")
+    got = duckdb.sql(f"select * from read_parquet({selection.files})").to_arrow_table().sort_by([("doc_id", "ascending"),
+                                                                                                 ("byte_start", "ascending")])
+    assert got.num_rows == single.num_rows > 100 and got.to_pylist() == single.to_pylist()
+    # each part of scores is read by the tasks whose documents it covers (here about two of four), not by all
+    assert selection.score_parts <= selection.score_parts_read < 0.6 * shards * selection.score_parts
+
+
+def test_models_covers_records_instance_covers_through_the_spans(instances_scored, tmp_path):
+    """Spans and instance scores registered without covers: `models --covers` finds them (instance scores through
+    the spans); register_parts refuses covers for instance scores, naming `models --covers`."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from corpusdb.cli import cli
+
+    copy = tmp_path / "db"
+    shutil.copytree(instances_scored.url, copy)
+    db = corpusdb.open(str(copy))
+    truth = true_covers(db)
+    score = sorted(db.snapshot.tables["scores"])[0]
+    with pytest.raises(ValueError, match="holds scores of instances, whose covers go through the instances' spans; "
+                                         r"register it without covers and run `corpusdb models DB --covers`"):
+        db.register_parts("scores", [score], covers={score: db.snapshot.parts("documents")})
+
+    def forget(snapshot):
+        for table in ("instance_spans", "scores"):
+            for info in snapshot.tables[table].values():
+                info.pop("covers")
+        return "covers forgotten"
+
+    db.commit("forget", forget)
+    result = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
+    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores and instances" in result.output
+    db = corpusdb.open(str(copy))
+    assert {p: i["covers"] for t in ("instance_spans", "scores") for p, i in db.snapshot.tables[t].items()} == truth

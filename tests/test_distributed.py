@@ -21,6 +21,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -65,6 +66,46 @@ def make_db(root: Path | str, docs: list[tuple[int, str, int]], cuts: list[int],
     return corpusdb.open(str(root), storage_options=storage_options)
 
 
+def add_instances(db, docs: list[tuple[int, str, int]], rng: random.Random, scores: dict[str, float], parts: int = 2):
+    """Cut every non-empty document of `docs` into spans at random bytes (one span: the instance_id is the doc_id),
+    written as `parts` parts of instance_spans in a shuffled document order (not the documents parts'), and score
+    the instances with each model of `scores` (a model's values drawn from LOGPROBS with that chance of a score).
+    Returns the instance ids."""
+    rows = []
+    for doc_id, _, n in docs:
+        if n == 0:
+            continue
+        cuts = sorted(rng.sample(range(1, n), min(n - 1, rng.choice((0, 0, 1, 2))))) if n > 1 else []
+        bounds = [0, *cuts, n]
+        for position, (start, end) in enumerate(itertools.pairwise(bounds)):
+            instance_id = doc_id if len(bounds) == 2 else rng.randint(-2**63, 2**63 - 1)
+            rows.append((instance_id, doc_id, position, start, end, end - start, end - start))
+    rng.shuffle(rows)
+    names = ("instance_id", "doc_id", "position", "byte_start", "byte_end", "n_tokens", "n_bytes")
+    paths = []
+    for i in range(parts):
+        piece = rows[i * len(rows) // parts:(i + 1) * len(rows) // parts]
+        table = pa.table({name: pa.array([r[j] for r in piece], pa.int32() if name == "position" else pa.int64())
+                          for j, name in enumerate(names)})
+        paths.append(db.location.write_parquet(table, "instances", f"part-{i}.parquet", row_group_size=4).path)
+    db.register_parts("instance_spans", paths)
+    ids = [r[0] for r in rows]
+    for model, chance in scores.items():
+        scored = sorted(i for i in ids if rng.random() < chance)
+        table = pa.table({"doc_id": pa.array(scored, pa.int64()),
+                          "sum_logprob": pa.array([rng.choice(LOGPROBS) for _ in scored], pa.float64()),
+                          "n_tokens": pa.array([2] * len(scored), pa.int64()), "n_bytes": pa.array([1] * len(scored), pa.int64())})
+        path = db.location.write_parquet(table, "scores", f"model={model}", "part-0.parquet").path
+        db.register_parts("scores", [path], models={model: {"model": f"test/{model}", "content_hash": model,
+                                                            "tokenizer_hash": "bpe", "unit": "instances"}})
+    return ids
+
+
+def over_instances(call: str) -> str:
+    """The call with docs := 'instances'."""
+    return call[:-1] + ", docs := 'instances')"
+
+
 def single_and_distributed(db, call: str, out: Path | str, **options):
     """The policy's rows from DuckDB in one process and from the distributed plan (sorted by doc_id when unordered)."""
     single = db.sql(f"select * from {call}").to_arrow_table()
@@ -74,7 +115,8 @@ def single_and_distributed(db, call: str, out: Path | str, **options):
         con.register_filesystem(db.location.fs)
     got = con.sql(f"select * from read_parquet({selection.files})").to_arrow_table() if selection.files else single.slice(0, 0)
     if not ("sampled" in call or "by_source" in call or "curriculum" in call):
-        single, got = single.sort_by("doc_id"), got.sort_by("doc_id")
+        key = [("doc_id", "ascending")] + ([("byte_start", "ascending")] if "instances" in call else [])
+        single, got = single.sort_by(key), got.sort_by(key)
     return single, got, selection
 
 
@@ -138,6 +180,32 @@ def test_every_cut_policy_distributed_equals_the_single_process_query(data, call
         assert not (Path(tmp) / "out" / "_work").exists()
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(databases(), calls, st.integers(1, 4), st.sampled_from((2, 4)), st.randoms(use_true_random=False))
+def test_every_cut_policy_over_instances_distributed_equals_the_single_process_query(data, call, shards, nbins, rng):
+    """MiniPLM's unit: documents cut into instances (spans in parts of their own, not the documents parts'), scored
+    as instances; each task ranks the instances of its documents."""
+    docs, cuts, _, covered = data
+    call = over_instances(call)
+    with tempfile.TemporaryDirectory() as tmp:
+        db = make_db(Path(tmp) / "db", docs, cuts, {})
+        add_instances(db, docs, rng, {"teacher": 0.95, "reference": 0.9}, parts=1 + covered)
+        db = corpusdb.open(db.url)
+        try:
+            with db.query_errors():
+                expected = db.sql(f"select * from {call}").to_arrow_table()
+        except QueryError as exc:
+            with pytest.raises(QueryError) as caught:
+                select(db, call, str(Path(tmp) / "out"), shards=shards, executor="inline", nbins=nbins, resolve_rows=1)
+            assert str(caught.value) == str(exc)
+            return
+        single, got, _ = single_and_distributed(db, call, Path(tmp) / "out", shards=shards, executor="inline", nbins=nbins,
+                                                resolve_rows=1)
+        assert single.num_rows == expected.num_rows
+        assert got.schema == single.schema
+        assert got.to_pylist() == single.to_pylist()
+
+
 def test_many_ties_resolve_by_unit_id_over_many_passes(tmp_path):
     """Every document has the same score: the cut is found among unit ids alone, 2 bins a pass."""
     rng = random.Random(3)
@@ -188,9 +256,9 @@ def test_the_policy_errors_are_the_single_process_ones(tmp_path):
         with pytest.raises(QueryError) as distributed:
             select(db, call, str(tmp_path / "out"), shards=2, executor="inline")
         assert str(distributed.value) == str(single.value), call
-    for call, message in (("filter_quality()", "has no distributed plan"),
+    for call, message in (("filter_classifier('edu')", "has no distributed plan"),
                           ("curriculum(null, key := 'n_bytes')", "orders by a model's loss"),
-                          ("difference('teacher', 'reference', docs := 'instances')", "ranks the documents table"),
+                          ("difference('teacher', 'reference', docs := 'dedup')", "ranks the documents or instances table"),
                           ("select 1", "is not a call of one policy")):
         with pytest.raises(ValueError, match=message):
             select(db, call, str(tmp_path / "out"), executor="inline")
@@ -296,6 +364,32 @@ def test_a_sharded_export_of_a_policy_is_cut_by_tasks_to_the_bytes_of_one_proces
         row = json.loads((tmp_path / "one" / one["parts"][0]["file"]).read_text().splitlines()[0])
         assert all(isinstance(v, int) for k, v in row.items() if k in ("quota_running", "curriculum_rank", "doc_id"))
     assert (one["n_rows"] == 0) == ("0.5}" in call) and (len(one["parts"]) > 1 or one["n_rows"] == 0)
+
+
+@pytest.mark.parametrize("call", [over_instances(EXPORTED[i]) for i in (0, 2, 4, 6, 9)])
+def test_a_sharded_export_over_instances_is_cut_by_tasks_to_the_bytes_of_one_process(tmp_path, call, capsys):
+    """The same over instances: each instance placed at its document's place, its spans in text order (numbered
+    ranges gathered back so), or in the policy's own order; every file is the single-process export's."""
+    rng = random.Random(call)
+    ids = rng.sample(range(-2**40, 2**40), 200)
+    docs = [(i, rng.choice(SOURCES), rng.choice((0, 1, 2, 4, 8, 30, 100))) for i in ids]
+    db = make_db(tmp_path / "db", docs, rng.sample(range(1, 200), 5), {})
+    add_instances(db, docs, rng, {"teacher": 0.95, "reference": 0.9}, parts=2)
+    db = corpusdb.open(db.url)
+    fmt = ("parquet", "jsonl")[len(call) % 2]
+    one = db.view(call).export(str(tmp_path / "one"), format=fmt, part_size_mb=0.0002)
+    many = db.view(call).export(str(tmp_path / "many"), format=fmt, part_size_mb=0.0002, shards=3, executor="inline",
+                                progress=True)
+    assert "the cut by tasks" in capsys.readouterr().err  # not by this process's DuckDB
+    assert many["parts"] == one["parts"] and len(one["parts"]) > 1, fmt
+    same_files(tmp_path / "one", tmp_path / "many")
+    if "curriculum" not in call:  # in place order: an instance's document's place, then its span
+        rows = pa.concat_tables([pq.read_table(tmp_path / "one" / p["file"]) for p in one["parts"]]) if fmt == "parquet" \
+            else None
+        if rows is not None:
+            place = {d: i for i, d in enumerate(corpusdb.open(db.url).sql("select doc_id from documents").fetchnumpy()["doc_id"])}
+            keys = [(place[d], b) for d, b in zip(rows.column("doc_id").to_pylist(), rows.column("byte_start").to_pylist())]
+            assert keys == sorted(keys)
 
 
 def test_a_tokenized_sharded_export_survives_a_killed_cut_task(tmp_path, tiny_models, monkeypatch):

@@ -62,6 +62,8 @@ def test_torchrun_command():
                                rdzv_endpoint="head:29400")
     assert command.endswith("-m torch.distributed.run --nproc_per_node=8 --nnodes=2 --rdzv_backend=c10d "
                             "--rdzv_endpoint=head:29400 -m corpusdb.cli score s3://b/db --model m --as t")
+    single = torchrun_command(["train", "db"], nproc_per_node=2, module="corpusdb.train.pretrain")
+    assert single.endswith("-m torch.distributed.run --nproc_per_node=2 --standalone -m corpusdb.train.pretrain train db")
 
 
 @pytest.fixture

@@ -138,6 +138,27 @@ def test_the_way_back_is_the_newest_version_that_does_not_read_the_part(tmp_path
     assert corpusdb.open(db.url, as_of=4).sql("select count(*) from documents").fetchall() == [(7,)]
 
 
+def test_an_export_leaves_another_export_s_lock_in_flight_alone(tmp_path):
+    """An export that ends removes a killed holder's leftover lock temporaries, never a young one: that is another
+    export creating the lock right now (its hard link would then fail: "not found", as three ranks exporting one
+    selection at once did under load)."""
+    import os
+    import time
+
+    from corpusdb.export import LOCK, ExportLock
+    from corpusdb.storage import TMP_PREFIX
+
+    db = build(tmp_path / "db")
+    out = tmp_path / "out"
+    out.mkdir()
+    young, old = out / f"{TMP_PREFIX}{LOCK}-{'a' * 32}", out / f"{TMP_PREFIX}{LOCK}-{'b' * 32}"
+    for path in (young, old):
+        path.write_text("{}")
+    os.utime(old, (time.time() - 2 * ExportLock.LEASE,) * 2)
+    assert db.view("documents").export(str(out))["n_rows"] == 7
+    assert young.exists() and not old.exists()
+
+
 def test_one_export_at_a_time_into_a_folder(tmp_path, monkeypatch, capsys):
     """Issue 26, item 7: an export waits while a live one holds the folder's lock, takes over a killed one's,
     and two real concurrent --overwrite exports (or ranks exporting one selection at once) leave a folder

@@ -192,7 +192,7 @@ def test_shards_together_equal_a_single_run(small_db, tiny_models, tmp_path):
 def test_torchrun_with_two_ranks_equals_a_single_process(small_db, tiny_models):
     model = str(tiny_models["gpt2"])
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "corpusdb.cli",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m", "corpusdb.cli",
          "score", small_db.url, "--model", model, "--as", "ranked", "--no-progress"],
         capture_output=True, text=True,
     )

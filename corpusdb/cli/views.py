@@ -263,7 +263,8 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, tas
     With --shards N the parts are written by N processes (or Ray tasks) at once, the bytes one
     process writes, in any format but mds and litdata. A call of a policy with a distributed plan
     (difference, difference_bytes, difference_sampled, difference_by_source, quota, mixture,
-    curriculum by a model's loss, filter_source, filter_length, filter_loss; see `corpusdb select`)
+    curriculum by a model's loss, the filter_* policies but filter_classifier; over documents or
+    instances; see `corpusdb select`)
     is cut by N tasks too, each over its own
     documents parts, so no process ranks every key; any other view that hands out documents' or
     instances' text unchanged is cut by this process on its keys alone.
@@ -353,8 +354,9 @@ def select_command(db, call, url, shards, executor, address, workers, part_size_
     """Run a cut policy as tasks over the documents parts; write its rows as Parquet parts to URL.
 
     CALL is a call of difference, difference_bytes, difference_sampled, difference_by_source,
-    quota, mixture, curriculum, filter_source, filter_length or filter_loss over the documents (the
-    default docs). The result is the rows the same call
+    quota, mixture, curriculum, filter_source, filter_length, filter_loss, filter_language,
+    filter_quality or filter_decontaminated over the documents (the default docs) or the instances
+    (docs := 'instances': each task ranks the instances of its documents). The result is the rows the same call
     gives in one process (`corpusdb sql`), ties included, its columns and order too; no process
     holds every key. Each task ranks its parts' units on keys alone and writes them to URL/_work;
     the driver finds the cut from the tasks' histograms, narrowing it pass by pass (it receives a

@@ -57,8 +57,9 @@ def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, ho
     driver = Driver(how["executor"], how.get("workers"), how.get("address"), bool(progress))
     check_models(db, plan)
     cut = find_cut(db, plan, groups, source, work, driver, NBINS, RESOLVE_ROWS)
-    columns = [tuple(c) for c in db.con.execute("select column_name, column_type from (describe documents)").fetchall()
+    columns = [tuple(c) for c in db.con.execute(f"select column_name, column_type from (describe {plan.docs})").fetchall()
                if ordered or c[0] != "text"]
+    order = tasks.place_order(plan.docs == "instances")
     firsts = [sum(len(g) for g in groups[:i]) for i in range(len(groups))]
     boundaries = cut.boundaries(len(groups)) if plan.ranks else None
     filtered = driver.run("filter", tasks.filter_task, [
@@ -66,14 +67,14 @@ def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, ho
         for i, g in enumerate(groups)])
     files = [tasks.placed_name(i) for i, f in enumerate(filtered) if f["rows"]]
     if plan.ranks:
-        arguments = [(*a, "__k, __u" if ordered else "__part, __row") for a in
+        arguments = [(*a, "__k, __u" if ordered else order) for a in
                      rank_arguments(plan, cut, boundaries, filtered, work, len(groups), (None, limit, source["memory_limit"]))]
         ranked = driver.run("rank", tasks.rank_task, arguments)
         files = [tasks.ranked_name(i) for i, r in enumerate(ranked) if r["rows"]]
         if not ordered:  # each filter task's parts gather their rows back from the ranges, in place order
             listing = [work.url_of(work.join(name)) for name in files]
             filtered = driver.run("gather", tasks.gather_task, [
-                (work.url, work.storage_options, listing, firsts[i], firsts[i] + len(g) - 1, i, source["memory_limit"])
+                (work.url, work.storage_options, listing, firsts[i], firsts[i] + len(g) - 1, i, source["memory_limit"], order)
                 for i, g in enumerate(groups)]) if listing else []
             files = [tasks.placed_name(i) for i, f in enumerate(filtered) if f["rows"]]
     return driver.run("plan", plan_task, [(work.url, work.storage_options, files, limit)])[0]

@@ -3,8 +3,9 @@ the driver's checks, and the columns and order of the result, all in the policy'
 
     python -c "from corpusdb.distributed.plans import plan_for; from corpusdb.distributed.calls import read_call; print(plan_for(read_call(\\"difference('t', 'r')\\")).threshold)"
 
-The row filters (`filter_source`, `filter_length`, `filter_loss`) have no cut and no order: every unit a task keeps
-is kept (rule "all" over one group), their checks restated here on the summed counts.
+The row filters (`filter_source`, `filter_length`, `filter_loss`, and on annotations `filter_language`,
+`filter_quality`, `filter_decontaminated`) have no cut and no order: every unit a task keeps is kept (rule "all" over
+one group), their checks restated here, or (the annotation filters) their checks macro, on the summed counts.
 
 A task's units are the policy's own key relation (`difference_units`, `quota_units`) over the
 documents of its parts; its keys are (`__grp`, `__k`, `__u`, `__w`): the group the policy ranks
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from corpusdb.distributed.calls import Call
 
 POLICIES = ("difference", "difference_bytes", "difference_sampled", "difference_by_source", "quota", "mixture", "curriculum",
-            "filter_source", "filter_length", "filter_loss")
+            "filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated")
 NO_DOCUMENTS = "corpusdb_no_documents"  # the documents relation, empty: where the driver runs the argument checks
 UNITS, KEPT = "corpusdb_units", "corpusdb_kept"
 INTERNAL = ("__grp", "__k", "__u", "__w")
@@ -50,6 +51,7 @@ class Plan:
     rank_by: str = "count"  # what {offset} counts: "count" or "weight" of the kept units before the range
     numbering: str = "group"  # numbers restart with each group ("group") or run on across them ("global")
     join: list[str] = field(default_factory=lambda: ["unit_id", "n_bytes"])
+    docs: str = "documents"  # what it ranks: "documents" or "instances" (a task's own, from its documents parts)
 
 
 def _alpha_check(name: str, alpha: str) -> str:
@@ -154,7 +156,11 @@ def _curriculum(call: Call) -> Plan:
                 ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global")
 
 
-FILTERS = ("filter_source", "filter_length", "filter_loss")
+FILTERS = ("filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated")
+# the filters on an annotation: its view, and the arguments of their checks macro (`sql/NAME_checks.sql`) before the counts
+ANNOTATED = {"filter_language": ("annotations_language", ["langs", "min_score", "missing"]),
+             "filter_quality": ("annotations_quality", ["rules", "chain", "c4_terminal_punct", "missing"]),
+             "filter_decontaminated": ("annotations_decontamination", ["max_fraction", "missing"])}
 UNIT_ID = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id"
 
 
@@ -177,6 +183,15 @@ def _filter(call: Call) -> Plan:
                       f"coalesce(({high})::varchar, 'NULL'))")
         keep = f"coalesce(n_bytes >= {low} and n_bytes <= coalesce({high}, 9223372036854775807), false)"
         units = f"select {UNIT_ID}, n_bytes, source, {keep} as kept, true as judged from {{docs}}"
+    elif name in ANNOTATED:
+        # the macro itself keeps or drops each unit of the task's docs (missing := 'keep': its unjudged units too),
+        # and its checks macro runs on the summed counts
+        view, arguments = ANNOTATED[name]
+        keep = call.sql(docs="'{docs}'", missing="'keep'")
+        units = (f"select d.unit_id, d.n_bytes, d.source, d.judged, (d.judged or {a['missing']} = 'keep') and d.unit_id in "
+                 f"(select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) from {keep}) as kept from (select "
+                 f"{UNIT_ID}, n_bytes, source, doc_id in (select doc_id from {view}) as judged from {{docs}}) as d")
+        checks.append(f"{name}_checks({', '.join(a[x] for x in arguments)}, {{no_either}}, {{units}}, {a['docs']})")
     else:
         model, per, missing, docs = a["model"], a["per"], a["missing"], a["docs"]
         loss = (f"case {per} when 'byte' then -sum_logprob / nullif(n_bytes, 0) when 'token' then -sum_logprob / "
@@ -221,13 +236,14 @@ def plan_for(call: Call) -> Plan:
     if call.name not in POLICIES:
         raise ValueError(f"{call.name} has no distributed plan (policies with one: {', '.join(POLICIES)}); "
                          "run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
-    if call.args.get("docs") != "'documents'":
-        raise ValueError(f"{call.name}: a distributed selection ranks the documents table, not docs := {call.args['docs']}; "
-                         "run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
+    docs = {"'documents'": "documents", "'instances'": "instances"}.get(call.args.get("docs"))
+    if docs is None:
+        raise ValueError(f"{call.name}: a distributed selection ranks the documents or instances table, not docs := "
+                         f"{call.args['docs']}; run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
     plan = (_quota(call) if call.name in ("quota", "mixture") else _curriculum(call) if call.name == "curriculum"
             else _filter(call) if call.name in FILTERS else _difference(call))
     join = " and ".join(f"d.{c} = {KEPT}.{'__u' if c == 'unit_id' else c}" for c in plan.join)
-    return Plan(**{**plan.__dict__, "rows": fill(plan.rows, join=join)})
+    return Plan(**{**plan.__dict__, "rows": fill(plan.rows, join=join), "docs": docs})
 
 
 def fill(template: str, **values: object) -> str:

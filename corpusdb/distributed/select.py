@@ -107,7 +107,7 @@ def _sql_list(values: list) -> str:
 
 def check_models(db: Database, plan) -> None:
     """The checks of the policy's units (score names, per, units) on an empty documents relation, before any task."""
-    db.con.execute(f"create or replace temp view {NO_DOCUMENTS} as select * from documents where false")
+    db.con.execute(f"create or replace temp view {NO_DOCUMENTS} as select * from {plan.docs} where false")
     with db.query_errors():
         db.con.execute(f"select count(*) from ({fill(plan.units, docs=NO_DOCUMENTS)})").fetchall()
 
@@ -242,7 +242,8 @@ def find_cut(db: Database, plan, groups_of_parts: list, source: dict, work: Loca
     storage_options, shards, plan_dict = source["out_options"], len(groups_of_parts), plan.__dict__
     summaries = driver.run("keys", tasks.keys_task, [(source, g, work.url, i, plan_dict) for i, g in enumerate(groups_of_parts)])
     counts = {name: sum(s["counts"][name] for s in summaries) for name in tasks.COUNTS if name != "sources"}
-    sources = sorted({x for s in summaries for x in s["counts"]["sources"]}, key=lambda x: (x is None, x or ""))
+    # a task without units (documents without instances) lists no sources: NULL
+    sources = sorted({x for s in summaries for x in s["counts"]["sources"] or []}, key=lambda x: (x is None, x or ""))
     _check(db, plan, counts, sources)
 
     searches: dict = {}
@@ -307,7 +308,7 @@ def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Locat
     shards, plan_dict = len(groups_of_parts), plan.__dict__
     cut = find_cut(db, plan, groups_of_parts, source, work, driver, nbins, resolve_rows)
     cuts, passes = cut.cuts, cut.passes
-    columns = [tuple(c) for c in db.con.execute("select column_name, column_type from (describe documents)").fetchall()]
+    columns = [tuple(c) for c in db.con.execute(f"select column_name, column_type from (describe {plan.docs})").fetchall()]
     boundaries = cut.boundaries(shards) if plan.ranks else None
     filtered = driver.run("filter", tasks.filter_task, [
         (source, g, work.url, i, plan_dict, cuts, columns, boundaries, out, limit) for i, g in enumerate(groups_of_parts)])

@@ -37,6 +37,7 @@ from corpusdb.storage import Location
 SAMPLE = 64  # order keys a task returns per group, for the ranges of the numbered policies
 BATCH_ROWS = 1 << 16  # rows a task holds at once of what DuckDB hands it
 COUNTS = ("no_teacher", "no_reference", "no_either", "units", "sources")
+KEPT_SPANS = "corpusdb_kept_spans"  # a filter task's kept instance spans (docs := 'instances')
 
 
 _OPENED: dict = {}  # (pid, source): the last database a task of this process opened, reused by the next task
@@ -63,6 +64,11 @@ def _open(source: dict, parts: list[str]):
         db.con.unregister(KEPT)
     db.restrict(parts)
     return db
+
+
+def place_order(instances: bool) -> str:
+    """The order of rows by place (an instance's place is its document's; its spans follow in the text's order)."""
+    return "__part, __row, byte_start" if instances else "__part, __row"
 
 
 def keys_name(index: int) -> str:
@@ -197,7 +203,7 @@ def keys_task(source: dict, parts: list[str], work_url: str, index: int, plan: d
             mine["finite"] &= bool(np.isfinite(k).all())
 
     with db.query_errors():
-        db.con.execute(f"create temp table {UNITS} as {fill(plan['units'], docs='documents')}")
+        db.con.execute(f"create temp table {UNITS} as {fill(plan['units'], docs=plan['docs'])}")
         counts = dict(zip(COUNTS, db.con.execute(plan["counts"]).fetchall()[0]))
         reader = db.con.sql(f"select * from ({plan['keys']}) order by __grp nulls last, __k, __u").to_arrow_reader(BATCH_ROWS)
         _write_batches(work, keys_name(index), reader, summarise)
@@ -256,22 +262,33 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
             kept.append(batch.filter(pa.array(mask)))
         kept = pa.Table.from_batches(kept, schema=keys.schema_arrow)
     db = _open(source, parts)
-    have = {name for (name, *_) in db.con.execute("describe documents").fetchall()}
-    # every column of the database's documents, in its order: a part of an older schema gives NULLs, as the view does
+    instances = plan["docs"] == "instances"
+    have = {name for (name, *_) in db.con.execute(f"describe {plan['docs']}").fetchall()}
+    # every column of the database's documents (or instances), in its order: a part of an older schema gives NULLs, as
+    # the view does
     select = ", ".join(f'd."{name}"' if name in have else f'null::{kind} as "{name}"' for name, kind in columns)
     db.con.register(KEPT, kept)
     ranges: dict = {}
     try:
         with db.query_errors():
+            files = ", ".join(quote(db.location.url_of(p)) for p in parts)  # paths in the filesystem
+            if instances:  # only the kept spans are joined to their documents and cut (as `instances_of_kept` does)
+                db.con.execute(f"create or replace temp table {KEPT_SPANS} as select i.* from instance_spans as i semi join "
+                               f"{KEPT} as k on i.instance_id = k.__u where i.byte_end >= i.byte_start")
+                documents = f"instances_of('{KEPT_SPANS}')"
+                if first is not None:  # each instance's place is its document's
+                    documents = (f"(select s.*, p.file_index, p.file_row_number from {documents} as s join (select doc_id, "
+                                 f"file_index, file_row_number from read_parquet([{files}], union_by_name = true)) as p "
+                                 "on s.doc_id = p.doc_id)")
             if first is None:
-                query = fill(plan["rows"], columns=select, documents="documents", place="")
+                query = fill(plan["rows"], columns=select, documents="documents" if not instances else documents, place="")
             else:  # every row's place, as `corpusdb.cut.places_sql` numbers it over all the parts, read with the row
-                files = ", ".join(quote(db.location.url_of(p)) for p in parts)  # paths in the filesystem
                 place = f"d.file_index + {int(first)} as __part, d.file_row_number as __row"
-                query = fill(plan["rows"], columns=f"{place}, {select}", place="file_index, file_row_number, ",
-                             documents=f"read_parquet([{files}], union_by_name = true)")
+                query = fill(plan["rows"], columns=f"{place}, {select}",
+                             place="" if instances else "file_index, file_row_number, ",
+                             documents=documents if instances else f"read_parquet([{files}], union_by_name = true)")
                 if boundaries is None:  # in place order without the keys (numbered: the ranks need them, and order)
-                    query = f"select * exclude ({', '.join(INTERNAL)}) from ({query}) order by __part, __row"
+                    query = f"select * exclude ({', '.join(INTERNAL)}) from ({query}) order by {place_order(instances)}"
             reader = db.con.sql(query).to_arrow_reader(BATCH_ROWS)
             if first is not None and boundaries is None:
                 placed = _write_batches(work, placed_name(index), reader)
@@ -302,6 +319,7 @@ def filter_task(source: dict, parts: list[str], work_url: str, index: int, plan:
             _write_batches(work, kept_name(index), reader, count)
     finally:
         db.con.unregister(KEPT)
+        db.con.execute(f"drop table if exists {KEPT_SPANS}")
     failpoint.after_part("select", 1)
     return {"rows": sum(n for mine in ranges.values() for n, _ in mine.values()), "ranges": ranges}
 
@@ -356,11 +374,11 @@ def rank_task(work_url: str, storage_options: dict, files: list[str], group: str
 
 
 def gather_task(work_url: str, storage_options: dict, files: list[str], low: int, high: int, index: int,
-                memory_limit: str | None) -> dict:
+                memory_limit: str | None, order: str = "__part, __row") -> dict:
     """The ranked rows placed in documents parts low..high (a filter task's parts), from every ranked file, in place
     order: the task's placed file."""
     work = Location(work_url, storage_options)
     with _connect(work, memory_limit) as con:
         reader = con.sql(f"select * from read_parquet([{_listing(files)}]) where __part between {int(low)} and {int(high)} "
-                         "order by __part, __row").to_arrow_reader(BATCH_ROWS)
+                         f"order by {order}").to_arrow_reader(BATCH_ROWS)
         return {"rows": _write_batches(work, placed_name(index), reader)}

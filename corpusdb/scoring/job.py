@@ -53,6 +53,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 UNITS = ("documents", "instances")
 READ_DOCS = 256  # documents per read and tokenizer call
 FILE = "__corpusdb_part"  # the stream's column naming each document's part
+PLACED = "corpusdb_placed_documents"  # the documents with their parts (FILE), which a stream of instances cuts
 SCORES_SCHEMA = pa.schema([
     ("doc_id", pa.int64()), ("sum_logprob", pa.float64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
 ])
@@ -374,14 +375,21 @@ def run_score(
     (n_bytes_todo,) = db.con.execute(f"select coalesce(sum(n_bytes), 0) {pending_sql}", [name]).fetchall()[0]
     # every document of the source in its order, those with a score flagged (and without their text), and the
     # documents part of each, recorded with each part of scores (`corpusdb.covers`) where the source is documents
-    placed = unit == "documents" and view is None
+    # (over instances: their documents' parts, as each instance is cut from its document)
+    placed = view is None
     files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")} if placed else {}
+    if placed and unit == "instances":  # PLACED: a temp view of the producer's cursor (below)
+        rows = (f"select instance_id as doc_id, n_bytes, text, {FILE} from instances_of('instance_spans', "
+                f"docs := '{PLACED}')")
+    else:
+        rows = db.documents_with_files(FILE) if placed else f"select *, null::varchar as {FILE} from {source}"
     stream = ("select doc_id, n_bytes, case when done then null else text end as text, done, file from ("
-              "select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, "
-              + (f"{FILE} as file from ({db.documents_with_files(FILE)})" if placed else f"null::varchar as file from {source}")
-              + f" where {shard_sql})")
+              f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, {FILE} as file "
+              f"from ({rows}) where {shard_sql})")
     producer = _Producer(db, stream, [name], loaded, chunk_docs, part_bytes,
                          context, stride, batch_tokens)
+    if placed and unit == "instances":
+        producer.cursor.execute(f"create or replace temp view {PLACED} as {db.documents_with_files(FILE)}")
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
 
     last_commit = time.monotonic()

@@ -1,0 +1,134 @@
+"""The annotation filters as distributed selections: the single-process rows, refusals word for word, annotation parts
+read by the tasks of their own documents parts only.
+
+Real annotation jobs over ten documents parts of real text (datatrove's quality rules, fastText language id, 13-gram
+decontamination against passages of the corpus itself), documents and instances (a tiny GPT-2 tokenizer), real
+Parquet and DuckDB.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+
+import corpusdb
+from corpusdb.distributed.select import select
+from corpusdb.errors import QueryError
+from tests.test_covers import ten_parts
+
+CALLS = (
+    "filter_quality()",
+    "filter_quality(rules := ['c4', 'gopher_repetition'], min_sentences := 2)",
+    "filter_language(['en'], 0.5)",
+    "filter_language(['en', 'fr'], 0.9)",
+    "filter_decontaminated()",
+    "filter_decontaminated(max_fraction := 0.02)",
+)
+REFUSED = (
+    "filter_language([])",
+    "filter_language(['en'], 0.001)",
+    "filter_quality(rules := ['gopher', 'c4'])",
+    "filter_quality(c4_terminal_punct := null)",
+    "filter_decontaminated(max_fraction := 2)",
+    "filter_decontaminated(missing := 'drop')",
+)
+
+
+@pytest.fixture(scope="module")
+def annotated(tmp_path_factory, tiny_models) -> corpusdb.Database:
+    """Ten documents parts with the quality, language and decontamination annotations, cut into instances."""
+    from corpusdb.instances import run_instances
+
+    root = tmp_path_factory.mktemp("annotated")
+    db = ten_parts(root)
+    texts = [t for (t,) in db.sql("select text from documents where n_bytes > 600 order by doc_id").fetchall()]
+    rng = random.Random(5)
+    records = []
+    for text in rng.sample(texts, 6):  # passages of six documents: their documents (and instances) are contaminated
+        words = text.split()
+        start = rng.randrange(max(1, len(words) - 30))
+        records.append({"question": " ".join(words[start:start + 20]), "answer": " ".join(words[start + 20:start + 26])})
+    (root / "evals.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    db.annotate("quality", progress=False, workers=1)
+    db.annotate("language", progress=False, workers=1)
+    db.decontaminate([str(root / "evals.jsonl")], ngram=13, fields=("question", "answer"), progress=False, workers=1)
+    run_instances(db, str(tiny_models["gpt2"]), 48, part_docs=60, progress=False)
+    return corpusdb.open(db.url)
+
+
+def rows_of(db: corpusdb.Database, call: str, out: Path, shards: int) -> tuple[list, list]:
+    """The call's rows in one process and as tasks, each sorted by unit."""
+    key = "doc_id, byte_start" if "instances" in call else "doc_id"
+    single = db.sql(f"select * from {call} order by {key}").to_arrow_table()
+    selection = select(db, call, str(out), shards=shards, executor="inline", overwrite=True)
+    got = duckdb.sql(f"select * from read_parquet({selection.files}) order by {key}").to_arrow_table() if selection.files \
+        else single.slice(0, 0)
+    assert got.schema == single.schema
+    return single.to_pylist(), got.to_pylist()
+
+
+@pytest.mark.parametrize("docs", ["documents", "instances"])
+def test_annotation_filters_as_tasks_equal_one_process(annotated, tmp_path, docs):
+    kept = []
+    for i, call in enumerate(CALLS):
+        if docs == "instances":
+            call = call[:-1] + (", " if call[-2] != "(" else "") + "docs := 'instances')"
+        single, got = rows_of(annotated, call, tmp_path / "out", shards=2 + i % 3)
+        assert got == single, call
+        kept.append(len(single))
+    total = annotated.sql(f"select count(*) from {docs}").fetchall()[0][0]
+    assert all(0 < n < total for n in kept), kept  # every filter keeps some units and drops some
+
+
+def test_annotation_filters_refuse_as_one_process_does(annotated, tmp_path):
+    """Bad arguments, and documents ingested after the annotations: the single-process error, word for word; with
+    missing := 'exclude' or 'keep' the rows are the single-process ones."""
+    for call in REFUSED:
+        with pytest.raises(QueryError) as single, annotated.query_errors():
+            annotated.sql(f"select * from {call}").fetchall()
+        with pytest.raises(QueryError) as distributed:
+            select(annotated, call, str(tmp_path / "out"), shards=3, executor="inline")
+        assert str(distributed.value) == str(single.value), call
+    copy = tmp_path / "db"
+    shutil.copytree(annotated.url, copy)
+    db = corpusdb.open(str(copy))
+    (tmp_path / "late.jsonl").write_text("".join(json.dumps({"text": f"A document ingested after the annotators ran, "
+                                                                     f"number {i}, in plain English words."}) + "\n"
+                                                 for i in range(5)))
+    db.ingest([str(tmp_path / "late.jsonl")], source="late", progress=False)
+    db = corpusdb.open(str(copy))
+    for call in ("filter_quality()", "filter_language(['en'])", "filter_decontaminated()"):
+        with pytest.raises(QueryError, match=r"5 of \d+ units of 'documents' have no") as single, db.query_errors():
+            db.sql(f"select * from {call}").fetchall()
+        with pytest.raises(QueryError) as distributed:
+            select(db, call, str(tmp_path / "refused"), shards=3, executor="inline")
+        assert str(distributed.value) == str(single.value), call
+        for missing in ("exclude", "keep"):
+            single, got = rows_of(db, f"{call[:-1]}{', ' if call[-2] != '(' else ''}missing := '{missing}')",
+                                  tmp_path / "out", shards=4)
+            assert got == single and sum(r["source"] == "late" for r in single) == (5 if missing == "keep" else 0)
+
+
+def test_a_task_opens_only_the_annotation_parts_of_its_documents(annotated, tmp_path):
+    """Each annotation part records the documents part it annotates: a task reads those of its own parts (every other
+    annotation file is deleted before its query, which still returns the single-process units of its documents)."""
+    copy = tmp_path / "db"
+    shutil.copytree(annotated.url, copy)
+    db = corpusdb.open(str(copy))
+    mine = db.snapshot.parts("documents")[2:4]
+    files = [db.location.join(p) for p in mine]
+    call = "filter_quality(missing := 'exclude')"
+    wanted = db.sql(f"select doc_id from {call} where doc_id in (select doc_id from read_parquet({files})) order by doc_id"
+                    ).fetchall()
+    records = db.snapshot.tables["annotations"]
+    others = [path for path, info in records.items() if info.get("of") not in mine]
+    assert len(others) >= 3 * 8  # three annotations, eight other parts each
+    for path in others:
+        (copy / path).unlink()
+    db.restrict(files)
+    assert db.sql(f"select doc_id from {call} order by doc_id").fetchall() == wanted and wanted
