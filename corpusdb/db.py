@@ -292,10 +292,10 @@ class Database:
 
     def restrict(self, parts: list[str]) -> tuple[int, int] | None:
         """Let this connection's `documents` show only `parts` (some of this version's documents parts),
-        `instance_spans` only their spans, and `scores` only the rows whose doc_id lies within theirs (every row of
-        instance scores), read from the score parts that may hold them
-        (`corpusdb.covers`): what one task of a distributed plan reads (`corpusdb.distributed`). Returns the
-        parts' (smallest, largest) doc_id, None where they hold none.
+        `instance_spans` only their spans, `scores` only the rows whose doc_id lies within theirs (every row of
+        instance scores), each read from the parts that may hold them (`corpusdb.covers`), and each annotation
+        view only the parts annotating them (or annotating no live part): what one task of a distributed plan
+        reads (`corpusdb.distributed`). Returns the parts' (smallest, largest) doc_id, None where they hold none.
 
         Raises:
             ValueError: a path that is not a documents part of this version.

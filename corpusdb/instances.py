@@ -11,6 +11,10 @@ itself for a document that is a single instance), `doc_id`,
 text, `n_tokens` and `n_bytes`. The `instances` view adds each span's text and its document's
 columns; policies take `docs := 'instances'` and `corpusdb score --unit instances` scores them.
 
+The job reads the documents in their parts' order (one DuckDB thread, as scoring does; a view's
+rows in doc_id order), so a part of spans holds the instances of a few documents parts and records
+them (`covers`: a task of a distributed selection over instances reads the spans of its own parts).
+
 A span ends where one token ends and the next begins, so a document's spans concatenate back to
 its text exactly; where a byte-level token splits a character, the cut moves back to the nearest
 token boundary that is also a character boundary. The tokenizer and N are recorded in the

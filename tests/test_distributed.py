@@ -180,7 +180,7 @@ def test_every_cut_policy_distributed_equals_the_single_process_query(data, call
         assert not (Path(tmp) / "out" / "_work").exists()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(databases(), calls, st.integers(1, 4), st.sampled_from((2, 4)), st.randoms(use_true_random=False))
 def test_every_cut_policy_over_instances_distributed_equals_the_single_process_query(data, call, shards, nbins, rng):
     """MiniPLM's unit: documents cut into instances (spans in parts of their own, not the documents parts'), scored
@@ -366,7 +366,7 @@ def test_a_sharded_export_of_a_policy_is_cut_by_tasks_to_the_bytes_of_one_proces
     assert (one["n_rows"] == 0) == ("0.5}" in call) and (len(one["parts"]) > 1 or one["n_rows"] == 0)
 
 
-@pytest.mark.parametrize("call", [over_instances(EXPORTED[i]) for i in (0, 2, 4, 6, 9)])
+@pytest.mark.parametrize("call", [over_instances(EXPORTED[i]) for i in (0, 4, 6)])  # placed, gathered ranges, ordered
 def test_a_sharded_export_over_instances_is_cut_by_tasks_to_the_bytes_of_one_process(tmp_path, call, capsys):
     """The same over instances: each instance placed at its document's place, its spans in text order (numbered
     ranges gathered back so), or in the policy's own order; every file is the single-process export's."""
