@@ -27,7 +27,7 @@ task's document lies in a part that covers that document's part.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -40,12 +40,13 @@ FIELD = "covers"
 TABLES = ("scores", "instance_spans")  # the tables whose parts may record covers
 
 
-def instance_models(snapshot: Snapshot) -> set[str]:
-    """Score names whose scores are keyed by instance_id (their covers go through the instances' spans)."""
-    return {name for name, entry in snapshot.models.items() if entry.get("unit") == "instances"}
+def instance_models(snapshot: Snapshot) -> list[str]:
+    """Score names whose scores are of instances, keyed by instance_id (sorted): their covers go through the instances'
+    spans, and they go stale when instances are cut again."""
+    return sorted(name for name, entry in snapshot.models.items() if entry.get("unit") == "instances")
 
 
-def of_instances(path: str, models: set[str]) -> bool:
+def of_instances(path: str, models: Iterable[str]) -> bool:
     """Whether the part of scores at `path` holds scores of instances."""
     return any(path.startswith(f"scores/model={m}/") for m in models)
 

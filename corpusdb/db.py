@@ -286,7 +286,7 @@ class Database:
         """
         if table != "scores":
             return None
-        keyed = sorted(instance_models(self.snapshot))
+        keyed = instance_models(self.snapshot)
         instances = f"case when model in ({', '.join(quote(m) for m in keyed)}) then doc_id end" if keyed else "null::bigint"
         return f"doc_id as unit_id, {instances} as instance_id"
 
@@ -312,28 +312,28 @@ class Database:
         records = self.snapshot.tables.get("scores", {})
         # the score parts covering these parts (and those of unknown cover: `corpusdb.covers`); the range prunes
         # row groups by their statistics where doc_ids cluster, where they do not (content hashes) nothing else would
-        scores = task_parts(self.snapshot, {own[p][0] for p in parts})
+        relative = {own[p][0] for p in parts}  # as the version's records name them
+        scores = task_parts(self.snapshot, relative)
         within = f"doc_id between {int(bounds[0])} and {int(bounds[1])}"
         # instance scores are keyed by instance_id, which no range of doc_ids bounds: theirs are kept whole (the
         # instances view joins only this task's documents' spans, so only their scores ever join)
-        keyed = sorted(instance_models(self.snapshot))
+        keyed = instance_models(self.snapshot)
         where = f"model in ({', '.join(quote(m) for m in keyed)}) or {within}" if keyed else within
         self._create_view("corpusdb_task_scores", [self.location.join(p) for p in scores], TABLE_SCHEMAS["scores"], hive,
                           [records[p].get("schema") for p in scores], derived=self._derived("scores"), where=where)
         spans = self.snapshot.tables.get("instance_spans", {})
         if spans:  # the spans of these documents alone (a span's doc_id is its document's), from the parts covering them
             _, hive = TABLE_FOLDERS["instance_spans"]
-            mine = task_parts(self.snapshot, {own[p][0] for p in parts}, "instance_spans")
-            self._create_view("instance_spans", [self.location.join(p) for p in mine], TABLE_SCHEMAS["instance_spans"],
-                              hive, [spans[p].get("schema") for p in mine], derived=self._derived("instance_spans"),
+            read = task_parts(self.snapshot, relative, "instance_spans")
+            self._create_view("instance_spans", [self.location.join(p) for p in read], TABLE_SCHEMAS["instance_spans"],
+                              hive, [spans[p].get("schema") for p in read], derived=self._derived("instance_spans"),
                               where=within)
         # each annotation: the parts of these documents parts (an annotation part records the one it annotates, `of`),
         # and any whose part is not a live one (imported, or of a part since rewritten)
-        live, mine = self.snapshot.tables.get("documents", {}), {own[p][0] for p in parts}
+        live, annotations = self.snapshot.tables.get("documents", {}), self.snapshot.tables.get(ANNOTATIONS, {})
         for name, entry in sorted(self.snapshot.annotations.items()):
-            prefix = annotation_prefix(name)
-            records = {path: info for path, info in self.snapshot.tables.get(ANNOTATIONS, {}).items() if path.startswith(prefix)}
-            read = [path for path, info in sorted(records.items()) if info.get("of") in mine or info.get("of") not in live]
+            read = [path for path in self.snapshot.parts(ANNOTATIONS, annotation_prefix(name))
+                    if annotations[path].get("of") in relative or annotations[path].get("of") not in live]
             self._create_view(annotation_view(name), [self.location.join(p) for p in read],
                               {"doc_id": "BIGINT", **annotation_columns(entry)})
         # one keyless row per scored model (a NULL doc_id joins nothing): a policy's "no scores named X" check
@@ -568,7 +568,7 @@ class Database:
                 self._refuse_repeated_doc_ids(snapshot, new_ids)
             if table == "minhash":
                 snapshot.tables["minhash"] = {}
-            keyed = instance_models(snapshot) | {m for m, entry in (models or {}).items() if entry.get("unit") == "instances"}
+            keyed = [*instance_models(snapshot), *(m for m, entry in (models or {}).items() if entry.get("unit") == "instances")]
             by_instance = [path for path in covered if of_instances(path, keyed)]
             if by_instance:
                 raise ValueError(f"register_parts: {by_instance[0]} holds scores of instances, whose covers go through "

@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from corpusdb import failpoint
 from corpusdb.covers import FIELD as COVERS
+from corpusdb.covers import instance_models
 from corpusdb.errors import CatalogError, ConflictError
 from corpusdb.scoring.model import load_tokenizer
 from corpusdb.versions import Snapshot
@@ -159,11 +160,6 @@ def _doc_ids(db, path: str) -> np.ndarray:
     return pq.read_table(db.location.join(path), columns=["doc_id"], filesystem=db.location.fs).column("doc_id").to_numpy()
 
 
-def instance_scores(snapshot: Snapshot) -> list[str]:
-    """Score names whose scores are of instances (they go stale when instances are cut again)."""
-    return sorted(name for name, entry in snapshot.models.items() if entry.get("unit") == "instances")
-
-
 def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, replace: bool = False,
                   part_docs: int = 4096, progress: bool | None = None, commit_seconds: float = 60.0,
                   loaded_tokenizer=None) -> InstancesReport:
@@ -183,8 +179,8 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
         raise ValueError(f"part_docs {part_docs} must be positive")
     db.writable()
     db.refresh()
-    if replace and instance_scores(db.snapshot):
-        names = ", ".join(instance_scores(db.snapshot))
+    if replace and instance_models(db.snapshot):
+        names = ", ".join(instance_models(db.snapshot))
         raise CatalogError(f"scores of the current instances exist ({names}); they would no longer match new instances: "
                            f"drop them first (`corpusdb models DB --drop NAME`), or keep the instances")
     tok = loaded_tokenizer or load_tokenizer(tokenizer, need_fast=True)
@@ -194,8 +190,8 @@ def run_instances(db, tokenizer: str, tokens: int, *, view: str | None = None, r
 
     def register(snapshot: Snapshot) -> str:
         if replace:
-            if instance_scores(snapshot):
-                raise CatalogError(f"scores of instances were added meanwhile ({', '.join(instance_scores(snapshot))}); "
+            if instance_models(snapshot):
+                raise CatalogError(f"scores of instances were added meanwhile ({', '.join(instance_models(snapshot))}); "
                                    "drop them first")
             snapshot.tables[TABLE] = {}
         else:
