@@ -1,13 +1,9 @@
 -- purpose: documents whose UTF-8 size lies in [min_bytes, max_bytes]
--- depends: require
+-- depends: filter_length_checks
 -- params: min_bytes := 0; max_bytes := null (no upper bound); docs := 'documents'
 create or replace macro filter_length(min_bytes := 0, max_bytes := null, docs := 'documents') as table
 with checks as (
-    select require(
-        min_bytes >= 0 and (max_bytes is null or max_bytes >= min_bytes),
-        'filter_length: need 0 <= min_bytes <= max_bytes, not min_bytes ' || coalesce(min_bytes::varchar, 'NULL')
-        || ', max_bytes ' || coalesce(max_bytes::varchar, 'NULL')
-    ) as ok,
+    select filter_length_checks(min_bytes, max_bytes) as ok,
     min_bytes as low,
     coalesce(max_bytes, 9223372036854775807) as high
 ),

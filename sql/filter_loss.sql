@@ -1,5 +1,5 @@
 -- purpose: documents whose loss under a model lies in a range (e.g. drop gibberish and boilerplate)
--- depends: require, require_coverage, require_unit, score_command, scored_models, unit_key
+-- depends: filter_loss_checks, unit_key
 -- params: model (score name); min_loss := null; max_loss := null; per := 'byte' | 'token'; docs := 'documents'; missing := 'error' | 'exclude' | 'keep'
 -- Losses are natural-log nats per byte (or per token). Every unit of docs needs a score of the
 -- model: unscored units are an error naming how many and the `corpusdb score` run that fills the
@@ -31,22 +31,7 @@ unjudged as (
 
 checks as (
     select
-        require(
-            exists (select 1 from scores where scores.model = model),
-            'filter_loss: no scores named ''' || coalesce(model, 'NULL') || '''; scored models: ' || scored_models()
-        )
-        and require(per in ('byte', 'token'), 'filter_loss: per must be ''byte'' or ''token'', not ''' || per || '''')
-        and require(
-            min_loss is null or max_loss is null or min_loss <= max_loss,
-            'filter_loss: min_loss ' || min_loss || ' is above max_loss ' || max_loss
-        )
-        and require_unit('filter_loss', model, docs)
-        and require_coverage(
-            'filter_loss', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
-            'score of ''' || coalesce(model, '') || '''',
-            'score them with ' || score_command(model, docs) || ' (a re-run scores only the units without a score)',
-            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
-        ) as ok,
+        filter_loss_checks(model, per, min_loss, max_loss, missing, unjudged.n_missing, unjudged.n_units, docs) as ok,
         coalesce(min_loss, '-infinity'::double) as low,
         coalesce(max_loss, 'infinity'::double) as high
     from unjudged

@@ -1,5 +1,5 @@
 -- purpose: documents of the named sources
--- depends: require
+-- depends: filter_source_checks
 -- params: sources (a list, e.g. ['bible', 'shakespeare']); docs := 'documents'
 create or replace macro filter_source(sources, docs := 'documents') as table
 with present as (
@@ -7,12 +7,7 @@ with present as (
 ),
 
 checks as (
-    select require(
-        len(sources) > 0 and list_bool_and(list_transform(sources, lambda s: list_contains(present.names, s))),
-        'filter_source: no documents of source(s) '
-        || list_filter(sources, lambda s: not list_contains(present.names, s))::varchar
-        || '; sources: ' || present.names::varchar
-    ) as ok
+    select filter_source_checks(sources, present.names) as ok
     from present
 ),
 

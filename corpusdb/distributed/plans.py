@@ -5,7 +5,8 @@ the driver's checks, and the columns and order of the result, all in the policy'
 
 The row filters (`filter_source`, `filter_length`, `filter_loss`, and on annotations `filter_language`,
 `filter_quality`, `filter_decontaminated`) have no cut and no order: every unit a task keeps is kept (rule "all" over
-one group), their checks restated here, or (the annotation filters) their checks macro, on the summed counts.
+one group); each macro's checks are a macro of their own (`sql/NAME_checks.sql`), which the driver runs on the
+summed counts.
 
 A task's units are the policy's own key relation (`difference_units`, `quota_units`) over the
 documents of its parts; its keys are (`__grp`, `__k`, `__u`, `__w`): the group the policy ranks
@@ -171,16 +172,12 @@ def _filter(call: Call) -> Plan:
     checks: list[str] = []
     if name == "filter_source":
         wanted = a["sources"]
-        checks.append(f"require(len({wanted}) > 0 and list_bool_and(list_transform({wanted}, lambda s: list_contains("
-                      f"{{sources}}, s))), 'filter_source: no documents of source(s) ' || list_filter({wanted}, lambda s: "
-                      f"not list_contains({{sources}}, s))::varchar || '; sources: ' || {{sources}}::varchar)")
+        checks.append(f"filter_source_checks({wanted}, {{sources}})")
         units = (f"select {UNIT_ID}, n_bytes, source, coalesce(list_contains({wanted}, source), false) as kept, "
                  "true as judged from {docs}")
     elif name == "filter_length":
         low, high = a["min_bytes"], a["max_bytes"]
-        checks.append(f"require({low} >= 0 and ({high} is null or {high} >= {low}), 'filter_length: need 0 <= min_bytes <= "
-                      f"max_bytes, not min_bytes ' || coalesce(({low})::varchar, 'NULL') || ', max_bytes ' || "
-                      f"coalesce(({high})::varchar, 'NULL'))")
+        checks.append(f"filter_length_checks({low}, {high})")
         keep = f"coalesce(n_bytes >= {low} and n_bytes <= coalesce({high}, 9223372036854775807), false)"
         units = f"select {UNIT_ID}, n_bytes, source, {keep} as kept, true as judged from {{docs}}"
     elif name in ANNOTATED:
@@ -201,18 +198,8 @@ def _filter(call: Call) -> Plan:
                  f"and l.filter_loss <= {high}) or (l.doc_id is null and {missing} = 'keep'), false) as kept from "
                  f"(select {UNIT_ID}, n_bytes, source from {{docs}}) as d left join (select doc_id, {loss} as filter_loss "
                  f"from scores where model = {model}) as l on d.unit_id = l.doc_id")
-        checks += [  # the macro's checks, in its order and words
-            (f"require(exists (select 1 from scores where scores.model = {model}), 'filter_loss: no scores named ''' || "
-             f"coalesce({model}, 'NULL') || '''; scored models: ' || scored_models())"),
-            f"require({per} in ('byte', 'token'), 'filter_loss: per must be ''byte'' or ''token'', not ''' || {per} || '''')",
-            (f"require({a['min_loss']} is null or {a['max_loss']} is null or {a['min_loss']} <= {a['max_loss']}, "
-             f"'filter_loss: min_loss ' || {a['min_loss']} || ' is above max_loss ' || {a['max_loss']})"),
-            f"require_unit('filter_loss', {model}, {docs})",
-            (f"require_coverage('filter_loss', {missing}, ['error', 'exclude', 'keep'], {{no_either}}, {{units}}, {docs}, "
-             f"'score of ''' || coalesce({model}, '') || '''', 'score them with ' || score_command({model}, {docs}) || "
-             "' (a re-run scores only the units without a score)', 'missing := ''exclude'' to drop them or missing := "
-             "''keep'' to keep them unjudged')"),
-        ]
+        checks.append(f"filter_loss_checks({model}, {per}, {a['min_loss']}, {a['max_loss']}, {missing}, {{no_either}}, "
+                      f"{{units}}, {docs})")
     counts = (f"select 0 as no_teacher, 0 as no_reference, count(*) filter (where not judged) as no_either, count(*) as units, "
               f"list(distinct source) as sources from {UNITS}")
     keys = (f"select null::varchar as __grp, 0.0::double as __k, unit_id as __u, 1::bigint as __w, n_bytes from {UNITS} "
