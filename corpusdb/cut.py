@@ -44,7 +44,8 @@ CUT = "cut.json"
 # Built-in policies whose rows are rows of their `docs` relation, every column of it unchanged.
 PASS_THROUGH_POLICIES = frozenset({
     "curriculum", "dedup", "difference", "difference_by_source", "difference_bytes", "difference_sampled",
-    "filter_language", "filter_length", "filter_loss", "filter_quality", "filter_source", "mixture", "quota",
+    "filter_classifier", "filter_decontaminated", "filter_language", "filter_length", "filter_loss", "filter_quality",
+    "filter_source", "mixture", "quota",
 })
 KINDS = {"documents": "documents", "instances": "instances", "dedup": "documents"}
 SPAN = ("byte_start", "byte_end")

@@ -1,5 +1,5 @@
 -- purpose: units whose classifier score (an annotation's column) lies in [min_score, max_score], or the top alpha of them (DCLM's top 10%)
--- depends: require, require_coverage, unit_key
+-- depends: filter_classifier_checks, unit_key
 -- params: name (the annotation, e.g. 'edu'); min_score := null; max_score := null; alpha := null (keep the top ceil(alpha * N) by key); key := 'score' (the annotation's column to judge by: 'int_score', or any numeric column); docs := 'documents'; missing := 'error' | 'exclude' | 'keep'
 -- For `corpusdb annotate DB NAME --annotator classifier --model M` (FineWeb-Edu: regression head,
 -- `filter_classifier('edu', min_score := 3, key := 'int_score')`), an annotation imported with
@@ -30,21 +30,8 @@ unjudged as (
 
 checks as (
     select
-        require(
-            alpha is null or (alpha > 0 and alpha <= 1),
-            'filter_classifier: alpha must be in (0, 1], not ' || coalesce(alpha::varchar, 'NULL')
-        )
-        and require(
-            min_score is null or max_score is null or min_score <= max_score,
-            'filter_classifier: min_score ' || coalesce(min_score::varchar, 'NULL') || ' is above max_score '
-            || coalesce(max_score::varchar, 'NULL')
-        )
-        and require_coverage(
-            'filter_classifier', missing, ['error', 'exclude', 'keep'], unjudged.n_missing, unjudged.n_units, docs,
-            'row of annotation ''' || name || ''' (documents ingested after the annotator ran?)',
-            'annotate them with `corpusdb annotate DB ' || name || '` and the same options (a re-run annotates only '
-            || 'the documents without a row)',
-            'missing := ''exclude'' to drop them or missing := ''keep'' to keep them unjudged'
+        filter_classifier_checks(
+            name, alpha, min_score, max_score, missing, unjudged.n_missing, unjudged.n_units, docs
         ) as ok,
         coalesce(min_score, -1e308) as low,
         coalesce(max_score, 1e308) as high

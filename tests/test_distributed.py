@@ -256,7 +256,7 @@ def test_the_policy_errors_are_the_single_process_ones(tmp_path):
         with pytest.raises(QueryError) as distributed:
             select(db, call, str(tmp_path / "out"), shards=2, executor="inline")
         assert str(distributed.value) == str(single.value), call
-    for call, message in (("filter_classifier('edu')", "has no distributed plan"),
+    for call, message in (("model_losses('teacher')", "has no distributed plan"),
                           ("curriculum(null, key := 'n_bytes')", "orders by a model's loss"),
                           ("difference('teacher', 'reference', docs := 'dedup')", "ranks the documents or instances table"),
                           ("select 1", "is not a call of one policy")):

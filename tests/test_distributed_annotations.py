@@ -3,7 +3,8 @@ read by the tasks of their own documents parts only.
 
 Real annotation jobs over ten documents parts of real text (datatrove's quality rules, fastText language id, 13-gram
 decontamination against passages of the corpus itself), documents and instances (a tiny GPT-2 tokenizer), real
-Parquet and DuckDB.
+Parquet and DuckDB; `filter_classifier` over an imported annotation of few values (many ties, some documents without
+a value or without a row).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 import corpusdb
@@ -58,6 +61,14 @@ def annotated(tmp_path_factory, tiny_models) -> corpusdb.Database:
     db.annotate("language", progress=False, workers=1)
     db.decontaminate([str(root / "evals.jsonl")], ngram=13, fields=("question", "answer"), progress=False, workers=1)
     run_instances(db, str(tiny_models["gpt2"]), 48, part_docs=60, progress=False)
+    # a classifier's scores, imported: nine values (most units tie), 5% without a value, eight documents without a row
+    ids = [i for (i,) in db.sql("select doc_id from documents order by doc_id").fetchall()]
+    rows = rng.sample(ids, len(ids) - 8)
+    values = [None if rng.random() < 0.05 else rng.randrange(9) / 2 for _ in rows]
+    pq.write_table(pa.table({"doc_id": pa.array(rows, pa.int64()), "score": pa.array(values, pa.float64()),
+                             "int_score": pa.array([None if v is None else round(v) for v in values], pa.int64())}),
+                   root / "edu.parquet")
+    db.import_annotation("edu", str(root / "edu.parquet"), progress=False)
     return corpusdb.open(db.url)
 
 
@@ -126,9 +137,55 @@ def test_a_task_opens_only_the_annotation_parts_of_its_documents(annotated, tmp_
     wanted = db.sql(f"select doc_id from {call} where doc_id in (select doc_id from read_parquet({files})) order by doc_id"
                     ).fetchall()
     records = db.snapshot.tables["annotations"]
-    others = [path for path, info in records.items() if info.get("of") not in mine]
+    others = [path for path, info in records.items() if info.get("of") and info["of"] not in mine]  # imports: no `of`
     assert len(others) >= 3 * 8  # three annotations, eight other parts each
     for path in others:
         (copy / path).unlink()
     db.restrict(files)
     assert db.sql(f"select doc_id from {call} order by doc_id").fetchall() == wanted and wanted
+
+
+CLASSIFIER = (
+    "filter_classifier('edu', alpha := 0.3, missing := 'exclude')",
+    "filter_classifier('edu', min_score := 1, max_score := 3, alpha := 0.6, missing := 'keep')",
+    "filter_classifier('edu', min_score := 2.5, missing := 'keep')",
+    "filter_classifier('edu', alpha := 0.45, key := 'int_score', missing := 'exclude')",
+    "filter_classifier('edu', max_score := 1, alpha := 1, missing := 'exclude')",
+)
+
+
+@pytest.mark.parametrize("docs", ["documents", "instances"])
+def test_filter_classifier_s_top_alpha_as_tasks_equals_one_process(annotated, tmp_path, docs):
+    """The top alpha of an annotation's values is a cut (ties by unit id, as one process breaks them) with the bounds
+    applied after it; unjudged units kept or dropped as `missing` says; refusals word for word; a sharded export is
+    the single-process export's bytes."""
+    from tests.test_distributed import same_files
+
+    counts = []
+    for i, call in enumerate(CLASSIFIER):
+        if docs == "instances":
+            call = call[:-1] + ", docs := 'instances')"
+        single, got = rows_of(annotated, call, tmp_path / "out", shards=2 + i % 3)
+        assert got == single, call
+        counts.append(len(single))
+    total = annotated.sql(f"select count(*) from {docs}").fetchall()[0][0]
+    assert all(0 < n < total for n in counts) and len(set(counts)) == len(counts), counts
+    for call in ("filter_classifier('edu')", "filter_classifier('edu', alpha := 0, missing := 'keep')",
+                 "filter_classifier('edu', min_score := 3, max_score := 2, missing := 'keep')",
+                 "filter_classifier('edu', alpha := 0.5, missing := 'drop')", "filter_classifier('nope', alpha := 0.5)",
+                 "filter_classifier('edu', key := 'nope', missing := 'keep')"):
+        if docs == "instances":
+            call = call[:-1] + ", docs := 'instances')"
+        with pytest.raises(Exception) as single, annotated.query_errors():
+            annotated.sql(f"select * from {call}").fetchall()
+        with pytest.raises(Exception) as distributed:
+            select(annotated, call, str(tmp_path / "refused"), shards=3, executor="inline")
+        assert (type(distributed.value), str(distributed.value)) == (type(single.value), str(single.value)), call
+    # sharded exports (cut by tasks: both macros hand out their docs' rows unchanged), the single-process bytes
+    for i, call in enumerate((CLASSIFIER[1], "filter_decontaminated()") if docs == "documents" else
+                             (CLASSIFIER[3][:-1] + ", docs := 'instances')", "filter_decontaminated(docs := 'instances')")):
+        one = annotated.view(call).export(str(tmp_path / f"one{i}"), format="jsonl", part_size_mb=0.002)
+        many = annotated.view(call).export(str(tmp_path / f"many{i}"), format="jsonl", part_size_mb=0.002, shards=3,
+                                           executor="inline")
+        assert many["parts"] == one["parts"] and len(one["parts"]) > 1, call
+        same_files(tmp_path / f"one{i}", tmp_path / f"many{i}")

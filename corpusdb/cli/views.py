@@ -263,7 +263,7 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, tas
     With --shards N the parts are written by N processes (or Ray tasks) at once, the bytes one
     process writes, in any format but mds and litdata. A call of a policy with a distributed plan
     (difference, difference_bytes, difference_sampled, difference_by_source, quota, mixture,
-    curriculum by a model's loss, the filter_* policies but filter_classifier; over documents or
+    curriculum by a model's loss, every filter_* policy; over documents or
     instances; see `corpusdb select`)
     is cut by N tasks too, each over its own
     documents parts, so no process ranks every key; any other view that hands out documents' or
@@ -355,7 +355,8 @@ def select_command(db, call, url, shards, executor, address, workers, part_size_
 
     CALL is a call of difference, difference_bytes, difference_sampled, difference_by_source,
     quota, mixture, curriculum, filter_source, filter_length, filter_loss, filter_language,
-    filter_quality or filter_decontaminated over the documents (the default docs) or the instances
+    filter_quality, filter_decontaminated or filter_classifier (alpha: a cut of the annotation's top
+    values) over the documents (the default docs) or the instances
     (docs := 'instances': each task ranks the instances of its documents). The result is the rows the same call
     gives in one process (`corpusdb sql`), ties included, its columns and order too; no process
     holds every key. Each task ranks its parts' units on keys alone and writes them to URL/_work;

@@ -6,7 +6,8 @@ the driver's checks, and the columns and order of the result, all in the policy'
 The row filters (`filter_source`, `filter_length`, `filter_loss`, and on annotations `filter_language`,
 `filter_quality`, `filter_decontaminated`) have no cut and no order: every unit a task keeps is kept (rule "all" over
 one group); each macro's checks are a macro of their own (`sql/NAME_checks.sql`), which the driver runs on the
-summed counts.
+summed counts. `filter_classifier` is a cut where it has an `alpha` (the top of the annotation's values), with its
+bounds applied to the kept rows.
 
 A task's units are the policy's own key relation (`difference_units`, `quota_units`) over the
 documents of its parts; its keys are (`__grp`, `__k`, `__u`, `__w`): the group the policy ranks
@@ -27,7 +28,8 @@ from dataclasses import dataclass, field
 from corpusdb.distributed.calls import Call
 
 POLICIES = ("difference", "difference_bytes", "difference_sampled", "difference_by_source", "quota", "mixture", "curriculum",
-            "filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated")
+            "filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated",
+            "filter_classifier")
 NO_DOCUMENTS = "corpusdb_no_documents"  # the documents relation, empty: where the driver runs the argument checks
 UNITS, KEPT = "corpusdb_units", "corpusdb_kept"
 INTERNAL = ("__grp", "__k", "__u", "__w")
@@ -207,11 +209,37 @@ def _filter(call: Call) -> Plan:
     return Plan(call.sql(), units, counts, keys, ["n_bytes"], "all", "null", checks, _rows(""))
 
 
-def _rows(extra: str) -> str:
+def _classifier(call: Call) -> Plan:
+    """The top alpha of the annotation's values (group 'a': every unit with a value, by value descending, ties by unit
+    id), the bounds applied to the kept rows (a unit outside them still takes its place in the top), and the unjudged
+    units kept whole (group 'b', missing := 'keep'). Without alpha, group 'a' holds the units within the bounds and
+    every one is kept: a filter."""
+    a = call.args
+    name, alpha, missing = a["name"], a["alpha"], a["missing"]
+    low, high = f"coalesce({a['min_score']}, -1e308)", f"coalesce({a['max_score']}, 1e308)"
+    units = (f"select d.unit_id, d.n_bytes, d.source, a.value, a.doc_id is not null as judged, coalesce(a.value >= {low} "
+             f"and a.value <= {high}, true) as in_bounds from (select {UNIT_ID}, doc_id, n_bytes, source from {{docs}}) as d "
+             f"left join (select doc_id, columns('^' || {a['key']} || '$')::double as value from query_table('annotations_' "
+             f"|| {name})) as a on d.doc_id = a.doc_id")
+    counts = (f"select 0 as no_teacher, 0 as no_reference, count(*) filter (where not judged) as no_either, count(*) as units, "
+              f"list(distinct source) as sources from {UNITS}")
+    keys = (f"select case when value is null then 'b' else 'a' end as __grp, coalesce(0.0 - value, 0.0) as __k, unit_id as __u, "
+            f"1::bigint as __w, n_bytes, in_bounds from {UNITS} where (value is not null and ({alpha} is not null or "
+            f"in_bounds)) or (not judged and {missing} = 'keep')")
+    # a count above the group's: every unit is kept (the driver needs no pass)
+    threshold = (f"case when {{group}} = 'a' and {alpha} is not null then ceil({alpha} * {{count}}::bigint) "
+                 f"else {{count}}::bigint + 1 end")
+    checks = [f"filter_classifier_checks({name}, {alpha}, {a['min_score']}, {a['max_score']}, {missing}, {{no_either}}, "
+              f"{{units}}, {a['docs']})"]
+    return Plan(call.sql(), units, counts, keys, ["n_bytes", "in_bounds"], "before", threshold, checks,
+                _rows("", where=f"{KEPT}.in_bounds"))
+
+
+def _rows(extra: str, where: str = "") -> str:
     """The result rows: {columns} of the documents `d` ({documents}: the task's, with {place} columns of theirs)."""
     return ("select {columns}, " + (extra + ", " if extra else "") + "__grp, __k, __u, __w from (select *, {place}"
             "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from {documents}) as d "
-            f"inner join {KEPT} on {{join}} order by __grp nulls last, __k, __u")
+            f"inner join {KEPT} on {{join}} " + (f"where {where} " if where else "") + "order by __grp nulls last, __k, __u")
 
 
 def plan_for(call: Call) -> Plan:
@@ -228,7 +256,8 @@ def plan_for(call: Call) -> Plan:
         raise ValueError(f"{call.name}: a distributed selection ranks the documents or instances table, not docs := "
                          f"{call.args['docs']}; run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
     plan = (_quota(call) if call.name in ("quota", "mixture") else _curriculum(call) if call.name == "curriculum"
-            else _filter(call) if call.name in FILTERS else _difference(call))
+            else _filter(call) if call.name in FILTERS else _classifier(call) if call.name == "filter_classifier"
+            else _difference(call))
     join = " and ".join(f"d.{c} = {KEPT}.{'__u' if c == 'unit_id' else c}" for c in plan.join)
     return Plan(**{**plan.__dict__, "rows": fill(plan.rows, join=join), "docs": docs})
 

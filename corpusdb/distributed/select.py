@@ -108,8 +108,11 @@ def _sql_list(values: list) -> str:
 def check_models(db: Database, plan) -> None:
     """The checks of the policy's units (score names, per, units) on an empty documents relation, before any task."""
     db.con.execute(f"create or replace temp view {NO_DOCUMENTS} as select * from {plan.docs} where false")
-    with db.query_errors():
-        db.con.execute(f"select count(*) from ({fill(plan.units, docs=NO_DOCUMENTS)})").fetchall()
+    try:
+        with db.query_errors():
+            db.con.execute(f"select count(*) from ({fill(plan.units, docs=NO_DOCUMENTS)})").fetchall()
+    except QueryError as exc:  # the macro's own words: not the line of the plan's SQL that DuckDB quotes
+        raise QueryError(re.sub(r"; LINE \d+: [^;]*", "", str(exc))) from exc.__cause__
 
 
 def _check(db: Database, plan, counts: dict, sources: list) -> None:
@@ -264,6 +267,8 @@ def find_cut(db: Database, plan, groups_of_parts: list, source: dict, work: Loca
             search = radix.Search(plan.rule, threshold, (*first, *last), count)
             if threshold is None:
                 search.finish(None)
+            elif threshold > weight or (plan.rule == "through" and threshold >= weight):  # every unit is kept
+                search.finish(last)
         searches[group], units[group] = search, count
         samples[group] = np.concatenate([m["sample"] for m in mine])
 
