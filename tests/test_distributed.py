@@ -71,14 +71,17 @@ def add_instances(db, docs: list[tuple[int, str, int]], rng: random.Random, scor
     written as `parts` parts of instance_spans in a shuffled document order (not the documents parts'), and score
     the instances with each model of `scores` (a model's values drawn from LOGPROBS with that chance of a score).
     Returns the instance ids."""
-    rows = []
+    rows, taken = [], {doc_id for doc_id, _, _ in docs}
     for doc_id, _, n in docs:
         if n == 0:
             continue
         cuts = sorted(rng.sample(range(1, n), min(n - 1, rng.choice((0, 0, 1, 2))))) if n > 1 else []
         bounds = [0, *cuts, n]
         for position, (start, end) in enumerate(itertools.pairwise(bounds)):
-            instance_id = doc_id if len(bounds) == 2 else rng.randint(-2**63, 2**63 - 1)
+            instance_id = doc_id
+            while len(bounds) > 2 and instance_id in taken:  # each instance once, as `corpusdb instances` ids them
+                instance_id = rng.randint(-2**63, 2**63 - 1)
+            taken.add(instance_id)
             rows.append((instance_id, doc_id, position, start, end, end - start, end - start))
     rng.shuffle(rows)
     names = ("instance_id", "doc_id", "position", "byte_start", "byte_end", "n_tokens", "n_bytes")
@@ -153,6 +156,10 @@ calls = st.one_of(
     st.builds(lambda m, k, d, s, x: f"curriculum('{m}', key := '{k}', descending := {d}, stages := {s}, missing := '{x}')",
               st.sampled_from(("teacher", "reference")), st.sampled_from(("loss_per_byte", "loss_per_token", "bits_per_byte")),
               st.booleans(), st.integers(1, 4), st.sampled_from(("error", "last", "exclude"))),
+    # by a column of docs (the model's losses carried, or none): many ties, broken by unit id; a loss without a model
+    st.builds(lambda m, k, d, s: f"curriculum({m}, key := '{k}', descending := {d}, stages := {s})",
+              st.sampled_from(("null", "'teacher'")), st.sampled_from(("n_bytes", "n_bytes", "loss_per_token")),
+              st.booleans(), st.integers(1, 4)),
 )
 
 
@@ -257,11 +264,17 @@ def test_the_policy_errors_are_the_single_process_ones(tmp_path):
             select(db, call, str(tmp_path / "out"), shards=2, executor="inline")
         assert str(distributed.value) == str(single.value), call
     for call, message in (("model_losses('teacher')", "has no distributed plan"),
-                          ("curriculum(null, key := 'n_bytes')", "orders by a model's loss"),
+                          ("curriculum(null, key := 'source')", "orders by a model's loss or a numeric column of docs, "
+                                                                  "not a VARCHAR column"),
                           ("difference('teacher', 'reference', docs := 'dedup')", "ranks the documents or instances table"),
                           ("select 1", "is not a call of one policy")):
         with pytest.raises(ValueError, match=message):
             select(db, call, str(tmp_path / "out"), executor="inline")
+    # a 64-bit column orders exactly as doubles up to 2**53; beyond, the tasks refuse (one process orders them)
+    big = make_db(tmp_path / "big", [(2**60 + i, "web", 5) for i in range(4)], [2], {})
+    assert big.sql("select count(*) from curriculum(null, key := 'doc_id')").fetchall()[0][0] == 4
+    with pytest.raises(QueryError, match=r"1152921504606846976 is beyond 2\*\*53: run it in one process"):
+        select(big, "curriculum(null, key := 'doc_id')", str(tmp_path / "out"), shards=2, executor="inline")
 
 
 def test_a_task_out_of_memory_names_the_fix(tmp_path):
@@ -327,6 +340,7 @@ EXPORTED = (
     "curriculum('reference', stages := 2, missing := 'exclude', descending := true)",
     "quota(map {'books': 0.5}, unit := 'bytes')",  # nothing fits: the one empty part
     "filter_loss('teacher', max_loss := 4, missing := 'keep')",  # a row filter: no cut, in place order
+    "curriculum(null, key := 'n_bytes', descending := true, stages := 2)",  # by a column of the documents
 )
 
 

@@ -263,7 +263,7 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, tas
     With --shards N the parts are written by N processes (or Ray tasks) at once, the bytes one
     process writes, in any format but mds and litdata. A call of a policy with a distributed plan
     (difference, difference_bytes, difference_sampled, difference_by_source, quota, mixture,
-    curriculum by a model's loss, every filter_* policy; over documents or
+    curriculum by a model's loss or a numeric column, every filter_* policy; over documents or
     instances; see `corpusdb select`)
     is cut by N tasks too, each over its own
     documents parts, so no process ranks every key; any other view that hands out documents' or

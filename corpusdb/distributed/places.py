@@ -55,7 +55,7 @@ def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, ho
     groups = plan_groups(db, shards)
     source = task_source(db, work.storage_options, how.get("memory_limit"))
     driver = Driver(how["executor"], how.get("workers"), how.get("address"), bool(progress))
-    check_models(db, plan)
+    plan = check_models(db, plan)
     cut = find_cut(db, plan, groups, source, work, driver, NBINS, RESOLVE_ROWS)
     columns = [tuple(c) for c in db.con.execute(f"select column_name, column_type from (describe {plan.docs})").fetchall()
                if ordered or c[0] != "text"]

@@ -19,6 +19,11 @@ macros (`difference_coverage`, `quota_checks`, `curriculum_checks`, `curriculum_
 tasks' summed counts; the few a macro writes inline (alpha, temperature, alphas and their
 sources) are restated here in its words. tests/test_distributed.py compares every error with the
 single-process one, word for word.
+
+Each unit is one row of its relation: `documents` refuses a repeated doc_id, and `corpusdb instances` ids each instance
+by a 64-bit hash of its document and span. (A macro ranks a unit its docs repeat once and gives each of its rows that
+rank; a plan would rank each row. Instance spans that another engine registers with a repeated instance_id are not
+checked.)
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class Plan:
     numbering: str = "group"  # numbers restart with each group ("group") or run on across them ("global")
     join: list[str] = field(default_factory=lambda: ["unit_id", "n_bytes"])
     docs: str = "documents"  # what it ranks: "documents" or "instances" (a task's own, from its documents parts)
+    key_column: str = ""  # a column of the units in its own type, which `keys` reads as {key_cast}: cast by the driver
 
 
 def _alpha_check(name: str, alpha: str) -> str:
@@ -133,20 +139,32 @@ def _quota(call: Call) -> Plan:
 LOSS_KEYS = ("'loss_per_byte'", "'loss_per_token'", "'bits_per_byte'")
 
 
+# the types of a column a distributed curriculum orders by: each value exact as a double (64-bit integers checked)
+EXACT_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "UTINYINT", "USMALLINT", "UINTEGER", "FLOAT", "DOUBLE")
+WIDE_TYPES = ("BIGINT", "UBIGINT")
+SORT_KEY = "sort_key"  # the units' column a column-keyed curriculum orders by, in the column's own type
+
+
 def _curriculum(call: Call) -> Plan:
-    """Easy to hard by a model's loss: no cut, one global order (groups: scored with a loss, scored without, unscored)."""
+    """Easy to hard by a model's loss or by a numeric column of the documents (or instances): no cut, one global order
+    (groups: scored with a value, scored without, unscored). A column keeps its own type in the units; the driver
+    casts it to the order key once it knows the type (`key_cast`)."""
     a = call.args
-    if a["key"] not in LOSS_KEYS or a["model"].lower() == "null":
-        raise ValueError(f"curriculum: a distributed curriculum orders by a model's loss (key := {' | '.join(LOSS_KEYS)}), "
-                         f"not key := {a['key']}; run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
-    units = (f"select u.unit_id, u.n_bytes, l.doc_id is not null as scored, case {a['key']} when 'loss_per_token' then "
-             "l.loss_per_token when 'bits_per_byte' then l.bits_per_byte else l.loss_per_byte end as sort_key, "
-             "l.loss_per_token, l.loss_per_byte from (select unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) "
-             f"as unit_id, n_bytes from {{docs}}) as u left join model_losses({a['model']}) as l on u.unit_id = l.doc_id")
+    by_loss = a["key"] in LOSS_KEYS and a["model"].lower() != "null"
+    if by_loss:
+        units = (f"select u.unit_id, u.n_bytes, l.doc_id is not null as scored, case {a['key']} when 'loss_per_token' then "
+                 "l.loss_per_token when 'bits_per_byte' then l.bits_per_byte else l.loss_per_byte end as sort_key, "
+                 f"l.loss_per_token, l.loss_per_byte from (select {UNIT_ID}, n_bytes from {{docs}}) as u "
+                 f"left join model_losses({a['model']}) as l on u.unit_id = l.doc_id")
+    else:  # the column named key among the documents' columns and the model's losses, as the macro finds it
+        units = (f"select unit_id, n_bytes, true as scored, columns('^' || {a['key']} || '$') as {SORT_KEY}, loss_per_token, "
+                 f"loss_per_byte from (select u.*, l.* exclude (doc_id) from (select columns(lambda c: c <> 'text'), "
+                 f"{UNIT_ID} from {{docs}}) as u left join model_losses({a['model']}) as l on u.unit_id = l.doc_id)")
     counts = (f"select 0 as no_teacher, 0 as no_reference, count(*) filter (where not scored) as no_either, count(*) as units, "
               f"[]::varchar[] as sources from {UNITS}")
+    value = "sort_key" if by_loss else "{key_cast}"
     keys = (f"select case when not scored then 'c' when sort_key is null then 'b' else 'a' end as __grp, "
-            f"case when scored and sort_key is not null then case when {a['descending']} then -sort_key else sort_key end "
+            f"case when scored and sort_key is not null then case when {a['descending']} then -{value} else {value} end "
             f"else 0.0 end as __k, unit_id as __u, 1::bigint as __w, n_bytes, loss_per_token, loss_per_byte "
             f"from {UNITS} where scored or {a['missing']} <> 'exclude'")
     checks = [f"curriculum_checks({a['model']}, {a['key']}, {a['stages']}, {a['docs']})",
@@ -156,7 +174,8 @@ def _curriculum(call: Call) -> Plan:
              f"else {longer} + (curriculum_rank - 1 - {longer} * ({per_stage} + 1)) // {per_stage} + 1 end as stage")
     return Plan(call.sql(), units, counts, keys, ["n_bytes", "loss_per_token", "loss_per_byte"], "all", "null", checks,
                 _rows(f"{KEPT}.loss_per_token, {KEPT}.loss_per_byte, {KEPT}.loss_per_byte / ln(2) as bits_per_byte"),
-                ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global")
+                ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global",
+                key_column="" if by_loss else SORT_KEY)
 
 
 FILTERS = ("filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated")
@@ -260,6 +279,25 @@ def plan_for(call: Call) -> Plan:
             else _difference(call))
     join = " and ".join(f"d.{c} = {KEPT}.{'__u' if c == 'unit_id' else c}" for c in plan.join)
     return Plan(**{**plan.__dict__, "rows": fill(plan.rows, join=join), "docs": docs})
+
+
+def key_cast(plan: Plan, kind: str) -> Plan:
+    """The plan with its `keys` reading `key_column`, of SQL type `kind`, as an exact double order key.
+
+    Raises:
+        ValueError: a type whose values a double does not hold exactly (text, dates, decimals, 128-bit integers).
+    """
+    column = plan.key_column
+    if kind in EXACT_TYPES:
+        cast = f"{column}::double"
+    elif kind in WIDE_TYPES:  # exact up to 2**53 (byte counts, token counts); beyond it, one process orders them
+        cast = (f"case when abs({column}::hugeint) <= 9007199254740992 then {column}::double else error('curriculum: a "
+                f"distributed curriculum orders by a column whose values a double holds exactly; ' || {column}::varchar || "
+                "' is beyond 2**53: run it in one process (`corpusdb sql`, `corpusdb export` without --shards)') end")
+    else:
+        raise ValueError(f"curriculum: a distributed curriculum orders by a model's loss or a numeric column of docs, not "
+                         f"a {kind} column; run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
+    return Plan(**{**plan.__dict__, "keys": fill(plan.keys, key_cast=cast), "key_column": ""})
 
 
 def fill(template: str, **values: object) -> str:

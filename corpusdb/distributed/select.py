@@ -38,7 +38,7 @@ import numpy as np
 from corpusdb.db import MEMORY_LIMIT_ENV, set_memory_limit
 from corpusdb.distributed import radix, tasks
 from corpusdb.distributed.calls import read_call
-from corpusdb.distributed.plans import NO_DOCUMENTS, fill, plan_for
+from corpusdb.distributed.plans import NO_DOCUMENTS, fill, key_cast, plan_for
 from corpusdb.errors import QueryError
 from corpusdb.execute import map_tasks
 from corpusdb.provenance import provenance
@@ -105,14 +105,23 @@ def _sql_list(values: list) -> str:
     return "[" + ", ".join("NULL" if v is None else quote(str(v)) for v in values) + "]::varchar[]"
 
 
-def check_models(db: Database, plan) -> None:
-    """The checks of the policy's units (score names, per, units) on an empty documents relation, before any task."""
+def check_models(db: Database, plan):
+    """The checks of the policy's units (score names, per, units) on an empty documents relation, before any task;
+    returns the plan, its order key cast for the type of its key column where it has one (`plans.key_cast`).
+
+    Raises:
+        QueryError: the units do not bind (the macro's words).
+        ValueError: a key column the plan cannot order by exactly.
+    """
     db.con.execute(f"create or replace temp view {NO_DOCUMENTS} as select * from {plan.docs} where false")
+    units = fill(plan.units, docs=NO_DOCUMENTS)
     try:
         with db.query_errors():
-            db.con.execute(f"select count(*) from ({fill(plan.units, docs=NO_DOCUMENTS)})").fetchall()
+            db.con.execute(f"select count(*) from ({units})").fetchall()
+            types = dict(db.con.execute(f"select column_name, column_type from (describe {units})").fetchall())
     except QueryError as exc:  # the macro's own words: not the line of the plan's SQL that DuckDB quotes
         raise QueryError(re.sub(r"; LINE \d+: [^;]*", "", str(exc))) from exc.__cause__
+    return key_cast(plan, types[plan.key_column]) if plan.key_column else plan
 
 
 def _check(db: Database, plan, counts: dict, sources: list) -> None:
@@ -182,7 +191,7 @@ def select(db: Database, call: str, out: str, *, shards: int | None = None, exec
     source = task_source(db, storage_options, memory_limit)
     work = Location(out.rstrip("/") + "/" + WORK, storage_options)
     driver = Driver(executor, workers, address, progress)
-    check_models(db, plan)
+    plan = check_models(db, plan)
     try:
         return _select(db, plan, groups_of_parts, source, work, target, driver, nbins, resolve_rows, out,
                        max(1, int(part_size_mb * 1024 * 1024)))
