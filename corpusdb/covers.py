@@ -17,6 +17,10 @@ doc_id is their document's: `corpusdb instances` writes a part's covers as it re
 in order) and for scores of instances (keyed by instance_id: covered by the documents parts of
 their spans' documents; the scoring job records them, `record` finds them through the spans).
 
+Annotation parts name the one documents part they annotate (`of`: the annotate and decontaminate jobs write a part
+per documents part); an imported annotation's part (`corpusdb annotate DB NAME --from URL`) holds the rows of an input
+file, of any documents: `record` gives those covers too.
+
 A task over some documents parts then reads the score parts that cover one of them, and every score
 part whose record has no `covers` or names a documents part the version no longer holds (a part
 rewritten or dropped since, whose documents may now lie elsewhere): those stay read by every task,
@@ -37,7 +41,7 @@ from corpusdb.versions import Snapshot
 FIELD = "covers"
 
 
-TABLES = ("scores", "instance_spans")  # the tables whose parts may record covers
+TABLES = ("scores", "instance_spans", "annotations")  # the tables whose parts may record covers
 
 
 def instance_models(snapshot: Snapshot) -> list[str]:
@@ -58,35 +62,47 @@ def _known(snapshot: Snapshot, info: dict) -> bool:
     return covers is not None and all(part in live for part in covers)
 
 
-def task_parts(snapshot: Snapshot, documents: set[str], table: str = "scores") -> list[str]:
-    """The parts of `table` (relative paths, sorted) a reader of the documents parts `documents` (relative paths of
-    live documents parts) must read: those covering one of them, and those whose cover is unknown or stale."""
-    return [path for path, info in sorted(snapshot.tables.get(table, {}).items())
-            if not _known(snapshot, info) or not documents.isdisjoint(info[FIELD])]
+def task_parts(snapshot: Snapshot, documents: set[str], table: str = "scores", prefix: str = "") -> list[str]:
+    """The parts of `table` (relative paths under `prefix`, sorted) a reader of the documents parts `documents`
+    (relative paths of live documents parts) must read: those covering one of them, and those whose cover is unknown
+    or stale (an annotation part that names the live documents part it annotates, `of`, covers that one)."""
+    live = snapshot.tables.get("documents", {})
+    read = []
+    for path, info in sorted(snapshot.tables.get(table, {}).items()):
+        if not path.startswith(prefix):
+            continue
+        if info.get("of") in live:
+            if info["of"] in documents:
+                read.append(path)
+        elif not _known(snapshot, info) or not documents.isdisjoint(info[FIELD]):
+            read.append(path)
+    return read
 
 
 def record(db) -> int:
-    """Record in `db` (a `corpusdb.Database`) the covers of every part of scores and of instance spans whose record
-    has none (or a stale one), from one join of their keys to the documents parts' (DuckDB, under the database's
+    """Record in `db` (a `corpusdb.Database`) the covers of every part of scores, of instance spans and of annotations
+    whose record has none (or a stale one; an annotation part that names its live documents part needs none), from one
+    join of their keys to the documents parts' (DuckDB, under the database's
     memory limit; scores of instances through the spans, instance_id to doc_id), in a new version. A key that no
     documents part holds (a document since dropped) is in no cover: no task's documents hold it either. Returns the
     parts given covers.
     """
     snapshot = db.snapshot
     instances = instance_models(snapshot)
-    todo = {table: [path for path, info in sorted(snapshot.tables.get(table, {}).items()) if not _known(snapshot, info)]
-            for table in TABLES}
+    live = snapshot.tables.get("documents", {})
+    todo = {table: [path for path, info in sorted(snapshot.tables.get(table, {}).items())
+                    if not _known(snapshot, info) and info.get("of") not in live] for table in TABLES}
     documents = snapshot.parts("documents")
     if not any(todo.values()):
         return 0
     url = lambda p: db.location.url_of(db.location.join(p))  # noqa: E731
-    urls = {url(p): p for p in [*todo["scores"], *todo["instance_spans"], *documents]}
+    urls = {url(p): p for p in [*todo["scores"], *todo["instance_spans"], *todo["annotations"], *documents]}
     listing = lambda paths: ", ".join(quote(url(p)) for p in paths)  # noqa: E731
     found: dict[str, set[str]] = {path: set() for paths in todo.values() for path in paths}
     if documents:
         parts = (f"(select doc_id, filename from read_parquet([{listing(documents)}], filename = true, "
                  "union_by_name = true))")
-        by_doc = [p for p in todo["scores"] if not of_instances(p, instances)] + todo["instance_spans"]
+        by_doc = [p for p in todo["scores"] if not of_instances(p, instances)] + todo["instance_spans"] + todo["annotations"]
         by_instance = [p for p in todo["scores"] if of_instances(p, instances)]
         joins = []
         if by_doc:
@@ -115,7 +131,7 @@ def record(db) -> int:
                 if path in records and not _known(latest, records[path]) and all(part in live for part in parts):
                     records[path] = {**records[path], FIELD: sorted(parts)}
                     given.append(path)
-        return f"covers recorded for {len(given)} part(s) of scores and instances"
+        return f"covers recorded for {len(given)} part(s) of scores, instances and annotations"
 
     if found:
         db.commit("covers", change)

@@ -329,11 +329,10 @@ class Database:
                               hive, [spans[p].get("schema") for p in read], derived=self._derived("instance_spans"),
                               where=within)
         # each annotation: the parts of these documents parts (an annotation part records the one it annotates, `of`),
-        # and any whose part is not a live one (imported, or of a part since rewritten)
-        live, annotations = self.snapshot.tables.get("documents", {}), self.snapshot.tables.get(ANNOTATIONS, {})
+        # an imported part that covers one of them, and any other whose documents are not known (no live `of` and no
+        # covers: imported before `corpusdb models --covers`, or of a part since rewritten)
         for name, entry in sorted(self.snapshot.annotations.items()):
-            read = [path for path in self.snapshot.parts(ANNOTATIONS, annotation_prefix(name))
-                    if annotations[path].get("of") in relative or annotations[path].get("of") not in live]
+            read = task_parts(self.snapshot, relative, ANNOTATIONS, annotation_prefix(name))
             self._create_view(annotation_view(name), [self.location.join(p) for p in read],
                               {"doc_id": "BIGINT", **annotation_columns(entry)})
         # one keyless row per scored model (a NULL doc_id joins nothing): a policy's "no scores named X" check
@@ -558,6 +557,8 @@ class Database:
         if unknown:
             raise ValueError(f"register_parts: covers names {unknown[0]}, which is not among the parts to register")
 
+        if table == "instance_spans":
+            self._check_spans([written.path for written, _, _ in found])
         new_ids = {}  # documents: each part's doc_ids (each doc_id once: policies join a unit's text back by it)
         for written, _, _ in found if table == "documents" else ():
             path = self.location.relpath(written.path)
@@ -586,6 +587,25 @@ class Database:
             return f"{len(found)} parts of {table} registered"
 
         return self.commit("register", change)
+
+    def _check_spans(self, paths: list[str]) -> None:
+        """Raise ValueError where a part of instance spans holds a span that is not 0 <= byte_start <= byte_end with
+        n_tokens >= 0, or a NULL there (`corpusdb instances` writes none: an instance is a byte range of its
+        document); reads those three columns of the new parts alone."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        for path in paths:
+            with self.location.fs.open(path, "rb") as handle:
+                spans = pq.read_table(handle, columns=["byte_start", "byte_end", "n_tokens"])
+            good = pc.and_kleene(pc.and_kleene(pc.greater_equal(spans["byte_start"], 0),
+                                               pc.greater_equal(spans["byte_end"], spans["byte_start"])),
+                                 pc.greater_equal(spans["n_tokens"], 0))
+            bad = len(good) - pc.sum(pc.fill_null(good, False).cast("int64")).as_py() if len(good) else 0
+            if bad:
+                raise ValueError(f"register_parts: {self.location.relpath(path)} holds {bad:,} span(s) that are not "
+                                 "0 <= byte_start <= byte_end with n_tokens >= 0 (or hold NULLs); an instance is a byte "
+                                 "range of its document: fix them and register the part again")
 
     def _relative(self, path: str) -> str:
         """A part's path relative to the database, given that or its full path."""

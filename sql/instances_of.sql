@@ -16,8 +16,10 @@ with final as (
         d.* exclude (doc_id, text, n_bytes),
         decode(encode(d.text)[i.byte_start + 1:i.byte_end]) as text,
         i.n_bytes
-    from query_table(spans) as i
-    inner join query_table(docs) as d on i.doc_id = d.doc_id
+    -- the spans on the right: where a query is planned as written (the scoring job's, which disables DuckDB's join
+    -- order optimizers), the right side is hashed, and the documents' text streams past the spans
+    from query_table(docs) as d
+    inner join query_table(spans) as i on i.doc_id = d.doc_id
 )
 
 select * from final;

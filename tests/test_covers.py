@@ -174,11 +174,11 @@ def test_models_covers_records_the_covers_of_scores_registered_without(scored, t
     assert f"note: {len(truth) - 1} parts of scores record no covers, so every task read them; `corpusdb models " \
            f"{copy} --covers` records them" in before.output
     result = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
-    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores and instances" in result.output, result.output
+    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores, instances and annotations" in result.output, result.output
     db = corpusdb.open(str(copy))
     assert {path: info["covers"] for path, info in db.snapshot.tables["scores"].items()} == truth
     again = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
-    assert again.exit_code == 0 and "no part of scores or instances lacks covers" in again.output
+    assert again.exit_code == 0 and "no part of scores, instances or annotations lacks covers" in again.output
     assert CliRunner().invoke(cli, ["models", str(copy), "--covers", "--drop", "gpt2"]).exit_code == 2
     single = db.sql(f"select * from {CALL}").to_arrow_table().sort_by("doc_id")
     selection = select(db, CALL, str(tmp_path / "out"), shards=5, executor="inline")
@@ -313,6 +313,6 @@ def test_models_covers_records_instance_covers_through_the_spans(instances_score
 
     db.commit("forget", forget)
     result = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
-    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores and instances" in result.output
+    assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores, instances and annotations" in result.output
     db = corpusdb.open(str(copy))
     assert {p: i["covers"] for t in ("instance_spans", "scores") for p, i in db.snapshot.tables[t].items()} == truth

@@ -61,14 +61,19 @@ def annotated(tmp_path_factory, tiny_models) -> corpusdb.Database:
     db.annotate("language", progress=False, workers=1)
     db.decontaminate([str(root / "evals.jsonl")], ngram=13, fields=("question", "answer"), progress=False, workers=1)
     run_instances(db, str(tiny_models["gpt2"]), 48, part_docs=60, progress=False)
-    # a classifier's scores, imported: nine values (most units tie), 5% without a value, eight documents without a row
-    ids = [i for (i,) in db.sql("select doc_id from documents order by doc_id").fetchall()]
-    rows = rng.sample(ids, len(ids) - 8)
-    values = [None if rng.random() < 0.05 else rng.randrange(9) / 2 for _ in rows]
-    pq.write_table(pa.table({"doc_id": pa.array(rows, pa.int64()), "score": pa.array(values, pa.float64()),
-                             "int_score": pa.array([None if v is None else round(v) for v in values], pa.int64())}),
-                   root / "edu.parquet")
-    db.import_annotation("edu", str(root / "edu.parquet"), progress=False)
+    # a classifier's scores, imported: nine values (most units tie), 5% without a value, eight documents without a row;
+    # three files, each of the documents of a run of documents parts (as another pipeline's shards would be)
+    parts = db.snapshot.parts("documents")
+    for i, run in enumerate((parts[:3], parts[3:7], parts[7:])):
+        files = [db.location.join(p) for p in run]
+        ids = [d for (d,) in db.sql(f"select doc_id from read_parquet({files}) order by doc_id").fetchall()]
+        rows = [d for d in ids if rng.random() > 8 / 297]
+        values = [None if rng.random() < 0.05 else rng.randrange(9) / 2 for _ in rows]
+        (root / "edu").mkdir(exist_ok=True)
+        pq.write_table(pa.table({"doc_id": pa.array(rows, pa.int64()), "score": pa.array(values, pa.float64()),
+                                 "int_score": pa.array([None if v is None else round(v) for v in values], pa.int64())}),
+                       root / "edu" / f"shard-{i}.parquet")
+    db.import_annotation("edu", str(root / "edu"), progress=False)
     return corpusdb.open(db.url)
 
 
@@ -189,3 +194,37 @@ def test_filter_classifier_s_top_alpha_as_tasks_equals_one_process(annotated, tm
                                            executor="inline")
         assert many["parts"] == one["parts"] and len(one["parts"]) > 1, call
         same_files(tmp_path / f"one{i}", tmp_path / f"many{i}")
+
+
+def test_imported_annotation_parts_record_their_covers_and_a_task_reads_its_own(annotated, tmp_path):
+    """An imported annotation's parts hold the rows of an input file, of any documents: every task reads them, until
+    `corpusdb models DB --covers` records which documents parts hold their doc_ids; then a task over two documents
+    parts reads the files covering them (every other deleted) and selects its documents' single-process rows."""
+    from click.testing import CliRunner
+
+    from corpusdb.cli import cli
+    from corpusdb.covers import task_parts
+
+    copy = tmp_path / "db"
+    shutil.copytree(annotated.url, copy)
+    db = corpusdb.open(str(copy))
+    parts = db.snapshot.parts("documents")
+    records = db.snapshot.tables["annotations"]
+    imported = sorted(db.snapshot.parts("annotations", "annotations/edu/"), key=lambda p: records[p]["source"])  # by shard
+    assert len(imported) == 3 and task_parts(db.snapshot, {parts[4]}, "annotations", "annotations/edu/") == sorted(imported)
+    result = CliRunner().invoke(cli, ["models", str(copy), "--covers"])
+    assert result.exit_code == 0 and "covers recorded for 3 part(s)" in result.output, result.output
+    db = corpusdb.open(str(copy))
+    records = db.snapshot.tables["annotations"]
+    assert [len(records[p]["covers"]) for p in imported] == [3, 4, 3]  # the documents parts of each file's shard
+    assert all("covers" not in info for path, info in records.items() if path not in imported)  # they name their `of`
+    mine = parts[2:4]  # the last of the first shard, the first of the second
+    read = task_parts(db.snapshot, set(mine), "annotations", "annotations/edu/")
+    assert sorted(read) == sorted(imported[:2])
+    call = "filter_classifier('edu', min_score := 1, missing := 'exclude')"
+    files = [db.location.join(p) for p in mine]
+    wanted = db.sql(f"select doc_id from {call} where doc_id in (select doc_id from read_parquet({files})) order by doc_id"
+                    ).fetchall()
+    (copy / imported[2]).unlink()
+    db.restrict(files)
+    assert db.sql(f"select doc_id from {call} order by doc_id").fetchall() == wanted and wanted

@@ -373,3 +373,53 @@ def test_scoring_instances_names_documents_left_uncut(tmp_path, tiny_models):
     run_instances(db, str(tiny_models["gpt2"]), 32, progress=False)
     again = db.score(str(tiny_models["gpt2"]), "t", unit="instances", progress=False)
     assert again.n_uncut_documents == 0 and again.n_documents > 0 and "note:" not in again.summary()
+
+
+def test_scoring_instances_hashes_the_spans_and_streams_the_documents_text(inst_db, tmp_path):
+    """The scoring job's join hashes the spans and streams the documents' text past them, in place order (DuckDB's
+    plan as it runs it; with DuckDB's own choice the documents, fewer rows, are hashed: every pending document's text
+    held before the first instance). Every span registered is a byte range of its document."""
+    import json
+
+    import pyarrow as pa
+
+    from corpusdb.scoring.job import FILE, INSTANCE_ROWS, PLACED, reader_as_written
+
+    db = corpusdb.open(inst_db.url)
+    cursor = db.con.cursor()
+    cursor.execute(f"create or replace temp view {PLACED} as {db.documents_with_files(FILE)}")
+
+    def reads(node: dict) -> set[str]:
+        found = set(node.get("extra_info", {}).get("Projections", [])) if node.get("name") == "READ_PARQUET" else set()
+        return found.union(*(reads(child) for child in node.get("children", [])))
+
+    def hashed(explained: pa.RecordBatchReader) -> set[str]:
+        plan = json.loads(explained.read_all().column(1)[0].as_py())[0]
+        joins = [plan]
+        while joins[-1].get("name") != "HASH_JOIN":
+            (child,) = joins[-1]["children"]
+            joins.append(child)
+        probe, build = joins[-1]["children"]
+        assert "text" in reads(probe) or "text" in reads(build)
+        return reads(build)
+
+    assert "text" in hashed(cursor.sql(f"explain (format json) {INSTANCE_ROWS}").to_arrow_reader(10))  # DuckDB's choice
+    built = hashed(reader_as_written(db, cursor, f"explain (format json) {INSTANCE_ROWS}", [], 10))
+    assert "text" not in built and "byte_start" in built
+    assert db.con.execute("select current_setting('disabled_optimizers')").fetchall()[0][0] == ""  # restored
+    db.con.execute("set threads = 1")  # as the job reads, in one thread
+    got = reader_as_written(db, cursor, INSTANCE_ROWS, [], 1000).read_all()
+    assert sorted(got.column("doc_id").to_pylist()) == sorted(i for (i,) in db.sql("select instance_id from instances").fetchall())
+    parts = {db.location.url_of(p): i for i, p in enumerate(db.parts("documents"))}
+    order = [parts[f] for f in got.column(FILE).to_pylist()]
+    assert order == sorted(order) and len(set(order)) > 1  # the documents stream in place order
+
+    spans = pq.read_table(db.location.join(db.snapshot.parts("instance_spans")[0]))
+    bad = spans.set_column(spans.schema.get_field_index("byte_end"), "byte_end",
+                           pa.array([-1] + spans.column("byte_end").to_pylist()[1:], pa.int64()))
+    written = db.location.write_parquet(bad.slice(0, 3), "instances", "bad.parquet")
+    version = db.version
+    with pytest.raises(ValueError, match=r"instances/bad.parquet holds 1 span\(s\) that are not 0 <= byte_start <= "
+                                         r"byte_end with n_tokens >= 0"):
+        db.register_parts("instance_spans", [written.path])
+    assert corpusdb.open(db.url).version == version

@@ -55,9 +55,9 @@ def versions(db, limit, fmt, storage_options):
 @click.option("--drop", "drop", metavar="NAME", help="remove score name NAME (its scores and identity) from the next version")
 @click.option("--rename", nargs=2, metavar="OLD NEW", help="move score name OLD to NEW")
 @click.option("--covers", "record_covers", is_flag=True,
-              help="record in every part of scores (and of instance spans) without one which documents parts hold its "
-                   "doc_ids, so that a task of `corpusdb select` reads only its own (parts from before covers, or "
-                   "registered without)")
+              help="record in every part of scores (and of instance spans and imported annotations) without one which "
+                   "documents parts hold its doc_ids, so that a task of `corpusdb select` reads only its own (parts "
+                   "from before covers, registered without, or imported)")
 @format_option
 @as_of_option
 @storage_option
@@ -84,8 +84,8 @@ def models(db, drop, rename, record_covers, fmt, as_of, storage_options):
             from corpusdb.covers import record
 
             given = record(database)
-            click.echo(f"covers recorded for {given} part(s) of scores and instances in version {database.version}"
-                       if given else "no part of scores or instances lacks covers")
+            click.echo(f"covers recorded for {given} part(s) of scores, instances and annotations in version "
+                       f"{database.version}" if given else "no part of scores, instances or annotations lacks covers")
             return
         if drop:
             rows = drop_model(database, drop)

@@ -365,7 +365,8 @@ def select_command(db, call, url, shards, executor, address, workers, part_size_
     joins their text. URL/manifest.json, written last, lists the parts in order, as an export's
     does: `corpusdb train --export URL` (or `ViewDataset.from_export`) trains on them, each rank
     reading its own parts. A task reads the score parts that cover its documents parts (`corpusdb
-    score` records them); parts of scores registered without covers are read by every task.
+    score` records them); parts of scores registered without covers, and imported annotations, are
+    read by every task until `corpusdb models DB --covers` records theirs.
 
     \b
     Examples:

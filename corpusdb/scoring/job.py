@@ -45,6 +45,7 @@ from corpusdb.scoring.commit import ScoreCommitter, check_identity
 from corpusdb.scoring.identity import content_identity, hub_identity, tokenizer_hash
 from corpusdb.scoring.model import LoadedModel, load_model
 from corpusdb.scoring.windows import Batch, make_batches
+from corpusdb.statements import quote
 from corpusdb.storage import WriteQueue
 from corpusdb.world import launched, parse_shard
 
@@ -54,6 +55,34 @@ UNITS = ("documents", "instances")
 READ_DOCS = 256  # documents per read and tokenizer call
 FILE = "__corpusdb_part"  # the stream's column naming each document's part
 PLACED = "corpusdb_placed_documents"  # the documents with their parts (FILE), which a stream of instances cuts
+# every instance to score: doc_id (its instance_id), n_bytes, text and FILE (its document's part), cut from PLACED,
+# a temp view of the producer's cursor (a cursor sees only its own temp views)
+INSTANCE_ROWS = f"select instance_id as doc_id, n_bytes, text, {FILE} from instances_of('instance_spans', docs := '{PLACED}')"
+# DuckDB's optimizers that choose a join's order and the side it hashes, from estimated row counts: the documents
+# (fewer rows than their instances, each a kilobyte of text or more) would be hashed, every pending document's text
+# held before the first instance. Planned without them, a join hashes its right side as written: `instances_of`
+# writes the spans there, and the documents' text streams past them in place order.
+AS_WRITTEN = ("join_order", "build_side_probe_side")
+_PLANNING = threading.Lock()
+
+
+def reader_as_written(db: Database, cursor, query: str, params: list, batch_rows: int) -> pa.RecordBatchReader:
+    """Start `query` on `cursor`, its joins planned as written (AS_WRITTEN disabled while DuckDB plans it).
+
+    DuckDB's setting is global to the database: a query another thread plans in that instant plans without those
+    optimizers too (slower at worst, never other rows); two producers of one process take `_PLANNING` in turn, so
+    neither restores the setting while the other plans.
+    """
+    with _PLANNING:
+        setter = db.con.cursor()  # `cursor` holds the open result once it starts
+        (before,) = setter.execute("select current_setting('disabled_optimizers')").fetchall()[0]
+        names = sorted({*filter(None, (x.strip() for x in (before or "").split(","))), *AS_WRITTEN})
+        setter.execute(f"set disabled_optimizers = {quote(','.join(names))}")
+        try:
+            return cursor.sql(query, params=params).to_arrow_reader(batch_rows)
+        finally:
+            setter.execute(f"set disabled_optimizers = {quote(before or '')}")
+            setter.close()
 SCORES_SCHEMA = pa.schema([
     ("doc_id", pa.int64()), ("sum_logprob", pa.float64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
 ])
@@ -128,8 +157,9 @@ class _Producer(threading.Thread):
     """
 
     def __init__(self, db: Database, query: str, params: list, loaded: LoadedModel, chunk_docs: int, part_bytes: int,
-                 context: int, stride: int, batch_tokens: int):
+                 context: int, stride: int, batch_tokens: int, as_written: bool = False):
         super().__init__(daemon=True, name="score-producer")
+        self.db, self.as_written = db, as_written  # as_written: its joins planned as written (`reader_as_written`)
         self.cursor = db.con.cursor()
         self.query, self.params = query, params
         self.loaded = loaded
@@ -144,7 +174,8 @@ class _Producer(threading.Thread):
             bos = self.loaded.bos_id
             prefix = [bos] if bos is not None else []
             held_ids, held_bytes, held_seqs, held_files, part_docs, part_bytes = [], [], [], set(), 0, 0
-            reader = self.cursor.sql(self.query, params=self.params).to_arrow_reader(READ_DOCS)
+            reader = (reader_as_written(self.db, self.cursor, self.query, self.params, READ_DOCS) if self.as_written
+                      else self.cursor.sql(self.query, params=self.params).to_arrow_reader(READ_DOCS))
             for batch in _rechunk(reader, READ_DOCS):
                 if self.stop.is_set():
                     return
@@ -379,15 +410,14 @@ def run_score(
     placed = view is None
     files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")} if placed else {}
     if placed and unit == "instances":  # PLACED: a temp view of the producer's cursor (below)
-        rows = (f"select instance_id as doc_id, n_bytes, text, {FILE} from instances_of('instance_spans', "
-                f"docs := '{PLACED}')")
+        rows = INSTANCE_ROWS
     else:
         rows = db.documents_with_files(FILE) if placed else f"select *, null::varchar as {FILE} from {source}"
     stream = ("select doc_id, n_bytes, case when done then null else text end as text, done, file from ("
               f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, {FILE} as file "
               f"from ({rows}) where {shard_sql})")
     producer = _Producer(db, stream, [name], loaded, chunk_docs, part_bytes,
-                         context, stride, batch_tokens)
+                         context, stride, batch_tokens, as_written=placed and unit == "instances")
     if placed and unit == "instances":
         producer.cursor.execute(f"create or replace temp view {PLACED} as {db.documents_with_files(FILE)}")
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
