@@ -591,13 +591,18 @@ class Database:
     def _check_spans(self, paths: list[str]) -> None:
         """Raise ValueError where a part of instance spans holds a span that is not 0 <= byte_start <= byte_end with
         n_tokens >= 0, or a NULL there (`corpusdb instances` writes none: an instance is a byte range of its
-        document); reads those three columns of the new parts alone."""
+        document), or where the parts repeat an instance_id (a policy ranks each instance once; the distributed plans
+        assume each is one row). Reads those columns of the new parts alone: an instance_id the database holds already
+        is not looked for (`corpusdb instances` ids each by a 64-bit hash of its document and span)."""
+        import numpy as np
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
 
+        ids = []
         for path in paths:
             with self.location.fs.open(path, "rb") as handle:
-                spans = pq.read_table(handle, columns=["byte_start", "byte_end", "n_tokens"])
+                spans = pq.read_table(handle, columns=["instance_id", "byte_start", "byte_end", "n_tokens"])
+            ids.append(spans.column("instance_id").to_numpy())
             good = pc.and_kleene(pc.and_kleene(pc.greater_equal(spans["byte_start"], 0),
                                                pc.greater_equal(spans["byte_end"], spans["byte_start"])),
                                  pc.greater_equal(spans["n_tokens"], 0))
@@ -606,6 +611,12 @@ class Database:
                 raise ValueError(f"register_parts: {self.location.relpath(path)} holds {bad:,} span(s) that are not "
                                  "0 <= byte_start <= byte_end with n_tokens >= 0 (or hold NULLs); an instance is a byte "
                                  "range of its document: fix them and register the part again")
+        everything = np.sort(np.concatenate(ids)) if ids else np.empty(0, dtype=np.int64)
+        repeated = np.unique(everything[1:][everything[1:] == everything[:-1]])
+        if len(repeated):
+            raise ValueError(f"register_parts: {len(repeated):,} instance_id(s) repeat in the parts (e.g. "
+                             f"{int(repeated[0])}); each instance is one row: drop the repeats (or id each span by its "
+                             "document and bytes, as `corpusdb instances` does) and register the parts again")
 
     def _relative(self, path: str) -> str:
         """A part's path relative to the database, given that or its full path."""

@@ -422,4 +422,7 @@ def test_scoring_instances_hashes_the_spans_and_streams_the_documents_text(inst_
     with pytest.raises(ValueError, match=r"instances/bad.parquet holds 1 span\(s\) that are not 0 <= byte_start <= "
                                          r"byte_end with n_tokens >= 0"):
         db.register_parts("instance_spans", [written.path])
+    twice = [db.location.write_parquet(spans.slice(i, 2), "instances", f"twice-{i}.parquet").path for i in (0, 1)]
+    with pytest.raises(ValueError, match=rf"1 instance_id\(s\) repeat in the parts \(e.g. {spans.column('instance_id')[1]}\)"):
+        db.register_parts("instance_spans", twice)
     assert corpusdb.open(db.url).version == version

@@ -83,6 +83,8 @@ def reader_as_written(db: Database, cursor, query: str, params: list, batch_rows
         finally:
             setter.execute(f"set disabled_optimizers = {quote(before or '')}")
             setter.close()
+
+
 SCORES_SCHEMA = pa.schema([
     ("doc_id", pa.int64()), ("sum_logprob", pa.float64()), ("n_tokens", pa.int64()), ("n_bytes", pa.int64()),
 ])
