@@ -62,6 +62,7 @@ import xxhash
 from tqdm.auto import tqdm
 
 from corpusdb.cut import placed_batches, text_kind
+from corpusdb.distributed.orders import read_order, tie_broken
 from corpusdb.distributed.places import distributed_plan
 from corpusdb.errors import ExportError, StorageError
 from corpusdb.export_base import JOURNAL, claim, part_end
@@ -214,9 +215,13 @@ def export_view(
     ordered = is_ordered(db, sql)
     # a view that hands out documents' text unchanged streams it from the parts, in place order
     kind = None if ordered else text_kind(db, sql)[0]
-    select = sql if ordered or kind else f"select * from ({sql}) order by {unit_order(columns)}"
-    # a call of a policy with a distributed plan: its cut is found by tasks, in its own order where it has one
-    policy = distributed_plan(view) if shards > 1 and (kind is not None or ordered) else None
+    # documents (or instances) ordered by one column: its ties in unit order, as the tasks of --shards order them
+    order = read_order(db, sql) if ordered else None
+    select = (tie_broken(order, sql) if order is not None else sql if ordered or kind
+              else f"select * from ({sql}) order by {unit_order(columns)}")
+    # a call of a policy with a distributed plan, or that ordered relation: its cut is found by tasks, in its own order
+    # where it has one
+    policy = distributed_plan(view, db, sql) if shards > 1 and (kind is not None or ordered) else None
     if shards > 1 and not kind and policy is None:
         raise ValueError(f"--shards: {view!r} does not hand out documents' or instances' text unchanged"
                          f"{' (it orders its rows)' if ordered else ''}, so its parts cannot be cut on keys alone; "

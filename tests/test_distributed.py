@@ -353,6 +353,47 @@ def same_files(one: Path, many: Path) -> None:
             assert (one / name).read_bytes() == (many / name).read_bytes(), name
 
 
+ORDERED = (
+    "select * from documents order by n_bytes",
+    "select * from documents where source <> 'code' and n_bytes > 1 order by n_bytes desc",
+    "select * from instances order by n_bytes desc",
+    "select * from instances where byte_start > 0 order by n_bytes asc nulls last",
+)
+
+
+@pytest.mark.parametrize("view", ORDERED)
+def test_an_ordered_view_is_exported_by_tasks_in_ranges_to_the_bytes_of_one_process(tmp_path, view, capsys):
+    """`select * from documents|instances [where ...] order by COLUMN [desc]`, range-partitioned on the column by
+    tasks: every file is the single-process export's (ties in unit order on both sides), the rows in the view's order;
+    other orders are refused naming the fix."""
+    rng = random.Random(view)
+    ids = rng.sample(range(-2**40, 2**40), 200)
+    docs = [(i, rng.choice(SOURCES), rng.choice((0, 1, 2, 4, 8, 30, 100))) for i in ids]  # many ties
+    db = make_db(tmp_path / "db", docs, rng.sample(range(1, 200), 5), {})
+    add_instances(db, docs, rng, {}, parts=2)
+    db = corpusdb.open(db.url)
+    fmt = ("parquet", "jsonl")[len(view) % 2]
+    one = db.view(view).export(str(tmp_path / "one"), format=fmt, part_size_mb=0.0002)
+    many = db.view(view).export(str(tmp_path / "many"), format=fmt, part_size_mb=0.0002, shards=rng.randint(2, 4),
+                                executor="inline", progress=True)
+    assert "the cut by tasks" in capsys.readouterr().err
+    assert many["parts"] == one["parts"] and len(one["parts"]) > 2, fmt
+    same_files(tmp_path / "one", tmp_path / "many")
+    unit = "instance_id" if "instances" in view else "doc_id"
+    descending = "desc" in view
+    expected = db.sql(f"select {unit}, n_bytes from ({view})").fetchall()
+    expected.sort(key=lambda r: (-r[1] if descending else r[1], r[0]))
+    if fmt == "parquet":
+        got = pa.concat_tables([pq.read_table(tmp_path / "one" / p["file"], columns=[unit, "n_bytes"]) for p in one["parts"]])
+        assert list(zip(got.column(unit).to_pylist(), got.column("n_bytes").to_pylist())) == expected
+    for refused, words in (("select * from documents order by source", "orders by a numeric column, not a VARCHAR column"),
+                           ("select doc_id, text, n_bytes from documents order by n_bytes", "(it orders its rows)"),
+                           ("select * from documents where n_bytes > (select avg(n_bytes) from documents) order by n_bytes",
+                            "(it orders its rows)")):
+        with pytest.raises(ValueError, match=re.escape(words) + ".*without --shards"):
+            db.view(refused).export(str(tmp_path / "refused"), shards=2, executor="inline")
+
+
 def scattered_db(root: Path, seed: int, n: int = 300):
     rng = random.Random(seed)
     ids = rng.sample(range(-2**40, 2**40), n)

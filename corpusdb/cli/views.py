@@ -266,8 +266,10 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, tas
     curriculum by a model's loss or a numeric column, every filter_* policy; over documents or
     instances; see `corpusdb select`)
     is cut by N tasks too, each over its own
-    documents parts, so no process ranks every key; any other view that hands out documents' or
-    instances' text unchanged is cut by this process on its keys alone.
+    documents parts, so no process ranks every key; so is a view ordering the documents (or
+    instances) by one numeric column ("select * from documents where ... order by n_bytes desc":
+    each task sorts one range of the order; ties in unit order); any other view that hands out
+    documents' or instances' text unchanged is cut by this process on its keys alone.
 
     A parquet or jsonl export carries a Hugging Face dataset card (README.md) naming its parts, so
     `datasets.load_dataset(URL, split="train")` reads the rows in order; other readers take the

@@ -66,6 +66,13 @@ def signature(name: str) -> list[tuple[str, str | None]]:
     return params
 
 
+def expression_sql(con, expression: dict) -> str:
+    """An expression of DuckDB's parse tree (`json_serialize_sql`) written back as SQL, by DuckDB."""
+    template = json.loads(con.execute("select json_serialize_sql('select 1')").fetchall()[0][0])
+    template["statements"][0]["node"]["select_list"] = [{**expression, "alias": ""}]
+    return con.execute("select json_deserialize_sql(?)", [json.dumps(template)]).fetchall()[0][0].removeprefix("SELECT ")
+
+
 def read_call(text: str) -> Call:
     """Parse `name(arg, ..., key := value, ...)` into a `Call` of that built-in policy.
 
@@ -87,15 +94,13 @@ def read_call(text: str) -> Call:
     params = signature(name)
     names = [p for p, _ in params]
     args: dict[str, str] = {}
-    template = json.loads(con.execute("select json_serialize_sql('select 1')").fetchall()[0][0])
     for position, argument in enumerate(function["arguments"]):
         key = argument["name"] or (names[position] if position < len(names) else None)
         if key is None or key not in names:
             raise ValueError(f"{name}: no parameter {key or f'number {position + 1}'}; its parameters are {', '.join(names)}")
         if key in args:
             raise ValueError(f"{name}: parameter {key} given twice")
-        template["statements"][0]["node"]["select_list"] = [{**argument["expression"], "alias": ""}]
-        args[key] = con.execute("select json_deserialize_sql(?)", [json.dumps(template)]).fetchall()[0][0].removeprefix("SELECT ")
+        args[key] = expression_sql(con, argument["expression"])
     missing = [p for p, default in params if default is None and p not in args]
     if missing:
         raise ValueError(f"{name}: parameter {missing[0]} is required")

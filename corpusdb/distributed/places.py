@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from corpusdb.distributed import tasks
 from corpusdb.distributed.calls import read_call
+from corpusdb.distributed.orders import order_plan, read_order
 from corpusdb.distributed.plans import plan_for
 from corpusdb.distributed.select import (NBINS, RESOLVE_ROWS, Driver, check_models, find_cut, plan_groups, rank_arguments,
                                          task_source)
@@ -34,12 +35,15 @@ if TYPE_CHECKING:
     from corpusdb.db import Database
 
 
-def distributed_plan(view: str):
-    """The distributed plan of `view` where it is a call of a policy that has one, else None (the driver plans)."""
+def distributed_plan(view: str, db: Database | None = None, sql: str | None = None):
+    """The distributed plan of `view` where it is a call of a policy that has one, or (`sql`: the view's SQL, over
+    `db`) a relation ordered by one column (`corpusdb.distributed.orders`), else None (the driver plans)."""
     try:
         return plan_for(read_call(view))
     except ValueError:
-        return None
+        pass
+    order = read_order(db, sql) if db is not None and sql is not None else None
+    return order_plan(order, view) if order is not None else None
 
 
 def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, how: dict, progress: bool | None,
@@ -61,12 +65,13 @@ def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, ho
                if ordered or c[0] != "text"]
     order = tasks.place_order(plan.docs == "instances")
     firsts = [sum(len(g) for g in groups[:i]) for i in range(len(groups))]
-    boundaries = cut.boundaries(len(groups)) if plan.ranks else None
+    ranged = bool(plan.ranks) or plan.ordered  # numbered, or in an order of its own: in ranges of the order
+    boundaries = cut.boundaries(len(groups)) if ranged else None
     filtered = driver.run("filter", tasks.filter_task, [
         (source, g, work.url, i, plan.__dict__, cut.cuts, columns, boundaries, None, limit, None if ordered else firsts[i])
         for i, g in enumerate(groups)])
     files = [tasks.placed_name(i) for i, f in enumerate(filtered) if f["rows"]]
-    if plan.ranks:
+    if ranged:
         arguments = [(*a, "__k, __u" if ordered else order) for a in
                      rank_arguments(plan, cut, boundaries, filtered, work, len(groups), (None, limit, source["memory_limit"]))]
         ranked = driver.run("rank", tasks.rank_task, arguments)

@@ -22,8 +22,8 @@ single-process one, word for word.
 
 Each unit is one row of its relation: `documents` refuses a repeated doc_id, and `corpusdb instances` ids each instance
 by a 64-bit hash of its document and span. (A macro ranks a unit its docs repeat once and gives each of its rows that
-rank; a plan would rank each row. Instance spans that another engine registers with a repeated instance_id are not
-checked.)
+rank; a plan would rank each row. `register_parts` refuses spans that repeat an instance_id among the parts it
+registers; a repeat of one the database holds already is not looked for.)
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ class Plan:
     join: list[str] = field(default_factory=lambda: ["unit_id", "n_bytes"])
     docs: str = "documents"  # what it ranks: "documents" or "instances" (a task's own, from its documents parts)
     key_column: str = ""  # a column of the units in its own type, which `keys` reads as {key_cast}: cast by the driver
+    ordered: bool = False  # its rows in the order of the keys, in ranges, with no numbering (an ordered view)
 
 
 def _alpha_check(name: str, alpha: str) -> str:
@@ -107,7 +108,7 @@ def _difference(call: Call) -> Plan:
             f"from (select *, {sample}from {UNITS} where score is not null)")
     extra = ", ".join(f"{KEPT}.{c}" for c in carried if c != "n_bytes")
     return Plan(call.sql(), units, counts, keys, carried, "before", threshold, checks,
-                _rows(extra), ranks=[f"row_number() over (order by __k, __u) + {{offset}} as {rank}"] if rank else [])
+                rows_sql(extra), ranks=[f"row_number() over (order by __k, __u) + {{offset}} as {rank}"] if rank else [])
 
 
 def _quota(call: Call) -> Plan:
@@ -131,7 +132,7 @@ def _quota(call: Call) -> Plan:
     keys = (f"select source as __grp, uniform(unit_id, {a['seed']}) as __k, unit_id as __u, quota_units as __w, n_bytes, "
             f"source, quota_units from {UNITS} where quota_budget is not null and quota_units is not null")
     return Plan(call.sql(), units, counts, keys, ["n_bytes", "source", "quota_units"], "through", f"({budgets})[{{group}}]",
-                checks, _rows(f"{KEPT}.quota_units"), ranks=[("sum(__w) over (order by __k, __u rows unbounded preceding) "
+                checks, rows_sql(f"{KEPT}.quota_units"), ranks=[("sum(__w) over (order by __k, __u rows unbounded preceding) "
                                                                "+ {offset}::hugeint as quota_running")],
                 rank_by="weight", join=["unit_id", "n_bytes", "source"])
 
@@ -173,7 +174,7 @@ def _curriculum(call: Call) -> Plan:
     stage = (f"case when curriculum_rank <= {longer} * ({per_stage} + 1) then (curriculum_rank - 1) // ({per_stage} + 1) + 1 "
              f"else {longer} + (curriculum_rank - 1 - {longer} * ({per_stage} + 1)) // {per_stage} + 1 end as stage")
     return Plan(call.sql(), units, counts, keys, ["n_bytes", "loss_per_token", "loss_per_byte"], "all", "null", checks,
-                _rows(f"{KEPT}.loss_per_token, {KEPT}.loss_per_byte, {KEPT}.loss_per_byte / ln(2) as bits_per_byte"),
+                rows_sql(f"{KEPT}.loss_per_token, {KEPT}.loss_per_byte, {KEPT}.loss_per_byte / ln(2) as bits_per_byte"),
                 ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global",
                 key_column="" if by_loss else SORT_KEY)
 
@@ -225,7 +226,7 @@ def _filter(call: Call) -> Plan:
               f"list(distinct source) as sources from {UNITS}")
     keys = (f"select null::varchar as __grp, 0.0::double as __k, unit_id as __u, 1::bigint as __w, n_bytes from {UNITS} "
             "where kept")
-    return Plan(call.sql(), units, counts, keys, ["n_bytes"], "all", "null", checks, _rows(""))
+    return Plan(call.sql(), units, counts, keys, ["n_bytes"], "all", "null", checks, rows_sql(""))
 
 
 def _classifier(call: Call) -> Plan:
@@ -251,10 +252,10 @@ def _classifier(call: Call) -> Plan:
     checks = [f"filter_classifier_checks({name}, {alpha}, {a['min_score']}, {a['max_score']}, {missing}, {{no_either}}, "
               f"{{units}}, {a['docs']})"]
     return Plan(call.sql(), units, counts, keys, ["n_bytes", "in_bounds"], "before", threshold, checks,
-                _rows("", where=f"{KEPT}.in_bounds"))
+                rows_sql("", where=f"{KEPT}.in_bounds"))
 
 
-def _rows(extra: str, where: str = "") -> str:
+def rows_sql(extra: str, where: str = "") -> str:
     """The result rows: {columns} of the documents `d` ({documents}: the task's, with {place} columns of theirs)."""
     return ("select {columns}, " + (extra + ", " if extra else "") + "__grp, __k, __u, __w from (select *, {place}"
             "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from {documents}) as d "
@@ -288,15 +289,17 @@ def key_cast(plan: Plan, kind: str) -> Plan:
         ValueError: a type whose values a double does not hold exactly (text, dates, decimals, 128-bit integers).
     """
     column = plan.key_column
+    subject = ("--shards: an ordered view exported by tasks orders by a numeric column" if plan.ordered else
+               "curriculum: a distributed curriculum orders by a model's loss or a numeric column of docs")
+    one = "export it without --shards" if plan.ordered else "run it in one process (`corpusdb sql`, `corpusdb export` without --shards)"
     if kind in EXACT_TYPES:
         cast = f"{column}::double"
     elif kind in WIDE_TYPES:  # exact up to 2**53 (byte counts, token counts); beyond it, one process orders them
-        cast = (f"case when abs({column}::hugeint) <= 9007199254740992 then {column}::double else error('curriculum: a "
-                f"distributed curriculum orders by a column whose values a double holds exactly; ' || {column}::varchar || "
-                "' is beyond 2**53: run it in one process (`corpusdb sql`, `corpusdb export` without --shards)') end")
+        message = f"{subject} whose values a double holds exactly; ".replace("'", "''")
+        cast = (f"case when abs({column}::hugeint) <= 9007199254740992 then {column}::double else error('{message}' || "
+                f"{column}::varchar || ' is beyond 2**53: {one}') end")
     else:
-        raise ValueError(f"curriculum: a distributed curriculum orders by a model's loss or a numeric column of docs, not "
-                         f"a {kind} column; run it in one process (`corpusdb sql`, `corpusdb export` without --shards)")
+        raise ValueError(f"{subject}, not a {kind} column; {one}")
     return Plan(**{**plan.__dict__, "keys": fill(plan.keys, key_cast=cast), "key_column": ""})
 
 

@@ -323,10 +323,10 @@ def _select(db: Database, plan, groups_of_parts: list, source: dict, work: Locat
     cut = find_cut(db, plan, groups_of_parts, source, work, driver, nbins, resolve_rows)
     cuts, passes = cut.cuts, cut.passes
     columns = [tuple(c) for c in db.con.execute(f"select column_name, column_type from (describe {plan.docs})").fetchall()]
-    boundaries = cut.boundaries(shards) if plan.ranks else None
+    boundaries = cut.boundaries(shards) if plan.ranks or plan.ordered else None
     filtered = driver.run("filter", tasks.filter_task, [
         (source, g, work.url, i, plan_dict, cuts, columns, boundaries, out, limit) for i, g in enumerate(groups_of_parts)])
-    if plan.ranks:
+    if plan.ranks or plan.ordered:
         written = driver.run("rank", tasks.rank_task, rank_arguments(plan, cut, boundaries, filtered, work, shards,
                                                                      (out, limit, source["memory_limit"])))
     else:
