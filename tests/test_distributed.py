@@ -389,7 +389,10 @@ def test_an_ordered_view_is_exported_by_tasks_in_ranges_to_the_bytes_of_one_proc
     for refused, words in (("select * from documents order by source", "orders by a numeric column, not a VARCHAR column"),
                            ("select doc_id, text, n_bytes from documents order by n_bytes", "(it orders its rows)"),
                            ("select * from documents where n_bytes > (select avg(n_bytes) from documents) order by n_bytes",
-                            "(it orders its rows)")):
+                            "(it orders its rows)"),  # a subquery: each task would answer it over its own parts
+                           ("select * from documents where unit_key(struct_pack(doc_id)) > 0 order by n_bytes",
+                            "(it orders its rows)"),  # a macro, which may read a table
+                           ("select * from documents order by n_bytes nulls first", "(it orders its rows)")):
         with pytest.raises(ValueError, match=re.escape(words) + ".*without --shards"):
             db.view(refused).export(str(tmp_path / "refused"), shards=2, executor="inline")
 

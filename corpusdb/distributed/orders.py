@@ -2,8 +2,9 @@
 
     corpusdb export demo/db "select * from documents where source = 'web' order by n_bytes desc" out/longest --shards 4
 
-A view that orders the rows of `documents` (or `instances`) by one numeric column, after any filter
-of each row on its own columns (no subquery, which a task would answer over its own documents only),
+A view that orders the rows of `documents` (or `instances`) by one numeric column, nulls last, after
+any filter of each row on its own columns (no subquery or macro, which a task would answer over its own
+documents only),
 is exported as the curriculum is: each task keys its own documents parts' rows by the column (an
 exact double: `plans.key_cast`), the ranges of the order come from the tasks' samples, and each range
 is sorted by one task; the ranges concatenate into the global order. Rows that tie on the column
@@ -44,6 +45,27 @@ def _has(node, classes: set[str]) -> bool:
     return isinstance(node, list) and any(_has(v, classes) for v in node)
 
 
+def _functions(node) -> set[str]:
+    """The names of the functions DuckDB's parse tree `node` calls."""
+    if isinstance(node, dict):
+        own = {str(node.get("function_name", "")).lower()} if node.get("class") == "FUNCTION" else set()
+        return own.union(*(_functions(v) for v in node.values()))
+    return set().union(*(_functions(v) for v in node)) if isinstance(node, list) else set()
+
+
+def _row_local(db: Database, where: dict) -> bool:
+    """Whether a filter judges each row on its own columns alone: no subquery, window or aggregate, and no function
+    but DuckDB's own (a macro, corpusdb's or a user's, may read a table: a task would read its own parts of it)."""
+    if _has(where, {"SUBQUERY", "WINDOW", "AGGREGATE"}):
+        return False
+    called = _functions(where)
+    if not called:
+        return True
+    defined = {name for (name,) in db.con.execute("select distinct lower(function_name) from duckdb_functions() "
+                                                   "where not internal").fetchall()}
+    return not called & defined
+
+
 def read_order(db: Database, sql: str) -> Order | None:
     """The `Order` of `sql` where it is `select * from documents|instances [where ROW FILTER] order by COLUMN [asc|desc]`
     (nulls last), else None."""
@@ -68,12 +90,15 @@ def read_order(db: Database, sql: str) -> Order | None:
         return None
     (order,) = modifiers[0]["orders"]
     expression = order.get("expression") or {}
+    nulls = order.get("null_order")
+    if nulls == "ORDER_DEFAULT":  # DuckDB's default, unless a user set another
+        nulls = db.con.execute("select current_setting('default_null_order')").fetchall()[0][0]
     if (expression.get("class") != "COLUMN_REF" or len(expression.get("column_names", [])) != 1
-            or order.get("null_order") not in ("ORDER_DEFAULT", "NULLS_LAST", "NULLS LAST")
+            or str(nulls).lower().replace(" ", "_") != "nulls_last"
             or order.get("type") not in ("ORDER_DEFAULT", "ASCENDING", "DESCENDING")):
         return None
     where = node.get("where_clause")
-    if where is not None and _has(where, {"SUBQUERY", "WINDOW", "AGGREGATE"}):
+    if where is not None and not _row_local(db, where):
         return None
     return Order(str(table["table_name"]).lower(), expression["column_names"][0], order["type"] == "DESCENDING",
                  expression_sql(db.con, where) if where is not None else "")
