@@ -35,16 +35,13 @@ SIDES = ("duckdb", "as_written")
 
 def child(db_path: str, side: str) -> dict:
     import corpusdb
-    from corpusdb.scoring.job import FILE, INSTANCE_ROWS, PLACED, READ_DOCS, reader_as_written
+    from corpusdb.scoring.job import INSTANCE_ROWS, READ_DOCS, place_documents, reader_as_written, stream_sql
 
     db = corpusdb.open(db_path)
     db.con.execute("set threads = 1")  # as the job reads
     cursor = db.con.cursor()
-    cursor.execute(f"create or replace temp view {PLACED} as {db.documents_with_files(FILE)}")
-    # the job's stream (`corpusdb.scoring.job.run_score`), for a model not scored yet
-    stream = ("select doc_id, n_bytes, case when done then null else text end as text, done, file from ("
-              f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, {FILE} as file "
-              f"from ({INSTANCE_ROWS}))")
+    place_documents(db, cursor)
+    stream = stream_sql(INSTANCE_ROWS)  # the job's stream (`corpusdb.scoring.job.run_score`), for a model not scored yet
     started, cpu = time.perf_counter(), time.process_time()
     reader = (reader_as_written(db, cursor, stream, ["not-scored-yet"], READ_DOCS) if side == "as_written"
               else cursor.sql(stream, params=["not-scored-yet"]).to_arrow_reader(READ_DOCS))

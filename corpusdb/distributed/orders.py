@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from corpusdb.distributed.calls import expression_sql
-from corpusdb.distributed.plans import KEPT, SORT_KEY, UNIT_ID, UNITS, Plan, fill, rows_sql
+from corpusdb.distributed.plans import SORT_KEY, UNIT_ID, UNITS, Plan, order_keys, over, rows_sql
 
 if TYPE_CHECKING:
     from corpusdb.db import Database
@@ -114,12 +114,9 @@ def order_plan(order: Order, view: str) -> Plan:
     where = f" where {order.where}" if order.where else ""
     units = f"select {UNIT_ID}, n_bytes, true as scored, {_quoted(order.column)} as {SORT_KEY} from {{docs}}{where}"
     counts = f"select 0 as no_teacher, 0 as no_reference, 0 as no_either, count(*) as units, []::varchar[] as sources from {UNITS}"
-    value = "-{key_cast}" if order.descending else "{key_cast}"
-    keys = (f"select case when {SORT_KEY} is null then 'b' else 'a' end as __grp, case when {SORT_KEY} is null then 0.0 "
-            f"else {value} end as __k, unit_id as __u, 1::bigint as __w, n_bytes from {UNITS}")
-    join = f"d.unit_id = {KEPT}.__u and d.n_bytes = {KEPT}.n_bytes"
-    return Plan(view, units, counts, keys, ["n_bytes"], "all", "null", [], fill(rows_sql(""), join=join), numbering="global",
-                docs=order.relation, key_column=SORT_KEY, ordered=True)
+    keys = order_keys("{key_cast}", "true" if order.descending else "false", ["n_bytes"])
+    return over(Plan(view, units, counts, keys, ["n_bytes"], "all", "null", [], rows_sql(""), numbering="global",
+                     key_column=SORT_KEY, ordered=True), order.relation)
 
 
 def tie_broken(order: Order, sql: str) -> str:

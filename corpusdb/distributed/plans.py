@@ -163,11 +163,8 @@ def _curriculum(call: Call) -> Plan:
                  f"{UNIT_ID} from {{docs}}) as u left join model_losses({a['model']}) as l on u.unit_id = l.doc_id)")
     counts = (f"select 0 as no_teacher, 0 as no_reference, count(*) filter (where not scored) as no_either, count(*) as units, "
               f"[]::varchar[] as sources from {UNITS}")
-    value = "sort_key" if by_loss else "{key_cast}"
-    keys = (f"select case when not scored then 'c' when sort_key is null then 'b' else 'a' end as __grp, "
-            f"case when scored and sort_key is not null then case when {a['descending']} then -{value} else {value} end "
-            f"else 0.0 end as __k, unit_id as __u, 1::bigint as __w, n_bytes, loss_per_token, loss_per_byte "
-            f"from {UNITS} where scored or {a['missing']} <> 'exclude'")
+    keys = order_keys("sort_key" if by_loss else "{key_cast}", a["descending"],
+                      ["n_bytes", "loss_per_token", "loss_per_byte"], f"scored or {a['missing']} <> 'exclude'")
     checks = [f"curriculum_checks({a['model']}, {a['key']}, {a['stages']}, {a['docs']})",
               f"curriculum_coverage({a['model']}, {a['missing']}, {{no_either}}, {{units}}, {a['docs']})"]
     per_stage, longer = f"({{total}}::bigint // {a['stages']})", f"({{total}}::bigint % {a['stages']})"
@@ -177,6 +174,15 @@ def _curriculum(call: Call) -> Plan:
                 rows_sql(f"{KEPT}.loss_per_token, {KEPT}.loss_per_byte, {KEPT}.loss_per_byte / ln(2) as bits_per_byte"),
                 ranks=["row_number() over (order by __k, __u) + {offset} as curriculum_rank", stage], numbering="global",
                 key_column="" if by_loss else SORT_KEY)
+
+
+def order_keys(value: str, descending: str, carried: list[str], keep: str = "true") -> str:
+    """The keys of a global order of the units by `value` (SQL of their `sort_key`), `descending` (SQL) or not: group
+    'a' the scored units with a value, 'b' the scored ones without (after them, by unit id), 'c' the unscored (last);
+    the units of `keep` alone, with the `carried` columns."""
+    return (f"select case when not scored then 'c' when sort_key is null then 'b' else 'a' end as __grp, "
+            f"case when scored and sort_key is not null then case when {descending} then -{value} else {value} end "
+            f"else 0.0 end as __k, unit_id as __u, 1::bigint as __w, {', '.join(carried)} from {UNITS} where {keep}")
 
 
 FILTERS = ("filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated")
@@ -278,6 +284,11 @@ def plan_for(call: Call) -> Plan:
     plan = (_quota(call) if call.name in ("quota", "mixture") else _curriculum(call) if call.name == "curriculum"
             else _filter(call) if call.name in FILTERS else _classifier(call) if call.name == "filter_classifier"
             else _difference(call))
+    return over(plan, docs)
+
+
+def over(plan: Plan, docs: str) -> Plan:
+    """The plan over `docs` ("documents" or "instances"), its rows joined to its kept units on its `join` columns."""
     join = " and ".join(f"d.{c} = {KEPT}.{'__u' if c == 'unit_id' else c}" for c in plan.join)
     return Plan(**{**plan.__dict__, "rows": fill(plan.rows, join=join), "docs": docs})
 

@@ -58,6 +58,19 @@ PLACED = "corpusdb_placed_documents"  # the documents with their parts (FILE), w
 # every instance to score: doc_id (its instance_id), n_bytes, text and FILE (its document's part), cut from PLACED,
 # a temp view of the producer's cursor (a cursor sees only its own temp views)
 INSTANCE_ROWS = f"select instance_id as doc_id, n_bytes, text, {FILE} from instances_of('instance_spans', docs := '{PLACED}')"
+
+
+def place_documents(db: Database, cursor) -> None:
+    """Make PLACED, which INSTANCE_ROWS reads, on `cursor` (a temp view: a cursor sees only its own)."""
+    cursor.execute(f"create or replace temp view {PLACED} as {db.documents_with_files(FILE)}")
+
+
+def stream_sql(rows: str, shard_sql: str = "true") -> str:
+    """The job's stream: every row of `rows` (doc_id, n_bytes, text, FILE) in its order, those the score name (the
+    query's one parameter) has scored flagged `done` and sent without their text; only the rows of `shard_sql`."""
+    return ("select doc_id, n_bytes, case when done then null else text end as text, done, file from ("
+            f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, {FILE} as file "
+            f"from ({rows}) where {shard_sql})")
 # DuckDB's optimizers that choose a join's order and the side it hashes, from estimated row counts: the documents
 # (fewer rows than their instances, each a kilobyte of text or more) would be hashed, every pending document's text
 # held before the first instance. Planned without them, a join hashes its right side as written: `instances_of`
@@ -415,13 +428,10 @@ def run_score(
         rows = INSTANCE_ROWS
     else:
         rows = db.documents_with_files(FILE) if placed else f"select *, null::varchar as {FILE} from {source}"
-    stream = ("select doc_id, n_bytes, case when done then null else text end as text, done, file from ("
-              f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, {FILE} as file "
-              f"from ({rows}) where {shard_sql})")
-    producer = _Producer(db, stream, [name], loaded, chunk_docs, part_bytes,
+    producer = _Producer(db, stream_sql(rows, shard_sql), [name], loaded, chunk_docs, part_bytes,
                          context, stride, batch_tokens, as_written=placed and unit == "instances")
     if placed and unit == "instances":
-        producer.cursor.execute(f"create or replace temp view {PLACED} as {db.documents_with_files(FILE)}")
+        place_documents(db, producer.cursor)
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
 
     last_commit = time.monotonic()
