@@ -3,6 +3,7 @@
     python benchmarks/ingest_s3.py                 # uses demo/raw if `make demo` ran, else the fixture
     python benchmarks/ingest_s3.py --mb 64 --files 8
     python benchmarks/ingest_s3.py --small-files 100000 --repeat 1   # a crawl's shape: 100k files of 1-10 KB
+    python benchmarks/ingest_s3.py --mb 512 --pin   # the server on one core, every client on the other
 
 Prints MB/s of input bytes for: the baseline (s3fs `get` of the same objects to local disk, what an
 `aws s3 cp --recursive` does), `corpusdb ingest` as one process, and as 2 shards at once (2 cores),
@@ -10,6 +11,10 @@ each with its ratio to the baseline, plus the same ingest from the local copy (n
 reading over HTTP costs. Every ingest is the CLI in a fresh process (its start-up included); the
 database is on local disk. Each run is repeated (--repeat) and the fastest kept. The CPU columns
 say where the seconds go: the client's processes and the SeaweedFS server, which shares the cores.
+
+With --pin the server's threads run on the last core and every client (the copy, each ingest,
+local or S3) on the others, as if the server were another machine: then the ratio of the S3 ingest
+to the local one is what reading over HTTP costs the client, not the server's share of two cores.
 """
 
 from __future__ import annotations
@@ -89,6 +94,16 @@ def client_cpu() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def pin_server(pid: int) -> set[int]:
+    """Move every thread of the server to the last core; returns the cores left for the clients."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("--pin needs at least two cores")
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cores[-1]})
+    return set(cores[:-1])
+
+
 def timed(server_pid: int, repeat: int, command: list[str] | None = None, func=None, before=None) -> tuple[float, float, float]:
     """(wall seconds, client CPU seconds, server CPU seconds) of the fastest of `repeat` runs."""
     best = None
@@ -111,6 +126,7 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=8, help="number of input objects")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each, the fastest kept")
     parser.add_argument("--small-files", type=int, default=0, help="instead: this many files of 1-10 KB (a crawl's shape)")
+    parser.add_argument("--pin", action="store_true", help="the server on the last core, the clients on the others")
     args = parser.parse_args()
     if args.small_files:
         blobs, total = make_small_inputs(args.small_files)
@@ -129,6 +145,8 @@ def main() -> None:
         common = ["s3://bench/raw/", "--source", "bench", "--no-progress", *s3_args]
 
         pid, repeat = server["pid"], args.repeat
+        if args.pin:  # this process (the copy) and the ingests it starts inherit the clients' cores
+            os.sched_setaffinity(0, pin_server(pid))
         fresh = lambda *paths: lambda: [shutil.rmtree(p, ignore_errors=True) for p in paths]  # noqa: E731
         results = {}
         results["s3fs copy (baseline)"] = timed(
@@ -143,7 +161,7 @@ def main() -> None:
 
     base = total / 1e6 / results["s3fs copy (baseline)"][0]
     print(f"input: {total / 1e6:.1f} MB of JSONL, {n_docs:,} documents in {args.files:,} objects on SeaweedFS (loopback); "
-          f"fastest of {repeat}")
+          f"fastest of {repeat}" + ("; the server on its own core, the clients on the other(s)" if args.pin else ""))
     print(f"{'run':<36} {'seconds':>8} {'MB/s':>8} {'docs/s':>9} {'files/s':>8} {'vs copy':>8} {'client CPU s':>13} "
           f"{'server CPU s':>13}")
     for name, (seconds, client, server_seconds) in results.items():

@@ -6,8 +6,8 @@ doc_ids are content hashes, so neither a score part's name nor its row-group sta
 documents it scores; without more, every task of `corpusdb select` reads every score row of the
 database (T tasks: T times the scores). A score part's record may carry `covers`: the documents
 parts (paths relative to the database) that hold every one of its doc_ids. The scoring job writes
-it (it reads the documents part by part, in order: a part of scores covers the few documents parts
-its documents came from), and `register_parts("scores", ..., covers=)` takes it after checking it.
+it (it reads the documents part by part, in order, a --view's documents too: a part of scores covers
+the few documents parts its documents came from), and `register_parts("scores", ..., covers=)` takes it after checking it.
 
 `corpusdb models DB --covers` (`record`) finds them for the parts that have none (scores from before
 covers existed, registered without, or stale) with one join of their doc_ids to the documents'.

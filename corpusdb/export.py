@@ -61,11 +61,12 @@ import pyarrow as pa
 import xxhash
 from tqdm.auto import tqdm
 
+from corpusdb import mds
 from corpusdb.cut import placed_batches, text_kind
 from corpusdb.distributed.orders import read_order, tie_broken
 from corpusdb.distributed.places import distributed_plan
 from corpusdb.errors import ExportError, StorageError
-from corpusdb.export_base import JOURNAL, claim, part_end
+from corpusdb.export_base import JOURNAL, BytesCut, claim, part_end
 from corpusdb.part_sink import TOKENIZED, PartSink, load_tokenizer, part_files
 from corpusdb.provenance import is_ordered, missing_choices, provenance
 from corpusdb.release import VERSION
@@ -177,7 +178,8 @@ def export_view(
         storage_options: fsspec options for URL (default: the database's).
         overwrite: replace an export of something else that is already at URL (or write the same again).
         shards: write the parts as this many shards at once (`corpusdb.export_shards`): the same bytes as one
-            process, in a format other than mds and litdata. A call of a policy with a distributed plan is cut by
+            process, in a format other than litdata (and other than mds with a tokenizer: its shards are cut by the
+            token ids' bytes). A call of a policy with a distributed plan is cut by
             this many tasks too (`corpusdb.distributed.places`); another view must hand out documents' or
             instances' text unchanged, and this process cuts it on its keys.
         executor, workers, address: with shards > 1: local processes (at most `workers` at once) or Ray tasks on
@@ -203,9 +205,12 @@ def export_view(
                          f"{MDS_MAX_PART_MB:g} or less (MosaicML's default shard is 64)")
     if shards < 1:
         raise ValueError(f"shards {shards} must be at least 1")
-    if shards > 1 and format in STREAMING:
-        raise ValueError(f"--shards: {format} shards and chunks are cut by their encoded size as the rows come, in one "
-                         "process; export it without --shards")
+    if shards > 1 and format == "litdata":
+        raise ValueError("--shards: litdata's chunks are cut by LitData's own writer as the rows come, in one process; "
+                         "export it without --shards")
+    if shards > 1 and format == "mds" and tokenizer:
+        raise ValueError("--shards: an MDS export with a tokenizer cuts its shards by the token ids' bytes, which only "
+                         "tokenizing tells; export it without --shards, or without --tokenizer")
     started = time.perf_counter()
     sql = relation_sql(db, view)
     columns = db.sql(f"select * from ({sql}) limit 0").columns
@@ -439,18 +444,21 @@ def _write_sharded(db: Database, select: str, kind: str, view: str, names: list[
     def files(index: int) -> list[str]:  # the files of export part `index`
         return [v for k, v in part_files(sink.fmt, index, sink.key).items() if k != "prefix"]
 
+    # MDS: the parts are MDSWriter's shards, cut by their samples' bytes (the columns' encodings: of the rows' schema)
+    samples = mds.encodings(_empty_schema(db, select)) if sink.fmt == "mds" else None
     try:
         if policy is not None:
             journal["work"] = f"_work-{sink.key}"  # the tasks' files, in a folder of their own: ours by the journal
             claim(out, journal)
             work = Location(out.url.rstrip("/") + "/" + journal["work"], out.storage_options)
             plans = placed_plans(db, policy, work, sink.part_bytes, shards, {"executor": executor, "workers": workers,
-                                 "address": address, "memory_limit": memory_limit}, progress, ordered)
+                                 "address": address, "memory_limit": memory_limit}, progress, ordered, samples)
             for plan in plans:
                 plan["work"] = journal["work"]
             claim(out, journal, *(name for plan in plans for name in files(plan["index"])))
         else:
-            plans = plan_parts(db, select, kind, names, out, sink.key, journal, sink.part_bytes, files)
+            cutter = mds.ShardCut(samples, sink.part_bytes) if samples else BytesCut(sink.part_bytes)
+            plans = plan_parts(db, select, kind, names, out, sink.key, journal, cutter, files)
         if not plans:  # nothing selected: the one empty part, as one process writes it
             sink.finish(_empty_schema(db, select))
             return
@@ -460,7 +468,11 @@ def _write_sharded(db: Database, select: str, kind: str, view: str, names: list[
             print(f"export {view}: {len(plans)} parts in {len(arguments)} shards ({executor}; the cut by "
                   f"{'tasks' if policy is not None else 'this process'})", file=sys.stderr)
         results = map_tasks(write_shard, arguments, executor=executor, workers=workers, address=address, what="an export shard")
-        sink.parts.extend(entry for entries in results for entry in entries)
+        for entries in results:
+            for entry, shard in entries:
+                sink.parts.append(entry)
+                if shard is not None:
+                    sink.shards.append(shard)
         _clean(out, {plan["plan"] for plan in plans if "plan" in plan})
     finally:
         _remove_work(out, journal)

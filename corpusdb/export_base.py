@@ -55,3 +55,24 @@ def part_end(held: int, n_bytes: np.ndarray, limit: int) -> tuple[int, int]:
     the batches come: a sharded export's plan cuts its parts with this same rule."""
     running = held + np.cumsum(n_bytes)
     return int(np.searchsorted(running, limit, side="left")) + 1, int(running[-1]) if len(running) else held
+
+
+class BytesCut:
+    """`part_end` over rows as they come: where each export part ends (a sharded export's plan, in any format but
+    MDS, whose cut is `mds.ShardCut`)."""
+
+    read = ["n_bytes"]  # the columns `sizes` reads of a batch
+
+    def __init__(self, limit: int):
+        self.limit, self.held = limit, 0
+
+    def sizes(self, batch) -> np.ndarray:
+        """What each row of `batch` counts towards a part: its text bytes."""
+        return batch.column("n_bytes").to_numpy(zero_copy_only=False)
+
+    def end(self, sizes: np.ndarray) -> int:
+        """How many of the next rows (of `sizes`) go into the open part: more than there are where the part goes on
+        after them (it then holds them); the next part starts after the rows returned."""
+        cut, running = part_end(self.held, sizes, self.limit)
+        self.held = running if cut > len(sizes) else 0
+        return cut

@@ -24,7 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from corpusdb.cut import PartReader, places_sql, with_text
-from corpusdb.export_base import claim, part_end
+from corpusdb.errors import ExportError
+from corpusdb.export_base import claim
 from corpusdb.part_sink import PartSink, load_tokenizer
 from corpusdb.storage import Location
 
@@ -38,20 +39,21 @@ def plan_name(index: int, key: str) -> str:
     return f"plan-{index:05d}-{key}.parquet"
 
 
-def plan_parts(db: Database, select: str, kind: str, names: list[str], out: Location, key: str, journal: dict, limit: int,
+def plan_parts(db: Database, select: str, kind: str, names: list[str], out: Location, key: str, journal: dict, cutter,
                files) -> list[dict]:
     """Write the plan of each export part (its rows' columns `names` but the text, with their places) into `out`;
-    returns per part its index, plan file and row count. `files(index)` names the part's own files, claimed with
-    its plan. No documents parts: no plan (nothing to place)."""
+    returns per part its index, plan file and row count. `cutter` ends the parts as the single process does
+    (`export_base.BytesCut`, `mds.ShardCut`); `files(index)` names the part's own files, claimed with its plan. No
+    documents parts: no plan (nothing to place)."""
     if not db.snapshot.parts("documents"):
         return []
     query = places_sql(db, select, kind, ", ".join(f's."{name}"' for name in names if name != "text"))
     plans: list[dict] = []
     writer = stack = None
-    running = 0
     cursor = db.con.cursor()
     try:
         for batch in cursor.sql(query).to_arrow_reader(PLAN_BATCH_ROWS):
+            sizes = cutter.sizes(batch)
             while batch.num_rows:
                 if writer is None:  # the next part: its plan and its files are ours before a byte is written
                     name = plan_name(len(plans), key)
@@ -59,18 +61,16 @@ def plan_parts(db: Database, select: str, kind: str, names: list[str], out: Loca
                     stack = out.open_atomic(name)
                     writer = pq.ParquetWriter(stack.__enter__(), batch.schema)
                     plans.append({"index": len(plans), "plan": name, "rows": 0})
-                # the cut of export's `_write_parts`: a part ends at the row whose running bytes reach the limit
-                cut, held = part_end(running, batch.column("n_bytes").to_numpy(zero_copy_only=False), limit)
+                # the cut of export's `_write_parts` (of MDSWriter's, for MDS)
+                cut = cutter.end(sizes[len(sizes) - batch.num_rows:])
                 take = batch.slice(0, min(cut, batch.num_rows))
                 writer.write_batch(take)
                 plans[-1]["rows"] += take.num_rows
                 if cut > batch.num_rows:
-                    running = held
                     break
                 writer.close()
                 stack.__exit__(None, None, None)
                 writer = stack = None
-                running = 0
                 batch = batch.slice(cut)
         if writer is not None:
             writer.close()
@@ -99,9 +99,15 @@ def _plan_batches(out: Location, plan: dict):
 
 
 def write_shard(db_url: str, db_options: dict, documents: list[str], kind: str, names: list[str], out_url: str,
-                out_options: dict, fmt: str, key: str, tokenizer: str | None, part_bytes: int, plans: list[dict]) -> list[dict]:
+                out_options: dict, fmt: str, key: str, tokenizer: str | None, part_bytes: int, plans: list[dict]
+                ) -> list[tuple[dict, dict | None]]:
     """A shard's export parts (anywhere: a process, a Ray task): each plan's rows with their text, written as the part
-    of its index; returns the parts' manifest entries in order."""
+    of its index; returns per part in order its manifest entry and (MDS) its entry in `index.json`.
+
+    Raises:
+        ExportError: an MDS part whose rows did not make exactly one shard (a row whose `n_bytes` is not its text's
+            UTF-8 length: the plan counted that).
+    """
 
     reader = PartReader(Location(db_url, db_options), documents, kind)
     out = Location(out_url, out_options)
@@ -117,10 +123,15 @@ def write_shard(db_url: str, db_options: dict, documents: list[str], kind: str, 
                 sink.add(pa.RecordBatch.from_arrays([columns[name] for name in names], names=names))
             else:
                 sink.add(with_text(batch, reader, kind, names))
-        if not sink.open:
+        if not sink.open and not sink.parts:
             raise RuntimeError(f"the plan of part {plan['index']} holds no rows; re-run the export")
+        if sink.parts:  # MDS: the samples made another shard than the plan's
+            sink.abort()
+            raise ExportError(f"part {plan['index']}: its rows do not make one MDS shard of {part_bytes:,} bytes as "
+                              "the plan cut it (a row's n_bytes is not the UTF-8 length of its text); export it without "
+                              "--shards")
         sink.finish()
-        entries.append(sink.parts[0])
+        entries.append((sink.parts[0], sink.shards[0] if sink.shards else None))
     return entries
 
 

@@ -10,15 +10,17 @@ column without a fixed size, then each column's bytes, the columns sorted by nam
 and size limit, which the tests check against the real writer and reader.
 
 Columns: `text` and the unit keys (`doc_id`, `instance_id`, `byte_start`, `byte_end`, `n_bytes`) in
-their own encodings (`str`, `int64`); every other column as `json` (its value, or null), since a
-view's other columns may hold nulls, which MDS's typed encodings cannot; `tokens` (with a
-tokenizer) as `ndarray:uint16` or `ndarray:uint32`, each row's ids followed by EOS.
+their own encodings (`str`, `int64`); every other column as `json` (its value, or null; a whole
+decimal, DuckDB's HUGEINT, as its integer), since a view's other columns may hold nulls, which MDS's
+typed encodings cannot; `tokens` (with a tokenizer) as `ndarray:uint16` or `ndarray:uint32`, each
+row's ids followed by EOS.
 """
 
 from __future__ import annotations
 
 import json
 import struct
+from decimal import Decimal
 
 import numpy as np
 import pyarrow as pa
@@ -86,9 +88,9 @@ def encode_samples(batch: pa.RecordBatch, columns: dict[str, str], tokens: list[
             elif encoding == "int64":
                 data = np.asarray(column.to_numpy(zero_copy_only=False), dtype="<i8").tobytes()
                 encoded.append([data[i:i + 8] for i in range(0, len(data), 8)])
-            else:  # the stdlib's json.dumps, as MDS's JSON encoding writes it
+            else:  # the stdlib's json.dumps, as MDS's JSON encoding writes it (a whole decimal as its exact integer)
                 try:
-                    encoded.append([json.dumps(value).encode() for value in column.to_pylist()])
+                    encoded.append([json.dumps(value, default=_whole).encode() for value in column.to_pylist()])
                 except TypeError:
                     raise ValueError(f"column {name!r} is {column.type}, which MDS's json encoding cannot store; cast "
                                      "it in the view (e.g. to varchar) or leave it out") from None
@@ -97,6 +99,50 @@ def encode_samples(batch: pa.RecordBatch, columns: dict[str, str], tokens: list[
     head = struct.Struct(f"<{len(sized)}I")
     return [head.pack(*(len(values[row]) for values in sized)) + b"".join(values[row] for values in encoded)
             for row in range(batch.num_rows)]
+
+
+class ShardCut:
+    """Where MDSWriter ends its shards (as `part_sink` cuts them), over rows without their text as they come: a sample
+    goes into the open shard while the shard's bytes (its config, 8, and each sample with its offset, 4) stay within
+    the size limit, and a shard's first sample always does. A row's text takes `n_bytes` (its UTF-8 length) in its
+    sample, so a sharded export's plan cuts the parts into exactly the single process's shards without the text."""
+
+    def __init__(self, columns: dict[str, str], limit: int):
+        self.columns, self.limit = columns, limit
+        self.base = 8 + len(shard_config(columns, limit))
+        self.size, self.rows = self.base, 0
+
+    @property
+    def read(self) -> list[str]:
+        """The columns `sizes` reads of a batch (every column of the samples but the text)."""
+        return [name for name in self.columns if name != "text"]
+
+    def sizes(self, batch: pa.RecordBatch) -> np.ndarray:
+        """Each row's sample bytes: its columns' as `encode_samples` writes them, its text's `n_bytes`."""
+        empty = pa.array([""] * batch.num_rows, pa.string())
+        columns = {name: empty if name == "text" else batch.column(name) for name in self.columns}
+        without = encode_samples(pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns)), self.columns)
+        return np.fromiter(map(len, without), np.int64, len(without)) + batch.column("n_bytes").to_numpy(zero_copy_only=False)
+
+    def end(self, sizes: np.ndarray) -> int:
+        """How many of the next rows (of sample `sizes`) go into the open shard: more than there are where the shard
+        goes on after them (it then holds them); the next shard starts after the rows returned."""
+        running = self.size + np.cumsum(np.asarray(sizes, np.int64) + 4)
+        fit = int(np.searchsorted(running, self.limit, side="right"))
+        if fit == 0 and self.rows == 0 and len(sizes):
+            fit = 1
+        if fit == len(sizes):
+            self.size, self.rows = int(running[-1]) if len(sizes) else self.size, self.rows + len(sizes)
+            return len(sizes) + 1
+        self.size, self.rows = self.base, 0
+        return fit
+
+
+def _whole(value):
+    """A DuckDB HUGEINT (quota's running total: a decimal of scale 0) as JSON's integer; anything else unencodable."""
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    raise TypeError(type(value).__name__)
 
 
 def _ndarray(ids: np.ndarray) -> bytes:

@@ -1,5 +1,5 @@
 -- purpose: one representative per near-duplicate cluster: the document whose doc_id is the cluster_id (the smallest)
--- depends: require_coverage
+-- depends: dedup_checks
 -- params: none as a view (`dedup`, over documents); as a macro, docs := 'documents' (`dedup(docs := 'instances')`: the instances of representative documents) and missing := 'error' | 'keep' | 'exclude'
 -- Exact duplicates were merged at ingest (one row per doc_id); `corpusdb minhash` gives every
 -- document a minhash row (its cluster). A row of docs without one (a document ingested after
@@ -16,15 +16,7 @@ with unjudged as (
 ),
 
 checks as (
-    select require_coverage(
-        'dedup', missing, ['error', 'keep', 'exclude'], unjudged.n_missing, unjudged.n_units, docs,
-        case
-            when exists (select 1 from minhash) then 'minhash row (ingested after `corpusdb minhash` ran, so never compared with anything)'
-            else 'minhash row (`corpusdb minhash` has not run at this version)'
-        end,
-        'compare them with `corpusdb minhash DB` (a re-run signs only the new documents, then re-clusters)',
-        'missing := ''keep'' to keep them as if unique or missing := ''exclude'' to drop them'
-    ) as ok
+    select dedup_checks(missing, unjudged.n_missing, unjudged.n_units, docs) as ok
     from unjudged
 ),
 

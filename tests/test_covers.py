@@ -316,3 +316,36 @@ def test_models_covers_records_instance_covers_through_the_spans(instances_score
     assert result.exit_code == 0 and f"covers recorded for {len(truth)} part(s) of scores, instances and annotations" in result.output
     db = corpusdb.open(str(copy))
     assert {p: i["covers"] for t in ("instance_spans", "scores") for p, i in db.snapshot.tables[t].items()} == truth
+
+
+def test_a_scoring_job_over_a_view_records_its_covers_too(scored, instances_scored, tiny_models, tmp_path):
+    """Over a --view the job reads the view's documents (or their instances, or the view's instances) in place order,
+    each once: every part of scores records the documents parts it covers, and the scores are the view's units', as
+    the whole run scored them."""
+    import math
+    import shutil
+
+    for i, (base, unit, view, units) in enumerate((
+        (scored, "documents", "filter_source(['web'])", "select doc_id from filter_source(['web'])"),
+        (instances_scored, "instances", "filter_length(min_bytes := 500)",  # a view of documents: their instances
+         "select instance_id from instances where doc_id in (select doc_id from filter_length(min_bytes := 500))"),
+        (instances_scored, "instances", "select * from instances where byte_start = 0",
+         "select instance_id from instances where byte_start = 0"),
+    )):
+        copy = tmp_path / f"db{i}"
+        shutil.copytree(base.url, copy)
+        db = corpusdb.open(str(copy))
+        db.score(str(tiny_models["gpt2"]), "viewed", unit=unit, view=view, part_bytes=16000, threads=1, progress=False)
+        db = corpusdb.open(str(copy))
+        wanted = sorted(u for (u,) in db.sql(units).fetchall())
+        total = db.sql(f"select count(*) from {unit}").fetchall()[0][0]
+        got = dict(db.sql("select doc_id, sum_logprob from scores where model = 'viewed'").fetchall())
+        assert sorted(got) == wanted and 0 < len(wanted) < total, view
+        whole = dict(db.sql("select doc_id, sum_logprob from scores where model = 'gpt2'").fetchall())
+        assert all(math.isclose(got[u], whole[u], rel_tol=1e-5, abs_tol=1e-3) for u in got if got[u] is not None), view
+        truth = holders(db) if unit == "documents" else instance_holders(db)
+        records = {p: info for p, info in db.snapshot.tables["scores"].items() if p.startswith("scores/model=viewed/")}
+        for path, info in records.items():
+            ids = duckdb.sql(f"select doc_id from read_parquet('{db.location.join(path)}')").fetchall()
+            assert info["covers"] == sorted({truth[u] for (u,) in ids}), view
+        assert len(records) > 1, view

@@ -372,9 +372,10 @@ def test_an_ordered_view_is_exported_by_tasks_in_ranges_to_the_bytes_of_one_proc
     db = make_db(tmp_path / "db", docs, rng.sample(range(1, 200), 5), {})
     add_instances(db, docs, rng, {}, parts=2)
     db = corpusdb.open(db.url)
-    fmt = ("parquet", "jsonl")[len(view) % 2]
-    one = db.view(view).export(str(tmp_path / "one"), format=fmt, part_size_mb=0.0002)
-    many = db.view(view).export(str(tmp_path / "many"), format=fmt, part_size_mb=0.0002, shards=rng.randint(2, 4),
+    fmt = ("parquet", "jsonl", "mds")[ORDERED.index(view) % 3]
+    size = 0.001 if fmt == "mds" else 0.0002  # an MDS shard's limit counts its config (~400 bytes) too
+    one = db.view(view).export(str(tmp_path / "one"), format=fmt, part_size_mb=size)
+    many = db.view(view).export(str(tmp_path / "many"), format=fmt, part_size_mb=size, shards=rng.randint(2, 4),
                                 executor="inline", progress=True)
     assert "the cut by tasks" in capsys.readouterr().err
     assert many["parts"] == one["parts"] and len(one["parts"]) > 2, fmt
@@ -412,8 +413,9 @@ def test_a_sharded_export_of_a_policy_is_cut_by_tasks_to_the_bytes_of_one_proces
     every file is the single-process export's, for any number of tasks and part size."""
     db = scattered_db(tmp_path / "db", len(call))
     rng = random.Random(call)
-    fmt = ("parquet", "jsonl")[EXPORTED.index(call) % 2]
+    fmt = ("parquet", "jsonl", "mds")[EXPORTED.index(call) % 3]
     size, shards = rng.choice((0.0001, 0.0002, 0.0004)), rng.randint(2, 6)
+    size *= 5 if fmt == "mds" else 1  # an MDS shard's limit counts its config (~400 bytes) too
     one = db.view(call).export(str(tmp_path / "one"), format=fmt, part_size_mb=size)
     many = db.view(call).export(str(tmp_path / "many"), format=fmt, part_size_mb=size, shards=shards, executor="inline")
     assert many["parts"] == one["parts"] and many["n_rows"] == one["n_rows"], (fmt, size, shards)
@@ -434,9 +436,10 @@ def test_a_sharded_export_over_instances_is_cut_by_tasks_to_the_bytes_of_one_pro
     db = make_db(tmp_path / "db", docs, rng.sample(range(1, 200), 5), {})
     add_instances(db, docs, rng, {"teacher": 0.95, "reference": 0.9}, parts=2)
     db = corpusdb.open(db.url)
-    fmt = ("parquet", "jsonl")[len(call) % 2]
-    one = db.view(call).export(str(tmp_path / "one"), format=fmt, part_size_mb=0.0002)
-    many = db.view(call).export(str(tmp_path / "many"), format=fmt, part_size_mb=0.0002, shards=3, executor="inline",
+    fmt = ("parquet", "jsonl", "mds")[len(call) % 3]
+    size = 0.001 if fmt == "mds" else 0.0002  # an MDS shard's limit counts its config (~400 bytes) too
+    one = db.view(call).export(str(tmp_path / "one"), format=fmt, part_size_mb=size)
+    many = db.view(call).export(str(tmp_path / "many"), format=fmt, part_size_mb=size, shards=3, executor="inline",
                                 progress=True)
     assert "the cut by tasks" in capsys.readouterr().err  # not by this process's DuckDB
     assert many["parts"] == one["parts"] and len(one["parts"]) > 1, fmt

@@ -228,3 +228,44 @@ def test_imported_annotation_parts_record_their_covers_and_a_task_reads_its_own(
     (copy / imported[2]).unlink()
     db.restrict(files)
     assert db.sql(f"select doc_id from {call} order by doc_id").fetchall() == wanted and wanted
+
+
+def test_dedup_as_tasks_equals_one_process(annotated, tmp_path):
+    """`dedup` keeps each MinHash cluster's representative, a row filter on the clusters: as tasks (a call, and the
+    built-in view `dedup`) the single-process rows over documents and instances, and a sharded export the
+    single-process bytes; documents ingested after `corpusdb minhash` refuse with the single-process words unless
+    missing says otherwise."""
+    from tests.test_distributed import same_files
+
+    copy = tmp_path / "db"
+    shutil.copytree(annotated.url, copy)
+    db = corpusdb.open(str(copy))
+    texts = [t for (t,) in db.sql("select text from documents where n_bytes > 600 order by doc_id limit 15").fetchall()]
+    (tmp_path / "near.jsonl").write_text("".join(json.dumps({"text": f"{t} (a near copy)"}) + "\n" for t in texts))
+    db.ingest([str(tmp_path / "near.jsonl")], source="copies", progress=False)
+    db.minhash(progress=False, workers=1)
+    db = corpusdb.open(str(copy))
+    n_docs = db.sql("select count(*) from documents").fetchall()[0][0]
+    for i, call in enumerate(("dedup()", "dedup", "dedup(docs := 'instances')")):
+        single, got = rows_of(db, call, tmp_path / "out", shards=2 + i)
+        assert got == single, call
+        if call != "dedup(docs := 'instances')":
+            assert len(single) <= n_docs - 10, (len(single), n_docs)  # most copies or their originals go
+    one = db.view("dedup").export(str(tmp_path / "one"), format="jsonl", part_size_mb=0.002)
+    many = db.view("dedup").export(str(tmp_path / "many"), format="jsonl", part_size_mb=0.002, shards=3, executor="inline")
+    assert many["parts"] == one["parts"] and len(one["parts"]) > 1
+    same_files(tmp_path / "one", tmp_path / "many")
+    (tmp_path / "late.jsonl").write_text("".join(json.dumps({"text": f"Written after minhash ran, number {i}."}) + "\n"
+                                                 for i in range(4)))
+    db.ingest([str(tmp_path / "late.jsonl")], source="late", progress=False)
+    db = corpusdb.open(str(copy))
+    for call, words in (("dedup()", r"dedup: 4 of \d+ units of 'documents' have no minhash row \(ingested after"),
+                        ("dedup(missing := 'drop')", "dedup: missing must be one of 'error', 'keep', 'exclude', not 'drop'")):
+        with pytest.raises(QueryError, match=words) as single, db.query_errors():
+            db.sql(f"select * from {call}").fetchall()
+        with pytest.raises(QueryError) as distributed:
+            select(db, call, str(tmp_path / "refused"), shards=3, executor="inline")
+        assert str(distributed.value) == str(single.value), call
+    for missing in ("exclude", "keep"):
+        single, got = rows_of(db, f"dedup(missing := '{missing}')", tmp_path / "out", shards=4)
+        assert got == single and sum(r["source"] == "late" for r in single) == (4 if missing == "keep" else 0)

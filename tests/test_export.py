@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -331,6 +332,20 @@ def test_a_sharded_export_is_the_bytes_of_one_process_and_survives_a_killed_shar
         assert (tmp_path / "single" / part["file"]).read_bytes() == (tmp_path / "cli" / part["file"]).read_bytes()
     with pytest.raises(ValueError, match="does not hand out documents' or instances' text unchanged"):
         scored_db.view(f"select doc_id, upper(text) as text, n_bytes from {VIEW}").export(str(tmp_path / "x"), shards=2)
-    with pytest.raises(ValueError, match="export it without --shards"):
-        scored_db.view(VIEW).export(str(tmp_path / "y"), format="mds", shards=2)
+    # MDS: the plan cuts the parts where MDSWriter ends its shards (from the samples' columns but the text), for a view
+    # this process cuts and for a policy's tasks
+    for i, view in enumerate(("select * from documents where n_bytes > 100", VIEW)):
+        one = scored_db.view(view).export(str(tmp_path / f"mds-one{i}"), format="mds", part_size_mb=0.02)
+        many = scored_db.view(view).export(str(tmp_path / f"mds-many{i}"), format="mds", part_size_mb=0.02, shards=3,
+                                           executor="inline")
+        assert many["parts"] == one["parts"] and len(one["parts"]) > 4
+        names = sorted(p.name for p in (tmp_path / f"mds-one{i}").iterdir())
+        assert names == sorted(p.name for p in (tmp_path / f"mds-many{i}").iterdir())
+        for name in names:  # index.json among them
+            if name != "manifest.json":
+                assert (tmp_path / f"mds-one{i}" / name).read_bytes() == (tmp_path / f"mds-many{i}" / name).read_bytes()
+    for fmt, words in (("mds", "an MDS export with a tokenizer cuts its shards by the token ids' bytes"),
+                       ("litdata", "litdata's chunks are cut by LitData's own writer")):
+        with pytest.raises(ValueError, match=f"{re.escape(words)}.*export it without --shards"):
+            scored_db.view(VIEW).export(str(tmp_path / "y"), format=fmt, tokenizer=tokenizer, shards=2)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

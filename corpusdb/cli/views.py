@@ -261,10 +261,12 @@ def export(db, name, url, fmt, tokenizer, part_size_mb, overwrite, progress, tas
     command again.
 
     With --shards N the parts are written by N processes (or Ray tasks) at once, the bytes one
-    process writes, in any format but mds and litdata. A call of a policy with a distributed plan
+    process writes, in any format but litdata (and mds with --tokenizer: MDSWriter's shards are
+    cut by the token ids' bytes; mds without one is cut where MDSWriter cuts it, from the rows'
+    columns). A call of a policy with a distributed plan
     (difference, difference_bytes, difference_sampled, difference_by_source, quota, mixture,
-    curriculum by a model's loss or a numeric column, every filter_* policy; over documents or
-    instances; see `corpusdb select`)
+    curriculum by a model's loss or a numeric column, every filter_* policy, dedup; over documents
+    or instances; see `corpusdb select`)
     is cut by N tasks too, each over its own
     documents parts, so no process ranks every key; so is a view ordering the documents (or
     instances) by one numeric column ("select * from documents where ... order by n_bytes desc":
@@ -357,8 +359,8 @@ def select_command(db, call, url, shards, executor, address, workers, part_size_
 
     CALL is a call of difference, difference_bytes, difference_sampled, difference_by_source,
     quota, mixture, curriculum, filter_source, filter_length, filter_loss, filter_language,
-    filter_quality, filter_decontaminated or filter_classifier (alpha: a cut of the annotation's top
-    values) over the documents (the default docs) or the instances
+    filter_quality, filter_decontaminated, filter_classifier (alpha: a cut of the annotation's top
+    values) or dedup (a call, or the view `dedup`) over the documents (the default docs) or the instances
     (docs := 'instances': each task ranks the instances of its documents). The result is the rows the same call
     gives in one process (`corpusdb sql`), ties included, its columns and order too; no process
     holds every key. Each task ranks its parts' units on keys alone and writes them to URL/_work;

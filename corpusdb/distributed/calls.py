@@ -55,15 +55,27 @@ def signature(name: str) -> list[tuple[str, str | None]]:
     Raises:
         ValueError: no built-in table macro of that name.
     """
-    files = {f.name: f for f in builtin_views() if f.kind == "macro"}
-    if name not in files:
-        raise ValueError(f"{name!r} is not a built-in policy; policies are {', '.join(sorted(files))}")
-    match = re.search(rf"create or replace macro {name}\((.*?)\)\s+as table", files[name].text, re.DOTALL)
+    # the files defining a table macro of their name (`dedup.sql` defines the view `dedup` too)
+    macros = {f.name: re.search(rf"create or replace macro {f.name}\((.*?)\)\s+as table", f.text, re.DOTALL)
+              for f in builtin_views() if f.kind != "scalar macro"}
+    macros = {name: match for name, match in macros.items() if match}
+    if name not in macros:
+        raise ValueError(f"{name!r} is not a built-in policy; policies are {', '.join(sorted(macros))}")
+    match = macros[name]
     params = []
     for piece in _split(match.group(1)):
         key, _, default = piece.partition(":=")
         params.append((key.strip(), default.strip() or None))
     return params
+
+
+def view_call(name: str) -> str | None:
+    """The policy call a built-in view is (the view `dedup` is `select * from dedup()`): "dedup()", else None."""
+    for f in builtin_views():
+        if f.name == name.strip() and f.kind == "view":
+            match = re.search(rf"create or replace view {f.name} as\s+select \* from ({f.name}\(.*?\));", f.text, re.DOTALL)
+            return match.group(1) if match else None
+    return None
 
 
 def expression_sql(con, expression: dict) -> str:

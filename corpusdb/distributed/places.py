@@ -9,26 +9,27 @@ documents part's index in the version and its row there), in place order: a plac
 so the task files in order are the export's rows in order. Numbered policies number their ranges
 first (rank tasks write each range in place order) and each filter task's parts gather their rows
 back from the ranges. One plan task walks the placed files' `n_bytes` column and cuts the rows
-into export parts with the single-process rule (`export_base.part_end`); each part is a list of
+into export parts with the single-process rule (`export_base.part_end`; MDS: MDSWriter's shards,
+`mds.ShardCut`, from the samples' columns but the text); each part is a list of
 slices of placed files, which the export's shards (`corpusdb.export_shards.write_shard`) read with
 the rows' text from the documents parts. So the parts are the bytes of a single-process export.
 The driver receives the summaries and one entry per export part; the plan task reads 8 bytes a
-kept row.
+kept row (MDS: the kept rows' columns but the text).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pyarrow.parquet as pq
 
 from corpusdb.distributed import tasks
-from corpusdb.distributed.calls import read_call
+from corpusdb.distributed.calls import read_call, view_call
 from corpusdb.distributed.orders import order_plan, read_order
 from corpusdb.distributed.plans import plan_for
 from corpusdb.distributed.select import (NBINS, RESOLVE_ROWS, Driver, check_models, find_cut, plan_groups, rank_arguments,
                                          task_source)
-from corpusdb.export_base import part_end
 from corpusdb.storage import Location
 
 if TYPE_CHECKING:
@@ -39,7 +40,7 @@ def distributed_plan(view: str, db: Database | None = None, sql: str | None = No
     """The distributed plan of `view` where it is a call of a policy that has one, or (`sql`: the view's SQL, over
     `db`) a relation ordered by one column (`corpusdb.distributed.orders`), else None (the driver plans)."""
     try:
-        return plan_for(read_call(view))
+        return plan_for(read_call(view_call(view) or view))  # a built-in view that is a call (`dedup`): that call
     except ValueError:
         pass
     order = read_order(db, sql) if db is not None and sql is not None else None
@@ -47,7 +48,7 @@ def distributed_plan(view: str, db: Database | None = None, sql: str | None = No
 
 
 def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, how: dict, progress: bool | None,
-                 ordered: bool = False) -> list[dict]:
+                 ordered: bool = False, mds_columns: dict | None = None) -> list[dict]:
     """The export parts of the policy's rows, each {index, rows, slices: [[file, start, stop], ...]} in order, the files
     in `work`; `how`: executor, workers, address, memory_limit (DuckDB's in each task). None selected: no parts.
 
@@ -82,41 +83,47 @@ def placed_plans(db: Database, plan, work: Location, limit: int, shards: int, ho
                 (work.url, work.storage_options, listing, firsts[i], firsts[i] + len(g) - 1, i, source["memory_limit"], order)
                 for i, g in enumerate(groups)]) if listing else []
             files = [tasks.placed_name(i) for i, f in enumerate(filtered) if f["rows"]]
-    return driver.run("plan", plan_task, [(work.url, work.storage_options, files, limit)])[0]
+    return driver.run("plan", plan_task, [(work.url, work.storage_options, files, limit, mds_columns)])[0]
 
 
-def plan_task(work_url: str, storage_options: dict, files: list[str], limit: int) -> list[dict]:
+def plan_task(work_url: str, storage_options: dict, files: list[str], limit: int, mds_columns: dict | None = None
+              ) -> list[dict]:
     """The rows of the placed `files`, in order, cut into export parts where a single-process export cuts them (a part
-    ends at the row whose running text bytes reach `limit`): each part's slices of the files. Reads `n_bytes` alone,
-    a row group at a time."""
+    ends at the row whose running text bytes reach `limit`; an MDS shard, `mds_columns` its samples' columns, as
+    MDSWriter ends it): each part's slices of the files. Reads `n_bytes` alone (MDS: the samples' columns but the
+    text), a row group at a time."""
+    from corpusdb.export_base import BytesCut
+    from corpusdb.mds import ShardCut
+
     work = Location(work_url, storage_options)
+    cutter = ShardCut(mds_columns, limit) if mds_columns else BytesCut(limit)
     plans: list[dict] = []
-    current, held = None, 0
+    current = None
     for name in files:
         with work.fs.open(work.join(name), "rb") as handle:
             parquet = pq.ParquetFile(handle)
             offset = 0
             for group in range(parquet.metadata.num_row_groups):
-                sizes = parquet.read_row_group(group, columns=["n_bytes"]).column(0).to_numpy(zero_copy_only=False)
+                table = parquet.read_row_group(group, columns=cutter.read)
+                sizes = np.concatenate([cutter.sizes(b) for b in table.to_batches()] or [np.empty(0, np.int64)])
+                rows = len(sizes)
                 start = 0
-                while start < len(sizes):
+                while start < rows:
                     if current is None:
                         current = {"index": len(plans), "rows": 0, "slices": []}
                         plans.append(current)
-                    cut, running = part_end(held, sizes[start:], limit)
-                    take = min(cut, len(sizes) - start)
+                    cut = cutter.end(sizes[start:])
+                    take = min(cut, rows - start)
                     slices = current["slices"]
-                    if slices and slices[-1][0] == name and slices[-1][2] == offset + start:
+                    if take and slices and slices[-1][0] == name and slices[-1][2] == offset + start:
                         slices[-1][2] += take
-                    else:
+                    elif take:
                         slices.append([name, offset + start, offset + start + take])
                     current["rows"] += take
-                    if cut > len(sizes) - start:  # the part goes on past this row group
-                        held = running
-                    else:
-                        current, held = None, 0
+                    if cut <= rows - start:  # the part ends in this row group
+                        current = None
                     start += take
-                offset += len(sizes)
+                offset += rows
     return plans
 
 

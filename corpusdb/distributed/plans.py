@@ -3,10 +3,10 @@ the driver's checks, and the columns and order of the result, all in the policy'
 
     python -c "from corpusdb.distributed.plans import plan_for; from corpusdb.distributed.calls import read_call; print(plan_for(read_call(\\"difference('t', 'r')\\")).threshold)"
 
-The row filters (`filter_source`, `filter_length`, `filter_loss`, and on annotations `filter_language`,
-`filter_quality`, `filter_decontaminated`) have no cut and no order: every unit a task keeps is kept (rule "all" over
-one group); each macro's checks are a macro of their own (`sql/NAME_checks.sql`), which the driver runs on the
-summed counts. `filter_classifier` is a cut where it has an `alpha` (the top of the annotation's values), with its
+The row filters (`filter_source`, `filter_length`, `filter_loss`, on annotations `filter_language`,
+`filter_quality`, `filter_decontaminated`, and on the MinHash clusters `dedup`) have no cut and no order: every unit a
+task keeps is kept (rule "all" over one group); each macro's checks are a macro of their own (`sql/NAME_checks.sql`),
+which the driver runs on the summed counts. `filter_classifier` is a cut where it has an `alpha` (the top of the annotation's values), with its
 bounds applied to the kept rows.
 
 A task's units are the policy's own key relation (`difference_units`, `quota_units`) over the
@@ -34,7 +34,7 @@ from corpusdb.distributed.calls import Call
 
 POLICIES = ("difference", "difference_bytes", "difference_sampled", "difference_by_source", "quota", "mixture", "curriculum",
             "filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated",
-            "filter_classifier")
+            "filter_classifier", "dedup")
 NO_DOCUMENTS = "corpusdb_no_documents"  # the documents relation, empty: where the driver runs the argument checks
 UNITS, KEPT = "corpusdb_units", "corpusdb_kept"
 INTERNAL = ("__grp", "__k", "__u", "__w")
@@ -185,11 +185,14 @@ def order_keys(value: str, descending: str, carried: list[str], keep: str = "tru
             f"else 0.0 end as __k, unit_id as __u, 1::bigint as __w, {', '.join(carried)} from {UNITS} where {keep}")
 
 
-FILTERS = ("filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated")
-# the filters on an annotation: its view, and the arguments of their checks macro (`sql/NAME_checks.sql`) before the counts
+FILTERS = ("filter_source", "filter_length", "filter_loss", "filter_language", "filter_quality", "filter_decontaminated",
+           "dedup")
+# the filters on a table of judgements keyed by doc_id (an annotation's view; `dedup`: the MinHash clusters), and the
+# arguments of their checks macro (`sql/NAME_checks.sql`) before the counts
 ANNOTATED = {"filter_language": ("annotations_language", ["langs", "min_score", "missing"]),
              "filter_quality": ("annotations_quality", ["rules", "chain", "c4_terminal_punct", "missing"]),
-             "filter_decontaminated": ("annotations_decontamination", ["max_fraction", "missing"])}
+             "filter_decontaminated": ("annotations_decontamination", ["max_fraction", "missing"]),
+             "dedup": ("minhash", ["missing"])}
 UNIT_ID = "unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id"
 
 

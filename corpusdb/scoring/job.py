@@ -60,9 +60,34 @@ PLACED = "corpusdb_placed_documents"  # the documents with their parts (FILE), w
 INSTANCE_ROWS = f"select instance_id as doc_id, n_bytes, text, {FILE} from instances_of('instance_spans', docs := '{PLACED}')"
 
 
-def place_documents(db: Database, cursor) -> None:
-    """Make PLACED, which INSTANCE_ROWS reads, on `cursor` (a temp view: a cursor sees only its own)."""
-    cursor.execute(f"create or replace temp view {PLACED} as {db.documents_with_files(FILE)}")
+VIEW_UNITS = "corpusdb_view_units"  # a temp table of the producer's cursor: the units of the job's --view (doc_id)
+
+
+def place_documents(db: Database, cursor, where: str = "true") -> None:
+    """Make PLACED, which INSTANCE_ROWS reads, on `cursor` (a temp view: a cursor sees only its own): the documents
+    of `where` (SQL over their columns)."""
+    cursor.execute(f"create or replace temp view {PLACED} as select * from ({db.documents_with_files(FILE)}) "
+                   f"where {where}")
+
+
+def place_view(db: Database, cursor, unit: str, view: str) -> tuple[str, str]:
+    """The rows of a job over `view` placed in the documents parts, as the whole source is: its units (doc_ids, or
+    instance_ids where the view has them) in the temp table VIEW_UNITS of `cursor`, computed once as DuckDB plans the
+    view; returns the stream's rows (every document, or instance, of the view once, in place order, each with its
+    documents part) and the documents PLACED holds (SQL over their columns). So each part of scores records its
+    covers, as over the whole source."""
+    from corpusdb.views import relation_sql
+
+    sql = relation_sql(db, view)
+    of_instances = unit == "instances" and "instance_id" in db.con.sql(f"select * from ({sql}) limit 0").columns
+    cursor.execute(f"create or replace temp table {VIEW_UNITS} as select distinct "
+                   f"{'instance_id' if of_instances else 'doc_id'} as doc_id from ({sql})")
+    units = f"doc_id in (select doc_id from {VIEW_UNITS})"
+    if unit == "documents":
+        return f"select * from ({db.documents_with_files(FILE)}) where {units}", "true"
+    if of_instances:
+        return f"select * from ({INSTANCE_ROWS}) where {units}", "true"
+    return INSTANCE_ROWS, units
 
 
 def stream_sql(rows: str, shard_sql: str = "true") -> str:
@@ -330,7 +355,8 @@ def run_score(
         precision: auto (bf16 autocast on a GPU that has it, else fp32), fp32, bf16 or fp16.
         shard: (i, n) or "i/n": score only documents whose doc_id is i modulo n.
         view: score only the documents of this view (name, macro call or select) [default: all];
-            with unit="instances", the instances it holds, or the instances of the documents it holds.
+            with unit="instances", the instances it holds, or the instances of the documents it holds. Each is scored
+            once, its text as the documents (or instances) table holds it, in place order.
         replace: drop this name's existing scores first and rescore everything.
         loaded: an already loaded model (the Python API; `model` then only names it, and its
             identity is the hash of its weights).
@@ -419,19 +445,17 @@ def run_score(
     report = ScoreReport(name=name, unit=unit, n_documents_before=n_all - n_todo, device=device, precision=precision,
                          version=db.version, load_seconds=load_seconds, n_uncut_documents=n_uncut)
     (n_bytes_todo,) = db.con.execute(f"select coalesce(sum(n_bytes), 0) {pending_sql}", [name]).fetchall()[0]
-    # every document of the source in its order, those with a score flagged (and without their text), and the
-    # documents part of each, recorded with each part of scores (`corpusdb.covers`) where the source is documents
-    # (over instances: their documents' parts, as each instance is cut from its document)
-    placed = view is None
-    files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")} if placed else {}
-    if placed and unit == "instances":  # PLACED: a temp view of the producer's cursor (below)
-        rows = INSTANCE_ROWS
-    else:
-        rows = db.documents_with_files(FILE) if placed else f"select *, null::varchar as {FILE} from {source}"
-    producer = _Producer(db, stream_sql(rows, shard_sql), [name], loaded, chunk_docs, part_bytes,
-                         context, stride, batch_tokens, as_written=placed and unit == "instances")
-    if placed and unit == "instances":
-        place_documents(db, producer.cursor)
+    # every document of the source (a view's: each once) in place order, those with a score flagged (and without their
+    # text), and the documents part of each, recorded with each part of scores (`corpusdb.covers`); over instances:
+    # their documents' parts, as each instance is cut from its document. PLACED, VIEW_UNITS: of the producer's cursor
+    files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")}
+    producer = _Producer(db, "", [name], loaded, chunk_docs, part_bytes, context, stride, batch_tokens,
+                         as_written=unit == "instances")
+    rows, placed_where = (INSTANCE_ROWS if unit == "instances" else db.documents_with_files(FILE), "true") if view is None \
+        else place_view(db, producer.cursor, unit, view)
+    producer.query = stream_sql(rows, shard_sql)
+    if unit == "instances":
+        place_documents(db, producer.cursor, placed_where)
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
 
     last_commit = time.monotonic()
@@ -490,7 +514,7 @@ def run_score(
                     [pa.array(doc_ids, pa.int64()), pa.array(sums, mask=n_tokens == 0), pa.array(n_tokens), pa.array(n_bytes, pa.int64())],
                     schema=SCORES_SCHEMA,
                 )
-                covers = sorted({files[p] for p in parts}) if placed and parts <= files.keys() else None  # else unknown
+                covers = sorted({files[p] for p in parts}) if parts <= files.keys() else None  # else unknown
                 writes.submit(lambda t=table, c=covers: (_write_part(db, name, t), t, c), on_done=written)
                 report.n_documents += len(doc_ids)
                 bar.update(chunk_bytes - moved)
