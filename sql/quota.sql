@@ -12,8 +12,10 @@
 create or replace macro quota(
     budgets, unit := 'bytes', model := null, seed := 0, docs := 'documents', missing := 'error', policy := 'quota'
 ) as table
-with units as materialized (
-    -- keys alone: unit, source, size and budget; the text is joined back for the kept rows
+with units as not materialized (
+    -- keys alone: unit, source, size and budget; the text is joined back for the kept rows. Read twice (the
+    -- checks' counts, the running totals) rather than held: a scan of three key columns costs less than holding
+    -- every unit's keys beside the window's sort
     select * from quota_units(budgets, unit := unit, model := model, docs := docs, policy := policy)
 ),
 
@@ -26,8 +28,12 @@ checks as (
 ),
 
 ordered as (
+    -- the sort carries what the cut and the result need (the budget is looked up again after it)
     select
-        *,
+        unit_id,
+        n_bytes,
+        source,
+        quota_units,
         sum(quota_units) over (
             partition by source order by uniform(unit_id, seed), unit_id rows unbounded preceding
         ) as quota_running
@@ -35,12 +41,19 @@ ordered as (
     where quota_budget is not null and quota_units is not null
 ),
 
+kept_rows as not materialized (
+    select * from ordered where (select ok from checks) and quota_running <= budgets[source]
+),
+
 kept as (
-    -- one row per unit, where docs repeats rows (each of its rows then joins back once)
-    select distinct on (unit_id, n_bytes, source) unit_id, n_bytes, source, quota_units, quota_running
-    from ordered
-    where (select ok from checks) and quota_running <= quota_budget
-    order by unit_id, n_bytes, source, quota_running
+    -- one row per unit, where docs repeats rows (each of its rows then joins back once): `documents` holds each
+    -- doc_id once (ingest and register_parts refuse a repeat), so only another docs pays for the distinct
+    select * from kept_rows where docs = 'documents'
+    union all
+    select * from (
+        select distinct on (unit_id, n_bytes, source) * from kept_rows where docs <> 'documents'
+        order by unit_id, n_bytes, source, quota_running
+    )
 ),
 
 kept_instances as (
