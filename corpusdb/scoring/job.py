@@ -449,8 +449,10 @@ def run_score(
     # text), and the documents part of each, recorded with each part of scores (`corpusdb.covers`); over instances:
     # their documents' parts, as each instance is cut from its document. PLACED, VIEW_UNITS: of the producer's cursor
     files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")}
+    # planned as written where it joins (instances to their documents; a view's units): the right side is hashed,
+    # the documents stream past it in place order, text and all
     producer = _Producer(db, "", [name], loaded, chunk_docs, part_bytes, context, stride, batch_tokens,
-                         as_written=unit == "instances")
+                         as_written=unit == "instances" or view is not None)
     rows, placed_where = (INSTANCE_ROWS if unit == "instances" else db.documents_with_files(FILE), "true") if view is None \
         else place_view(db, producer.cursor, unit, view)
     producer.query = stream_sql(rows, shard_sql)
