@@ -69,15 +69,17 @@ def score_table(rng: np.random.Generator, ids: np.ndarray, n_bytes: np.ndarray, 
                      "n_bytes": n_bytes.astype(np.int64)})
 
 
-def build(folder: Path, n: int, unit: str = "documents", part_rows: int = 500_000, seed: int = 0, progress: bool = True):
+def build(folder: Path, n: int, unit: str = "documents", part_rows: int = 500_000, seed: int = 0, progress: bool = True,
+          covers: bool = False):
     """A database at `folder` with `n` scored documents (or `n` scored instances); reused when already built.
+    `covers`: each part of spans records the documents part it covers (as `corpusdb instances` writes them).
 
     Returns the open database.
     """
     import corpusdb
 
     marker = folder / MARKER
-    wanted = {"n": n, "unit": unit, "seed": seed, "part_rows": part_rows}
+    wanted = {"n": n, "unit": unit, "seed": seed, "part_rows": part_rows, **({"covers": True} if covers else {})}
     if marker.exists() and json.loads(marker.read_text()) == wanted:
         return corpusdb.open(str(folder))
     if folder.exists() and any(folder.iterdir()):
@@ -133,8 +135,8 @@ def build(folder: Path, n: int, unit: str = "documents", part_rows: int = 500_00
     if progress:
         print(file=sys.stderr)
     db.register_parts("documents", docs)
-    if spans:
-        db.register_parts("instance_spans", spans)
+    if spans:  # spans part i cuts the documents of documents part i
+        db.register_parts("instance_spans", spans, covers=dict(zip(spans, ([d] for d in docs))) if covers else None)
     models = {m: {"model": f"synthetic/{m}", "content_hash": f"synthetic-{m}", "tokenizer_hash": "synthetic", "unit": unit}
               for m in MODELS}
     db.register_parts("scores", [p for paths in scores.values() for p in paths], models=models)

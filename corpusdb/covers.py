@@ -62,6 +62,11 @@ def _known(snapshot: Snapshot, info: dict) -> bool:
     return covers is not None and all(part in live for part in covers)
 
 
+def all_known(snapshot: Snapshot, table: str, prefix: str = "") -> bool:
+    """Whether every part of `table` under `prefix` records which live documents parts hold its keys."""
+    return all(_known(snapshot, info) for path, info in snapshot.tables.get(table, {}).items() if path.startswith(prefix))
+
+
 def task_parts(snapshot: Snapshot, documents: set[str], table: str = "scores", prefix: str = "") -> list[str]:
     """The parts of `table` (relative paths under `prefix`, sorted) a reader of the documents parts `documents`
     (relative paths of live documents parts) must read: those covering one of them, and those whose cover is unknown

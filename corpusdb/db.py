@@ -366,6 +366,14 @@ class Database:
                 f"(e.g. {self.location.url_of(missing[0])}); restore them, or read an earlier version with --as-of"
             ) from exc
 
+    def parts_sql(self, table: str, parts: list[str], file_column: str | None = None) -> str:
+        """SQL of the rows of some of `table`'s parts at this version (paths relative to the database), as its view
+        reads them (`file_column`: a column naming each row's part, its URL as `location.url_of` gives it)."""
+        records = self.snapshot.tables.get(table, {})
+        _, hive = TABLE_FOLDERS[table]
+        return self._parts_sql([self.location.join(p) for p in parts], TABLE_SCHEMAS[table], hive,
+                               [records[p].get("schema") for p in parts], derived=self._derived(table), file_column=file_column)
+
     def documents_with_files(self, column: str) -> str:
         """SQL of the `documents` rows of this version, in the view's order, with each row's part (its URL, as
         `location.url_of` gives it) in `column`."""

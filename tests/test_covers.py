@@ -349,3 +349,58 @@ def test_a_scoring_job_over_a_view_records_its_covers_too(scored, instances_scor
             ids = duckdb.sql(f"select doc_id from read_parquet('{db.location.join(path)}')").fetchall()
             assert info["covers"] == sorted({truth[u] for (u,) in ids}), view
         assert len(records) > 1, view
+
+
+def test_a_stream_of_instances_reads_a_run_of_documents_parts_at_a_time(instances_scored, tmp_path, monkeypatch):
+    """Where spans and scores record covers, the scoring job streams instances a run of documents parts at a time,
+    each run reading the parts of spans and of the name's scores that cover it (every other one hidden while it
+    streams): together the runs give the single stream's instances, in documents' place order, with the same flags;
+    a part of spans without covers makes it one stream again."""
+    import shutil
+
+    from corpusdb.scoring import job
+
+    copy = tmp_path / "db"
+    shutil.copytree(instances_scored.url, copy)
+    db = corpusdb.open(str(copy))
+    db.con.execute("set threads = 1")  # as the job streams
+    monkeypatch.setattr(job, "RUN_ROWS", 60)
+    cursor = db.con.cursor()
+
+    def streamed(segments) -> list:
+        rows = []
+        for statements, query, params in segments:
+            for statement in statements:
+                cursor.execute(statement)
+            got = job.reader_as_written(db, cursor, query, params, 1000).read_all()
+            rows += zip(got.column("doc_id").to_pylist(), got.column("done").to_pylist(), got.column("file").to_pylist())
+        return rows
+
+    single = streamed([([job.placed_sql(db)], job.stream_sql(job.INSTANCE_ROWS), ["gpt2"])])
+    runs = job.instance_runs(db, "gpt2")
+    spans, scored = db.snapshot.parts("instance_spans"), db.snapshot.parts("scores", "scores/model=gpt2/")
+    assert len(runs) >= 4 and all(len(s) < len(spans) and len(c) < len(scored) for _, s, c in runs)
+    segments = job.stream_segments(db, "gpt2", "instances", "true")
+    assert len(segments) == len(runs)
+    got = []
+    for (_, own_spans, own_scores), segment in zip(runs, segments):
+        hidden = [p for p in spans + scored if p not in own_spans + own_scores]
+        for path in hidden:
+            (copy / path).rename(copy / f"{path}.hidden")
+        got += streamed([segment])
+        for path in hidden:
+            (copy / f"{path}.hidden").rename(copy / path)
+    place = {db.location.url_of(p): i for i, p in enumerate(db.parts("documents"))}
+    for rows in (single, got):
+        assert [place[f] for _, _, f in rows] == sorted(place[f] for _, _, f in rows)  # documents' place order
+    assert sorted(got) == sorted(single) and len(single) == db.sql("select count(*) from instances").fetchall()[0][0]
+    assert all(done for _, done, _ in got)  # gpt2 scored every instance: each run found its scores
+    # a part of spans registered without covers: every run would read it, so one stream
+
+    def uncover(latest) -> str:
+        records = latest.tables["instance_spans"]
+        records[spans[0]] = {k: v for k, v in records[spans[0]].items() if k != "covers"}
+        return "a part of spans without covers"
+
+    db.commit("uncover", uncover)
+    assert job.instance_runs(corpusdb.open(str(copy)), "gpt2") is None

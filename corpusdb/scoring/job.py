@@ -12,6 +12,9 @@ How it stays fast: documents are read from DuckDB in chunks, tokenized in a back
 while the model runs, cut into context windows, and packed several to a row with position ids
 that restart per window (transformers turns those into a block-diagonal causal mask, so packed
 documents never see each other); rows are batched up to a token budget under bf16 autocast on GPU.
+Instances are cut from their documents by a join that hashes the spans and streams the documents'
+text past them, a run of documents parts at a time where every part of spans and of the name's
+scores records its covers (`instance_runs`): memory follows a run's spans, not the database's.
 
 How it stays exact: each chunk becomes one part, written atomically under a name no other
 write uses, and parts are committed (`corpusdb.versions`) every `commit_seconds` and at the end.
@@ -39,7 +42,7 @@ import pyarrow as pa
 import xxhash
 from tqdm.auto import tqdm
 
-from corpusdb import failpoint
+from corpusdb import covers, failpoint
 from corpusdb.db import Database
 from corpusdb.scoring.commit import ScoreCommitter, check_identity
 from corpusdb.scoring.identity import content_identity, hub_identity, tokenizer_hash
@@ -57,25 +60,41 @@ FILE = "__corpusdb_part"  # the stream's column naming each document's part
 PLACED = "corpusdb_placed_documents"  # the documents with their parts (FILE), which a stream of instances cuts
 # every instance to score: doc_id (its instance_id), n_bytes, text and FILE (its document's part), cut from PLACED,
 # a temp view of the producer's cursor (a cursor sees only its own temp views)
-INSTANCE_ROWS = f"select instance_id as doc_id, n_bytes, text, {FILE} from instances_of('instance_spans', docs := '{PLACED}')"
+RUN_SPANS = "corpusdb_run_spans"  # a temp view of the producer's cursor: the spans of one run of documents parts
+RUN_ROWS = 1 << 18  # documents a run holds (about): a stream of instances reads and hashes its spans a run at a time
+
+
+def instance_rows(spans: str = "instance_spans") -> str:
+    """Every instance of `spans` to score: doc_id (its instance_id), n_bytes, text and FILE (its document's part),
+    cut from PLACED, a temp view of the producer's cursor (a cursor sees only its own temp views)."""
+    return f"select instance_id as doc_id, n_bytes, text, {FILE} from instances_of('{spans}', docs := '{PLACED}')"
+
+
+INSTANCE_ROWS = instance_rows()
 
 
 VIEW_UNITS = "corpusdb_view_units"  # a temp table of the producer's cursor: the units of the job's --view (doc_id)
 
 
+def placed_sql(db: Database, where: str = "true", parts: list[str] | None = None) -> str:
+    """The statement that makes PLACED, which INSTANCE_ROWS reads, on a cursor (a temp view: a cursor sees only its
+    own): the documents of `where` (SQL over their columns), of some documents parts only where `parts` (paths
+    relative to the database) are given."""
+    documents = db.documents_with_files(FILE) if parts is None else db.parts_sql("documents", parts, FILE)
+    return f"create or replace temp view {PLACED} as select * from ({documents}) where {where}"
+
+
 def place_documents(db: Database, cursor, where: str = "true") -> None:
-    """Make PLACED, which INSTANCE_ROWS reads, on `cursor` (a temp view: a cursor sees only its own): the documents
-    of `where` (SQL over their columns)."""
-    cursor.execute(f"create or replace temp view {PLACED} as select * from ({db.documents_with_files(FILE)}) "
-                   f"where {where}")
+    """Make PLACED on `cursor` (`placed_sql`)."""
+    cursor.execute(placed_sql(db, where))
 
 
 def place_view(db: Database, cursor, unit: str, view: str) -> tuple[str, str]:
-    """The rows of a job over `view` placed in the documents parts, as the whole source is: its units (doc_ids, or
-    instance_ids where the view has them) in the temp table VIEW_UNITS of `cursor`, computed once as DuckDB plans the
-    view; returns the stream's rows (every document, or instance, of the view once, in place order, each with its
-    documents part) and the documents PLACED holds (SQL over their columns). So each part of scores records its
-    covers, as over the whole source."""
+    """A job over `view`, placed in the documents parts as the whole source is: its units (doc_ids, or instance_ids
+    where the view has them) in the temp table VIEW_UNITS of `cursor`, computed once as DuckDB plans the view; returns
+    the filter of the stream's rows and that of the documents PLACED holds (SQL over their columns). So the stream is
+    every document (or instance) of the view once, in place order, each with its documents part, and each part of
+    scores records its covers, as over the whole source."""
     from corpusdb.views import relation_sql
 
     sql = relation_sql(db, view)
@@ -83,18 +102,55 @@ def place_view(db: Database, cursor, unit: str, view: str) -> tuple[str, str]:
     cursor.execute(f"create or replace temp table {VIEW_UNITS} as select distinct "
                    f"{'instance_id' if of_instances else 'doc_id'} as doc_id from ({sql})")
     units = f"doc_id in (select doc_id from {VIEW_UNITS})"
+    return (units, "true") if unit == "documents" or of_instances else ("true", units)
+
+
+def instance_runs(db: Database, name: str, rows: int | None = None) -> list[tuple[list[str], list[str], list[str]]] | None:
+    """The documents parts in place order as runs of about `rows` (RUN_ROWS) documents, each with the parts of spans
+    and of `name`'s scores that cover it (`corpusdb.covers`; paths relative to the database): a stream of instances
+    a run at a time hashes that run's spans and scored ids alone, not every span of the database. None where a part
+    of spans or of those scores records no covers (every run would read it: one stream then)."""
+    snapshot, rows = db.snapshot, rows or RUN_ROWS
+    prefix = f"scores/model={name}/"
+    if not (covers.all_known(snapshot, "instance_spans") and covers.all_known(snapshot, "scores", prefix)):
+        return None
+    runs, run, count = [], [], 0
+    for path, info in sorted(snapshot.tables.get("documents", {}).items()):  # place order
+        run.append(path)
+        count += int(info.get("rows") or 0)
+        if count >= rows:
+            runs.append(run)
+            run, count = [], 0
+    if run:
+        runs.append(run)
+    return [(run, covers.task_parts(snapshot, set(run), "instance_spans"),
+             covers.task_parts(snapshot, set(run), "scores", prefix)) for run in runs]
+
+
+def stream_segments(db: Database, name: str, unit: str, shard_sql: str, row_where: str = "true",
+                    placed_where: str = "true") -> list[tuple[list[str], str, list]]:
+    """The job's stream as segments run one after another on the producer's cursor, each (statements to run first,
+    query, its parameters): one over documents; over instances, a run of documents parts at a time where every part
+    of spans and of the name's scores records its covers (`instance_runs`), else one over them all."""
     if unit == "documents":
-        return f"select * from ({db.documents_with_files(FILE)}) where {units}", "true"
-    if of_instances:
-        return f"select * from ({INSTANCE_ROWS}) where {units}", "true"
-    return INSTANCE_ROWS, units
+        return [([], stream_sql(f"select * from ({db.documents_with_files(FILE)}) where {row_where}", shard_sql), [name])]
+    runs = instance_runs(db, name)
+    if runs is None:
+        return [([placed_sql(db, placed_where)],
+                 stream_sql(f"select * from ({INSTANCE_ROWS}) where {row_where}", shard_sql), [name])]
+    rows = f"select * from ({instance_rows(RUN_SPANS)}) where {row_where}"
+    return [([placed_sql(db, placed_where, run), f"create or replace temp view {RUN_SPANS} as "
+              f"{db.parts_sql('instance_spans', spans)}"],
+             stream_sql(rows, shard_sql, f"select doc_id from ({db.parts_sql('scores', scored)})"), [])
+            for run, spans, scored in runs]
 
 
-def stream_sql(rows: str, shard_sql: str = "true") -> str:
-    """The job's stream: every row of `rows` (doc_id, n_bytes, text, FILE) in its order, those the score name (the
-    query's one parameter) has scored flagged `done` and sent without their text; only the rows of `shard_sql`."""
+def stream_sql(rows: str, shard_sql: str = "true", done: str = "select doc_id from scores where model = ?") -> str:
+    """The job's stream: every row of `rows` (doc_id, n_bytes, text, FILE) in its order, those of `done` (by default
+    what the score name, the query's one parameter, has scored) flagged `done` and sent without their text; only the
+    rows of `shard_sql`."""
     return ("select doc_id, n_bytes, case when done then null else text end as text, done, file from ("
-            f"select doc_id, n_bytes, text, doc_id in (select doc_id from scores where model = ?) as done, {FILE} as file "
+            f"select doc_id, n_bytes, text, doc_id in ({done}) as done, {FILE} as file "
             f"from ({rows}) where {shard_sql})")
 # DuckDB's optimizers that choose a join's order and the side it hashes, from estimated row counts: the documents
 # (fewer rows than their instances, each a kilobyte of text or more) would be hashed, every pending document's text
@@ -196,12 +252,12 @@ class _Producer(threading.Thread):
     same bits. Parts whose documents are all scored are skipped without tokenizing them.
     """
 
-    def __init__(self, db: Database, query: str, params: list, loaded: LoadedModel, chunk_docs: int, part_bytes: int,
-                 context: int, stride: int, batch_tokens: int, as_written: bool = False):
+    def __init__(self, db: Database, loaded: LoadedModel, chunk_docs: int, part_bytes: int, context: int, stride: int,
+                 batch_tokens: int, as_written: bool = False):
         super().__init__(daemon=True, name="score-producer")
         self.db, self.as_written = db, as_written  # as_written: its joins planned as written (`reader_as_written`)
         self.cursor = db.con.cursor()
-        self.query, self.params = query, params
+        self.segments: list[tuple[list[str], str, list]] = []  # `stream_segments`, set before the thread starts
         self.loaded = loaded
         self.chunk_docs, self.part_bytes = chunk_docs, part_bytes
         self.context, self.stride, self.batch_tokens = context, stride, batch_tokens
@@ -214,9 +270,7 @@ class _Producer(threading.Thread):
             bos = self.loaded.bos_id
             prefix = [bos] if bos is not None else []
             held_ids, held_bytes, held_seqs, held_files, part_docs, part_bytes = [], [], [], set(), 0, 0
-            reader = (reader_as_written(self.db, self.cursor, self.query, self.params, READ_DOCS) if self.as_written
-                      else self.cursor.sql(self.query, params=self.params).to_arrow_reader(READ_DOCS))
-            for batch in _rechunk(reader, READ_DOCS):
+            for batch in _rechunk(self._batches(), READ_DOCS):
                 if self.stop.is_set():
                     return
                 done = batch.column("done").to_numpy(zero_copy_only=False)
@@ -244,6 +298,14 @@ class _Producer(threading.Thread):
             self._put(("error", exc))
         finally:
             self.cursor.close()
+
+    def _batches(self):
+        """The stream's record batches, segment after segment (each read whole before the next one's statements)."""
+        for statements, query, params in self.segments:
+            for statement in statements:
+                self.cursor.execute(statement)
+            yield from (reader_as_written(self.db, self.cursor, query, params, READ_DOCS) if self.as_written
+                        else self.cursor.sql(query, params=params).to_arrow_reader(READ_DOCS))
 
     def _chunk(self, doc_ids: list, n_bytes: list, sequences: list[np.ndarray], files: set) -> tuple:
         tokenizer = self.loaded.tokenizer
@@ -451,13 +513,10 @@ def run_score(
     files = {db.location.url_of(path): db.location.relpath(path) for path in db.parts("documents")}
     # planned as written where it joins (instances to their documents; a view's units): the right side is hashed,
     # the documents stream past it in place order, text and all
-    producer = _Producer(db, "", [name], loaded, chunk_docs, part_bytes, context, stride, batch_tokens,
+    producer = _Producer(db, loaded, chunk_docs, part_bytes, context, stride, batch_tokens,
                          as_written=unit == "instances" or view is not None)
-    rows, placed_where = (INSTANCE_ROWS if unit == "instances" else db.documents_with_files(FILE), "true") if view is None \
-        else place_view(db, producer.cursor, unit, view)
-    producer.query = stream_sql(rows, shard_sql)
-    if unit == "instances":
-        place_documents(db, producer.cursor, placed_where)
+    row_where, placed_where = ("true", "true") if view is None else place_view(db, producer.cursor, unit, view)
+    producer.segments = stream_segments(db, name, unit, shard_sql, row_where, placed_where)
     writes = WriteQueue(depth=1)  # the next chunk is scored while this one is written
 
     last_commit = time.monotonic()
@@ -516,8 +575,8 @@ def run_score(
                     [pa.array(doc_ids, pa.int64()), pa.array(sums, mask=n_tokens == 0), pa.array(n_tokens), pa.array(n_bytes, pa.int64())],
                     schema=SCORES_SCHEMA,
                 )
-                covers = sorted({files[p] for p in parts}) if parts <= files.keys() else None  # else unknown
-                writes.submit(lambda t=table, c=covers: (_write_part(db, name, t), t, c), on_done=written)
+                covered = sorted({files[p] for p in parts}) if parts <= files.keys() else None  # else unknown
+                writes.submit(lambda t=table, c=covered: (_write_part(db, name, t), t, c), on_done=written)
                 report.n_documents += len(doc_ids)
                 bar.update(chunk_bytes - moved)
             writes.drain()
