@@ -119,7 +119,7 @@ class PartSink:
         if self.fmt == "mds":  # the samples wait in a local file: the shard's header comes first and counts them
             self._columns = mds.encodings(schema, self.dtype if self.tokenizer is not None else None)
             self._config = mds.shard_config(self._columns, self.part_bytes)
-            self._shard_bytes = 8 + len(self._config)  # what MDSWriter counts against its size limit
+            self._cut = mds.ShardCut(self._columns, self.part_bytes)  # MDSWriter's rule (a sharded export's plan's too)
             self._samples = self._stack.enter_context(tempfile.TemporaryFile())
             self._sizes: list[int] = []
             self._lengths = []
@@ -158,8 +158,8 @@ class PartSink:
                 arrays.append(batch.column(name))
 
     def _add_samples(self, batch: pa.RecordBatch) -> None:
-        """MDS: rows as samples into shards cut as MDSWriter cuts them: a sample that would take the shard past
-        the size limit (its bytes and 4 per sample) starts the next one, so the shards are MDSWriter's own."""
+        """MDS: rows as samples into shards cut as MDSWriter cuts them (`mds.ShardCut`: a sample that would take the
+        shard past the size limit, its bytes and 4 per sample, starts the next one), so the shards are MDSWriter's own."""
         for piece in slices(batch):
             tokens = lengths = None
             if self.tokenizer is not None:
@@ -172,22 +172,20 @@ class PartSink:
             except ValueError as exc:
                 raise ExportError(str(exc)) from None
             n_bytes = piece.column("n_bytes").to_numpy(zero_copy_only=False)
+            sizes = np.fromiter(map(len, samples), np.int64, len(samples))
             start = 0
             while start < len(samples):
                 if self._stack is None:
                     self._open(piece.schema)
-                end, size = start, self._shard_bytes
-                while end < len(samples) and (size + len(samples[end]) + 4 <= self.part_bytes or not self._sizes and end == start):
-                    size += len(samples[end]) + 4
-                    end += 1
+                cut = self._cut.end(sizes[start:])
+                end = start + min(cut, len(samples) - start)
                 self._samples.write(b"".join(samples[start:end]))
                 self._sizes += map(len, samples[start:end])
-                self._shard_bytes = size
                 self._entry["rows"] += end - start
                 self._entry["bytes"] += int(n_bytes[start:end].sum())
                 if lengths is not None:
                     self._lengths.append(lengths[start:end])
-                if end < len(samples):
+                if cut <= len(samples) - start:  # the next sample starts the next shard
                     self.finish()
                 start = end
 
