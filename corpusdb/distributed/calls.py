@@ -86,11 +86,13 @@ def expression_sql(con, expression: dict) -> str:
 
 
 def read_call(text: str) -> Call:
-    """Parse `name(arg, ..., key := value, ...)` into a `Call` of that built-in policy.
+    """Parse `name(arg, ..., key := value, ...)` into a `Call` of that built-in policy (a built-in view that is a
+    call, `dedup`, is that call).
 
     Raises:
         ValueError: not one call of a built-in policy, an unknown or repeated parameter, a required one missing.
     """
+    text = view_call(text) or text
     con = duckdb.connect()
     tree = json.loads(con.execute("select json_serialize_sql(?)", [f"select * from {text.strip()}"]).fetchall()[0][0])
     node = (tree.get("statements") or [{}])[0].get("node", {}) if not tree.get("error") else {}

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from corpusdb.distributed import tasks
-from corpusdb.distributed.calls import read_call, view_call
+from corpusdb.distributed.calls import read_call
 from corpusdb.distributed.orders import order_plan, read_order
 from corpusdb.distributed.plans import plan_for
 from corpusdb.distributed.select import (NBINS, RESOLVE_ROWS, Driver, check_models, find_cut, plan_groups, rank_arguments,
@@ -40,7 +40,7 @@ def distributed_plan(view: str, db: Database | None = None, sql: str | None = No
     """The distributed plan of `view` where it is a call of a policy that has one, or (`sql`: the view's SQL, over
     `db`) a relation ordered by one column (`corpusdb.distributed.orders`), else None (the driver plans)."""
     try:
-        return plan_for(read_call(view_call(view) or view))  # a built-in view that is a call (`dedup`): that call
+        return plan_for(read_call(view))
     except ValueError:
         pass
     order = read_order(db, sql) if db is not None and sql is not None else None

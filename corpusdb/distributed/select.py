@@ -37,7 +37,7 @@ import numpy as np
 
 from corpusdb.db import MEMORY_LIMIT_ENV, set_memory_limit
 from corpusdb.distributed import radix, tasks
-from corpusdb.distributed.calls import read_call, view_call
+from corpusdb.distributed.calls import read_call
 from corpusdb.distributed.plans import NO_DOCUMENTS, fill, key_cast, plan_for
 from corpusdb.errors import QueryError
 from corpusdb.execute import map_tasks
@@ -174,7 +174,7 @@ def select(db: Database, call: str, out: str, *, shards: int | None = None, exec
         ValueError: not a call of a policy with a distributed plan, a selection already in `out`, bad settings.
         QueryError: the policy refuses its arguments or the database's coverage (its own message).
     """
-    plan = plan_for(read_call(view_call(call) or call))  # a built-in view that is a call (`dedup`): that call
+    plan = plan_for(read_call(call))
     if nbins < 2 or nbins & (nbins - 1):
         raise ValueError(f"nbins must be a power of two of at least 2, not {nbins}")
     if resolve_rows < 1:
