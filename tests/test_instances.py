@@ -383,11 +383,11 @@ def test_scoring_instances_hashes_the_spans_and_streams_the_documents_text(inst_
 
     import pyarrow as pa
 
-    from corpusdb.scoring.job import FILE, INSTANCE_ROWS, place_documents, reader_as_written
+    from corpusdb.scoring.job import FILE, INSTANCE_ROWS, placed_sql, reader_as_written
 
     db = corpusdb.open(inst_db.url)
     cursor = db.con.cursor()
-    place_documents(db, cursor)
+    cursor.execute(placed_sql(db))
 
     def reads(node: dict) -> set[str]:
         found = set(node.get("extra_info", {}).get("Projections", [])) if node.get("name") == "READ_PARQUET" else set()

@@ -84,11 +84,6 @@ def placed_sql(db: Database, where: str = "true", parts: list[str] | None = None
     return f"create or replace temp view {PLACED} as select * from ({documents}) where {where}"
 
 
-def place_documents(db: Database, cursor, where: str = "true") -> None:
-    """Make PLACED on `cursor` (`placed_sql`)."""
-    cursor.execute(placed_sql(db, where))
-
-
 def place_view(db: Database, cursor, unit: str, view: str) -> tuple[str, str]:
     """A job over `view`, placed in the documents parts as the whole source is: its units (doc_ids, or instance_ids
     where the view has them) in the temp table VIEW_UNITS of `cursor`, computed once as DuckDB plans the view; returns
