@@ -1,5 +1,5 @@
 -- purpose: MiniPLM Difference Sampling: the top alpha fraction of documents by teacher-minus-reference log-likelihood
--- depends: instances_of_kept, difference_units, difference_coverage, require, unit_key
+-- depends: instances_of_kept, difference_kept, difference_units, difference_coverage, require, unit_key
 -- params: teacher, reference (score names); alpha := 0.5; per := 'byte' | 'token'; docs := 'documents' (or 'instances'); missing := 'error' | 'exclude'
 -- Every unit of docs needs a score of both models: units without one are an error naming how
 -- many and the `corpusdb score` run that fills the gap, unless missing := 'exclude' (then only
@@ -7,14 +7,14 @@
 -- are never selected.
 -- Keeps the first ceil(alpha * N) of the N documents (or instances) with a difference score in
 -- the order (score desc, unit_id asc), so ties are broken by doc_id (instance_id over instances) and
--- the result is deterministic. The ranking runs on keys and scores alone (`difference_keys`): the
--- k-th unit is found, the units at or before it are kept, and only then is the text joined back,
--- for the kept rows. Rows come in no particular order (add `order by score desc, doc_id` for rank
+-- the result is deterministic. The ranking runs on keys and scores alone (`difference_units`): the
+-- k-th unit is found, the units at or before it are kept, and only then are the two models'
+-- log-likelihoods (`difference_kept`) and the text joined back, for the kept rows. Rows come in no particular order (add `order by score desc, doc_id` for rank
 -- order). alpha outside (0, 1] is an error.
 create or replace macro difference(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents', missing := 'error') as table
 with units as materialized (
-    -- every unit of docs on keys alone (no text), with whether each model scored it
-    select unit_id, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    -- every unit of docs on keys alone (no text, no log-likelihoods), with whether each model scored it
+    select unit_id, n_bytes, has_teacher, has_reference, score
     from difference_units(teacher, reference, per := per, docs := docs)
 ),
 
@@ -32,7 +32,7 @@ checks as (
 
 keys as (
     -- the units it ranks: those with a difference score (after the coverage check)
-    select unit_id, n_bytes, teacher_logprob, reference_logprob, score from units where score is not null
+    select unit_id, n_bytes, score from units where score is not null
 ),
 
 quota as (
@@ -56,12 +56,16 @@ kept_rows as not materialized (
         and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
 ),
 
-kept as (
+kept_keys as (
     -- one row per unit: `documents` holds each doc_id once (ingest and register_parts refuse a
     -- repeat); another docs may repeat rows, and each of its rows then joins back once
     select * from kept_rows where docs = 'documents'
     union all
     select distinct * from kept_rows where docs <> 'documents'
+),
+
+kept as materialized (
+    select * from difference_kept('kept_keys', teacher, reference)
 ),
 
 kept_instances as (
@@ -75,7 +79,8 @@ final as (
         select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id
         from query_table(case when docs = 'instances' then 'kept_instances' else docs end)
     ) as d
-    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
+    -- a doc_id is one row of documents; a row of another docs joins back on its unit and bytes
+    inner join kept on d.unit_id = kept.unit_id and (docs = 'documents' or d.n_bytes = kept.n_bytes)
 )
 
 select * from final;

@@ -1,8 +1,9 @@
 -- purpose: difference sampling with a keep fraction per source (top alpha of each source by the difference score)
--- depends: difference_coverage, difference_units, instances_of_kept, require, unit_key
+-- depends: difference_coverage, difference_kept, difference_units, instances_of_kept, require, unit_key
 -- params: teacher, reference; alphas := map {'source': alpha, ...}; alpha := 0.5 (sources not in alphas); per; docs; missing := 'error' | 'exclude'
--- Each source is ranked on keys alone (`difference_units`); the text is joined back for the kept
--- rows, which come by source, then rank (difference_rank).
+-- Each source is ranked on keys alone (`difference_units`); the two models' log-likelihoods
+-- (`difference_kept`) and the text are joined back for the kept rows, which come by source, then
+-- rank (difference_rank).
 -- Every unit of docs needs a score of both models: units without one are an error naming how
 -- many and the `corpusdb score` run that fills the gap, unless missing := 'exclude' (then only
 -- the units with both scores are ranked, and each alpha is of those). Empty units (nothing to score)
@@ -12,8 +13,8 @@ create or replace macro difference_by_source(
     teacher, reference, alphas := map {}, alpha := 0.5, per := 'byte', docs := 'documents', missing := 'error'
 ) as table
 with units as materialized (
-    -- every unit of docs on keys alone (no text), with whether each model scored it
-    select unit_id, source, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    -- every unit of docs on keys alone (no text, no log-likelihoods), with whether each model scored it
+    select unit_id, source, n_bytes, has_teacher, has_reference, score
     from difference_units(teacher, reference, per := per, docs := docs)
 ),
 
@@ -50,12 +51,17 @@ ranked as (
     where score is not null
 ),
 
-kept as (
+kept_keys as (
     -- one row per unit, where docs repeats rows (each of its rows then joins back once)
-    select distinct on (unit_id, n_bytes) unit_id, n_bytes, teacher_logprob, reference_logprob, score, difference_rank
+    select distinct on (unit_id, n_bytes) unit_id, n_bytes, score, difference_rank
     from ranked
     where (select ok from checks) and difference_rank <= ceil(source_alpha * n_scored)
     order by unit_id, n_bytes, difference_rank
+),
+
+kept as materialized (
+    -- the two models' log-likelihoods, read back for the kept units only
+    select * from difference_kept('kept_keys', teacher, reference)
 ),
 
 kept_instances as (
@@ -66,7 +72,7 @@ kept_instances as (
 final as (
     select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score, kept.difference_rank
     from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(case when docs = 'instances' then 'kept_instances' else docs end)) as d
-    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
+    inner join kept on d.unit_id = kept.unit_id and (docs = 'documents' or d.n_bytes = kept.n_bytes)
     order by d.source, kept.difference_rank, d.unit_id
 )
 

@@ -1,5 +1,5 @@
 -- purpose: MiniPLM Difference Sampling under a byte budget: the top documents by teacher-minus-reference log-likelihood until they hold alpha of the text
--- depends: instances_of_kept, difference_units, difference_coverage, require, unit_key
+-- depends: instances_of_kept, difference_kept, difference_units, difference_coverage, require, unit_key
 -- params: teacher, reference (score names); alpha := 0.5 (fraction of the text bytes); per := 'byte' | 'token'; docs := 'documents'; missing := 'error' | 'exclude'
 -- MiniPLM scores equal-length instances, so its top alpha of instances is also alpha of the tokens.
 -- With whole documents of very different lengths, `difference` (alpha of the documents) can hold
@@ -7,15 +7,17 @@
 -- (score desc, doc_id asc) order while the bytes before them are under alpha of all scored bytes,
 -- so it holds at least alpha of the text and overshoots by less than one document. The running
 -- sum runs over the keys alone (`difference_units`: unit_id, score, n_bytes) and finds the last kept
--- document; the text is joined back for the kept rows only. Rows come in no particular order.
+-- document; the two models' log-likelihoods (`difference_kept`) and the text are joined back for
+-- the kept rows only. Rows come in no particular order.
 -- Every unit of docs needs a score of both models: units without one are an error naming how
 -- many and the `corpusdb score` run that fills the gap, unless missing := 'exclude' (then only
 -- the units with both scores are ranked, and alpha is of those). Empty units (nothing to score)
 -- are never selected.
 create or replace macro difference_bytes(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents', missing := 'error') as table
 with units as materialized (
-    -- every unit of docs on keys alone (no text), with whether each model scored it
-    select unit_id, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    -- every unit of docs on keys alone (no text, no log-likelihoods), with whether each model scored it;
+    -- n_bytes held in 4 bytes (a DuckDB string is under 4 GB): 0.2 GB less at 50M units
+    select unit_id, n_bytes::uinteger as n_bytes, has_teacher, has_reference, score
     from difference_units(teacher, reference, per := per, docs := docs)
 ),
 
@@ -33,19 +35,19 @@ checks as (
 
 keys as (
     -- the units it ranks: those with a difference score (after the coverage check)
-    select unit_id, n_bytes, teacher_logprob, reference_logprob, score from units where score is not null
+    select unit_id, n_bytes, score from units where score is not null
 ),
 
 budget as (
-    select alpha * sum(n_bytes) as bytes_budget from keys
+    select alpha * sum(n_bytes::bigint) as bytes_budget from keys
 ),
 
 ranked as (
     select
         unit_id,
         score,
-        sum(n_bytes) over (order by score desc, unit_id asc rows between unbounded preceding and current row) - n_bytes
-            as bytes_before
+        sum(n_bytes::bigint) over (order by score desc, unit_id asc rows between unbounded preceding and current row)
+            - n_bytes as bytes_before
     from keys
 ),
 
@@ -66,12 +68,16 @@ kept_rows as not materialized (
         and (keys.score > cut.score or (keys.score = cut.score and keys.unit_id <= cut.unit_id))
 ),
 
-kept as (
+kept_keys as (
     -- one row per unit: `documents` holds each doc_id once (ingest and register_parts refuse a
     -- repeat); another docs may repeat rows, and each of its rows then joins back once
     select * from kept_rows where docs = 'documents'
     union all
     select distinct * from kept_rows where docs <> 'documents'
+),
+
+kept as materialized (
+    select * from difference_kept('kept_keys', teacher, reference)
 ),
 
 kept_instances as (
@@ -85,7 +91,8 @@ final as (
         select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id
         from query_table(case when docs = 'instances' then 'kept_instances' else docs end)
     ) as d
-    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
+    -- a doc_id is one row of documents; a row of another docs joins back on its unit and bytes
+    inner join kept on d.unit_id = kept.unit_id and (docs = 'documents' or d.n_bytes = kept.n_bytes)
 )
 
 select * from final;

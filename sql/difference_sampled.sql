@@ -1,5 +1,5 @@
 -- purpose: stochastic difference sampling: alpha of the documents drawn without replacement with probability proportional to exp(score / temperature)
--- depends: difference_coverage, difference_units, instances_of_kept, require, uniform, unit_key
+-- depends: difference_coverage, difference_kept, difference_units, instances_of_kept, require, uniform, unit_key
 -- params: teacher, reference; alpha := 0.5; temperature := 1.0; seed := 0; per; docs; missing := 'error' | 'exclude'
 -- Gumbel top-k: adding Gumbel noise -ln(-ln(u)) to score / temperature and keeping the top k
 -- draws k documents without replacement with these probabilities. u is seeded per document
@@ -15,8 +15,8 @@ create or replace macro difference_sampled(
     teacher, reference, alpha := 0.5, temperature := 1.0, seed := 0, per := 'byte', docs := 'documents', missing := 'error'
 ) as table
 with units as materialized (
-    -- every unit of docs on keys alone (no text), with whether each model scored it
-    select unit_id, n_bytes, has_teacher, has_reference, teacher_logprob, reference_logprob, score
+    -- every unit of docs on keys alone (no text, no log-likelihoods), with whether each model scored it
+    select unit_id, n_bytes, has_teacher, has_reference, score
     from difference_units(teacher, reference, per := per, docs := docs)
 ),
 
@@ -40,7 +40,7 @@ checks as (
 
 keys as (
     select
-        unit_id, n_bytes, teacher_logprob, reference_logprob, score,
+        unit_id, n_bytes, score,
         score / temperature - ln(-ln(uniform(unit_id, seed))) as sample_key
     from units
     where score is not null
@@ -54,12 +54,17 @@ ranked as (
     from keys
 ),
 
-kept as (
+kept_keys as (
     -- one row per unit, where docs repeats rows (each of its rows then joins back once)
     select distinct on (unit_id, n_bytes) * exclude (n_scored)
     from ranked
     where (select ok from checks) and sample_rank <= ceil(alpha * n_scored)
     order by unit_id, n_bytes, sample_rank
+),
+
+kept as materialized (
+    -- the two models' log-likelihoods, read back for the kept units only
+    select * from difference_kept('kept_keys', teacher, reference)
 ),
 
 kept_instances as (
@@ -70,7 +75,7 @@ kept_instances as (
 final as (
     select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score, kept.sample_key, kept.sample_rank
     from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(case when docs = 'instances' then 'kept_instances' else docs end)) as d
-    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes
+    inner join kept on d.unit_id = kept.unit_id and (docs = 'documents' or d.n_bytes = kept.n_bytes)
     order by kept.sample_rank, d.unit_id
 )
 

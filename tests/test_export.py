@@ -66,7 +66,7 @@ def test_parquet_and_jsonl_exports_round_trip(scored_db, tmp_path):
     assert manifest["n_rows"] == 357 and len(manifest["parts"]) >= 5
     assert manifest["sql"] == f"select * from {VIEW}" and len(manifest["inputs_hash"]) == 32
     assert set(manifest["definitions"]) == {"difference", "difference_coverage", "difference_units", "instances_of",
-                                            "instances_of_kept", "require", "require_coverage", "require_unit", "score_command",
+                                            "difference_kept", "instances_of_kept", "require", "require_coverage", "require_unit", "score_command",
                                             "scored_models", "unit_key", "unit_of"}
     assert set(manifest["models"]) == {"teacher", "reference"} and manifest["version"] == scored_db.version
     assert all(m["content_hash"] and m["tokenizer_hash"] for m in manifest["models"].values())

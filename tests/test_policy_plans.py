@@ -189,3 +189,30 @@ def test_the_check_sees_a_policy_that_carries_text(big_text_db):
     ctes = {index: node for tree in trees for index, node in _ctes(tree).items()}
     scans = [path for tree in trees for path in _text_scans(tree)]
     assert scans and all("WINDOW" in (_joined_back_after_the_cut(path, ctes) or "") for path in scans)
+
+
+def _ranked_columns(node: dict, ctes: dict[str, dict], below_ranking: bool = False) -> set[str]:
+    """The names every projection and scan under a ranking operator outputs (through the CTEs it scans)."""
+    below = below_ranking or node.get("name") in RANKING
+    info = node.get("extra_info") or {}
+    names = set()
+    if below:
+        projections = info.get("Projections", [])
+        names |= set(projections if isinstance(projections, list) else [projections])
+    if node.get("name") == "CTE_SCAN":
+        names |= _ranked_columns(ctes[info.get("CTE Index")], ctes, below)
+    return names.union(*(_ranked_columns(child, ctes, below) for child in node.get("children", [])))
+
+
+@pytest.mark.parametrize("policy", [policy for policy in POLICIES if policy.startswith("difference")])
+def test_a_difference_policy_ranks_without_the_log_likelihoods(big_text_db, policy):
+    """Each model's sum_logprob enters the ranking only as the score: the kept units' log-likelihoods are read
+    back after the cut (`difference_kept`), so the ranking holds unit, bytes and score (16 bytes a unit less)."""
+    [(_, plan)] = big_text_db.con.sql(f"explain (format json) select * from {policy}").fetchall()
+    trees = json.loads(plan)
+    ctes = {index: node for tree in trees for index, node in _ctes(tree).items()}
+    ranked = set().union(*(_ranked_columns(tree, ctes) for tree in trees))
+    assert "score" in ranked or any("sample_key" in name for name in ranked), f"{policy}: no ranking found: {ranked}"
+    assert not {"teacher_logprob", "reference_logprob"} & ranked, f"{policy}: the ranking carries {sorted(ranked)}"
+    rows = big_text_db.sql(f"select teacher_logprob, reference_logprob from {policy}").fetchall()
+    assert rows and all(t is not None and r is not None for t, r in rows)
