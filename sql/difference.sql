@@ -9,8 +9,9 @@
 -- the order (score desc, unit_id asc), so ties are broken by doc_id (instance_id over instances) and
 -- the result is deterministic. The ranking runs on keys and scores alone (`difference_units`): the
 -- k-th unit is found, the units at or before it are kept, and only then are the two models'
--- log-likelihoods (`difference_kept`) and the text joined back, for the kept rows. Rows come in no particular order (add `order by score desc, doc_id` for rank
--- order). alpha outside (0, 1] is an error.
+-- log-likelihoods (`difference_kept`) and the text joined back, for the kept rows. Rows come in no
+-- particular order (add `order by score desc, doc_id` for rank order). alpha outside (0, 1] is an
+-- error.
 create or replace macro difference(teacher, reference, alpha := 0.5, per := 'byte', docs := 'documents', missing := 'error') as table
 with units as materialized (
     -- every unit of docs on keys alone (no text, no log-likelihoods), with whether each model scored it
@@ -79,8 +80,12 @@ final as (
         select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id
         from query_table(case when docs = 'instances' then 'kept_instances' else docs end)
     ) as d
-    -- a doc_id is one row of documents; a row of another docs joins back on its unit and bytes
-    inner join kept on d.unit_id = kept.unit_id and (docs = 'documents' or d.n_bytes = kept.n_bytes)
+    -- the kept keys are the side DuckDB hashes: it hashes the side it estimates smaller and takes a filter
+    -- to keep a fifth of the rows, so the filter (true of every kept row) keeps it from hashing the kept
+    -- instances' text, as it did at 50M instances (17 GB). A doc_id is one row of documents; a row of
+    -- another docs joins back on its unit and bytes
+    inner join (select * from kept where score is not null and teacher_logprob is not null) as kept
+        on d.unit_id = kept.unit_id and (docs = 'documents' or d.n_bytes = kept.n_bytes)
 )
 
 select * from final;

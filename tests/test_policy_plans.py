@@ -5,8 +5,8 @@ or materialises all of it. These tests read DuckDB's own physical plan (`explain
 each cutting policy over a database whose documents hold a large text column, and check that every
 scan that reads `text` streams straight into a join whose other side holds the ranking (the join
 that brings the kept rows' text back), as the side the join probes with, not the one it hashes, and
-that no window, top-N, grouping or materialised CTE sits above it: only the kept rows' text is
-sorted, hashed or buffered. Over instances the kept spans are joined to their documents before the
+that no window, top-N, grouping or materialised CTE sits above it, nor a join that hashes it: only
+the kept rows' text is sorted or buffered, and none is hashed. Over instances the kept spans are joined to their documents before the
 text is cut (`instances_of_kept`), not the `instances` view (every span of every document) to the keys:
 every policy that cuts does so over instances too (a filter or a curriculum keeps rows without ranking them
 away, so it reads the `instances` view).
@@ -135,6 +135,9 @@ def _joined_back_after_the_cut(path: tuple, ctes: dict[str, dict]) -> str | None
         materialised = any(n.get("name") == "CTE" and i == 0 for n, i in steps[depth + 1:])
         if RANKING & above or materialised:
             return f"the joined text still flows into {sorted(RANKING & above) or ['a materialised CTE']}"
+        # nor is it hashed by a join above (one that adds the kept keys' columns, say): it streams through them
+        if any(n.get("name") == "HASH_JOIN" and i == 1 for n, i in steps[depth + 1:]):
+            return f"the joined text is the side a later join hashes ({' > '.join(names)})"
         return None
     return "the text is never joined back"
 
