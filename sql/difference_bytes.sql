@@ -91,7 +91,6 @@ final as (
         select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id
         from query_table(case when docs = 'instances' then 'kept_instances' else docs end)
     ) as d
-    -- a doc_id is one row of documents; a row of another docs joins back on its unit and bytes
     -- the kept keys are the side DuckDB hashes: it hashes the side it estimates smaller and takes a filter
     -- to keep a fifth of the rows, so the filter (true of every kept row) keeps it from hashing the kept
     -- instances' text, as it did at 50M instances (17 GB). A doc_id is one row of documents; a row of
