@@ -71,16 +71,29 @@ def task_parts(snapshot: Snapshot, documents: set[str], table: str = "scores", p
     """The parts of `table` (relative paths under `prefix`, sorted) a reader of the documents parts `documents`
     (relative paths of live documents parts) must read: those covering one of them, and those whose cover is unknown
     or stale (an annotation part that names the live documents part it annotates, `of`, covers that one)."""
+    return runs_parts(snapshot, [documents], table, prefix)[0]
+
+
+def runs_parts(snapshot: Snapshot, runs: list[set[str]], table: str = "scores", prefix: str = "") -> list[list[str]]:
+    """`task_parts` of each run of documents parts in `runs`, in one pass over the parts of `table`: the cost follows
+    the parts and their covers, not the runs times the parts."""
     live = snapshot.tables.get("documents", {})
-    read = []
+    runs_of: dict[str, list[int]] = {}
+    for index, run in enumerate(runs):
+        for part in run:
+            runs_of.setdefault(part, []).append(index)
+    read: list[list[str]] = [[] for _ in runs]
     for path, info in sorted(snapshot.tables.get(table, {}).items()):
         if not path.startswith(prefix):
             continue
         if info.get("of") in live:
-            if info["of"] in documents:
-                read.append(path)
-        elif not _known(snapshot, info) or not documents.isdisjoint(info[FIELD]):
-            read.append(path)
+            hit = runs_of.get(info["of"], [])
+        elif not _known(snapshot, info):
+            hit = range(len(runs))
+        else:
+            hit = sorted({index for part in info[FIELD] for index in runs_of.get(part, ())})
+        for index in hit:
+            read[index].append(path)
     return read
 
 

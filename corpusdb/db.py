@@ -377,9 +377,7 @@ class Database:
     def documents_with_files(self, column: str) -> str:
         """SQL of the `documents` rows of this version, in the view's order, with each row's part (its URL, as
         `location.url_of` gives it) in `column`."""
-        documents = self.snapshot.tables.get("documents", {})
-        return self._parts_sql(self.parts("documents"), TABLE_SCHEMAS["documents"], TABLE_FOLDERS["documents"][1],
-                               [info.get("schema") for _, info in sorted(documents.items())], file_column=column)
+        return self.parts_sql("documents", self.snapshot.parts("documents"), column)
 
     def _parts_sql(self, paths: list[str], columns: dict[str, str], hive: bool = False, schemas: list[str | None] | None = None,
                    derived: str | None = None, where: str | None = None, file_column: str | None = None) -> str:

@@ -80,7 +80,7 @@ def placed_sql(db: Database, where: str = "true", parts: list[str] | None = None
     """The statement that makes PLACED, which INSTANCE_ROWS reads, on a cursor (a temp view: a cursor sees only its
     own): the documents of `where` (SQL over their columns), of some documents parts only where `parts` (paths
     relative to the database) are given."""
-    documents = db.documents_with_files(FILE) if parts is None else db.parts_sql("documents", parts, FILE)
+    documents = db.parts_sql("documents", db.snapshot.parts("documents") if parts is None else parts, FILE)
     return f"create or replace temp view {PLACED} as select * from ({documents}) where {where}"
 
 
@@ -118,8 +118,9 @@ def instance_runs(db: Database, name: str, rows: int | None = None) -> list[tupl
             run, count = [], 0
     if run:
         runs.append(run)
-    return [(run, covers.task_parts(snapshot, set(run), "instance_spans"),
-             covers.task_parts(snapshot, set(run), "scores", prefix)) for run in runs]
+    wanted = [set(run) for run in runs]
+    return list(zip(runs, covers.runs_parts(snapshot, wanted, "instance_spans"),
+                    covers.runs_parts(snapshot, wanted, "scores", prefix)))
 
 
 def stream_segments(db: Database, name: str, unit: str, shard_sql: str, row_where: str = "true",
