@@ -30,6 +30,18 @@ MISSING = object()
 # a line that is empty or only whitespace (line by line, such lines are skipped and numbered), searched
 # for between newlines (a literal first byte: the search is fast)
 _BLANK_LINE = re.compile(rb"\n[ \t\r\x0b\x0c]*\n")
+_LINE_SPACE = b" \t\r\x0b\x0c"
+
+
+def has_blank_line(data: bytes) -> bool:
+    """Whether a block of lines holds a line that is empty or only whitespace, its first and last line
+    included, without a copy of the block (a copy of an 8 MB block cost as much as the search)."""
+    if _BLANK_LINE.search(data):
+        return True
+    end = data.find(b"\n")
+    if not data[: len(data) if end < 0 else end].strip(_LINE_SPACE):
+        return True
+    return not data.endswith(b"\n") and not data[data.rfind(b"\n") + 1 :].strip(_LINE_SPACE)
 
 
 class Number(str):
@@ -135,7 +147,7 @@ def _json_constants_quoted(data: bytes) -> bool:
 def arrow_block(data: bytes, n_lines: int, text_field: str, fields: tuple[str, ...]) -> pa.Table | None:
     """The block's records (its `n_lines` lines) as a table of `text_field` and `fields` (all strings), one
     row per line, or None where that might differ from reading each line alone (the caller then does that)."""
-    if _BLANK_LINE.search(b"\n" + data + (b"" if data.endswith(b"\n") else b"\n")) or not _json_constants_quoted(data):
+    if has_blank_line(data) or not _json_constants_quoted(data):
         return None
     names = list(dict.fromkeys([text_field, *fields]))
     options = pajson.ParseOptions(explicit_schema=pa.schema([(name, pa.string()) for name in names]),

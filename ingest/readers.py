@@ -379,7 +379,8 @@ class Reader:
                         continue
                 else:
                     cut = len(pending)
-                data = bytes(pending[:cut])
+                with memoryview(pending) as view:  # one copy of the block (a bytearray's slice is a copy too)
+                    data = bytes(view[:cut])
                 del pending[:cut]
                 yield from self._block(data)
                 if not chunk:

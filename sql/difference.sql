@@ -70,22 +70,30 @@ kept as materialized (
 ),
 
 kept_instances as (
-    -- docs := 'instances': only the kept spans are joined to their documents and cut
-    select * from instances_of_kept('kept')
+    -- docs := 'instances': only the kept spans are joined to their documents and cut, each with its kept row's
+    -- columns: a kept span is one kept unit, so nothing joins back (at 50M instances that join hashed 25M kept rows)
+    select * exclude (teacher_logprob, reference_logprob, score),
+        teacher_logprob, reference_logprob, score
+    from instances_of_kept('kept')
 ),
 
-final as (
+joined_back as (
+    -- any other docs: its rows of the kept units
     select d.* exclude (unit_id), kept.teacher_logprob, kept.reference_logprob, kept.score
     from (
         select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id
-        from query_table(case when docs = 'instances' then 'kept_instances' else docs end)
+        from query_table(docs)
     ) as d
     -- the kept keys are the side DuckDB hashes: it hashes the side it estimates smaller and takes a filter
-    -- to keep a fifth of the rows, so the filter (true of every kept row) keeps it from hashing the kept
-    -- instances' text, as it did at 50M instances (17 GB). A doc_id is one row of documents; a row of
-    -- another docs joins back on its unit and bytes
+    -- to keep a fifth of the rows, so the filter (true of every kept row) keeps it from hashing docs' rows,
+    -- text and all (it hashed the kept instances' text at 50M instances, 17 GB, when they joined back here).
+    -- A doc_id is one row of documents; a row of another docs joins back on its unit and bytes
     inner join (select * from kept where score is not null and teacher_logprob is not null) as kept
         on d.unit_id = kept.unit_id and (docs = 'documents' or d.n_bytes = kept.n_bytes)
+),
+
+final as (
+    select * from query_table(case when docs = 'instances' then 'kept_instances' else 'joined_back' end)
 )
 
 select * from final;

@@ -57,15 +57,21 @@ kept as (
 ),
 
 kept_instances as (
-    -- docs := 'instances': only the kept spans are joined to their documents and cut
-    select * from instances_of_kept('kept')
+    -- docs := 'instances': only the kept spans are joined to their documents and cut, each with its kept row's
+    -- columns: a kept span is one kept unit, so nothing joins back
+    select * exclude (quota_units, quota_running), quota_units, quota_running from instances_of_kept('kept')
+),
+
+joined_back as (
+    -- any other docs: its rows of the kept units
+    select d.* exclude (unit_id), kept.quota_units, kept.quota_running
+    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(docs)) as d
+    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes and d.source = kept.source
 ),
 
 final as (
     -- the second branch never has a row, but keeps the checks where DuckDB proves the rest empty
-    select d.* exclude (unit_id), kept.quota_units, kept.quota_running
-    from (select *, unit_key(struct_pack(*columns('^(instance_id|doc_id)$'))) as unit_id from query_table(case when docs = 'instances' then 'kept_instances' else docs end)) as d
-    inner join kept on d.unit_id = kept.unit_id and d.n_bytes = kept.n_bytes and d.source = kept.source
+    select * from query_table(case when docs = 'instances' then 'kept_instances' else 'joined_back' end)
     union all by name
     select null::bigint as doc_id from checks where not checks.ok
 )

@@ -66,10 +66,23 @@ def test_demo_corpus_builds_jsonl_from_real_text(tmp_path):
     assert gzip.decompress((again / "python-code.jsonl.gz").read_bytes()) == gzip.decompress(path.read_bytes())
 
 
-ws_texts = st.lists(st.sampled_from(["a", "\u00e9", " ", "\t", "\r", "\n", "\x1c", "\u3000", "e\u0301", "\x0b", "Z"]),
+ws_texts = st.lists(st.sampled_from(["a", "\u00e9", " ", "\t", "\r", "\n", "\x1c", "\u3000", "e\u0301", "\x0b", "Z",
+                                     "\u00a0", "\x85", "\u00c5", "A\u030a", "\u212b", "\u1100\u1161", "\u02ff", "\u0300"]),
                    max_size=12).map("".join)
 
 
+def test_code_points_below_u0300_are_nfc_alone_and_in_pairs():
+    """normalize_texts leaves a text whose UTF-8 bytes are all below 0xCC (code points below U+0300) out of NFC: no
+    such code point changes under NFC, combines with a neighbour, or reorders (every pair is checked)."""
+    import unicodedata
+
+    chars = [chr(c) for c in range(0x300)]
+    assert all(unicodedata.combining(c) == 0 and unicodedata.normalize("NFC", c) == c for c in chars)
+    assert all(unicodedata.is_normalized("NFC", a + b) for a in chars for b in chars)
+    assert max(chr(0x2FF).encode()) < 0xCC <= chr(0x300).encode()[0]
+
+
+@settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(texts, ws_texts), max_size=30), st.integers(0, 3))
 def test_vectorised_normalize_and_doc_ids_are_the_per_text_ones(values, skip):
     import pyarrow as pa
@@ -120,3 +133,13 @@ def test_jsonl_blocks_read_as_each_line_alone(lines, crlf, meta):
                     for n, text, record in found]
         assert got == expected
         assert sum(reader.bad.counts.values()) == len(bad)
+
+
+@given(st.lists(st.sampled_from([b"a", b" ", b"\n", b"\t", b"\r", b"\x0b", b'{"text": "x"}', b"\n\n"]), max_size=16).map(b"".join))
+def test_a_block_has_a_blank_line_where_one_of_its_lines_is_only_whitespace(data):
+    from ingest.jsonl import has_blank_line
+
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()  # the newline ends the last line; nothing follows it
+    assert has_blank_line(data) == any(not line.strip(b" \t\r\x0b\x0c") for line in lines)
