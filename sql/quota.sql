@@ -28,21 +28,24 @@ checks as (
 ),
 
 ordered as (
-    -- the sort carries what the cut and the result need (the budget is looked up again after it)
+    -- the sort carries what the cut and the result need: the source as its place among the budgets' keys
+    -- (an integer, not the string, in the partition and the payload); the budget is looked up again after it
     select
         unit_id,
         n_bytes,
-        source,
+        source_index,
         quota_units,
         sum(quota_units) over (
-            partition by source order by uniform(unit_id, seed), unit_id rows unbounded preceding
+            partition by source_index order by uniform(unit_id, seed), unit_id rows unbounded preceding
         ) as quota_running
-    from units
+    from (select *, list_position(map_keys(budgets), source) as source_index from units)
     where quota_budget is not null and quota_units is not null
 ),
 
 kept_rows as not materialized (
-    select * from ordered where (select ok from checks) and quota_running <= budgets[source]
+    select * exclude (source_index), map_keys(budgets)[source_index] as source
+    from ordered
+    where (select ok from checks) and quota_running <= map_values(budgets)[source_index]
 ),
 
 kept as (
